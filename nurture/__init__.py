@@ -1,0 +1,14 @@
+"""Lead nurture orchestrator: the domain (cadences, scoring, timing), storage, web app and CLI.
+
+This package imports nothing from `workflows` or `activities`; they depend on it.
+"""
+
+# Temporal names shared by the workflow, the starter and the web app (CONTRACT.md).
+WORKFLOW_NAME = "LeadWorkflow"
+SIGNAL_EVENT = "event"
+QUERY_STATE = "state"
+
+
+def workflow_id(lead_id: str) -> str:
+    """The workflow id of a lead: `lead-<lead id>` (the CRM id carries no PII)."""
+    return f"lead-{lead_id}"

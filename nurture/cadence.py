@@ -1,0 +1,386 @@
+"""The files marketers edit, as validated data: cadences and the playbook.
+
+One set of pydantic models serves `cadences validate`, the JSON Schema for editors, and the
+workflow (which receives a snapshot of them). Pure: no I/O, no temporalio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    WithJsonSchema,
+)
+
+from nurture.durations import DURATION_PATTERN, parse_duration
+from nurture.events import CallOutcome, EventType
+
+
+def _check_duration(value: str) -> str:
+    parse_duration(value)
+    return value.strip()
+
+
+Duration = Annotated[
+    str,
+    AfterValidator(_check_duration),
+    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["2d", "3 business days"]}),
+]
+StepId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_\-]+$")]
+END = "end"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- conditions -------------------------------------------------------------------------
+
+
+class EventCondition(_Strict):
+    """The lead had this event (optionally tied to a step's email, optionally recently)."""
+
+    event: EventType
+    step: StepId | None = None
+    within: Duration | None = None
+
+
+class ScoreCondition(_Strict):
+    score_at_least: int
+
+
+class GradeCondition(_Strict):
+    grade_in: list[str] = Field(min_length=1)
+
+
+class CallOutcomeCondition(_Strict):
+    """The outcome the SDR recorded for the most recent call step."""
+
+    call_outcome: list[CallOutcome] = Field(min_length=1)
+
+
+class FieldCondition(_Strict):
+    """A lead field compared with exactly one of ``equals``, ``in`` or ``at_least``."""
+
+    field: str = Field(min_length=1)
+    equals: Any = None
+    in_: list[Any] | None = Field(default=None, alias="in")
+    at_least: float | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    def model_post_init(self, __context: Any) -> None:
+        given = [k for k in ("equals", "in", "at_least") if k in self._given_keys()]
+        if len(given) != 1:
+            raise ValueError(
+                f"field condition on '{self.field}' needs exactly one of equals, in, at_least"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+
+    def _given_keys(self) -> set[str]:
+        keys = set(self.model_fields_set)
+        if "in_" in keys:
+            keys.discard("in_")
+            keys.add("in")
+        return keys
+
+
+class AllCondition(_Strict):
+    all: list[Condition] = Field(min_length=1)
+
+
+class AnyCondition(_Strict):
+    any: list[Condition] = Field(min_length=1)
+
+
+class NotCondition(_Strict):
+    not_: Condition = Field(alias="not")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+CONDITION_KEYS: dict[str, str] = {
+    "event": "event",
+    "score_at_least": "score",
+    "grade_in": "grade",
+    "call_outcome": "call_outcome",
+    "field": "field",
+    "all": "all",
+    "any": "any",
+    "not": "not",
+    "not_": "not",
+}
+
+
+def condition_tag(value: Any) -> str | None:
+    """Which kind of condition a mapping is, by its leading key."""
+    if isinstance(value, dict):
+        keys = value.keys()
+    elif isinstance(value, BaseModel):
+        keys = value.model_fields_set
+    else:
+        return None
+    for key in keys:
+        if key in CONDITION_KEYS:
+            return CONDITION_KEYS[key]
+    return None
+
+
+Condition = Annotated[
+    Union[
+        Annotated[EventCondition, Tag("event")],
+        Annotated[ScoreCondition, Tag("score")],
+        Annotated[GradeCondition, Tag("grade")],
+        Annotated[CallOutcomeCondition, Tag("call_outcome")],
+        Annotated[FieldCondition, Tag("field")],
+        Annotated[AllCondition, Tag("all")],
+        Annotated[AnyCondition, Tag("any")],
+        Annotated[NotCondition, Tag("not")],
+    ],
+    Discriminator(
+        condition_tag,
+        custom_error_type="unknown_condition",
+        custom_error_message=(
+            "a condition needs one of: event, score_at_least, grade_in, call_outcome, "
+            "field, all, any, not"
+        ),
+    ),
+]
+AllCondition.model_rebuild()
+AnyCondition.model_rebuild()
+NotCondition.model_rebuild()
+
+
+# --- steps ------------------------------------------------------------------------------
+
+
+class _StepBase(_Strict):
+    id: StepId
+    name: str | None = None
+    next: str | None = Field(
+        default=None, description="The step to go to after this one ('end' ends the cadence)."
+    )
+
+
+class EmailStep(_StepBase):
+    type: Literal["email"]
+    template: str = Field(min_length=1, description="templates/email/<template>.j2")
+
+
+class CallStep(_StepBase):
+    type: Literal["call"]
+    script: str = Field(min_length=1, description="templates/call/<script>.j2")
+    due: Duration | None = Field(default=None, description="Default: the playbook's team.call_due.")
+    wait_for_outcome: Duration | None = None
+
+
+class WaitStep(_StepBase):
+    type: Literal["wait"]
+    duration: Duration
+    until_any: list[EventType] = Field(default_factory=list)
+
+
+class BranchCase(_Strict):
+    when: Condition
+    goto: str
+
+
+class BranchStep(_StepBase):
+    type: Literal["branch"]
+    cases: list[BranchCase] = Field(min_length=1)
+    default: str | None = Field(default=None, description="Default: the following step.")
+
+
+class ExitStep(_StepBase):
+    type: Literal["exit"]
+    reason: str = Field(min_length=1)
+
+
+Step = Annotated[
+    Union[EmailStep, CallStep, WaitStep, BranchStep, ExitStep], Field(discriminator="type")
+]
+STEP_TYPES: tuple[str, ...] = ("email", "call", "wait", "branch", "exit")
+
+
+class Cadence(_Strict):
+    """One cadence file: an ordered list of steps with jumps."""
+
+    id: StepId
+    name: str = Field(min_length=1)
+    description: str | None = None
+    exit_on: list[EventType] = Field(default_factory=list)
+    steps: list[Step] = Field(min_length=1)
+
+    def step(self, step_id: str) -> EmailStep | CallStep | WaitStep | BranchStep | ExitStep:
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(f"cadence '{self.id}' has no step '{step_id}'")
+
+    def index(self, step_id: str) -> int:
+        for i, step in enumerate(self.steps):
+            if step.id == step_id:
+                return i
+        raise KeyError(f"cadence '{self.id}' has no step '{step_id}'")
+
+    def following(self, step_id: str) -> str:
+        """The step after ``step_id``: its ``next``, else the one below it, else ``end``."""
+        step = self.step(step_id)
+        if step.next is not None:
+            return step.next
+        i = self.index(step_id)
+        return self.steps[i + 1].id if i + 1 < len(self.steps) else END
+
+    @property
+    def version(self) -> str:
+        """A content hash: a lead in flight keeps the version it entered with."""
+        return content_hash(self)
+
+
+def content_hash(model: BaseModel) -> str:
+    body = json.dumps(model.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
+# --- playbook ---------------------------------------------------------------------------
+
+
+class Decay(_Strict):
+    after: Duration = "30d"
+    points: int = Field(default=10, ge=1)
+
+
+class Scoring(_Strict):
+    points: dict[EventType, int] = Field(default_factory=dict)
+    page_points: dict[str, int] = Field(default_factory=dict)
+    decay: Decay | None = None
+
+
+class GradingRule(_Strict):
+    when: Condition
+    points: int
+
+
+class Grading(_Strict):
+    rules: list[GradingRule] = Field(default_factory=list)
+    bands: dict[str, int] = Field(default_factory=lambda: {"A": 70, "B": 40, "C": 20, "D": 0})
+
+    def band(self, points: int) -> str:
+        """The best band whose floor ``points`` reaches; the lowest band otherwise."""
+        ordered = sorted(self.bands.items(), key=lambda kv: kv[1], reverse=True)
+        for grade, floor in ordered:
+            if points >= floor:
+                return grade
+        return ordered[-1][0]
+
+
+class MqlThreshold(_Strict):
+    score: int = Field(ge=0)
+
+
+class TossUpThreshold(_Strict):
+    score: int = Field(ge=0)
+    grades: list[str] = Field(default_factory=list, description="Empty: any grade.")
+
+
+class Thresholds(_Strict):
+    mql: MqlThreshold
+    toss_up: TossUpThreshold
+    sales_follow_up: Duration = "14d"
+    hand_raisers: list[str] = Field(
+        default_factory=list, description="Event types, or type:form for form.submitted."
+    )
+
+
+class RoutingRule(_Strict):
+    when: Condition | None = None
+    cadence: str
+
+
+class RecycleRule(_Strict):
+    after: Duration
+    cadence: str
+
+
+class Routing(_Strict):
+    entry: list[RoutingRule] = Field(min_length=1)
+    mql_cadence: str
+    recycle: dict[str, RecycleRule | Literal["never"]] = Field(default_factory=dict)
+
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class SendWindow(_Strict):
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
+    start: ClockTime = "09:00"
+    end: ClockTime = "18:00"
+
+
+class Limits(_Strict):
+    max_emails_per_week: int | None = Field(default=None, ge=1)
+    min_gap_between_touches: Duration | None = None
+    send_window: SendWindow = Field(default_factory=SendWindow)
+    holidays: list[str] = Field(default_factory=list, description="ISO dates, YYYY-MM-DD.")
+
+
+class Sdr(_Strict):
+    id: StepId
+    name: str
+    email: str
+    territories: list[str] = Field(default_factory=list)
+
+
+class Team(_Strict):
+    sdrs: list[Sdr] = Field(default_factory=list)
+    assignment: Literal["round_robin"] = "round_robin"
+    call_due: Duration = "1 business day"
+
+
+class Sender(_Strict):
+    from_: str = Field(alias="from")
+    postal_address: str
+    reply_to: str | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Playbook(_Strict):
+    """The written agreement between marketing, inside sales and sales."""
+
+    scoring: Scoring = Field(default_factory=Scoring)
+    grading: Grading = Field(default_factory=Grading)
+    thresholds: Thresholds
+    routing: Routing
+    limits: Limits = Field(default_factory=Limits)
+    team: Team = Field(default_factory=Team)
+    sender: Sender
+
+    @property
+    def version(self) -> str:
+        return content_hash(self)
+
+
+class CadenceSet(BaseModel):
+    """A validated playbook with every cadence it may route to: what the workflow is given."""
+
+    model_config = ConfigDict(frozen=True)
+
+    playbook: Playbook
+    cadences: dict[str, Cadence]
+
+    def cadence(self, cadence_id: str) -> Cadence:
+        try:
+            return self.cadences[cadence_id]
+        except KeyError:
+            raise KeyError(f"no cadence '{cadence_id}' in the set") from None

@@ -1,0 +1,89 @@
+"""One Settings object, built at the edges (CLI, worker, web app) and passed down.
+
+Nothing here reads the environment at import time; call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DATA_DIR = Path(".data")
+
+
+class Settings(BaseSettings):
+    """The contract's NURTURE_* variables (CONTRACT.md, "Configuration")."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NURTURE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "nurture"
+    database_url: str = "sqlite+aiosqlite:///.data/nurture.db"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    webhook_secret: SecretStr | None = None
+    public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000")
+    cadences_dir: Path = Path("cadences")
+    templates_dir: Path = Path("templates")
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    crm_webhook_url: AnyHttpUrl | None = None
+    sending_paused: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError(
+                "use an async driver URL: sqlite+aiosqlite:///path.db or "
+                "postgresql+asyncpg://user@host/db"
+            )
+        return value
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError("expected host:port, for example localhost:7233")
+        return value
+
+    @property
+    def public_base(self) -> str:
+        return str(self.public_url).rstrip("/")
+
+    def require_webhook_secret(self) -> str:
+        """The webhook secret, or a clear error: it is required outside `make run`."""
+        if self.webhook_secret is None or not self.webhook_secret.get_secret_value():
+            raise SettingsError(
+                "NURTURE_WEBHOOK_SECRET is not set: set it to a long random string "
+                "(`make run` generates one into .data/webhook_secret)"
+            )
+        return self.webhook_secret.get_secret_value()
+
+
+class SettingsError(RuntimeError):
+    """Configuration that cannot be used, with a message naming the variable."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment (and `.env`), refusing bad values clearly.
+
+    Raises:
+        SettingsError: naming each bad NURTURE_* variable and why.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = "NURTURE_" + "_".join(str(p) for p in error["loc"]).upper()
+            lines.append(f"{name}: {error['msg']}")
+        raise SettingsError("bad configuration:\n  " + "\n  ".join(lines)) from None
