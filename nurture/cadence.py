@@ -78,19 +78,24 @@ class FieldCondition(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     def model_post_init(self, __context: Any) -> None:
-        given = [k for k in ("equals", "in", "at_least") if k in self._given_keys()]
+        given = self.operators()
         if len(given) != 1:
             raise ValueError(
                 f"field condition on '{self.field}' needs exactly one of equals, in, at_least"
                 + (f" (got {', '.join(given)})" if given else "")
             )
 
-    def _given_keys(self) -> set[str]:
-        keys = set(self.model_fields_set)
-        if "in_" in keys:
-            keys.discard("in_")
-            keys.add("in")
-        return keys
+    def operators(self) -> list[str]:
+        """The comparison keys given. Counted by value, not by "set" fields: a snapshot that
+        went through JSON (Temporal payloads) has every key present, unused ones null."""
+        given = []
+        if self.equals is not None:
+            given.append("equals")
+        if self.in_ is not None:
+            given.append("in")
+        if self.at_least is not None:
+            given.append("at_least")
+        return given
 
 
 class AllCondition(_Strict):

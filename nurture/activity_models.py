@@ -1,0 +1,137 @@
+"""One input and one result model per activity, shared by the workflow and the activities.
+
+Light on purpose: the workflow imports this module through the sandbox, so it holds only
+pydantic models and names. The activities themselves live in `activities/`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from nurture.cadence import Cadence, Playbook
+
+# Activity names, used by the workflow (by name, so it never imports SMTP or SQL code).
+LOAD_CADENCE = "load_cadence"
+SEND_EMAIL = "send_email"
+CREATE_CALL_TASK = "create_call_task"
+CLOSE_CALL_TASKS = "close_call_tasks"
+HANDOFF = "handoff"
+RECORD_TRANSITION = "record_transition"
+ERASE_LEAD = "erase_lead"
+NOTIFY = "notify"
+
+
+def side_effect_key(lead_id: str, cycle: int, cadence: str, step: str, visit: int) -> str:
+    """The idempotency key of a touch: lead + cycle + cadence + step + visit (CONTRACT.md).
+
+    Never the run id: continue-as-new changes it, and a retry must find the same key.
+    """
+    return f"{lead_id}|{cycle}|{cadence}|{step}|{visit}"
+
+
+class LoadCadenceInput(BaseModel):
+    cadence_id: str
+
+
+class CadenceSnapshot(BaseModel):
+    cadence: Cadence
+    playbook: Playbook
+
+
+class SendEmailInput(BaseModel):
+    key: str
+    lead_id: str
+    cycle: int
+    cadence: str
+    step: str
+    visit: int
+    template: str
+    owner: str | None = None
+    now: datetime
+
+
+class SendEmailResult(BaseModel):
+    status: Literal["sent", "skipped", "failed", "unknown", "paused"]
+    message_id: str | None = None
+    detail: str = ""
+
+
+class CallTaskInput(BaseModel):
+    key: str
+    lead_id: str
+    cycle: int
+    cadence: str
+    step: str
+    visit: int
+    script: str
+    due_at: datetime
+    owner: str | None = None
+    now: datetime
+
+
+class CallTaskResult(BaseModel):
+    task_id: str
+    owner: str | None
+    created: bool
+    detail: str = ""
+
+
+class CloseCallTasksInput(BaseModel):
+    lead_id: str
+    status: Literal["cancelled", "overdue"]
+    reason: str
+    task_id: str | None = None  # None: every open task of the lead
+    now: datetime
+
+
+class HandoffInput(BaseModel):
+    key: str
+    lead_id: str
+    cycle: int
+    owner: str | None
+    trigger: str
+    reason: str
+    score: int
+    grade: str | None
+    now: datetime
+
+
+class HandoffResult(BaseModel):
+    opportunity_key: str
+    created: bool
+    crm_notified: bool = False
+
+
+class TransitionInput(BaseModel):
+    """A stage change and the lead's current projection, for the funnel and the pages."""
+
+    lead_id: str
+    cycle: int
+    from_stage: str | None
+    to_stage: str
+    at: datetime
+    reason: str
+    source: str | None = None
+    cadence: str | None = None
+    step: str | None = None
+    score: int = 0
+    grade: str | None = None
+    owner: str | None = None
+    next_touch_at: datetime | None = None
+
+
+class EraseInput(BaseModel):
+    lead_id: str
+    now: datetime
+
+
+class NotifyInput(BaseModel):
+    key: str
+    lead_id: str
+    to: list[str] = Field(default_factory=list)  # SDR ids or "ops"
+    subject: str
+    text: str
+    now: datetime

@@ -1,0 +1,223 @@
+"""Intake: a posted or imported lead becomes (or updates) its one workflow, `lead-<id>`.
+
+The same path serves the CLI, the web app and `make run`'s sample leads. It is idempotent:
+the personal data goes to the app database, the workflow is started with the conflict
+policy "use existing" (two starts never make two workflows), and a lead posted again is
+signaled as `lead.updated`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from nurture import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
+from nurture.catalog import CadenceCatalog
+from nurture.conditions import Facts
+from nurture.db import LeadRow
+from nurture.events import PERSONAL_FIELDS, Event, Lead
+from nurture.interpreter import entry_cadence
+from nurture.settings import Settings
+from nurture.state import LeadInput
+
+FREE_MAIL = frozenset(
+    {
+        "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.jp", "hotmail.com", "outlook.com",
+        "live.com", "icloud.com", "me.com", "aol.com", "gmx.de", "gmx.net", "web.de", "mail.ru",
+        "proton.me", "protonmail.com", "qq.com", "163.com", "naver.com", "yandex.ru",
+    }
+)
+_COMPANY_SUFFIXES = (" inc", " inc.", " ltd", " ltd.", " llc", " gmbh", " co.", " corp", " corp.", " k.k.", " plc", " sa", " ag")
+
+
+def account_of(email: str | None, company: str | None) -> str | None:
+    """The account a lead belongs to: its email domain, or its normalized company name for
+    free-mail addresses (so every lead of one company gets the same SDR)."""
+    domain = email.rpartition("@")[2].lower() if email and "@" in email else None
+    if domain and domain not in FREE_MAIL:
+        return domain
+    if company:
+        name = " ".join(company.lower().replace(",", " ").split())
+        for suffix in _COMPANY_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)].strip()
+        return f"company:{name}" if name else None
+    return None
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    lead_id: str
+    workflow_id: str
+    status: Literal["created", "updated", "closed"]
+    stage: str | None = None
+    cadence: str | None = None
+
+
+class Intake:
+    """Creates and updates leads: database row first, then the workflow."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: Client,
+        sessions: async_sessionmaker[AsyncSession],
+        catalog: CadenceCatalog,
+    ) -> None:
+        self.settings = settings
+        self.client = client
+        self.sessions = sessions
+        self.catalog = catalog
+
+    async def submit(self, lead: Lead, *, now: datetime | None = None) -> IntakeResult:
+        """Create the lead, or update it when it exists (as `lead.updated`).
+
+        Raises:
+            CadenceSetInvalid: when the cadence files have problems (nothing is started).
+        """
+        now = now or datetime.now(UTC)
+        cadence_set = self.catalog.current()
+        existed, stage, facts_changed = await self._upsert(lead)
+        wf_id = workflow_id(lead.id)
+        if stage in ("won", "closed"):
+            return IntakeResult(lead.id, wf_id, "closed", stage=stage)
+        facts = await self._facts(lead.id)
+        cadence_id, why = entry_cadence(cadence_set.playbook, Facts(lead=facts, now=now))
+        try:
+            handle: WorkflowHandle = await self.client.start_workflow(
+                WORKFLOW_NAME,
+                LeadInput(
+                    facts=facts,
+                    playbook=cadence_set.playbook,
+                    cadence=cadence_set.cadence(cadence_id),
+                    routing_reason=why,
+                ),
+                id=wf_id,
+                task_queue=self.settings.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+        except WorkflowAlreadyStartedError:
+            # Its workflow completed (won or closed) before the projection caught up.
+            return IntakeResult(lead.id, wf_id, "closed", stage=stage)
+        if existed and facts_changed:
+            data = {k: v for k, v in facts.model_dump(exclude={"id"}).items()}
+            digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            await handle.signal(
+                SIGNAL_EVENT,
+                Event(id=f"intake-{lead.id}-{digest}", type="lead.updated", lead_id=lead.id, occurred_at=now, data=data),
+            )
+        return IntakeResult(lead.id, wf_id, "updated" if existed else "created", stage=stage, cadence=cadence_id)
+
+    async def _upsert(self, lead: Lead) -> tuple[bool, str | None, bool]:
+        """Write the lead's row; returns (existed, stage, decision facts changed)."""
+        given = lead.model_dump(include=lead.model_fields_set | {"id"})
+        async with self.sessions() as session:
+            row = await session.get(LeadRow, lead.id)
+            existed = row is not None
+            if row is None:
+                row = LeadRow(id=lead.id, fields={})
+                session.add(row)
+            before = _decision_view(row)
+            for name, value in given.items():
+                if name == "fields":
+                    row.fields = {**(row.fields or {}), **(value or {})}
+                elif name != "id":
+                    setattr(row, name, value)
+            row.account = account_of(row.email, row.company)
+            after = _decision_view(row)
+            stage = row.stage if existed else None
+            await session.commit()
+        return existed, stage, before != after
+
+    async def _facts(self, lead_id: str):  # type: ignore[no-untyped-def]
+        async with self.sessions() as session:
+            row = await session.get(LeadRow, lead_id)
+            assert row is not None
+            return lead_from_row(row).facts()
+
+
+def _decision_view(row: LeadRow) -> dict[str, object]:
+    return {
+        "country": row.country, "timezone": row.timezone, "industry": row.industry,
+        "employees": row.employees, "tier_account": row.tier_account, "source": row.source,
+        "fields": dict(row.fields or {}), "has_email": bool(row.email),
+    }
+
+
+def lead_from_row(row: LeadRow) -> Lead:
+    data = {
+        name: getattr(row, name)
+        for name in ("id", *PERSONAL_FIELDS, "country", "timezone", "industry", "employees", "tier_account", "source")
+    }
+    data["fields"] = dict(row.fields or {})
+    return Lead.model_validate(data)
+
+
+@dataclass(frozen=True)
+class EventResult:
+    event_id: str
+    status: Literal["delivered", "duplicate", "parked", "recorded"]
+
+
+async def record_event(sessions: async_sessionmaker[AsyncSession], event: Event) -> tuple[bool, LeadRow | None]:
+    """Store the event durably before anything else; (False, _) when its id was seen."""
+    from sqlalchemy.exc import IntegrityError
+
+    from nurture.db import EventRow
+
+    async with sessions() as session:
+        if await session.get(EventRow, event.id) is not None:
+            return False, None
+        lead = await session.get(LeadRow, event.lead_id)
+        session.add(
+            EventRow(
+                id=event.id, lead_id=event.lead_id, type=event.type, occurred_at=event.occurred_at,
+                data=dict(event.data), status="delivered" if lead is not None else "parked",
+            )
+        )
+        try:
+            await session.commit()
+        except IntegrityError:
+            # The same id posted concurrently: the first one wins.
+            await session.rollback()
+            return False, None
+        return True, lead
+
+
+async def _mark(sessions: async_sessionmaker[AsyncSession], event_id: str, status: str) -> None:
+    from nurture.db import EventRow, utcnow
+
+    async with sessions() as session:
+        row = await session.get(EventRow, event_id)
+        if row is not None:
+            row.status = status
+            row.delivered_at = utcnow() if status == "delivered" else None
+            await session.commit()
+
+
+async def submit_event(intake: Intake, event: Event) -> EventResult:
+    """Record an event, then signal its lead's workflow (or park it for an unknown lead)."""
+    from temporalio.service import RPCError
+
+    fresh, lead = await record_event(intake.sessions, event)
+    if not fresh:
+        return EventResult(event.id, "duplicate")
+    if lead is None:
+        return EventResult(event.id, "parked")
+    handle = intake.client.get_workflow_handle(workflow_id(event.lead_id))
+    try:
+        await handle.signal(SIGNAL_EVENT, event)
+    except RPCError:
+        # The workflow has completed (won or closed): the event is recorded, not signaled.
+        await _mark(intake.sessions, event.id, "recorded")
+        return EventResult(event.id, "recorded")
+    return EventResult(event.id, "delivered")

@@ -1,0 +1,1237 @@
+"""Loading and validating the files marketers edit: the playbook, the cadences, the templates.
+
+Every problem is collected and reported at once, as ``<file>:<line>: <where>: <message>``
+(CONTRACT.md, "Files marketers edit"), with a way to fix it; nothing here ends in a
+traceback. Three kinds of checks run on each file:
+
+1. YAML syntax (ruamel, YAML 1.2, with lines: :mod:`nurture.yamlio`);
+2. the pydantic models of :mod:`nurture.cadence`, whose errors are rewritten for humans;
+3. what a schema cannot say (jumps to missing steps, unreachable steps, loops that would
+   spin, references between files, templates). These read the plain YAML data rather than
+   the models, so they still run, and still report, when step 2 found a problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, Tag, ValidationError
+
+from nurture.cadence import (
+    CONDITION_KEYS,
+    END,
+    STEP_TYPES,
+    WEEKDAYS,
+    Cadence,
+    CadenceSet,
+    Grading,
+    Playbook,
+)
+from nurture.events import CALL_OUTCOMES, EVENT_TYPES
+from nurture.rendering import Renderer
+from nurture.yamlio import DataPath, YamlDocument, YamlSyntaxError, follow_data, read_yaml
+
+PLAYBOOK_FILE = "playbook.yaml"
+DEFAULT_BANDS: tuple[str, ...] = tuple(Grading().bands)
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One thing wrong in a file, with where it is and how to fix it."""
+
+    file: str
+    line: int
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.where}: {self.message}"
+
+
+class CadenceSetInvalid(Exception):
+    """The cadence set has problems; ``problems`` lists every one, ``str()`` prints them."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems: list[Problem] = sorted(problems)
+        count = len(self.problems)
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''} in the cadences:\n"
+            + "\n".join(str(p) for p in self.problems)
+        )
+
+
+@dataclass
+class ValidationReport:
+    """What a validation run found: the problems, and what was read without problems."""
+
+    problems: list[Problem] = field(default_factory=list)
+    playbook: Playbook | None = None
+    cadences: dict[str, Cadence] = field(default_factory=dict)
+    cadence_files: int = 0
+    playbook_files: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+# --- public API ---------------------------------------------------------------------------
+
+
+def load_cadence_set(cadences_dir: Path, templates_dir: Path | None = None) -> CadenceSet:
+    """Load and validate a cadences folder: its ``playbook.yaml`` and every other ``*.yaml``.
+
+    Args:
+        cadences_dir: the folder (``cadences/`` or ``examples/demo/cadences``).
+        templates_dir: when given, every template and call script the cadences name is
+            checked too (rendered against sample leads).
+
+    Returns:
+        The validated playbook and cadences, keyed by cadence id.
+
+    Raises:
+        CadenceSetInvalid: listing every problem found.
+    """
+    report = validate_report([Path(cadences_dir)], templates_dir)
+    if report.problems:
+        raise CadenceSetInvalid(report.problems)
+    assert report.playbook is not None  # a folder without a playbook is a problem above
+    return CadenceSet(playbook=report.playbook, cadences=report.cadences)
+
+
+def load_cadence(path: Path) -> Cadence:
+    """Load and validate one cadence file on its own (no playbook, no templates).
+
+    Raises:
+        CadenceSetInvalid: listing every problem found in the file.
+    """
+    report = validate_report([Path(path)], None)
+    if report.problems:
+        raise CadenceSetInvalid(report.problems)
+    return next(iter(report.cadences.values()))
+
+
+def validate_paths(paths: list[Path], templates_dir: Path | None) -> list[Problem]:
+    """Validate files and folders, as ``cadences validate`` does.
+
+    Args:
+        paths: cadence files, playbook files (named ``playbook.yaml``) and folders; a folder
+            means its ``playbook.yaml`` plus every other ``*.yaml`` in it as a cadence.
+        templates_dir: where ``email/`` and ``call/`` templates are; ``None`` skips them.
+
+    Returns:
+        Every problem found, sorted by file and line; empty when all is well.
+    """
+    return validate_report(paths, templates_dir).problems
+
+
+def validate_report(paths: Sequence[Path], templates_dir: Path | None) -> ValidationReport:
+    """Like :func:`validate_paths`, also returning what was read (for summaries)."""
+    run = _Run(templates_dir)
+    run.collect(paths)
+    run.check()
+    report = run.report
+    report.problems = sorted(set(report.problems))
+    return report
+
+
+# --- one run --------------------------------------------------------------------------------
+
+
+@dataclass
+class _CadenceFile:
+    path: Path
+    doc: YamlDocument | None = None
+    model: Cadence | None = None
+
+    @property
+    def file(self) -> str:
+        return os.fspath(self.path)
+
+    @property
+    def cadence_id(self) -> str | None:
+        data = self.doc.data if self.doc else None
+        value = data.get("id") if isinstance(data, dict) else None
+        return value if isinstance(value, str) else None
+
+
+@dataclass
+class _PlaybookFile:
+    path: Path
+    doc: YamlDocument | None = None
+    model: Playbook | None = None
+    # Cadence ids this playbook may name even if their files were not passed in.
+    sibling_ids: set[str] = field(default_factory=set)
+
+    @property
+    def file(self) -> str:
+        return os.fspath(self.path)
+
+
+class _Run:
+    """One validation run over some files: collects problems, keeps what is valid."""
+
+    def __init__(self, templates_dir: Path | None) -> None:
+        self.report = ValidationReport()
+        self.renderer = Renderer(Path(templates_dir)) if templates_dir is not None else None
+        self.templates_dir = templates_dir
+        self.cadence_files: list[_CadenceFile] = []
+        self.playbooks: list[_PlaybookFile] = []
+        self._template_checks: dict[tuple[str, str], list[str]] = {}
+
+    def problem(self, file: str, line: int, where: str, message: str) -> None:
+        self.report.problems.append(Problem(file, line, where, message))
+
+    # --- which files ---------------------------------------------------------------------
+
+    def collect(self, paths: Sequence[Path]) -> None:
+        seen: set[Path] = set()
+
+        def add(path: Path, *, from_folder: bool) -> None:
+            key = path.resolve()
+            if key in seen:
+                return
+            seen.add(key)
+            if path.name in (PLAYBOOK_FILE, "playbook.yml"):
+                playbook = _PlaybookFile(path)
+                if not from_folder:
+                    # A playbook checked on its own may still name the cadences beside it.
+                    playbook.sibling_ids = {
+                        p.stem for p in _yaml_files(path.parent) if p.name != path.name
+                    }
+                self.playbooks.append(playbook)
+            else:
+                self.cadence_files.append(_CadenceFile(path))
+
+        for path in paths:
+            path = Path(path)
+            if path.is_dir():
+                if not (path / PLAYBOOK_FILE).is_file():
+                    self.problem(
+                        os.fspath(path / PLAYBOOK_FILE),
+                        1,
+                        "playbook",
+                        "missing: a cadences folder needs a playbook.yaml (scoring, grading, "
+                        "thresholds, routing, limits, team, sender)",
+                    )
+                for child in _yaml_files(path):
+                    add(child, from_folder=True)
+            elif path.is_file():
+                add(path, from_folder=False)
+            else:
+                self.problem(os.fspath(path), 1, "file", "no such file or folder: check the path")
+        self.report.cadence_files = len(self.cadence_files)
+        self.report.playbook_files = len(self.playbooks)
+
+    # --- the checks ----------------------------------------------------------------------
+
+    def check(self) -> None:
+        for playbook in self.playbooks:
+            playbook.doc = self._read(playbook.file, playbook.path, "playbook")
+            if playbook.doc is not None:
+                playbook.model = self._validate_playbook(playbook)
+        bands = self._bands()
+        for cadence in self.cadence_files:
+            cadence.doc = self._read(cadence.file, cadence.path, "cadence")
+            if cadence.doc is not None:
+                cadence.model = self._validate_cadence(cadence, bands)
+        self._check_cadence_ids()
+        for playbook in self.playbooks:
+            if playbook.doc is not None and isinstance(playbook.doc.data, dict):
+                self._check_routing(playbook)
+        if len(self.playbooks) == 1 and self.playbooks[0].model is not None:
+            self.report.playbook = self.playbooks[0].model
+        for cadence in self.cadence_files:
+            if cadence.model is not None:
+                self.report.cadences.setdefault(cadence.model.id, cadence.model)
+
+    def _read(self, file: str, path: Path, where: str) -> YamlDocument | None:
+        try:
+            doc = read_yaml(path)
+        except YamlSyntaxError as exc:
+            self.problem(file, exc.line, where, exc.message)
+            return None
+        except OSError as exc:
+            self.problem(file, 1, where, f"cannot read the file: {exc.strerror or exc}")
+            return None
+        if not isinstance(doc.data, dict):
+            needs = "id, name and steps" if where == "cadence" else "thresholds, routing, sender"
+            got = "the file is empty" if doc.data is None else f"got {_describe(doc.data)}"
+            self.problem(file, doc.line_of(()), where, f"{got}: expected a mapping with {needs}")
+            return None
+        return doc
+
+    def _bands(self) -> set[str] | None:
+        """The grades the playbook defines, for checking grade names (None: no playbook)."""
+        if len(self.playbooks) != 1:
+            return None
+        doc = self.playbooks[0].doc
+        if doc is None:
+            return None
+        grading = doc.data.get("grading")
+        bands = grading.get("bands") if isinstance(grading, dict) else None
+        if isinstance(bands, dict):
+            return {str(k) for k in bands}
+        return set(DEFAULT_BANDS)
+
+    # --- cadences ------------------------------------------------------------------------
+
+    def _validate_cadence(self, cf: _CadenceFile, bands: set[str] | None) -> Cadence | None:
+        doc = cf.doc
+        assert doc is not None
+        data: dict[str, Any] = doc.data
+        model: Cadence | None = None
+        try:
+            model = Cadence.model_validate(data)
+        except ValidationError as exc:
+            for error in _humane_errors(Cadence, exc, doc.data):
+                where, prefix = _cadence_where(data, error.path)
+                line = doc.line_of(error.line_path)
+                message = f"{prefix}: {error.message}" if prefix else error.message
+                self.problem(cf.file, line, where, message)
+        cadence_id = data.get("id")
+        if isinstance(cadence_id, str) and cadence_id != cf.path.stem:
+            self.problem(
+                cf.file,
+                doc.line_of(("id",)),
+                "cadence",
+                f"id '{cadence_id}' does not match the file name '{cf.path.name}': rename the "
+                f"file to {cadence_id}{cf.path.suffix} or set id: {cf.path.stem}",
+            )
+        graph = _StepGraph.from_data(data)
+        for line_path, where, message in graph.problems(bands):
+            self.problem(cf.file, doc.line_of(line_path), where, message)
+        if self.renderer is not None:
+            for line_path, where, message in self._template_problems(graph):
+                self.problem(cf.file, doc.line_of(line_path), where, message)
+        return model
+
+    def _template_problems(self, graph: _StepGraph) -> Iterator[tuple[DataPath, str, str]]:
+        assert self.renderer is not None
+        for step in graph.steps:
+            if step.type == "email":
+                kind: Literal["email", "call"] = "email"
+                key = "template"
+            elif step.type == "call":
+                kind, key = "call", "script"
+            else:
+                continue
+            name = step.raw.get(key)
+            if not isinstance(name, str) or not name.strip():
+                continue  # the schema check reports it
+            path = (*step.path, key)
+            if not self.renderer.exists(kind, name):
+                expected = os.fspath(Path(self.templates_dir or ".") / kind / f"{name}.j2")
+                suggestion = _did_you_mean(name, self.renderer.names(kind))
+                noun = "template" if kind == "email" else "call script"
+                yield (
+                    path,
+                    step.where,
+                    (f"{noun} '{name}' not found: create {expected}{suggestion}"),
+                )
+                continue
+            if (kind, name) not in self._template_checks:
+                self._template_checks[(kind, name)] = self.renderer.check(kind, name)
+            for message in self._template_checks[(kind, name)]:
+                yield path, step.where, f"{key} '{name}': {message}"
+
+    def _check_cadence_ids(self) -> None:
+        first: dict[str, _CadenceFile] = {}
+        for cf in sorted(self.cadence_files, key=lambda c: c.file):
+            cadence_id = cf.cadence_id
+            if cadence_id is None:
+                continue
+            if cadence_id in first:
+                assert cf.doc is not None
+                self.problem(
+                    cf.file,
+                    cf.doc.line_of(("id",)),
+                    "cadence",
+                    f"cadence id '{cadence_id}' is also used by {first[cadence_id].file}: "
+                    "each cadence needs its own id (and file)",
+                )
+            else:
+                first[cadence_id] = cf
+
+    # --- the playbook --------------------------------------------------------------------
+
+    def _validate_playbook(self, pf: _PlaybookFile) -> Playbook | None:
+        doc = pf.doc
+        assert doc is not None
+        model: Playbook | None = None
+        try:
+            model = Playbook.model_validate(doc.data)
+        except ValidationError as exc:
+            for error in _humane_errors(Playbook, exc, doc.data):
+                self.problem(
+                    pf.file, doc.line_of(error.line_path), _dotted(error.path), error.message
+                )
+        for line_path, message in _playbook_problems(doc.data):
+            self.problem(pf.file, doc.line_of(line_path), _dotted(line_path), message)
+        return model
+
+    def _check_routing(self, pf: _PlaybookFile) -> None:
+        """Routing names cadences: each must be in the set being validated."""
+        doc = pf.doc
+        assert doc is not None
+        known = set(pf.sibling_ids)
+        folder = pf.path.parent.resolve()
+        for cf in self.cadence_files:
+            if cf.path.parent.resolve() == folder:
+                # A file that could not be read still stands for its cadence: its own
+                # problem is reported, routing to it should not be as well.
+                known.add(cf.cadence_id or cf.path.stem)
+        routing = doc.data.get("routing")
+        if not isinstance(routing, dict):
+            return
+        named: list[tuple[DataPath, str]] = []
+        entry = routing.get("entry")
+        if isinstance(entry, list):
+            for i, rule in enumerate(entry):
+                if isinstance(rule, dict) and isinstance(rule.get("cadence"), str):
+                    named.append((("routing", "entry", i, "cadence"), rule["cadence"]))
+        if isinstance(routing.get("mql_cadence"), str):
+            named.append((("routing", "mql_cadence"), routing["mql_cadence"]))
+        recycle = routing.get("recycle")
+        if isinstance(recycle, dict):
+            for reason, rule in recycle.items():
+                if isinstance(rule, dict) and isinstance(rule.get("cadence"), str):
+                    named.append((("routing", "recycle", reason, "cadence"), rule["cadence"]))
+        choices = sorted(known)
+        for path, cadence_id in named:
+            if cadence_id in known:
+                continue
+            suggestion = _did_you_mean(cadence_id, choices)
+            existing = (
+                f"name one of {', '.join(choices)}"
+                if choices and not suggestion
+                else "name an existing cadence"
+            )
+            self.problem(
+                pf.file,
+                doc.line_of(path),
+                _dotted(path),
+                f"cadence '{cadence_id}' is not in the set{suggestion}: {existing} or add "
+                f"{pf.path.parent / cadence_id}.yaml",
+            )
+
+
+def _yaml_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+
+
+# --- what pydantic says, for humans ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Error:
+    path: DataPath  # where the problem is (a missing or unknown key: its parent)
+    line_path: DataPath  # where to point (the key itself when it is written)
+    message: str
+
+
+@dataclass
+class _Resolved:
+    """A pydantic error location split into the data path and what the types say there."""
+
+    data_path: list[Any] = field(default_factory=list)
+    parent_model: type[BaseModel] | None = None  # the model owning the last key
+    annotation: Any = Any
+    union_path: DataPath | None = None  # where a (non-tagged) union was met
+    union_member: Any = None  # the member this error belongs to
+    union_members: tuple[Any, ...] = ()
+    bad_key: bool = False  # the error is about a mapping's key ('[key]'), not its value
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip ``Annotated`` and ``Optional`` wrappers down to the type that validates."""
+    while True:
+        if get_origin(tp) is typing.Annotated:
+            tp = get_args(tp)[0]
+            continue
+        if _is_union(tp):
+            members = [m for m in get_args(tp) if m is not type(None)]
+            if len(members) == 1:
+                tp = members[0]
+                continue
+        return tp
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _member_for(tp: Any, label: Any) -> tuple[Any, bool]:
+    """Which member of a union an error-location label names, and if it was a tag.
+
+    Tagged unions put the tag (``'email'``, ``'event'``) into error locations; plain
+    unions put a member label (``'RecycleRule'``, ``"literal['never']"``).
+    """
+    for member in get_args(tp):
+        if member is type(None):
+            continue
+        tags = [m.tag for m in get_args(member)[1:] if isinstance(m, Tag)]
+        if get_origin(member) is typing.Annotated and label in tags:
+            return get_args(member)[0], True
+        inner = _unwrap(member)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            type_field = inner.model_fields.get("type")
+            if type_field is not None and label in get_args(type_field.annotation):
+                return inner, True
+            if inner.__name__ == label:
+                return inner, False
+        if get_origin(inner) is Literal and str(label).startswith("literal["):
+            return inner, False
+        if isinstance(inner, type) and inner.__name__ == label:
+            return inner, False
+    return Any, False
+
+
+def _field_for(model: type[BaseModel], key: Any) -> Any:
+    for name, info in model.model_fields.items():
+        if (info.alias or name) == key:
+            return info
+    return None
+
+
+def _resolve(root: type[BaseModel], loc: tuple[Any, ...]) -> _Resolved:
+    """Follow an error location through the model types, telling tags from data keys."""
+    out = _Resolved()
+    tp: Any = root
+    for part in loc:
+        if part == "[key]":  # the mapping key itself is wrong, not its value
+            out.bad_key = True
+            continue
+        tp = _unwrap(tp)
+        if _is_union(tp):
+            member, tagged = _member_for(tp, part)
+            if not tagged:
+                out.union_path = tuple(out.data_path)
+                out.union_member = member
+                out.union_members = tuple(_unwrap(m) for m in get_args(tp))
+            tp = member
+            continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            out.parent_model = tp
+            out.data_path.append(part)
+            info = _field_for(tp, part)
+            tp = info.annotation if info is not None else Any
+            continue
+        origin = get_origin(tp)
+        if origin in (list, tuple, Sequence) and isinstance(part, int):
+            out.data_path.append(part)
+            tp = get_args(tp)[0] if get_args(tp) else Any
+            continue
+        if origin is dict:
+            out.data_path.append(part)
+            tp = get_args(tp)[1] if get_args(tp) else Any
+            continue
+        out.data_path.append(part)
+        tp = Any
+    out.annotation = _unwrap(tp)
+    return out
+
+
+def _value_at(data: Any, path: Sequence[Any]) -> Any:
+    if follow_data(data, path) != tuple(path):
+        return None
+    node = data
+    for part in path:
+        node = node[part]
+    return node
+
+
+def _humane_errors(root: type[BaseModel], exc: ValidationError, data: Any) -> list[_Error]:
+    """Turn pydantic's errors into one readable message each (unions: one per value)."""
+    out: list[_Error] = []
+    union_groups: dict[DataPath, list[tuple[dict[str, Any], _Resolved]]] = {}
+    for error in exc.errors():
+        resolved = _resolve(root, tuple(error["loc"]))
+        if resolved.union_path is not None:
+            union_groups.setdefault(resolved.union_path, []).append((error, resolved))
+            continue
+        out.append(_one_error(error, resolved, data))
+    out = _drop_misspelt_missing(out)
+    for union_path, group in union_groups.items():
+        value = _value_at(data, union_path)
+        models = [
+            (e, r)
+            for e, r in group
+            if isinstance(r.union_member, type) and issubclass(r.union_member, BaseModel)
+        ]
+        if isinstance(value, dict) and models:
+            # A mapping was meant as the model: its errors are the useful ones.
+            out.extend(_one_error(e, r, data) for e, r in models)
+            continue
+        members = sorted(group[0][1].union_members, key=lambda m: get_origin(m) is not Literal)
+        choices = ", or ".join(_describe_type(m) for m in members)
+        out.append(
+            _Error(union_path, union_path, f"{_describe(value)} is not valid here: write {choices}")
+        )
+    return out
+
+
+def _drop_misspelt_missing(errors: list[_Error]) -> list[_Error]:
+    """A misspelt key shows up twice (unknown 'tempalte', missing 'template'): keep one.
+
+    The unknown-key message already says "did you mean 'template'?".
+    """
+    unknown: dict[DataPath, list[str]] = {}
+    for error in errors:
+        if error.message.startswith("unknown key "):
+            unknown.setdefault(error.path, []).append(str(error.line_path[-1]))
+    kept = []
+    for error in errors:
+        if error.message.startswith("missing required key ") and error.path in unknown:
+            key = str(error.line_path[-1])
+            if difflib.get_close_matches(key, unknown[error.path], n=1, cutoff=0.6):
+                continue
+        kept.append(error)
+    return kept
+
+
+def _one_error(error: dict[str, Any], r: _Resolved, data: Any) -> _Error:
+    kind: str = error["type"]
+    path = tuple(r.data_path)
+    value = error.get("input")
+    ctx = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        key = path[-1]
+        allowed = (
+            [info.alias or name for name, info in r.parent_model.model_fields.items()]
+            if r.parent_model is not None
+            else []
+        )
+        suggestion = _did_you_mean(str(key), allowed)
+        listing = f"; allowed here: {', '.join(allowed)}" if allowed else ""
+        return _Error(path[:-1], path, f"unknown key '{key}'{suggestion}{listing}")
+    if kind == "missing":
+        key = path[-1]
+        info = _field_for(r.parent_model, key) if r.parent_model is not None else None
+        about = f" ({info.description})" if info is not None and info.description else ""
+        return _Error(path[:-1], path, f"missing required key '{key}'{about}: add it")
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
+        discriminator = str(ctx.get("discriminator", "")).strip("'")
+        if not expected and discriminator == "type":
+            expected = list(STEP_TYPES)  # pydantic names no tags when the key is absent
+        noun = "step type" if set(expected) == set(STEP_TYPES) else f"{discriminator} value"
+        if kind == "union_tag_not_found":
+            message = f"no '{discriminator}' key: add {discriminator}: one of {', '.join(expected)}"
+        else:
+            tag = str(ctx.get("tag"))
+            message = (
+                f"unknown {noun} '{tag}'{_did_you_mean(tag, expected)}; "
+                f"{noun}s: {', '.join(expected)}"
+            )
+        return _Error(path, (*path, discriminator), message)
+    if kind == "unknown_condition":
+        return _Error(path, path, _condition_message(value))
+    if kind == "literal_error":
+        expected = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        message = _literal_message(value, expected)
+        if r.bad_key:
+            return _Error(path[:-1], path, f"key {message}")
+        return _Error(path, path, message)
+    return _Error(path, path, _value_message(kind, error, value, ctx))
+
+
+def _condition_message(value: Any) -> str:
+    keys = sorted(k for k in CONDITION_KEYS if not k.endswith("_"))
+    if not isinstance(value, dict):
+        return (
+            f"expected a condition mapping such as {{event: email.clicked}}, got "
+            f"{_describe(value)}; a condition is one of: {', '.join(keys)}"
+        )
+    hints = [f"'{k}'{_did_you_mean(str(k), keys)}" for k in value if str(k) not in CONDITION_KEYS]
+    given = f"unknown condition key {', '.join(hints)}" if hints else "not a condition"
+    return f"{given}; a condition starts with one of: {', '.join(keys)}"
+
+
+def _literal_message(value: Any, expected: list[str]) -> str:
+    options = set(expected)
+    if len(expected) == 1:
+        return f"{_describe(value)} is not allowed here: write {expected[0]}"
+    noun, plural = "one of the allowed values", "allowed"
+    for names, noun_here, plural_here in (
+        (EVENT_TYPES, "an event type", "event types"),
+        (CALL_OUTCOMES, "a call outcome", "call outcomes"),
+        (WEEKDAYS, "a day", "days"),
+    ):
+        if options == set(names):
+            noun, plural = noun_here, plural_here
+    suggestion = _did_you_mean(str(value), expected)
+    listing = "" if suggestion else f"; {plural}: {', '.join(expected)}"
+    return f"{_describe(value)} is not {noun}{suggestion}{listing}"
+
+
+_TYPE_NOUNS = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "list_type": "a list, e.g. [a, b]",
+    "dict_type": "a mapping (key: value lines)",
+    "model_type": "a mapping (key: value lines)",
+    "model_attributes_type": "a mapping (key: value lines)",
+}
+
+
+def _value_message(kind: str, error: dict[str, Any], value: Any, ctx: dict[str, Any]) -> str:
+    if kind in _TYPE_NOUNS:
+        return f"expected {_TYPE_NOUNS[kind]}, got {_describe(value)}"
+    if kind in ("value_error", "assertion_error"):
+        message = str(error.get("msg", ""))
+        return re.sub(r"^(Value|Assertion) error, ", "", message)
+    if kind == "string_pattern_mismatch":
+        pattern = str(ctx.get("pattern", ""))
+        if "[01][0-9]" in pattern:
+            return (
+                f"{_describe(value)} is not a time of day: write HH:MM on a 24-hour clock, "
+                'quoted, e.g. "09:00"'
+            )
+        if "A-Za-z0-9_" in pattern:
+            return f"{_describe(value)} is not a valid id: use only letters, digits, '-' and '_'"
+        return f"{_describe(value)} does not match the pattern {pattern}"
+    if kind == "string_too_short":
+        return "must not be empty"
+    if kind == "string_too_long":
+        return f"is too long: at most {ctx.get('max_length')} characters"
+    if kind == "too_short":
+        n = ctx.get("min_length", 1)
+        return f"needs at least {n} item{'s' if n != 1 else ''}"
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        bound = next(iter(ctx.values()), "?")
+        words = {
+            "greater_than_equal": "at least",
+            "greater_than": "more than",
+            "less_than_equal": "at most",
+            "less_than": "less than",
+        }
+        return f"must be {words[kind]} {bound}, got {_describe(value)}"
+    return str(error.get("msg", kind))
+
+
+def _describe(value: Any) -> str:
+    """A value as a marketer wrote it in YAML."""
+    if value is None:
+        return "an empty value"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return str(value)
+
+
+def _describe_type(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return " or ".join(str(a) for a in get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        required = [
+            info.alias or name for name, info in tp.model_fields.items() if info.is_required()
+        ]
+        return f"a mapping with {' and '.join(required)}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _dotted(path: Sequence[Any]) -> str:
+    """A playbook path as written in messages: ``routing.entry[1].cadence``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", str(part)):
+            text += f".{part}" if text else str(part)
+        else:
+            text += f"['{part}']"
+    return text or "playbook"
+
+
+def _cadence_where(data: dict[str, Any], path: DataPath) -> tuple[str, str]:
+    """``step '<id>'`` or ``cadence``, and the path inside it for the message."""
+    if len(path) >= 2 and path[0] == "steps" and isinstance(path[1], int):
+        steps = data.get("steps")
+        step = steps[path[1]] if isinstance(steps, list) and path[1] < len(steps) else None
+        step_id = step.get("id") if isinstance(step, dict) else None
+        where = f"step '{step_id}'" if isinstance(step_id, str) else f"step #{path[1] + 1}"
+        inner = path[2:]
+        return where, _dotted(inner) if inner else ""
+    return "cadence", _dotted(path) if path else ""
+
+
+# --- the step graph -----------------------------------------------------------------------
+
+
+@dataclass
+class _Step:
+    index: int
+    id: str  # the written id, or '#<n>' when it has none
+    type: str | None
+    raw: dict[str, Any]
+
+    @property
+    def path(self) -> DataPath:
+        return ("steps", self.index)
+
+    @property
+    def where(self) -> str:
+        return f"step '{self.id}'" if not self.id.startswith("#") else f"step {self.id}"
+
+
+@dataclass
+class _StepGraph:
+    """The steps of a cadence as plain data: jumps, reachability and loops."""
+
+    steps: list[_Step]
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> _StepGraph:
+        raw_steps = data.get("steps")
+        steps: list[_Step] = []
+        if isinstance(raw_steps, list):
+            for i, raw in enumerate(raw_steps):
+                if not isinstance(raw, dict):
+                    raw = {}
+                step_id = raw.get("id")
+                step_type = raw.get("type")
+                steps.append(
+                    _Step(
+                        index=i,
+                        id=step_id if isinstance(step_id, str) and step_id else f"#{i + 1}",
+                        type=step_type if isinstance(step_type, str) else None,
+                        raw=raw,
+                    )
+                )
+        return cls(steps)
+
+    def problems(self, bands: set[str] | None) -> Iterator[tuple[DataPath, str, str]]:
+        ids: dict[str, _Step] = {}
+        duplicated = False
+        for step in self.steps:
+            if step.id in ids:
+                duplicated = True
+                first = ids[step.id]
+                yield (
+                    (*step.path, "id"),
+                    step.where,
+                    (
+                        f"step id '{step.id}' is used twice (first as step #{first.index + 1}): "
+                        "give each step its own id"
+                    ),
+                )
+            else:
+                ids[step.id] = step
+        names = [s for s in ids if not s.startswith("#")]
+        for step in self.steps:
+            for path, key, target in self._jumps(step):
+                if target != END and target not in ids:
+                    yield (
+                        path,
+                        step.where,
+                        (f"{key} '{target}' names no step{_suggest_step(target, names)}"),
+                    )
+            for path, condition in self._conditions(step):
+                yield from self._condition_problems(step, path, condition, ids, bands)
+        if duplicated:
+            return  # jumps are ambiguous; the loop and reachability checks would mislead
+        yield from self._unreachable(ids)
+        yield from self._spinning_loops(ids)
+
+    def following(self, step: _Step) -> str:
+        nxt = step.raw.get("next")
+        if isinstance(nxt, str):
+            return nxt
+        return self.steps[step.index + 1].id if step.index + 1 < len(self.steps) else END
+
+    def successors(self, step: _Step) -> list[str]:
+        """Where a step can go next, as the interpreter runs it."""
+        if step.type == "exit":
+            return []
+        if step.type == "branch":
+            out = [t for _p, key, t in self._jumps(step) if key == "goto"]
+            default = step.raw.get("default")
+            out.append(default if isinstance(default, str) else self.following(step))
+            return out
+        return [self.following(step)]
+
+    def _jumps(self, step: _Step) -> Iterator[tuple[DataPath, str, str]]:
+        if isinstance(step.raw.get("next"), str):
+            yield (*step.path, "next"), "next", step.raw["next"]
+        if step.type != "branch":
+            return
+        if isinstance(step.raw.get("default"), str):
+            yield (*step.path, "default"), "default", step.raw["default"]
+        cases = step.raw.get("cases")
+        if isinstance(cases, list):
+            for j, case in enumerate(cases):
+                if isinstance(case, dict) and isinstance(case.get("goto"), str):
+                    yield (*step.path, "cases", j, "goto"), "goto", case["goto"]
+
+    def _conditions(self, step: _Step) -> Iterator[tuple[DataPath, Any]]:
+        cases = step.raw.get("cases") if step.type == "branch" else None
+        if isinstance(cases, list):
+            for j, case in enumerate(cases):
+                if isinstance(case, dict) and "when" in case:
+                    yield from _walk_conditions((*step.path, "cases", j, "when"), case["when"])
+
+    def _condition_problems(
+        self,
+        step: _Step,
+        path: DataPath,
+        condition: dict[str, Any],
+        ids: dict[str, _Step],
+        bands: set[str] | None,
+    ) -> Iterator[tuple[DataPath, str, str]]:
+        named = condition.get("step")
+        if "event" in condition and isinstance(named, str):
+            names = [s for s in ids if not s.startswith("#")]
+            if named not in ids:
+                yield (
+                    (*path, "step"),
+                    step.where,
+                    (
+                        f"event condition step '{named}' names no step"
+                        f"{_suggest_step(named, names, with_end=False)}"
+                    ),
+                )
+            elif (
+                isinstance(condition["event"], str)
+                and condition["event"].startswith("email.")
+                and ids[named].type in STEP_TYPES
+                and ids[named].type != "email"
+            ):
+                yield (
+                    (*path, "step"),
+                    step.where,
+                    (
+                        f"event condition step '{named}' is a {ids[named].type} step, which sends "
+                        f"no email: name the email step that {condition['event']} is about"
+                    ),
+                )
+        yield from ((p, step.where, m) for p, m in _grade_problems(path, condition, bands))
+
+    def _unreachable(self, ids: dict[str, _Step]) -> Iterator[tuple[DataPath, str, str]]:
+        if not self.steps:
+            return
+        seen = {self.steps[0].id}
+        todo = [self.steps[0]]
+        while todo:
+            for target in self.successors(todo.pop()):
+                if target in ids and target not in seen:
+                    seen.add(target)
+                    todo.append(ids[target])
+        for step in self.steps:
+            if step.id not in seen:
+                yield (
+                    step.path,
+                    step.where,
+                    (
+                        f"step '{step.id}' is never reached: no step leads to it (point a next, "
+                        "goto or default at it, or remove it)"
+                    ),
+                )
+
+    def _spinning_loops(self, ids: dict[str, _Step]) -> Iterator[tuple[DataPath, str, str]]:
+        """Cycles made only of email and branch steps: nothing in them waits for time."""
+        fast = {s.id for s in self.steps if s.type in ("email", "branch")}
+        edges = {
+            s.id: [t for t in self.successors(s) if t in fast] for s in self.steps if s.id in fast
+        }
+        for component in _strongly_connected(edges):
+            looped = len(component) > 1 or component[0] in edges[component[0]]
+            if not looped:
+                continue
+            members = sorted((ids[c] for c in component), key=lambda s: s.index)
+            names = ", ".join(f"'{s.id}'" for s in members)
+            emails = any(s.type == "email" for s in members)
+            effect = "sends emails in a tight loop" if emails else "loops forever at once"
+            yield (
+                members[0].path,
+                members[0].where,
+                (
+                    f"steps {names} form a loop with no wait or call step: it {effect} "
+                    "(put a wait step in the loop)"
+                    if len(members) > 1
+                    else f"step '{members[0].id}' leads back to itself with no wait or call step: "
+                    f"it {effect} (put a wait step in the loop)"
+                ),
+            )
+
+
+def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iteratively (a cadence can be long; no recursion limit worries)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    counter = 0
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            recurse = False
+            targets = edges.get(node, [])
+            for j in range(i, len(targets)):
+                target = targets[j]
+                if target not in index:
+                    work.append((node, j + 1))
+                    work.append((target, 0))
+                    recurse = True
+                    break
+                if target in on_stack:
+                    low[node] = min(low[node], index[target])
+            if recurse:
+                continue
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return components
+
+
+def _suggest_step(target: str, names: Sequence[str], *, with_end: bool = True) -> str:
+    choices = [*names, END] if with_end else list(names)
+    suggestion = _did_you_mean(target, choices)
+    if suggestion:
+        return suggestion
+    listing = ", ".join(f"'{n}'" for n in names)
+    tail = ", or 'end'" if with_end else ""
+    return f" (steps: {listing}{tail})" if names else ""
+
+
+def _walk_conditions(path: DataPath, condition: Any) -> Iterator[tuple[DataPath, dict[str, Any]]]:
+    """Every condition mapping inside ``condition``, with its path (all/any/not nest)."""
+    if not isinstance(condition, dict):
+        return
+    yield path, condition
+    for key in ("all", "any"):
+        if isinstance(condition.get(key), list):
+            for i, inner in enumerate(condition[key]):
+                yield from _walk_conditions((*path, key, i), inner)
+    if "not" in condition:
+        yield from _walk_conditions((*path, "not"), condition["not"])
+
+
+def _grade_problems(
+    path: DataPath, condition: dict[str, Any], bands: set[str] | None
+) -> Iterator[tuple[DataPath, str]]:
+    grades = condition.get("grade_in")
+    if bands is None or not isinstance(grades, list):
+        return
+    for i, grade in enumerate(grades):
+        if str(grade) not in bands:
+            yield (*path, "grade_in", i), _unknown_grade(grade, bands)
+
+
+def _unknown_grade(grade: Any, bands: set[str]) -> str:
+    return (
+        f"grade '{grade}' is not in grading.bands ({', '.join(sorted(bands))}): use one of "
+        "them or add the band"
+    )
+
+
+# --- the playbook's own rules ---------------------------------------------------------------
+
+
+_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _playbook_problems(data: dict[str, Any]) -> Iterator[tuple[DataPath, str]]:
+    """What the playbook schema cannot say by itself."""
+    grading = data.get("grading")
+    bands_raw = grading.get("bands") if isinstance(grading, dict) else None
+    bands = {str(k) for k in bands_raw} if isinstance(bands_raw, dict) else set(DEFAULT_BANDS)
+    if isinstance(bands_raw, dict) and not bands_raw:
+        yield ("grading", "bands"), "no bands: define at least one, e.g. {A: 70, B: 40, C: 0}"
+
+    thresholds = data.get("thresholds")
+    if isinstance(thresholds, dict):
+        toss_up = thresholds.get("toss_up")
+        grades = toss_up.get("grades") if isinstance(toss_up, dict) else None
+        if isinstance(grades, list):
+            for i, grade in enumerate(grades):
+                if str(grade) not in bands:
+                    yield ("thresholds", "toss_up", "grades", i), _unknown_grade(grade, bands)
+        raisers = thresholds.get("hand_raisers")
+        if isinstance(raisers, list):
+            for i, item in enumerate(raisers):
+                if isinstance(item, str) and (message := _hand_raiser_problem(item)):
+                    yield ("thresholds", "hand_raisers", i), message
+                elif not isinstance(item, str):
+                    yield (
+                        ("thresholds", "hand_raisers", i),
+                        (f"expected an event type or form.submitted:<form>, got {_describe(item)}"),
+                    )
+
+    for path, condition in _playbook_conditions(data):
+        yield from _grade_problems(path, condition, bands)
+
+    routing = data.get("routing")
+    entry = routing.get("entry") if isinstance(routing, dict) else None
+    if isinstance(entry, list) and entry:
+        catch_all: int | None = None
+        for i, rule in enumerate(entry):
+            if not isinstance(rule, dict):
+                continue
+            if catch_all is not None:
+                yield (
+                    ("routing", "entry", i),
+                    (
+                        f"this rule never applies: rule [{catch_all}] above has no 'when' and "
+                        "takes every lead (move the catch-all rule last)"
+                    ),
+                )
+            elif rule.get("when") is None:
+                catch_all = i
+        last = entry[-1]
+        if catch_all is None and isinstance(last, dict) and last.get("when") is not None:
+            yield (
+                ("routing", "entry", len(entry) - 1),
+                (
+                    "the last entry rule has a 'when', so a lead that matches no rule gets no "
+                    "cadence: end the list with a rule that has only 'cadence:'"
+                ),
+            )
+
+    limits = data.get("limits")
+    if isinstance(limits, dict):
+        window = limits.get("send_window")
+        if isinstance(window, dict):
+            yield from _window_problems(window)
+        holidays = limits.get("holidays")
+        if isinstance(holidays, list):
+            for i, day in enumerate(holidays):
+                if isinstance(day, str) and not _is_iso_date(day):
+                    yield (
+                        ("limits", "holidays", i),
+                        (f"'{day}' is not an ISO date: write YYYY-MM-DD, e.g. 2026-12-25"),
+                    )
+
+    team = data.get("team")
+    sdrs = team.get("sdrs") if isinstance(team, dict) else None
+    if isinstance(sdrs, list):
+        first: dict[str, int] = {}
+        for i, sdr in enumerate(sdrs):
+            sdr_id = sdr.get("id") if isinstance(sdr, dict) else None
+            if not isinstance(sdr_id, str):
+                continue
+            if sdr_id in first:
+                yield (
+                    ("team", "sdrs", i, "id"),
+                    (
+                        f"SDR id '{sdr_id}' is used twice (first at team.sdrs[{first[sdr_id]}]): "
+                        "give each SDR their own id"
+                    ),
+                )
+            else:
+                first[sdr_id] = i
+
+
+def _playbook_conditions(data: dict[str, Any]) -> Iterator[tuple[DataPath, dict[str, Any]]]:
+    grading = data.get("grading")
+    rules = grading.get("rules") if isinstance(grading, dict) else None
+    routing = data.get("routing")
+    entry = routing.get("entry") if isinstance(routing, dict) else None
+    for section, items in (
+        (("grading", "rules"), rules),
+        (("routing", "entry"), entry),
+    ):
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                if isinstance(item, dict) and "when" in item:
+                    yield from _walk_conditions((*section, i, "when"), item["when"])
+
+
+def _hand_raiser_problem(item: str) -> str | None:
+    if item in EVENT_TYPES:
+        return None
+    event, sep, form = item.partition(":")
+    if sep:
+        if event != "form.submitted":
+            return (
+                f"'{item}': only form.submitted takes a ':<form>' suffix; write an event type "
+                "or form.submitted:<form>"
+            )
+        if not form.strip():
+            return f"'{item}' names no form: write form.submitted:<form>, e.g. form.submitted:demo"
+        return None
+    return (
+        f"'{item}' is not an event type{_did_you_mean(item, EVENT_TYPES)}: write an event type "
+        "or form.submitted:<form>"
+    )
+
+
+def _window_problems(window: dict[str, Any]) -> Iterator[tuple[DataPath, str]]:
+    base: DataPath = ("limits", "send_window")
+    days = window.get("days")
+    if isinstance(days, list) and not days:
+        yield (
+            (*base, "days"),
+            ("no days: the window is never open; list days, e.g. [mon, tue, wed, thu, fri]"),
+        )
+    start = window.get("start", "09:00")
+    end = window.get("end", "18:00")
+    clock = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
+    if (
+        isinstance(start, str)
+        and isinstance(end, str)
+        and clock.match(start)
+        and clock.match(end)
+        and start >= end
+    ):
+        at = (*base, "start") if "start" in window else (*base, "end")
+        yield (
+            at,
+            (
+                f"start {start} is not before end {end}: the window would be empty (it cannot "
+                "cross midnight); make start earlier than end"
+            ),
+        )
+
+
+def _is_iso_date(text: str) -> bool:
+    if not _ISO_DATE.match(text):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

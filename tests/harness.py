@@ -1,0 +1,90 @@
+"""A running product for workflow tests: migrated database, worker, intake; as `worker.py` wires it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client, WorkflowHandle
+
+from nurture import workflow_id
+from nurture.catalog import CadenceCatalog
+from nurture.db import make_engine, session_factory
+from nurture.events import Lead
+from nurture.intake import Intake
+from nurture.migrate import migrate
+from nurture.settings import Settings
+from nurture.state import LeadView
+from worker import build_worker
+
+
+@dataclass
+class Stack:
+    client: Client
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    intake: Intake
+
+    async def add_lead(self, **fields: object) -> WorkflowHandle:
+        await self.intake.submit(Lead.model_validate(fields))
+        return self.client.get_workflow_handle(workflow_id(str(fields["id"])))
+
+    async def view(self, lead_id: str) -> LeadView:
+        handle = self.client.get_workflow_handle(workflow_id(lead_id))
+        return await handle.query("state", result_type=LeadView)
+
+    async def until(self, lead_id: str, predicate, timeout: float = 30.0) -> LeadView:  # type: ignore[no-untyped-def]
+        """Query the lead (real time) until ``predicate(view)`` holds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last: LeadView | None = None
+        while loop.time() < deadline:
+            try:
+                last = await self.view(lead_id)
+                if predicate(last):
+                    return last
+            except Exception:  # noqa: BLE001 - the workflow may not have run its first task yet
+                pass
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"condition not reached for {lead_id}; last state: {last}")
+
+
+@contextlib.asynccontextmanager
+async def running(client: Client, settings: Settings) -> AsyncIterator[Stack]:
+    await migrate(settings.database_url)
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    catalog = CadenceCatalog(settings.cadences_dir, settings.templates_dir)
+    try:
+        async with build_worker(client, settings) as worker, worker:
+            yield Stack(client, settings, sessions, Intake(settings, client, sessions, catalog))
+    finally:
+        await engine.dispose()
+
+
+async def search_attributes(client: Client, lead_id: str) -> dict[str, object]:
+    """A lead's search attributes, read from the raw describe answer.
+
+    The SDK's decoder fails on an *unset* Datetime as the time-skipping server reports it
+    (a null payload); unset values are simply absent here, as on the real server.
+    """
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+    from temporalio.converter import default
+
+    raw = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id(lead_id))
+        )
+    )
+    converter = default().payload_converter
+    values: dict[str, object] = {}
+    for name, payload in raw.workflow_execution_info.search_attributes.indexed_fields.items():
+        value = converter.from_payloads([payload])[0]
+        if value is None or value == []:
+            continue
+        values[name] = value
+    return values

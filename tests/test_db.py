@@ -1,0 +1,265 @@
+"""The app database: migrations, constraints and time handling, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nurture.db import (
+    Base,
+    CallTask,
+    EmailSend,
+    EventRow,
+    LeadRow,
+    Suppression,
+    make_engine,
+    touch_key,
+)
+from nurture.migrate import alembic_config, migrate
+
+# database_url, migrated_url, sessions: fresh databases (SQLite; PostgreSQL when configured).
+pytest_plugins = ["dbfixtures"]
+
+Sessions = async_sessionmaker[AsyncSession]
+
+TABLES = {
+    "leads",
+    "stage_changes",
+    "email_sends",
+    "call_tasks",
+    "events",
+    "suppressions",
+    "opportunities",
+    "users",
+    "received_mail",
+}
+
+
+def _head(url: str) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def _schema_facts(connection: Connection) -> tuple[set[str], str | None, list[object]]:
+    tables = set(inspect(connection).get_table_names())
+    version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    diff = compare_metadata(context, Base.metadata)
+    return tables, version, diff
+
+
+def _reflected_names(connection: Connection) -> set[str]:
+    inspector = inspect(connection)
+    names: set[str | None] = set()
+    for table in TABLES:
+        names.add(inspector.get_pk_constraint(table)["name"])
+        names |= {fk["name"] for fk in inspector.get_foreign_keys(table)}
+        names |= {uq["name"] for uq in inspector.get_unique_constraints(table)}
+        names |= {ck["name"] for ck in inspector.get_check_constraints(table)}
+        names |= {ix["name"] for ix in inspector.get_indexes(table)}
+    return {name for name in names if name}
+
+
+def _model_names() -> set[str]:
+    names = set()
+    for table in Base.metadata.sorted_tables:
+        names |= {str(c.name) for c in table.constraints} | {str(i.name) for i in table.indexes}
+    return names
+
+
+async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: str) -> None:
+    await migrate(database_url)
+    await migrate(database_url)  # a second start finds it at head and changes nothing
+
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            tables, version, diff = await connection.run_sync(_schema_facts)
+            names = await connection.run_sync(_reflected_names)
+    finally:
+        await engine.dispose()
+
+    assert tables == TABLES | {"alembic_version"}
+    assert version == _head(database_url) == "0001"
+    # The hand-written migration and the ORM models describe the same schema, down to the
+    # constraint names that later batch migrations on SQLite will refer to.
+    assert diff == []
+    assert names == _model_names()
+    assert "ck_email_sends_status" in names
+
+
+async def test_processes_starting_together_migrate_once(database_url: str) -> None:
+    await asyncio.gather(*(migrate(database_url) for _ in range(3)))
+
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            versions = (await connection.execute(text("SELECT * FROM alembic_version"))).all()
+    finally:
+        await engine.dispose()
+    assert versions == [("0001",)]
+
+
+async def test_migrations_run_down_and_up_from_the_alembic_command(database_url: str) -> None:
+    # Without a shared connection, env.py makes its own async engine (the CLI path); the
+    # command is synchronous and runs its own event loop, hence the thread.
+    config = alembic_config(database_url)
+    await asyncio.to_thread(command.upgrade, config, "head")
+    await asyncio.to_thread(command.downgrade, config, "base")
+
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as connection:
+            tables = await connection.run_sync(lambda c: set(inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+    assert tables <= {"alembic_version"}
+
+    await migrate(database_url)
+
+
+def _send(key: str, lead_id: str = "L-1") -> EmailSend:
+    return EmailSend(
+        key=key,
+        lead_id=lead_id,
+        cycle=1,
+        cadence="inbound",
+        step="welcome",
+        visit=1,
+        template="inbound/welcome",
+        to_address="ann@example.com",
+    )
+
+
+async def test_email_send_key_refuses_a_duplicate(sessions: Sessions) -> None:
+    key = touch_key("L-1", 1, "inbound", "welcome", 1)
+    async with sessions() as db, db.begin():
+        db.add(LeadRow(id="L-1", email="ann@example.com"))
+        db.add(_send(key))
+
+    with pytest.raises(IntegrityError):
+        async with sessions() as db, db.begin():
+            db.add(_send(key))
+
+    async with sessions() as db:
+        rows = (await db.scalars(select(EmailSend))).all()
+    assert [(r.key, r.status, r.attempts) for r in rows] == [
+        ("L-1|1|inbound|welcome|1", "queued", 0)
+    ]
+
+
+async def test_constraints_hold_on_both_databases(sessions: Sessions) -> None:
+    async with sessions() as db, db.begin():
+        db.add(LeadRow(id="L-1"))
+        db.add(EventRow(id="evt-1", lead_id="L-1", type="email.opened", status="delivered"))
+
+    # A send for a lead that does not exist (SQLite enforces foreign keys too).
+    with pytest.raises(IntegrityError):
+        async with sessions() as db, db.begin():
+            db.add(_send("L-404|1|inbound|welcome|1", lead_id="L-404"))
+    # A status outside the documented set.
+    with pytest.raises(IntegrityError):
+        async with sessions() as db, db.begin():
+            send = _send("L-1|1|inbound|welcome|1")
+            send.status = "maybe"
+            db.add(send)
+    # A repeated event id, whatever its body: the first wins.
+    with pytest.raises(IntegrityError):
+        async with sessions() as db, db.begin():
+            db.add(EventRow(id="evt-1", lead_id="L-2", type="email.clicked", status="parked"))
+
+    async with sessions() as db:
+        event = await db.get(EventRow, "evt-1")
+    assert event is not None
+    assert (event.lead_id, event.type, event.data) == ("L-1", "email.opened", {})
+
+
+async def test_times_are_stored_in_utc_and_read_back_aware(sessions: Sessions) -> None:
+    tokyo = timezone(timedelta(hours=9))
+    touch = datetime(2026, 11, 23, 9, 30, tzinfo=tokyo)  # 00:30 UTC
+    async with sessions() as db, db.begin():
+        db.add(LeadRow(id="L-1", next_touch_at=touch))
+        db.add(LeadRow(id="L-2", next_touch_at=datetime(2026, 11, 23, 1, 0, tzinfo=UTC)))
+
+    async with sessions() as db:
+        lead = await db.get(LeadRow, "L-1")
+        # Comparing with an aware bound in another zone orders by the instant.
+        due = (
+            await db.scalars(
+                select(LeadRow.id).where(
+                    LeadRow.next_touch_at <= datetime(2026, 11, 23, 9, 45, tzinfo=tokyo)
+                )
+            )
+        ).all()
+    assert lead is not None and lead.next_touch_at is not None
+    assert lead.next_touch_at == touch
+    assert lead.next_touch_at.utcoffset() == timedelta(0)
+    assert lead.created_at.tzinfo is not None
+    assert due == ["L-1"]
+
+
+async def test_naive_times_are_refused(sessions: Sessions) -> None:
+    with pytest.raises(Exception, match="naive datetime"):
+        async with sessions() as db, db.begin():
+            db.add(LeadRow(id="L-1", next_touch_at=datetime(2026, 11, 23, 9, 30)))
+
+
+async def test_call_task_ids_are_short_and_suppressions_lower_case(sessions: Sessions) -> None:
+    async with sessions() as db, db.begin():
+        db.add(LeadRow(id="L-1", fields={"plan": "pro"}))
+        task = CallTask(
+            key=touch_key("L-1", 1, "inbound", "first-call", 1),
+            lead_id="L-1",
+            cycle=1,
+            cadence="inbound",
+            step="first-call",
+            visit=1,
+            owner="aiko",
+            due_at=datetime(2026, 11, 24, 0, 0, tzinfo=UTC),
+        )
+        db.add(task)
+        db.add(Suppression(email=" Ann@Example.COM ", reason="unsubscribed"))
+
+    async with sessions() as db, db.begin():
+        lead = await db.get(LeadRow, "L-1")
+        assert lead is not None
+        lead.fields["seats"] = 12  # in-place change of a JSON column is saved
+
+    async with sessions() as db:
+        stored = await db.get(CallTask, task.id)
+        suppressed = (await db.scalars(select(Suppression.email))).all()
+        lead = await db.get(LeadRow, "L-1")
+    assert re.fullmatch(r"T-[0-9a-f]{10}", task.id)
+    assert stored is not None and stored.status == "open"
+    assert suppressed == ["ann@example.com"]
+    assert lead is not None and lead.fields == {"plan": "pro", "seats": 12}
+    assert (lead.stage, lead.score, lead.unsubscribed, lead.do_not_contact) == (
+        "nurturing",
+        0,
+        False,
+        False,
+    )
+
+
+async def test_sqlite_engine_makes_its_directory_and_sets_pragmas(tmp_path: Path) -> None:
+    path = tmp_path / "deeper" / "still" / "nurture.db"
+    engine = make_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        async with engine.connect() as connection:
+            journal = (await connection.exec_driver_sql("PRAGMA journal_mode")).scalar()
+            busy = (await connection.exec_driver_sql("PRAGMA busy_timeout")).scalar()
+            foreign_keys = (await connection.exec_driver_sql("PRAGMA foreign_keys")).scalar()
+    finally:
+        await engine.dispose()
+    assert path.exists()
+    assert (journal, busy, foreign_keys) == ("wal", 30_000, 1)

@@ -1,0 +1,91 @@
+"""The Temporal worker: settings -> clients -> activities -> Worker, nothing more.
+
+Run `python worker.py`; scale out by running more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.email import EmailActivities
+from activities.smtp import SmtpSender
+from activities.storage import StorageActivities
+from activities.tasks import TaskActivities
+from nurture.catalog import CadenceCatalog
+from nurture.db import make_engine, session_factory
+from nurture.migrate import migrate
+from nurture.settings import Settings, SettingsError, load_settings
+from nurture.temporal import TemporalUnavailable, connect
+from workflows.lead import LeadWorkflow
+
+# The domain modules the workflow uses are pure: pass them through the sandbox instead of
+# re-importing them for every workflow run.
+SANDBOX = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("nurture", "pydantic", "pydantic_core")
+)
+
+
+@contextlib.asynccontextmanager
+async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
+    """A worker with every workflow and activity, its resources closed on exit."""
+    engine = make_engine(settings.database_url)
+    sessions = session_factory(engine)
+    smtp = SmtpSender(
+        settings.smtp_host,
+        settings.smtp_port,
+        username=settings.smtp_username,
+        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+        starttls=settings.smtp_starttls,
+    )
+    catalog = CadenceCatalog(settings.cadences_dir, settings.templates_dir)
+    email = EmailActivities(settings, sessions, smtp, catalog)
+    storage = StorageActivities(sessions, catalog)
+    tasks = TaskActivities(settings, sessions, catalog)
+    worker = Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[LeadWorkflow],
+        activities=[
+            email.send_email,
+            email.notify,
+            storage.load_cadence,
+            storage.record_transition,
+            storage.erase_lead,
+            tasks.create_call_task,
+            tasks.close_call_tasks,
+            tasks.handoff,
+        ],
+        workflow_runner=SANDBOX,
+    )
+    try:
+        yield worker
+    finally:
+        await smtp.close()
+        await engine.dispose()
+
+
+async def main() -> None:
+    settings = load_settings()
+    settings.require_webhook_secret()
+    await migrate(settings.database_url)
+    client = await connect(settings)
+    async with build_worker(client, settings) as worker:
+        print(f"worker polling task queue '{settings.task_queue}' on {settings.temporal_address}", flush=True)
+        await worker.run()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except (SettingsError, TemporalUnavailable) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        pass

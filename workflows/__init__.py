@@ -1,0 +1,1 @@
+"""Deterministic code only: the lead workflow."""
