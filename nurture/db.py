@@ -139,7 +139,7 @@ class Base(DeclarativeBase):
     """Declarative base with the shared naming convention and type map."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {datetime: UTCDateTime(), str: String()}
+    type_annotation_map = {datetime: UTCDateTime()}
 
 
 class LeadRow(Base):

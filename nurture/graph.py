@@ -85,7 +85,7 @@ def mermaid(cadence: Cadence) -> str:
 def describe_condition(condition: object) -> str:
     """A branch or routing condition in a few words, e.g. ``email.clicked on welcome``."""
     if isinstance(condition, EventCondition):
-        text = condition.event
+        text: str = condition.event
         if condition.step:
             text += f" on {condition.step}"
         if condition.within:
@@ -141,7 +141,7 @@ def _shape(step: object) -> str:
     if isinstance(step, BranchStep):
         return "{" + f'"{_escape(step.id)}"' + "}"
     if isinstance(step, ExitStep):
-        return f'((("{_escape(step.id)}<br/>exit: {_escape(step.reason)}")))'
+        return f'((("{_escape(step.id)}<br/>exit: {_escape(_shorten(step.reason))}")))'
     return f'["{_escape(getattr(step, "id", "?"))}"]'
 
 

@@ -16,15 +16,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import types
-import typing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, Tag, ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from nurture.cadence import (
     CONDITION_KEYS,
@@ -38,9 +37,18 @@ from nurture.cadence import (
 )
 from nurture.events import CALL_OUTCOMES, EVENT_TYPES
 from nurture.rendering import Renderer
-from nurture.yamlio import DataPath, YamlDocument, YamlSyntaxError, follow_data, read_yaml
+from nurture.yamlio import (
+    DataPath,
+    ResolvedLocation,
+    YamlDocument,
+    YamlSyntaxError,
+    field_for,
+    read_yaml,
+    resolve_location,
+)
 
 PLAYBOOK_FILE = "playbook.yaml"
+PLAYBOOK_NAMES = (PLAYBOOK_FILE, "playbook.yml")
 DEFAULT_BANDS: tuple[str, ...] = tuple(Grading().bands)
 
 
@@ -91,7 +99,7 @@ def load_cadence_set(cadences_dir: Path, templates_dir: Path | None = None) -> C
     """Load and validate a cadences folder: its ``playbook.yaml`` and every other ``*.yaml``.
 
     Args:
-        cadences_dir: the folder (``cadences/`` or ``examples/demo/cadences``).
+        cadences_dir: the folder (``cadences/``, or ``examples/demo/`` for the demo set).
         templates_dir: when given, every template and call script the cadences name is
             checked too (rendered against sample leads).
 
@@ -115,6 +123,8 @@ def load_cadence(path: Path) -> Cadence:
         CadenceSetInvalid: listing every problem found in the file.
     """
     report = validate_report([Path(path)], None)
+    if not report.problems and not report.cadences:
+        report.problems = [Problem(os.fspath(path), 1, "cadence", "not a cadence file")]
     if report.problems:
         raise CadenceSetInvalid(report.problems)
     return next(iter(report.cadences.values()))
@@ -201,7 +211,7 @@ class _Run:
             if key in seen:
                 return
             seen.add(key)
-            if path.name in (PLAYBOOK_FILE, "playbook.yml"):
+            if path.name in PLAYBOOK_NAMES:
                 playbook = _PlaybookFile(path)
                 if not from_folder:
                     # A playbook checked on its own may still name the cadences beside it.
@@ -215,7 +225,7 @@ class _Run:
         for path in paths:
             path = Path(path)
             if path.is_dir():
-                if not (path / PLAYBOOK_FILE).is_file():
+                if not any((path / name).is_file() for name in PLAYBOOK_NAMES):
                     self.problem(
                         os.fspath(path / PLAYBOOK_FILE),
                         1,
@@ -246,7 +256,7 @@ class _Run:
                 cadence.model = self._validate_cadence(cadence, bands)
         self._check_cadence_ids()
         for playbook in self.playbooks:
-            if playbook.doc is not None and isinstance(playbook.doc.data, dict):
+            if playbook.doc is not None:
                 self._check_routing(playbook)
         if len(self.playbooks) == 1 and self.playbooks[0].model is not None:
             self.report.playbook = self.playbooks[0].model
@@ -333,11 +343,8 @@ class _Run:
                 expected = os.fspath(Path(self.templates_dir or ".") / kind / f"{name}.j2")
                 suggestion = _did_you_mean(name, self.renderer.names(kind))
                 noun = "template" if kind == "email" else "call script"
-                yield (
-                    path,
-                    step.where,
-                    (f"{noun} '{name}' not found: create {expected}{suggestion}"),
-                )
+                message = f"{noun} '{name}' not found: create {expected}{suggestion}"
+                yield path, step.where, message
                 continue
             if (kind, name) not in self._template_checks:
                 self._template_checks[(kind, name)] = self.renderer.check(kind, name)
@@ -437,125 +444,31 @@ class _Error:
     path: DataPath  # where the problem is (a missing or unknown key: its parent)
     line_path: DataPath  # where to point (the key itself when it is written)
     message: str
-
-
-@dataclass
-class _Resolved:
-    """A pydantic error location split into the data path and what the types say there."""
-
-    data_path: list[Any] = field(default_factory=list)
-    parent_model: type[BaseModel] | None = None  # the model owning the last key
-    annotation: Any = Any
-    union_path: DataPath | None = None  # where a (non-tagged) union was met
-    union_member: Any = None  # the member this error belongs to
-    union_members: tuple[Any, ...] = ()
-    bad_key: bool = False  # the error is about a mapping's key ('[key]'), not its value
-
-
-def _unwrap(tp: Any) -> Any:
-    """Strip ``Annotated`` and ``Optional`` wrappers down to the type that validates."""
-    while True:
-        if get_origin(tp) is typing.Annotated:
-            tp = get_args(tp)[0]
-            continue
-        if _is_union(tp):
-            members = [m for m in get_args(tp) if m is not type(None)]
-            if len(members) == 1:
-                tp = members[0]
-                continue
-        return tp
-
-
-def _is_union(tp: Any) -> bool:
-    return get_origin(tp) in (typing.Union, types.UnionType)
-
-
-def _member_for(tp: Any, label: Any) -> tuple[Any, bool]:
-    """Which member of a union an error-location label names, and if it was a tag.
-
-    Tagged unions put the tag (``'email'``, ``'event'``) into error locations; plain
-    unions put a member label (``'RecycleRule'``, ``"literal['never']"``).
-    """
-    for member in get_args(tp):
-        if member is type(None):
-            continue
-        tags = [m.tag for m in get_args(member)[1:] if isinstance(m, Tag)]
-        if get_origin(member) is typing.Annotated and label in tags:
-            return get_args(member)[0], True
-        inner = _unwrap(member)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            type_field = inner.model_fields.get("type")
-            if type_field is not None and label in get_args(type_field.annotation):
-                return inner, True
-            if inner.__name__ == label:
-                return inner, False
-        if get_origin(inner) is Literal and str(label).startswith("literal["):
-            return inner, False
-        if isinstance(inner, type) and inner.__name__ == label:
-            return inner, False
-    return Any, False
-
-
-def _field_for(model: type[BaseModel], key: Any) -> Any:
-    for name, info in model.model_fields.items():
-        if (info.alias or name) == key:
-            return info
-    return None
-
-
-def _resolve(root: type[BaseModel], loc: tuple[Any, ...]) -> _Resolved:
-    """Follow an error location through the model types, telling tags from data keys."""
-    out = _Resolved()
-    tp: Any = root
-    for part in loc:
-        if part == "[key]":  # the mapping key itself is wrong, not its value
-            out.bad_key = True
-            continue
-        tp = _unwrap(tp)
-        if _is_union(tp):
-            member, tagged = _member_for(tp, part)
-            if not tagged:
-                out.union_path = tuple(out.data_path)
-                out.union_member = member
-                out.union_members = tuple(_unwrap(m) for m in get_args(tp))
-            tp = member
-            continue
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            out.parent_model = tp
-            out.data_path.append(part)
-            info = _field_for(tp, part)
-            tp = info.annotation if info is not None else Any
-            continue
-        origin = get_origin(tp)
-        if origin in (list, tuple, Sequence) and isinstance(part, int):
-            out.data_path.append(part)
-            tp = get_args(tp)[0] if get_args(tp) else Any
-            continue
-        if origin is dict:
-            out.data_path.append(part)
-            tp = get_args(tp)[1] if get_args(tp) else Any
-            continue
-        out.data_path.append(part)
-        tp = Any
-    out.annotation = _unwrap(tp)
-    return out
+    kind: str = ""  # pydantic's error type, where it matters after the fact
 
 
 def _value_at(data: Any, path: Sequence[Any]) -> Any:
-    if follow_data(data, path) != tuple(path):
-        return None
     node = data
     for part in path:
-        node = node[part]
+        if (
+            isinstance(node, dict)
+            and part in node
+            or isinstance(node, list)
+            and isinstance(part, int)
+            and 0 <= part < len(node)
+        ):
+            node = node[part]
+        else:
+            return None
     return node
 
 
 def _humane_errors(root: type[BaseModel], exc: ValidationError, data: Any) -> list[_Error]:
     """Turn pydantic's errors into one readable message each (unions: one per value)."""
     out: list[_Error] = []
-    union_groups: dict[DataPath, list[tuple[dict[str, Any], _Resolved]]] = {}
+    union_groups: dict[DataPath, list[tuple[ErrorDetails, ResolvedLocation]]] = {}
     for error in exc.errors():
-        resolved = _resolve(root, tuple(error["loc"]))
+        resolved = resolve_location(root, tuple(error["loc"]))
         if resolved.union_path is not None:
             union_groups.setdefault(resolved.union_path, []).append((error, resolved))
             continue
@@ -587,11 +500,11 @@ def _drop_misspelt_missing(errors: list[_Error]) -> list[_Error]:
     """
     unknown: dict[DataPath, list[str]] = {}
     for error in errors:
-        if error.message.startswith("unknown key "):
+        if error.kind == "extra_forbidden":
             unknown.setdefault(error.path, []).append(str(error.line_path[-1]))
     kept = []
     for error in errors:
-        if error.message.startswith("missing required key ") and error.path in unknown:
+        if error.kind == "missing" and error.path in unknown:
             key = str(error.line_path[-1])
             if difflib.get_close_matches(key, unknown[error.path], n=1, cutoff=0.6):
                 continue
@@ -599,7 +512,7 @@ def _drop_misspelt_missing(errors: list[_Error]) -> list[_Error]:
     return kept
 
 
-def _one_error(error: dict[str, Any], r: _Resolved, data: Any) -> _Error:
+def _one_error(error: ErrorDetails, r: ResolvedLocation, data: Any) -> _Error:
     kind: str = error["type"]
     path = tuple(r.data_path)
     value = error.get("input")
@@ -613,12 +526,12 @@ def _one_error(error: dict[str, Any], r: _Resolved, data: Any) -> _Error:
         )
         suggestion = _did_you_mean(str(key), allowed)
         listing = f"; allowed here: {', '.join(allowed)}" if allowed else ""
-        return _Error(path[:-1], path, f"unknown key '{key}'{suggestion}{listing}")
+        return _Error(path[:-1], path, f"unknown key '{key}'{suggestion}{listing}", kind)
     if kind == "missing":
         key = path[-1]
-        info = _field_for(r.parent_model, key) if r.parent_model is not None else None
+        info = field_for(r.parent_model, key) if r.parent_model is not None else None
         about = f" ({info.description})" if info is not None and info.description else ""
-        return _Error(path[:-1], path, f"missing required key '{key}'{about}: add it")
+        return _Error(path[:-1], path, f"missing required key '{key}'{about}: add it", kind)
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         expected = re.findall(r"'([^']*)'", str(ctx.get("expected_tags", "")))
         discriminator = str(ctx.get("discriminator", "")).strip("'")
@@ -653,7 +566,10 @@ def _condition_message(value: Any) -> str:
             f"{_describe(value)}; a condition is one of: {', '.join(keys)}"
         )
     hints = [f"'{k}'{_did_you_mean(str(k), keys)}" for k in value if str(k) not in CONDITION_KEYS]
-    given = f"unknown condition key {', '.join(hints)}" if hints else "not a condition"
+    if hints:
+        given = f"unknown condition key {', '.join(hints)}"
+    else:
+        given = "an empty condition" if not value else "not a condition"
     return f"{given}; a condition starts with one of: {', '.join(keys)}"
 
 
@@ -690,7 +606,7 @@ _TYPE_NOUNS = {
 }
 
 
-def _value_message(kind: str, error: dict[str, Any], value: Any, ctx: dict[str, Any]) -> str:
+def _value_message(kind: str, error: ErrorDetails, value: Any, ctx: dict[str, Any]) -> str:
     if kind in _TYPE_NOUNS:
         return f"expected {_TYPE_NOUNS[kind]}, got {_describe(value)}"
     if kind in ("value_error", "assertion_error"):
@@ -756,8 +672,8 @@ def _did_you_mean(name: str, choices: Sequence[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _dotted(path: Sequence[Any]) -> str:
-    """A playbook path as written in messages: ``routing.entry[1].cadence``."""
+def _dotted(path: Sequence[Any], root: str = "playbook") -> str:
+    """A path as written in messages: ``routing.entry[1].cadence`` (``root`` when empty)."""
     text = ""
     for part in path:
         if isinstance(part, int):
@@ -766,7 +682,7 @@ def _dotted(path: Sequence[Any]) -> str:
             text += f".{part}" if text else str(part)
         else:
             text += f"['{part}']"
-    return text or "playbook"
+    return text or root
 
 
 def _cadence_where(data: dict[str, Any], path: DataPath) -> tuple[str, str]:
@@ -775,10 +691,10 @@ def _cadence_where(data: dict[str, Any], path: DataPath) -> tuple[str, str]:
         steps = data.get("steps")
         step = steps[path[1]] if isinstance(steps, list) and path[1] < len(steps) else None
         step_id = step.get("id") if isinstance(step, dict) else None
-        where = f"step '{step_id}'" if isinstance(step_id, str) else f"step #{path[1] + 1}"
-        inner = path[2:]
-        return where, _dotted(inner) if inner else ""
-    return "cadence", _dotted(path) if path else ""
+        named = isinstance(step_id, str) and step_id
+        where = f"step '{step_id}'" if named else f"step #{path[1] + 1}"
+        return where, _dotted(path[2:], root="")
+    return "cadence", _dotted(path, root="")
 
 
 # --- the step graph -----------------------------------------------------------------------
@@ -830,6 +746,12 @@ class _StepGraph:
         ids: dict[str, _Step] = {}
         duplicated = False
         for step in self.steps:
+            if step.id == END:
+                yield (
+                    (*step.path, "id"),
+                    step.where,
+                    ("'end' is reserved (a jump to 'end' ends the cadence): rename this step"),
+                )
             if step.id in ids:
                 duplicated = True
                 first = ids[step.id]
@@ -866,15 +788,16 @@ class _StepGraph:
         return self.steps[step.index + 1].id if step.index + 1 < len(self.steps) else END
 
     def successors(self, step: _Step) -> list[str]:
-        """Where a step can go next, as the interpreter runs it."""
+        """The steps a step can lead to, as the interpreter runs it (``end`` is no step)."""
         if step.type == "exit":
             return []
         if step.type == "branch":
             out = [t for _p, key, t in self._jumps(step) if key == "goto"]
             default = step.raw.get("default")
             out.append(default if isinstance(default, str) else self.following(step))
-            return out
-        return [self.following(step)]
+        else:
+            out = [self.following(step)]
+        return [target for target in out if target != END]
 
     def _jumps(self, step: _Step) -> Iterator[tuple[DataPath, str, str]]:
         if isinstance(step.raw.get("next"), str):
@@ -943,12 +866,12 @@ class _StepGraph:
                     seen.add(target)
                     todo.append(ids[target])
         for step in self.steps:
-            if step.id not in seen:
+            if step.id not in seen and step.id != END:  # a step named 'end': reported above
                 yield (
                     step.path,
                     step.where,
                     (
-                        f"step '{step.id}' is never reached: no step leads to it (point a next, "
+                        "never reached: no step leads to it (point a next, "
                         "goto or default at it, or remove it)"
                     ),
                 )

@@ -182,7 +182,7 @@ class Renderer:
         Raises:
             TemplateProblem: naming the template file and line.
         """
-        parts = self._render_email_parts(name, context)
+        parts = self._render_email_parts(name, _normalized(context))
         path = self._display_path("email", name)
         for block in REQUIRED_EMAIL_BLOCKS:
             if block not in parts:
@@ -208,7 +208,8 @@ class Renderer:
             TemplateProblem: naming the template file and line.
         """
         template = self._load(self._text_env, "call", name)
-        return str(self._guard(lambda: template.render(dict(context)))).strip() + "\n"
+        values = _normalized(context)
+        return str(self._guard(lambda: template.render(values))).strip() + "\n"
 
     def check(self, kind: TemplateKind, name: str) -> list[str]:
         """Find what is wrong with a template, without sending anything.
@@ -442,24 +443,46 @@ def template_context(
         unsubscribe_url: the lead's one-click unsubscribe link.
         link: turns a target URL into a tracked click URL.
     """
-    lead_values = {name: lead.get(name) for name in LEAD_FIELDS}
-    lead_values["fields"] = TemplateRecord("lead.fields", lead.get("fields") or {})
-    sdr = sdr or {}
-    sender_from = sender.get("from_", sender.get("from"))
-    return {
-        "lead": TemplateRecord("lead", lead_values),
-        "sdr": TemplateRecord("sdr", {k: sdr.get(k) for k in ("id", "name", "email")}),
-        "sender": TemplateRecord(
+    return _normalized(
+        {
+            "lead": lead,
+            "sdr": sdr,
+            "sender": sender,
+            "unsubscribe_url": unsubscribe_url,
+            "link": link,
+        }
+    )
+
+
+def _normalized(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The context in the one shape templates are checked against, however it was built.
+
+    ``lead`` gets exactly the contract's fields (absent ones ``None``), a missing ``sdr``
+    becomes one whose fields are ``None``; so a template behaves at send time as it did in
+    ``cadences validate``, and a misspelt key gets a message naming ``lead``/``sdr``/``sender``.
+    Keys left out of ``context`` stay out: using them is an error, as it should be.
+    """
+    out = dict(context)
+    lead = out.get("lead")
+    if isinstance(lead, Mapping) and not isinstance(lead, TemplateRecord):
+        values = {name: lead.get(name) for name in LEAD_FIELDS}
+        values["fields"] = TemplateRecord("lead.fields", lead.get("fields") or {})
+        out["lead"] = TemplateRecord("lead", values)
+    if "sdr" in out and not isinstance(out["sdr"], TemplateRecord):
+        sdr = out["sdr"] if isinstance(out["sdr"], Mapping) else {}
+        out["sdr"] = TemplateRecord("sdr", {k: sdr.get(k) for k in ("id", "name", "email")})
+    sender = out.get("sender")
+    if isinstance(sender, Mapping) and not isinstance(sender, TemplateRecord):
+        sender_from = sender.get("from_", sender.get("from"))
+        out["sender"] = TemplateRecord(
             "sender",
             {
                 "from_": sender_from,
                 "postal_address": sender.get("postal_address"),
                 "name": sender.get("name") or _display_name(sender_from),
             },
-        ),
-        "unsubscribe_url": unsubscribe_url,
-        "link": link,
-    }
+        )
+    return out
 
 
 def _display_name(address: str | None) -> str | None:

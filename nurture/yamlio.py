@@ -10,11 +10,15 @@ into a flat ``path -> line`` table and hand pydantic plain ``dict``/``list``/``s
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Hashable, Iterable
+import types
+import typing
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
+from pydantic import BaseModel, Tag
+from pydantic.fields import FieldInfo
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.constructor import RoundTripConstructor
@@ -66,22 +70,39 @@ class YamlDocument:
             parts = parts[:-1]
         return self.lines.get((), 1)
 
-    def line_for_error(self, loc: Iterable[Any]) -> int:
+    def line_for_error(self, loc: Iterable[Any], model: type[BaseModel] | None = None) -> int:
         """The nearest line for a pydantic error location.
 
-        Pydantic puts labels into locations that are not in the data (union tags such as
-        ``'email'``, ``'[key]'``); they are skipped by following only the parts that name a
-        key or an index that the data really has. Use :func:`data_path` when the types are
-        known: it tells a tag from a key of the same name.
+        Args:
+            loc: the error's ``loc``, e.g. ``('steps', 3, 'branch', 'cases', 0, 'when')``.
+            model: the model that was validated. With it, union tags in ``loc`` are told
+                apart from keys exactly (see :func:`resolve_location`); without it, parts
+                that the data does not have are skipped, which is right nearly always.
         """
+        if model is not None:
+            return self.line_of(resolve_location(model, tuple(loc)).data_path)
         return self.line_of(follow_data(self.data, loc))
 
 
 def follow_data(data: Any, loc: Iterable[Any]) -> DataPath:
-    """The longest path into ``data`` made of the parts of ``loc`` that exist there."""
+    """The longest path into ``data`` made of the parts of ``loc`` that exist there.
+
+    A part is taken as a label, not a key, when the next part is a key of the same mapping:
+    in ``(..., 'when', 'field', 'at_least')`` the tag ``field`` is followed by a sibling key.
+    """
+    parts = list(loc)
     path: list[PathPart] = []
     node = data
-    for part in loc:
+    for i, part in enumerate(parts):
+        following = parts[i + 1] if i + 1 < len(parts) else None
+        if (
+            isinstance(node, dict)
+            and following is not None
+            and following != part
+            and isinstance(following, Hashable)
+            and following in node
+        ):
+            continue
         in_mapping = isinstance(node, dict) and isinstance(part, Hashable) and part in node
         in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
         if in_mapping or in_list:
@@ -182,6 +203,121 @@ def _scalar(value: Any) -> Any:
     if isinstance(value, float):
         return float(value)
     return value
+
+
+# --- pydantic error locations ------------------------------------------------------------
+
+
+@dataclass
+class ResolvedLocation:
+    """A pydantic error location split into the data path and what the types say there."""
+
+    data_path: list[Any] = field(default_factory=list)
+    parent_model: type[BaseModel] | None = None  # the model owning the last key
+    annotation: Any = Any
+    union_path: DataPath | None = None  # where a (non-tagged) union was met
+    union_member: Any = None  # the member this error belongs to
+    union_members: tuple[Any, ...] = ()
+    bad_key: bool = False  # the error is about a mapping's key ('[key]'), not its value
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip ``Annotated`` and ``Optional`` wrappers down to the type that validates."""
+    while True:
+        if get_origin(tp) is typing.Annotated:
+            tp = get_args(tp)[0]
+            continue
+        if _is_union(tp):
+            members = [m for m in get_args(tp) if m is not type(None)]
+            if len(members) == 1:
+                tp = members[0]
+                continue
+        return tp
+
+
+def _is_union(tp: Any) -> bool:
+    return get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _member_for(tp: Any, label: Any) -> tuple[Any, bool]:
+    """Which member of a union an error-location label names, and if it was a tag.
+
+    Tagged unions put the tag (``'email'``, ``'event'``) into error locations; plain
+    unions put a member label (``'RecycleRule'``, ``"literal['never']"``).
+    """
+    for member in get_args(tp):
+        if member is type(None):
+            continue
+        tags = [m.tag for m in get_args(member)[1:] if isinstance(m, Tag)]
+        if get_origin(member) is typing.Annotated and label in tags:
+            return get_args(member)[0], True
+        inner = _unwrap(member)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            type_field = inner.model_fields.get("type")
+            if type_field is not None and label in get_args(type_field.annotation):
+                return inner, True
+            if inner.__name__ == label:
+                return inner, False
+        if get_origin(inner) is Literal and str(label).startswith("literal["):
+            return inner, False
+        if isinstance(inner, type) and inner.__name__ == label:
+            return inner, False
+    return Any, False
+
+
+def field_for(model: type[BaseModel], key: Any) -> FieldInfo | None:
+    """The field of ``model`` written as ``key`` in a file (its alias, else its name)."""
+    for name, info in model.model_fields.items():
+        if (info.alias or name) == key:
+            return info
+    return None
+
+
+def resolve_location(root: type[BaseModel], loc: tuple[Any, ...]) -> ResolvedLocation:
+    """Split a pydantic error location into the data path and what the types say there.
+
+    Tagged unions put their tag into locations (``'branch'``, ``'field'``), and a tag can
+    have the same name as a key of the data (a field condition has a ``field`` key); only
+    the types tell them apart, so this walks the model's annotations alongside the location.
+
+    Args:
+        root: the model that was validated (``Cadence``, ``Playbook``).
+        loc: the error's ``loc``.
+    """
+    out = ResolvedLocation()
+    tp: Any = root
+    for part in loc:
+        if part == "[key]":  # the mapping key itself is wrong, not its value
+            out.bad_key = True
+            continue
+        tp = _unwrap(tp)
+        if _is_union(tp):
+            member, tagged = _member_for(tp, part)
+            if not tagged:
+                out.union_path = tuple(out.data_path)
+                out.union_member = member
+                out.union_members = tuple(_unwrap(m) for m in get_args(tp))
+            tp = member
+            continue
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            out.parent_model = tp
+            out.data_path.append(part)
+            info = field_for(tp, part)
+            tp = info.annotation if info is not None else Any
+            continue
+        origin = get_origin(tp)
+        if origin in (list, tuple, Sequence) and isinstance(part, int):
+            out.data_path.append(part)
+            tp = get_args(tp)[0] if get_args(tp) else Any
+            continue
+        if origin is dict:
+            out.data_path.append(part)
+            tp = get_args(tp)[1] if get_args(tp) else Any
+            continue
+        out.data_path.append(part)
+        tp = Any
+    out.annotation = _unwrap(tp)
+    return out
 
 
 _DUPLICATE_RE = re.compile(r'found duplicate key "(?P<key>[^"]*)"')

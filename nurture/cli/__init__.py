@@ -8,6 +8,8 @@ from __future__ import annotations
 import typer
 
 from nurture.cli import cadences as _cadences
+from nurture.cli import leads as _leads
+from nurture.cli import ops as _ops
 from nurture.cli import stack as _stack
 
 app = typer.Typer(
@@ -16,6 +18,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(_cadences.app, name="cadences")
+app.add_typer(_leads.app, name="leads")
+app.add_typer(_leads.events_app, name="events")
+app.add_typer(_ops.tasks_app, name="tasks")
+app.add_typer(_ops.sends_app, name="sends")
+app.add_typer(_ops.users_app, name="users")
 _stack.register(app)
 
 

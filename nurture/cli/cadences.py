@@ -57,8 +57,8 @@ def validate(
         count = len(report.problems)
         typer.echo(f"{count} problem{'s' if count != 1 else ''} found", err=True)
         raise typer.Exit(1)
-    cadences = report.cadence_files
-    summary = f"ok: {cadences} cadence{'s' if cadences != 1 else ''}"
+    # Always "cadences": scripts and CI match this line (CONTRACT: "ok: N cadences").
+    summary = f"ok: {report.cadence_files} cadences"
     if report.playbook_files:
         summary += ", playbook valid"
     typer.echo(summary)
@@ -81,12 +81,11 @@ def schema(
 def json_schema(model: type[Cadence] | type[Playbook]) -> dict[str, Any]:
     """The JSON Schema of a file marketers edit, as editors want it (draft 2020-12)."""
     body = model.model_json_schema(by_alias=True, mode="validation")
-    what = "one cadence: cadences/<id>.yaml" if model is Cadence else "cadences/playbook.yaml"
+    file = "cadences/<id>.yaml" if model is Cadence else "cadences/playbook.yaml"
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": f"https://nurture.example/schemas/{model.__name__.lower()}.schema.json",
         **body,
-        "description": f"{body.get('description', '').strip()} ({what})".strip(),
+        "description": f"{body.get('description', '').strip()} ({file})".strip(),
     }
 
 
