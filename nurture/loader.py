@@ -450,16 +450,11 @@ class _Error:
 def _value_at(data: Any, path: Sequence[Any]) -> Any:
     node = data
     for part in path:
-        if (
-            isinstance(node, dict)
-            and part in node
-            or isinstance(node, list)
-            and isinstance(part, int)
-            and 0 <= part < len(node)
-        ):
-            node = node[part]
-        else:
+        in_mapping = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not (in_mapping or in_list):
             return None
+        node = node[part]
     return node
 
 

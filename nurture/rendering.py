@@ -31,6 +31,7 @@ from jinja2 import (
 from jinja2.runtime import missing
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import concat
+from markupsafe import escape
 
 TemplateKind = Literal["email", "call"]
 EMAIL_BLOCKS: tuple[str, ...] = ("subject", "text", "html")
@@ -138,12 +139,20 @@ def _refuse_none(value: Any) -> Any:
 def _environment(loader: BaseLoader, *, autoescape: bool) -> ImmutableSandboxedEnvironment:
     # The immutable sandbox also stops a template from changing the context it is given
     # (e.g. lead.fields.pop(...)); StrictUndefined makes an unknown name an error.
-    return ImmutableSandboxedEnvironment(
+    env = ImmutableSandboxedEnvironment(
         loader=loader,
         undefined=_Undefined,
         autoescape=autoescape,
         finalize=_refuse_none,
     )
+    # `|e` would turn None into the text "None" before `finalize` sees it; let None through
+    # so that it is refused like any other empty value.
+    env.filters["e"] = env.filters["escape"] = _escape_keeping_none
+    return env
+
+
+def _escape_keeping_none(value: Any) -> Any:
+    return None if value is None else escape(value)
 
 
 class Renderer:
@@ -158,8 +167,10 @@ class Renderer:
     """
 
     def __init__(self, templates_dir: Path) -> None:
-        """Args:
-        templates_dir: the folder holding ``email/`` and ``call/``.
+        """Make a renderer over one templates folder.
+
+        Args:
+            templates_dir: the folder holding ``email/`` and ``call/``.
         """
         self.templates_dir = Path(templates_dir)
         loader = FileSystemLoader(os.fspath(self.templates_dir))

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from nurture.cli.common import context, echo_json, fail
 from nurture.events import CALL_OUTCOMES
+from nurture.tasks import complete_task
 
 tasks_app = typer.Typer(help="SDR call tasks: list and complete.", no_args_is_help=True)
 sends_app = typer.Typer(help="The email outbox.", no_args_is_help=True)
@@ -62,36 +63,6 @@ def list_tasks(
     Console().print(table)
 
 
-async def complete_task(ctx, task_id: str, outcome: str, notes: str | None, by: str | None = None) -> str:  # type: ignore[no-untyped-def]
-    """Record an SDR's outcome on a task and signal the lead (shared by CLI and inbox)."""
-    from nurture.db import CallTask
-    from nurture.events import Event
-    from nurture.intake import submit_event
-
-    if outcome not in CALL_OUTCOMES:
-        raise ValueError(f"unknown outcome '{outcome}': use one of {', '.join(CALL_OUTCOMES)}")
-    async with ctx.sessions() as session:
-        task = await session.get(CallTask, task_id)
-        if task is None:
-            raise LookupError(f"no task {task_id}")
-        if by is not None and task.owner != by:
-            raise PermissionError(f"task {task_id} belongs to another SDR")
-        if task.status != "open":
-            raise ValueError(f"task {task_id} is {task.status}")
-        task.status = "done"
-        task.outcome = outcome
-        task.notes = notes
-        task.completed_at = datetime.now(UTC)
-        lead_id, step, cadence = task.lead_id, task.step, task.cadence
-        await session.commit()
-    event = Event(
-        id=f"task-{task_id}-done", type="call.completed", lead_id=lead_id, occurred_at=datetime.now(UTC),
-        data={"outcome": outcome, "task": task_id, "step": step, "cadence": cadence, **({"notes": notes} if notes else {})},
-    )
-    result = await submit_event(await ctx.intake(), event)
-    return result.status
-
-
 @tasks_app.command("complete")
 def complete(
     task_id: str = typer.Argument(...),
@@ -103,7 +74,7 @@ def complete(
     async def run() -> None:
         async with context() as ctx:
             try:
-                status = await complete_task(ctx, task_id, outcome, notes)
+                status = await complete_task(ctx.sessions, await ctx.intake(), task_id, outcome, notes)
             except (ValueError, LookupError, PermissionError) as exc:
                 fail(str(exc))
             typer.echo(f"{task_id}: {outcome} ({status})")

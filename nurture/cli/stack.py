@@ -35,7 +35,10 @@ def serve(
 
     from nurture.web.app import create_app
 
+    from nurture.migrate import migrate
+
     settings = _settings_or_exit()
+    asyncio.run(migrate(settings.database_url))
     uvicorn.run(create_app(settings), host=host, port=port or settings.http_port, log_level="warning")
 
 
