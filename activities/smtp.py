@@ -8,7 +8,12 @@ have gone out, and the truth is unknowable (never resent automatically).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.policy
+import io
 import ssl
+from dataclasses import dataclass
+from email.generator import BytesGenerator
 from email.message import EmailMessage
 
 import aiosmtplib
@@ -58,14 +63,12 @@ class SmtpSender:
         self._client: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
 
-    async def _connected(self) -> aiosmtplib.SMTP:
-        client = self._client
-        if client is not None and client.is_connected:
-            try:
-                await client.noop()
-                return client
-            except (aiosmtplib.SMTPException, OSError):
-                await self._drop()
+    async def _open(self) -> aiosmtplib.SMTP:
+        """A new connection, logged in when credentials are set.
+
+        Raises:
+            TransientSmtpError: the server cannot be reached or refused the session.
+        """
         client = aiosmtplib.SMTP(
             hostname=self._host,
             port=self._port,
@@ -73,54 +76,102 @@ class SmtpSender:
             start_tls=self._starttls,
             tls_context=ssl.create_default_context() if self._starttls else None,
         )
-        await client.connect()
-        if self._username:
-            await client.login(self._username, self._password or "")
+        try:
+            await client.connect()
+            # EHLO now, so the extensions (8BITMIME, SMTPUTF8) are known before MAIL.
+            if client.is_ehlo_or_helo_needed:
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
+            if self._username:
+                await client.login(self._username, self._password or "")
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise TransientSmtpError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
         self._client = client
         return client
 
     async def _drop(self) -> None:
         client, self._client = self._client, None
         if client is not None:
-            try:
+            # Closing a broken connection must not fail a send.
+            with contextlib.suppress(Exception):
                 client.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection must not fail a send
-                pass
 
     async def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> str:
         """Send ``message``; returns the server's reply to the body.
 
+        Args:
+            message: the message; serialized here, for what the server advertises.
+            sender: the envelope sender (MAIL FROM), a bare address.
+            recipients: the envelope recipients (RCPT TO), bare addresses.
+
         Raises:
             TransientSmtpError: nothing was sent; retry.
-            PermanentSmtpError: refused for good (5xx).
+            PermanentSmtpError: refused for good (5xx), or an address that cannot be sent to.
             DeliveryUnknown: the body may have been sent.
         """
         async with self._lock:
+            client, options = await self._begin(sender, recipients)
             try:
-                client = await self._connected()
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                await self._drop()
-                raise TransientSmtpError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
-            try:
-                await client.mail(sender)
                 for rcpt in recipients:
-                    await client.rcpt(rcpt)
+                    await client.rcpt(rcpt, encoding=options.encoding)
             except aiosmtplib.SMTPResponseException as exc:
                 await self._reset(client)
                 raise _classify(exc) from exc
             except (aiosmtplib.SMTPException, OSError) as exc:
                 await self._drop()
-                raise TransientSmtpError(f"connection lost before the message was sent: {exc}") from exc
+                raise TransientSmtpError(
+                    f"connection lost before the message was sent: {exc}"
+                ) from exc
+            except (ValueError, UnicodeError) as exc:
+                await self._reset(client)
+                raise PermanentSmtpError(553, f"5.1.3 cannot send to this address: {exc}") from exc
             try:
-                response = await client.data(message.as_bytes())
+                response = await client.data(_flatten(message, options))
             except aiosmtplib.SMTPResponseException as exc:
                 # The server answered the body with an error: it did not take the message.
                 await self._reset(client)
                 raise _classify(exc) from exc
-            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 await self._drop()
                 raise DeliveryUnknown(f"connection lost while sending the message: {exc}") from exc
             return f"{response.code} {response.message}"
+
+    async def _begin(self, sender: str, recipients: list[str]) -> tuple[aiosmtplib.SMTP, _Envelope]:
+        """Start a transaction (MAIL FROM) on the reused connection, or on a new one.
+
+        No NOOP probe before each message: it would cost a round trip per send. A reused
+        connection that the server closed while idle (a disconnect, or 421) fails at MAIL,
+        before anything was sent, so it is replaced once, transparently.
+        """
+        client = self._client
+        if client is not None and client.is_connected:
+            try:
+                return client, await self._mail(client, sender, recipients)
+            except aiosmtplib.SMTPResponseException as exc:
+                if exc.code != 421:
+                    await self._reset(client)
+                    raise _classify(exc) from exc
+            except (aiosmtplib.SMTPException, OSError):
+                pass
+            await self._drop()
+        client = await self._open()
+        try:
+            return client, await self._mail(client, sender, recipients)
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(client)
+            raise _classify(exc) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop()
+            raise TransientSmtpError(f"connection lost before the message was sent: {exc}") from exc
+
+    async def _mail(self, client: aiosmtplib.SMTP, sender: str, recipients: list[str]) -> _Envelope:
+        """MAIL FROM with the options the message needs and the server offers."""
+        envelope = _envelope(client, sender, recipients)
+        await client.mail(sender, options=envelope.mail_options, encoding=envelope.encoding)
+        return envelope
 
     async def _reset(self, client: aiosmtplib.SMTP) -> None:
         try:
@@ -141,3 +192,45 @@ def _classify(exc: aiosmtplib.SMTPResponseException) -> Exception:
     if 400 <= exc.code < 500:
         return TransientSmtpError(f"{exc.code} {exc.message}")
     return PermanentSmtpError(exc.code, exc.message)
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    """How one message goes over one connection: MAIL options and the encodings they allow."""
+
+    mail_options: list[str]
+    encoding: str
+    eight_bit: bool
+    utf8: bool
+
+
+def _envelope(client: aiosmtplib.SMTP, sender: str, recipients: list[str]) -> _Envelope:
+    """The MAIL options for this message on this server (RFC 6152 8BITMIME, RFC 6531 SMTPUTF8).
+
+    Raises:
+        PermanentSmtpError: an address needs SMTPUTF8 and the server does not offer it.
+    """
+    options: list[str] = []
+    utf8 = not all(address.isascii() for address in (sender, *recipients))
+    if utf8:
+        if not client.supports_extension("smtputf8"):
+            raise PermanentSmtpError(
+                553, "5.6.7 the address is not ASCII and the server does not offer SMTPUTF8"
+            )
+        options.append("SMTPUTF8")
+    # A UTF-8 body (a Japanese email) is 8-bit: declare it where offered, else re-encode it.
+    eight_bit = client.supports_extension("8bitmime")
+    if eight_bit:
+        options.append("BODY=8BITMIME")
+    return _Envelope(options, "utf-8" if utf8 else "ascii", eight_bit, utf8)
+
+
+def _flatten(message: EmailMessage, envelope: _Envelope) -> bytes:
+    """The message as bytes for DATA: CRLF lines; 8-bit parts only where the server allows."""
+    policy = email.policy.SMTPUTF8 if envelope.utf8 else email.policy.SMTP
+    if not envelope.eight_bit:
+        # Without 8BITMIME, 8-bit text parts are re-encoded (base64 or quoted-printable).
+        policy = policy.clone(cte_type="7bit")
+    buffer = io.BytesIO()
+    BytesGenerator(buffer, policy=policy).flatten(message)
+    return buffer.getvalue()

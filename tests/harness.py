@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowHandle
@@ -27,9 +27,11 @@ class Stack:
     settings: Settings
     sessions: async_sessionmaker[AsyncSession]
     intake: Intake
+    started: set[str] = field(default_factory=set)
 
     async def add_lead(self, **fields: object) -> WorkflowHandle:
         await self.intake.submit(Lead.model_validate(fields))
+        self.started.add(str(fields["id"]))
         return self.client.get_workflow_handle(workflow_id(str(fields["id"])))
 
     async def view(self, lead_id: str) -> LeadView:
@@ -60,7 +62,15 @@ async def running(client: Client, settings: Settings) -> AsyncIterator[Stack]:
     catalog = CadenceCatalog(settings.cadences_dir, settings.templates_dir)
     try:
         async with build_worker(client, settings) as worker, worker:
-            yield Stack(client, settings, sessions, Intake(settings, client, sessions, catalog))
+            stack = Stack(client, settings, sessions, Intake(settings, client, sessions, catalog))
+            try:
+                yield stack
+            finally:
+                # Leads never end on their own: stop them, so the shared time-skipping
+                # server has no orphaned workflows (with no worker) holding time back.
+                for lead_id in stack.started:
+                    with contextlib.suppress(Exception):
+                        await client.get_workflow_handle(workflow_id(lead_id)).terminate("test over")
     finally:
         await engine.dispose()
 
@@ -88,3 +98,16 @@ async def search_attributes(client: Client, lead_id: str) -> dict[str, object]:
             continue
         values[name] = value
     return values
+
+
+async def eventually(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+    """Await ``check()`` (real time) until it returns something truthy; returns that."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached within {timeout} s: {check}")
+        await asyncio.sleep(0.1)

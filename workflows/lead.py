@@ -494,6 +494,7 @@ class LeadWorkflow:
             before = "mql"
             state.stage = "mql"
         lifecycle.enter(state, transition, now)
+        self._set_doing(f"entering {state.stage}: {transition.why}")
         if transition.to == "lost" and state.stage == "closed":
             # A loss whose reason recycles `never`: the funnel still sees the loss.
             await self._record(before, "lost", transition.why)

@@ -1,0 +1,264 @@
+"""`nurture report funnel` and `nurture report plan`: the managers' numbers (CONTRACT.md, CLI).
+
+The numbers come from :mod:`nurture.reports`; this module parses options and formats.
+Every input error exits 2 with one line on stderr, so scripts can tell it from a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nurture.cli.common import context, echo_json, fail
+from nurture.reports import (
+    DEFAULT_TASKS_PER_SDR_PER_DAY,
+    DEFAULT_WORKING_DAYS_PER_MONTH,
+    FUNNEL_STAGES,
+    GROUPINGS,
+    Funnel,
+    FunnelRow,
+    Measured,
+    Plan,
+    ReportError,
+    human_duration,
+    measure,
+    plan,
+)
+from nurture.reports import funnel as funnel_report
+
+app = typer.Typer(help="Reports: the funnel and the capacity plan.", no_args_is_help=True)
+
+FUNNEL_FORMATS = ("table", "json", "csv")
+PLAN_FORMATS = ("table", "json")
+CSV_COLUMNS = ("key", *FUNNEL_STAGES, "lead_to_mql", "mql_to_sql", "sql_to_won", "lead_to_won")
+
+
+def parse_day(name: str, text: str | None, *, end: bool = False) -> datetime | None:
+    """A ``--since``/``--until`` value as an aware UTC datetime.
+
+    A date (``2026-01-31``) means the whole day: as ``--until`` (``end``) it includes that
+    day, so ``--since 2026-01-01 --until 2026-01-31`` is January. A full ISO time is taken
+    as given (UTC when it has no offset).
+    """
+    if text is None:
+        return None
+    text = text.strip()
+    try:
+        if "T" in text or " " in text:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        day = date.fromisoformat(text)
+    except ValueError:
+        fail(f"--{name} must be a date like 2026-01-31 (or an ISO time), not '{text}'", 2)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start + timedelta(days=1) if end else start
+
+
+def _number(option: str, text: str | None, *, required: bool = True) -> float | None:
+    if text is None:
+        if required:
+            fail(f"{option} is required", 2)
+        return None
+    try:
+        return float(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        fail(f"{option} must be a number, not '{text}'", 2)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _funnel_table(report: Funnel) -> Table:
+    title = "Funnel" + (f" by {report.by}" if report.by else "")
+    table = Table(*(["group"] if report.by else []), *FUNNEL_STAGES, "lead→mql", "mql→sql", "sql→won", "lead→won",
+                  title=title)
+    rows: list[FunnelRow] = [*report.groups, report.total] if report.by else [report.total]
+    for row in rows:
+        cells = [str(row.count(stage)) for stage in FUNNEL_STAGES]
+        rates = [_percent(v) for v in (row.lead_to_mql, row.mql_to_sql, row.sql_to_won, row.lead_to_won)]
+        table.add_row(*([row.key] if report.by else []), *cells, *rates,
+                      style="bold" if row is report.total and report.by else None)
+    return table
+
+
+def _print_funnel(report: Funnel) -> None:
+    console = Console()
+    period = f"{_when(report.since)} to {_when(report.until)}"
+    console.print(f"Passages (a lead in one cycle) that began {period}; stages reached so far.")
+    console.print(_funnel_table(report))
+    if report.time_in_stage:
+        times = Table("stage", "median time", "stays", title="Time in stage")
+        for item in report.time_in_stage:
+            times.add_row(item.stage, human_duration(item.median_seconds), str(item.samples))
+        console.print(times)
+    if report.loss_reasons:
+        losses = Table("outcome", "reason", "count", title="Loss and rejection reasons")
+        for loss in report.loss_reasons:
+            losses.add_row(loss.outcome, loss.reason, str(loss.count))
+        console.print(losses)
+    if report.stuck:
+        stuck = Table("lead", "stage", "cadence/step", "owner", "next touch (UTC)", "overdue",
+                      title=f"Stuck leads: {len(report.stuck)} (next touch overdue by more than 1h)")
+        for lead in report.stuck:
+            stuck.add_row(lead.lead_id, lead.stage, f"{lead.cadence or '-'}/{lead.step or '-'}", lead.owner or "-",
+                          lead.next_touch_at.strftime("%Y-%m-%d %H:%M"), human_duration(lead.overdue_seconds))
+        console.print(stuck)
+    else:
+        console.print("Stuck leads: none.")
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "any time"
+
+
+def _print_csv(report: Funnel) -> None:
+    writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in [*report.groups, report.total]:
+        writer.writerow({k: "" if v is None else v for k, v in row.model_dump().items()})
+
+
+@app.command()
+def funnel(
+    by: str | None = typer.Option(None, "--by", metavar="|".join(GROUPINGS),
+                                  help="Break down by channel, entry cadence, last-touch step, SDR or cycle."),
+    since: str | None = typer.Option(None, metavar="DATE", help="First day (UTC) of the period."),
+    until: str | None = typer.Option(None, metavar="DATE", help="Last day (UTC) of the period, included."),
+    output: str = typer.Option("table", "--format", metavar="|".join(FUNNEL_FORMATS), help="Output format."),
+) -> None:
+    """Leads reaching each stage (lead, mql, sql, won) and the conversion between them.
+
+    Counts each lead once per cycle (a recycled lead again), for the cycles that began in
+    the period; also the median time in each stage, loss reasons and stuck leads.
+    """
+    if by is not None and by not in GROUPINGS:
+        fail(f"--by must be one of {', '.join(GROUPINGS)}, not '{by}'", 2)
+    if output not in FUNNEL_FORMATS:
+        fail(f"--format must be one of {', '.join(FUNNEL_FORMATS)}, not '{output}'", 2)
+    start, end = parse_day("since", since), parse_day("until", until, end=True)
+
+    async def run() -> Funnel:
+        async with context() as ctx, ctx.sessions() as session:
+            return await funnel_report(session, since=start, until=end, by=by)  # type: ignore[arg-type]
+
+    try:
+        report = asyncio.run(run())
+    except ReportError as exc:
+        fail(str(exc), 2)
+    if output == "json":
+        echo_json(report.model_dump(mode="json"))
+    elif output == "csv":
+        _print_csv(report)
+    else:
+        _print_funnel(report)
+
+
+@app.command("plan")
+def plan_command(
+    target_revenue: str | None = typer.Option(None, metavar="N", help="Next year's revenue target."),
+    deal_size: str | None = typer.Option(None, metavar="N", help="The average yearly deal."),
+    renewal_rate: str | None = typer.Option(None, metavar="R", help="Share of customers renewing, 0..1."),
+    customers: str | None = typer.Option(None, metavar="N", help="Current paying customers."),
+    lead_to_mql: str | None = typer.Option(None, metavar="R", help="Lead→MQL rate (default: measured)."),
+    mql_to_sql: str | None = typer.Option(None, metavar="R", help="MQL→SQL rate (default: measured)."),
+    sql_to_won: str | None = typer.Option(None, metavar="R", help="SQL→won rate (default: measured)."),
+    tasks_per_sdr_per_day: str | None = typer.Option(
+        None, metavar="N", help=f"Call tasks one SDR does a day (default {DEFAULT_TASKS_PER_SDR_PER_DAY:g})."),
+    calls_per_sql: str | None = typer.Option(None, metavar="N", help="Call tasks per SQL (default: measured)."),
+    working_days: str | None = typer.Option(
+        None, "--working-days-per-month", metavar="N", help=f"Default {DEFAULT_WORKING_DAYS_PER_MONTH}."),
+    output: str = typer.Option("table", "--format", metavar="|".join(PLAN_FORMATS), help="Output format."),
+) -> None:
+    """Plan backwards from a revenue target: new customers, monthly leads/MQLs/SQLs, SDRs.
+
+    Conversion rates not given are measured from the funnel of all the data.
+    """
+    if output not in PLAN_FORMATS:
+        fail(f"--format must be one of {', '.join(PLAN_FORMATS)}, not '{output}'", 2)
+    target = _number("--target-revenue", target_revenue)
+    deal = _number("--deal-size", deal_size)
+    renewal = _number("--renewal-rate", renewal_rate)
+    current = _number("--customers", customers)
+    if current is not None and not current.is_integer():
+        fail(f"--customers must be a whole number, not '{customers}'", 2)
+    given = {
+        "lead_to_mql": _number("--lead-to-mql", lead_to_mql, required=False),
+        "mql_to_sql": _number("--mql-to-sql", mql_to_sql, required=False),
+        "sql_to_won": _number("--sql-to-won", sql_to_won, required=False),
+    }
+    per_day = _number("--tasks-per-sdr-per-day", tasks_per_sdr_per_day, required=False)
+    calls = _number("--calls-per-sql", calls_per_sql, required=False)
+    days = _number("--working-days-per-month", working_days, required=False)
+    if days is not None and not days.is_integer():
+        fail(f"--working-days-per-month must be a whole number, not '{working_days}'", 2)
+
+    async def run() -> Measured | None:
+        # Only open the database when something must be measured: a fully given plan is pure.
+        if all(v is not None for v in given.values()) and calls is not None:
+            return None
+        async with context() as ctx, ctx.sessions() as session:
+            return await measure(session)
+
+    measured = asyncio.run(run())
+    try:
+        result = plan(
+            target, deal, renewal, int(current or 0), given,  # type: ignore[arg-type]
+            tasks_per_sdr_per_day=per_day if per_day is not None else DEFAULT_TASKS_PER_SDR_PER_DAY,
+            calls_per_sql=calls,
+            working_days_per_month=int(days) if days is not None else DEFAULT_WORKING_DAYS_PER_MONTH,
+            measured=measured,
+        )
+    except ReportError as exc:
+        fail(str(exc), 2)
+    if output == "json":
+        echo_json(result.model_dump(mode="json"))
+    else:
+        _print_plan(result)
+
+
+def plan_lines(result: Plan) -> list[tuple[str, str]]:
+    """The plan as (what, how much) lines, each showing how it was derived."""
+    rates = result.rates
+    src = result.sources
+
+    def money(value: float) -> str:
+        return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
+
+    def count(value: float) -> str:
+        return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
+
+    items: list[tuple[str, Any]] = [
+        ("target revenue", money(result.target_revenue)),
+        ("existing customers renewing",
+         f"{count(result.renewing_customers)} = {result.customers:,} × {result.renewal_rate:g}"),
+        ("revenue from existing customers",
+         f"{money(result.existing_revenue)} = {count(result.renewing_customers)} × {money(result.deal_size)}"),
+        ("new business needed", money(result.new_business_revenue)),
+        ("new customers a year", f"{result.new_customers:,} = new business / {money(result.deal_size)}, rounded up"),
+        ("new customers a month", f"{result.new_customers_per_month:,}"),
+        ("SQLs a month", f"{result.sqls_per_month:,} (SQL→won {rates.sql_to_won:g}, {src['sql_to_won']})"),
+        ("MQLs a month", f"{result.mqls_per_month:,} (MQL→SQL {rates.mql_to_sql:g}, {src['mql_to_sql']})"),
+        ("leads a month", f"{result.leads_per_month:,} (lead→MQL {rates.lead_to_mql:g}, {src['lead_to_mql']})"),
+        ("call tasks a month",
+         f"{result.call_tasks_per_month:,} ({result.calls_per_sql:g} per SQL, {src['calls_per_sql']})"),
+        ("one SDR's tasks a month",
+         f"{result.tasks_per_sdr_per_month:g} = {result.tasks_per_sdr_per_day:g} a day × "
+         f"{result.working_days_per_month} days"),
+        ("SDRs needed", f"{result.sdrs_needed:g} → {result.sdr_headcount} people"),
+    ]
+    return [(what, str(value)) for what, value in items]
+
+
+def _print_plan(result: Plan) -> None:
+    table = Table("plan", "", title="Capacity plan", show_header=False)
+    for what, value in plan_lines(result):
+        table.add_row(what, value)
+    Console().print(table)

@@ -1,0 +1,129 @@
+"""What every part of the web app shares: templates, the database session, the Temporal link.
+
+The app's long-lived resources live in one :class:`Services` object in ``app.state``, made by
+the lifespan (never at import). The Temporal client is connected on first use, so the app
+starts, serves its health check and records webhooks while Temporal is still coming up; a
+test injects its own client instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.responses import Response
+from temporalio.client import Client
+
+from nurture.catalog import CadenceCatalog
+from nurture.intake import Intake
+from nurture.settings import Settings
+from nurture.temporal import TemporalUnavailable, connect
+
+log = logging.getLogger(__name__)
+
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+# A request must not hang on an unreachable Temporal: the sender retries a 503 later.
+TEMPORAL_CONNECT_TIMEOUT_S = 5.0
+DEFAULT_TEMPORAL_UI_URL = "http://localhost:8233"
+
+templates = Jinja2Templates(directory=TEMPLATES_DIR)
+
+
+def _utc(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+
+
+def _utc_short(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+templates.env.filters["utc"] = _utc
+templates.env.filters["utc_short"] = _utc_short
+
+
+class TemporalLink:
+    """One Temporal client for the app: the injected one, or connected once on first use."""
+
+    def __init__(self, settings: Settings, client: Client | None = None) -> None:
+        self._settings = settings
+        self._client = client
+        self._lock = asyncio.Lock()
+
+    async def client(self) -> Client:
+        """The client.
+
+        Raises:
+            TemporalUnavailable: when the server cannot be reached within a few seconds.
+        """
+        if self._client is not None:
+            return self._client
+        async with self._lock:
+            if self._client is None:
+                try:
+                    async with asyncio.timeout(TEMPORAL_CONNECT_TIMEOUT_S):
+                        self._client = await connect(self._settings)
+                except TimeoutError as exc:
+                    raise TemporalUnavailable(
+                        f"no answer from the Temporal server at {self._settings.temporal_address} "
+                        f"within {TEMPORAL_CONNECT_TIMEOUT_S:.0f} s"
+                    ) from exc
+            return self._client
+
+
+@dataclass
+class Services:
+    """The app's resources for one lifespan."""
+
+    settings: Settings
+    sessions: async_sessionmaker[AsyncSession]
+    catalog: CadenceCatalog
+    temporal: TemporalLink
+    temporal_ui_url: str = DEFAULT_TEMPORAL_UI_URL
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def intake(self) -> Intake:
+        """An :class:`Intake` on the app's client (connecting it if needed).
+
+        Raises:
+            TemporalUnavailable: when Temporal cannot be reached.
+        """
+        return Intake(self.settings, await self.temporal.client(), self.sessions, self.catalog)
+
+    def workflow_url(self, workflow_id: str) -> str:
+        """The lead's workflow in the Temporal Web UI."""
+        from urllib.parse import quote
+
+        base = self.temporal_ui_url.rstrip("/")
+        namespace = quote(self.settings.temporal_namespace, safe="")
+        return f"{base}/namespaces/{namespace}/workflows/{quote(workflow_id, safe='')}"
+
+
+def get_services(request: Request) -> Services:
+    """The app's :class:`Services` (a FastAPI dependency)."""
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """A database session for one request (a FastAPI dependency)."""
+    async with get_services(request).sessions() as session:
+        yield session
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def render(
+    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> Response:
+    """A page from ``templates/``, with the signed-in user (if any) for the header."""
+    values = {"viewer": getattr(request.state, "viewer", None), **(context or {})}
+    return templates.TemplateResponse(request, name, values, status_code=status_code)
