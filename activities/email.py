@@ -90,31 +90,33 @@ class EmailActivities:
 
     @activity.defn(name=am.SEND_EMAIL)
     async def send_email(self, request: am.SendEmailInput) -> am.SendEmailResult:
-        """Send one cadence email, at most once per key."""
-        if self.settings.sending_paused:
-            # The kill switch: fail this attempt so Temporal retries later; nothing is lost.
-            raise ApplicationError("sending is paused (NURTURE_SENDING_PAUSED)", type="SendingPaused")
+        """Send one cadence email, at most once per key.
+
+        Raises:
+            ApplicationError: ``SendingPaused`` or ``TransientSmtpError``, both retryable:
+                nothing was sent, and the outbox row stays ``queued`` for the next attempt.
+        """
         async with self.sessions() as session:
             lead = await session.get(LeadRow, request.lead_id)
             if lead is None or lead.erased_at is not None:
                 return am.SendEmailResult(status="skipped", detail="the lead has no record (erased?)")
-            row = await self._claim(session, request, lead)
+            row = await self._claim(session, request)
             if row.status != "queued":
-                if row.status == "sending":
-                    row.status = "unknown"
-                    row.error = "an earlier attempt stopped while handing the message over; not resent"
-                    await session.commit()
-                return am.SendEmailResult(
-                    status=row.status, message_id=row.message_id, detail=f"already {row.status} (no second send)"
-                )
-            if not lead.email:
+                return await _already_done(session, row)
+            if self.settings.sending_paused:
+                # The kill switch: fail this attempt so Temporal retries later; nothing is lost.
+                raise ApplicationError("sending is paused (NURTURE_SENDING_PAUSED)", type="SendingPaused")
+            playbook = self.catalog.current().playbook
+            # Re-read the lead and the suppression list after rendering, just before the
+            # send: an unsubscribe or do-not-contact that landed meanwhile must win.
+            message, rendered = self._build(request, lead, playbook) if lead.email else (None, None)
+            await session.refresh(lead)
+            if not lead.email or message is None or rendered is None:
                 return await self._finish(session, row, "skipped", "the lead has no email address")
             if lead.do_not_contact or lead.unsubscribed:
                 return await self._finish(session, row, "skipped", "the lead opted out")
             if await session.get(Suppression, lead.email.lower()) is not None:
-                return await self._finish(session, row, "skipped", f"{lead.email} is suppressed")
-            playbook = self.catalog.current().playbook
-            message, rendered = self._build(request, lead, playbook)
+                return await self._finish(session, row, "skipped", "the address is on the suppression list")
             row.to_address = lead.email
             row.subject = rendered.subject
             row.message_id = message["Message-ID"]
@@ -140,7 +142,7 @@ class EmailActivities:
             row.sent_at = utcnow()
             return await self._finish(session, row, "sent", f"accepted by the mail server: {reply}")
 
-    async def _claim(self, session: AsyncSession, request: am.SendEmailInput, lead: LeadRow) -> EmailSend:
+    async def _claim(self, session: AsyncSession, request: am.SendEmailInput) -> EmailSend:
         existing = await session.scalar(select(EmailSend).where(EmailSend.key == request.key))
         if existing is not None:
             return existing

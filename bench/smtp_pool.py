@@ -1,41 +1,54 @@
 """Benchmark: SMTP sends over one reused connection versus one connection per message.
 
-Both modes send the same N real messages (built by the email activity's ``build_message``,
-text and html parts, list-unsubscribe headers) to the same local aiosmtpd sink, in one run:
+Both modes send the same N real messages (built by the email activity's ``build_message``:
+text and html parts, list-unsubscribe headers) to the same local aiosmtpd sink, in one run,
+through the same code (:class:`activities.smtp.SmtpSender`), so that only reuse differs:
 
-- ``pooled``: :class:`activities.smtp.SmtpSender`, as the worker uses it (one connection,
-  reused across sends);
-- ``per-message``: a new ``aiosmtplib.SMTP`` for every message (connect, EHLO, MAIL, RCPT,
-  DATA, QUIT), built with the same arguments ``SmtpSender`` uses.
+- ``pooled``: one ``SmtpSender`` for all messages, as the worker uses it (one connection);
+- ``per-message``: a new ``SmtpSender`` (so a new ``aiosmtplib.SMTP``) for every message:
+  connect, EHLO, [STARTTLS, EHLO, AUTH,] MAIL, RCPT, DATA, QUIT.
 
-The sink runs in a child process so that it does not compete with the client for the GIL,
-as a real mail server would not; it counts what it accepts, and the script checks that
-every message arrived.
+Two set-ups, each with its own sink:
+
+- ``plain``: no TLS, no AUTH (the embedded set-up of ``make run``);
+- ``starttls+auth``: STARTTLS with a throw-away self-signed certificate (made with the
+  ``openssl`` command; skipped when it is missing) and AUTH PLAIN, the production shape
+  (``NURTURE_SMTP_STARTTLS``, ``NURTURE_SMTP_USERNAME``/``PASSWORD``).
+
+The sink runs in a child process, so it does not compete with the client for the GIL (as a
+real mail server would not); it counts what it accepts, and every round checks that all of
+its messages arrived.
 
 Run from the repository root::
 
     .venv/bin/python bench/smtp_pool.py            # 500 messages per mode, 3 rounds
-    .venv/bin/python bench/smtp_pool.py -n 1000 --rounds 5
+    .venv/bin/python bench/smtp_pool.py -n 1000 --rounds 5 --setup plain
 
-Results and the machine they were taken on are in ``docs/benchmarks.md``.
+Results, and the machine they were taken on, are in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import multiprocessing
+import os
+import shutil
 import socket
+import ssl
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
 from pathlib import Path
-
-import aiosmtplib
 
 # Run as a script from anywhere: make the repository importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,22 +57,38 @@ from activities.email import build_message, message_id  # noqa: E402
 from activities.smtp import SmtpSender  # noqa: E402
 from nurture.rendering import RenderedEmail  # noqa: E402
 
+HOST = "127.0.0.1"
 SENDER = "Acme <hello@acme.example>"
+USERNAME, PASSWORD = "bench", "bench-password"
 TEXT = (
     "Hi there,\n\nThanks for your interest in Acme. Three things people usually want first:\n"
     "- A 4-minute product tour: https://acme.example/tour\n"
     "- How customers use it: https://acme.example/customers\n"
     "- Pricing, in plain numbers: https://acme.example/pricing\n\n"
-    "Unsubscribe with one click: http://localhost:8000/u/token\nAcme Inc., 1 Main St, Springfield\n"
+    "Unsubscribe with one click: http://localhost:8000/u/token\n"
+    "Acme Inc., 1 Main St, Springfield\n"
 )
 HTML = "<p>" + TEXT.replace("\n\n", "</p><p>").replace("\n", "<br>") + "</p>"
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One way of talking to the sink: plain, or STARTTLS and AUTH."""
+
+    name: str
+    cert: Path | None = None
+    key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.cert is not None
 
 
 # --- the sink (child process) ----------------------------------------------------------
 
 
 class CountingHandler:
-    """Accepts every message and counts it; no parsing, so the server is not the bottleneck."""
+    """Accepts every message and counts it; no parsing, so the sink stays cheap."""
 
     def __init__(self, counter: Synchronized) -> None:  # type: ignore[type-arg]
         self.counter = counter
@@ -70,11 +99,31 @@ class CountingHandler:
         return "250 OK queued"
 
 
-def serve_sink(port: int, counter: Synchronized, ready: multiprocessing.Event) -> None:  # type: ignore[type-arg]
-    """Run an aiosmtpd sink on 127.0.0.1:``port`` until the process is terminated."""
+def accept_bench_login(server, session, envelope, mechanism, auth_data):  # type: ignore[no-untyped-def]
+    """aiosmtpd authenticator: the benchmark's one user."""
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    ok = isinstance(auth_data, LoginPassword) and auth_data.login == USERNAME.encode()
+    return AuthResult(success=ok and auth_data.password == PASSWORD.encode())
+
+
+def serve_sink(port: int, setup: Setup, counter: Synchronized, ready: Event) -> None:  # type: ignore[type-arg]
+    """Run an aiosmtpd sink on ``HOST:port`` until the process is terminated."""
     from aiosmtpd.controller import Controller
 
-    controller = Controller(CountingHandler(counter), hostname="127.0.0.1", port=port)
+    # aiosmtpd warns on every AUTH about its own use of a deprecated attribute: keep quiet.
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    options: dict[str, object] = {}
+    if setup.tls:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(setup.cert), str(setup.key))
+        options = {
+            "tls_context": context,
+            "require_starttls": True,
+            "auth_required": True,
+            "authenticator": accept_bench_login,
+        }
+    controller = Controller(CountingHandler(counter), hostname=HOST, port=port, **options)
     controller.start()
     ready.set()
     try:
@@ -93,13 +142,12 @@ def make_messages(count: int, offset: int) -> list[EmailMessage]:
     messages = []
     for i in range(offset, offset + count):
         key = f"L-{i}|0|inbound|welcome|1"
+        rendered = RenderedEmail(subject=f"Thanks for getting in touch ({i})", text=TEXT, html=HTML)
         messages.append(
             build_message(
                 sender=SENDER,
                 to=f"lead{i}@example.com",
-                rendered=RenderedEmail(
-                    subject=f"Thanks for getting in touch ({i})", text=TEXT, html=HTML
-                ),
+                rendered=rendered,
                 message_id=message_id(key, SENDER),
                 unsubscribe_url="http://localhost:8000/u/token",
                 reply_to=None,
@@ -109,29 +157,33 @@ def make_messages(count: int, offset: int) -> list[EmailMessage]:
     return messages
 
 
-async def send_pooled(port: int, messages: list[EmailMessage]) -> float:
-    """Send over one reused connection; returns the elapsed seconds."""
-    sender = SmtpSender("127.0.0.1", port)
+def new_sender(port: int, setup: Setup) -> SmtpSender:
+    if setup.tls:
+        return SmtpSender(HOST, port, username=USERNAME, password=PASSWORD, starttls=True)
+    return SmtpSender(HOST, port)
+
+
+async def send_pooled(port: int, setup: Setup, messages: list[EmailMessage]) -> float:
+    """Send over one reused connection; returns the elapsed seconds (closing included)."""
     started = time.perf_counter()
+    sender = new_sender(port, setup)
     for message in messages:
         await sender.send(message, "hello@acme.example", [str(message["To"])])
-    elapsed = time.perf_counter() - started
     await sender.close()
-    return elapsed
+    return time.perf_counter() - started
 
 
-async def send_per_message(port: int, messages: list[EmailMessage]) -> float:
+async def send_per_message(port: int, setup: Setup, messages: list[EmailMessage]) -> float:
     """Send each message over its own connection (connect, send, quit); elapsed seconds."""
     started = time.perf_counter()
     for message in messages:
-        # The same arguments SmtpSender uses for its connection, so only reuse differs.
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=30.0)
-        await client.connect()
-        await client.mail("hello@acme.example")
-        await client.rcpt(str(message["To"]))
-        await client.data(message.as_bytes())
-        await client.quit()
+        sender = new_sender(port, setup)
+        await sender.send(message, "hello@acme.example", [str(message["To"])])
+        await sender.close()
     return time.perf_counter() - started
+
+
+Send = Callable[[int, Setup, list[EmailMessage]], Awaitable[float]]
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -139,76 +191,115 @@ async def send_per_message(port: int, messages: list[EmailMessage]) -> float:
 
 def free_port() -> int:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path] | None:
+    """A throw-away certificate for 127.0.0.1, or None without the ``openssl`` command."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return None
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
 async def measure(
-    name: str,
-    send: Callable[[int, list[EmailMessage]], Awaitable[float]],
+    send: Send,
     port: int,
+    setup: Setup,
     messages: list[EmailMessage],
     counter: Synchronized,  # type: ignore[type-arg]
 ) -> float:
-    """Send ``messages`` one way; check the sink got them all; returns messages per second."""
+    """Send ``messages`` one way, check that the sink got them all; messages per second."""
     before = counter.value
-    elapsed = await send(port, messages)
+    elapsed = await send(port, setup, messages)
     # The sink counts in its own process: give its last increment a moment to land.
     deadline = time.monotonic() + 5
     while counter.value - before < len(messages) and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     arrived = counter.value - before
     if arrived != len(messages):
-        raise SystemExit(f"{name}: the sink received {arrived} of {len(messages)} messages")
+        raise SystemExit(f"{setup.name}: the sink received {arrived} of {len(messages)} messages")
     return len(messages) / elapsed
 
 
-async def run(count: int, rounds: int, port: int, counter: Synchronized) -> None:  # type: ignore[type-arg]
-    # Warm up both paths (imports, first connection, the sink's first session).
-    await send_pooled(port, make_messages(20, 0))
-    await send_per_message(port, make_messages(20, 0))
-    results: dict[str, list[float]] = {"pooled": [], "per-message": []}
+async def run(setup: Setup, count: int, rounds: int, port: int, counter: Synchronized) -> float:  # type: ignore[type-arg]
+    """Warm up, then alternate the two modes for ``rounds``; print and return the ratio."""
+    await send_pooled(port, setup, make_messages(20, 0))
+    await send_per_message(port, setup, make_messages(20, 0))
+    modes: list[tuple[str, Send]] = [("pooled", send_pooled), ("per-message", send_per_message)]
+    rates: dict[str, list[float]] = {name: [] for name, _ in modes}
     for round_no in range(rounds):
-        # Alternate the order so that a slow moment of the machine does not favour one mode.
-        order = [("pooled", send_pooled), ("per-message", send_per_message)]
-        if round_no % 2:
-            order.reverse()
-        for name, send in order:
-            rate = await measure(name, send, port, make_messages(count, round_no * count), counter)
-            results[name].append(rate)
+        # Alternate the order, so that a slow moment of the machine favours neither mode.
+        for name, send in modes if round_no % 2 == 0 else modes[::-1]:
+            messages = make_messages(count, round_no * count)
+            rate = await measure(send, port, setup, messages, counter)
+            rates[name].append(rate)
             print(
-                f"round {round_no + 1}: {name:<12} {count} messages  {rate:8.0f} msgs/s", flush=True
+                f"  round {round_no + 1}: {name:<12} {count} messages {rate:8.0f} msgs/s",
+                flush=True,
             )
-    pooled = statistics.median(results["pooled"])
-    single = statistics.median(results["per-message"])
-    print()
-    print(f"pooled (one reused connection):   {pooled:8.0f} msgs/s  (median of {rounds} rounds)")
-    print(f"one connection per message:       {single:8.0f} msgs/s  (median of {rounds} rounds)")
-    print(f"ratio:                            {pooled / single:8.1f}x  (goal: >= 5x)")
+    pooled = statistics.median(rates["pooled"])
+    single = statistics.median(rates["per-message"])
+    ratio = pooled / single
+    print(f"  pooled (one reused connection): {pooled:8.0f} msgs/s (median of {rounds} rounds)")
+    print(f"  one connection per message:     {single:8.0f} msgs/s (median of {rounds} rounds)")
+    print(f"  ratio:                          {ratio:8.1f}x (goal: >= 5x)", flush=True)
+    return ratio
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "-n", "--messages", type=int, default=500, help="messages per mode and round"
-    )
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (the median is reported)")
-    args = parser.parse_args()
-
+def bench(setup: Setup, count: int, rounds: int) -> float:
+    """Start a sink for ``setup`` in a child process and run the benchmark against it."""
     port = free_port()
     counter = multiprocessing.Value("q", 0)
     ready = multiprocessing.Event()
-    sink = multiprocessing.Process(target=serve_sink, args=(port, counter, ready), daemon=True)
+    sink = multiprocessing.Process(
+        target=serve_sink, args=(port, setup, counter, ready), daemon=True
+    )
     sink.start()
     try:
         if not ready.wait(30):
             raise SystemExit("the SMTP sink did not start")
-        python = sys.version.split()[0]
-        print(f"sink: aiosmtpd on 127.0.0.1:{port} (child process {sink.pid}); python {python}")
-        asyncio.run(run(args.messages, args.rounds, port, counter))
+        print(f"\n{setup.name}: aiosmtpd sink on {HOST}:{port} (child process {sink.pid})")
+        return asyncio.run(run(setup, count, rounds, port, counter))
     finally:
         sink.terminate()
         sink.join(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-n", "--messages", type=int, default=500, help="messages per mode, round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported")
+    parser.add_argument(
+        "--setup", choices=["plain", "starttls+auth", "both"], default="both", help="set-ups to run"
+    )
+    args = parser.parse_args()
+    python = sys.version.split()[0]
+    print(f"python {python}, {os.cpu_count()} CPUs, {args.messages} messages per mode and round")
+
+    ratios: dict[str, float] = {}
+    if args.setup in ("plain", "both"):
+        ratios["plain"] = bench(Setup("plain"), args.messages, args.rounds)
+    if args.setup in ("starttls+auth", "both"):
+        with tempfile.TemporaryDirectory() as folder:
+            pair = self_signed_certificate(Path(folder))
+            if pair is None:
+                print("\nstarttls+auth: skipped (no `openssl` command to make a certificate)")
+            else:
+                # SmtpSender verifies certificates with the default trust store: trust ours.
+                os.environ["SSL_CERT_FILE"] = str(pair[0])
+                ratios["starttls+auth"] = bench(
+                    Setup("starttls+auth", *pair), args.messages, args.rounds
+                )
+    print("\nsummary: " + ", ".join(f"{name} {ratio:.1f}x" for name, ratio in ratios.items()))
 
 
 if __name__ == "__main__":

@@ -307,7 +307,9 @@ def _reason_from_stage_change(text: str | None) -> tuple[Literal["lost", "reject
     # The workflow writes "opportunity lost: <reason>" or "sales rejected the handoff: <reason>"
     # (workflows/lead.py); read back leniently, as older rows may say it differently.
     text = (text or "").strip()
-    outcome: Literal["lost", "rejected"] = "rejected" if text.lower().startswith("sales rejected") else "lost"
+    outcome: Literal["lost", "rejected"] = (
+        "rejected" if text.lower().startswith("sales rejected") else "lost"
+    )
     head, sep, tail = text.partition(":")
     return outcome, reason_key(tail if sep else head)
 
@@ -340,6 +342,20 @@ class _Passage:
                 reached.add(stage)
         return reached
 
+    def stays(self) -> list[tuple[str, float]]:
+        """(stage, seconds) of each completed stay: from entering a stage to leaving it.
+
+        A row that keeps the stage (a cadence exit recorded as a stage row) does not end
+        the stay; the last stage of a cycle has not ended and gives no stay.
+        """
+        stays: list[tuple[str, float]] = []
+        stage, entered = self.rows[0].to_stage, self.rows[0].at
+        for row in self.rows[1:]:
+            if row.to_stage != stage:
+                stays.append((stage, (row.at - entered).total_seconds()))
+                stage, entered = row.to_stage, row.at
+        return stays
+
     def advanced_at(self) -> datetime | None:
         """When the passage first went past nurture (mql or beyond)."""
         for row in self.rows:
@@ -351,7 +367,9 @@ class _Passage:
 def _cohort(since: datetime | None, until: datetime | None) -> Any:
     """(lead_id, cycle) of every passage whose cycle began in the period."""
     start = func.min(StageChange.at)
-    query = select(StageChange.lead_id, StageChange.cycle).group_by(StageChange.lead_id, StageChange.cycle)
+    query = select(StageChange.lead_id, StageChange.cycle).group_by(
+        StageChange.lead_id, StageChange.cycle
+    )
     conditions = _in_period(start, since, until)
     if conditions:
         query = query.having(and_(*conditions))
@@ -365,9 +383,17 @@ def _joined_to(cohort: Any, lead_column: Any, cycle_column: Any) -> Any:
 async def _passages(session: AsyncSession, cohort: Any) -> list[_Passage]:
     query = (
         select(
-            StageChange.lead_id, StageChange.cycle, StageChange.from_stage, StageChange.to_stage,
-            StageChange.at, StageChange.reason, StageChange.source, StageChange.cadence,
-            StageChange.step, LeadRow.owner, LeadRow.source.label("lead_source"),
+            StageChange.lead_id,
+            StageChange.cycle,
+            StageChange.from_stage,
+            StageChange.to_stage,
+            StageChange.at,
+            StageChange.reason,
+            StageChange.source,
+            StageChange.cadence,
+            StageChange.step,
+            LeadRow.owner,
+            LeadRow.source.label("lead_source"),
         )
         .join(cohort, _joined_to(cohort, StageChange.lead_id, StageChange.cycle))
         .join(LeadRow, LeadRow.id == StageChange.lead_id)
@@ -382,15 +408,27 @@ async def _passages(session: AsyncSession, cohort: Any) -> list[_Passage]:
     return passages
 
 
-async def _last_touches(session: AsyncSession, cohort: Any) -> dict[tuple[str, int], list[tuple[datetime, str]]]:
+async def _last_touches(
+    session: AsyncSession, cohort: Any
+) -> dict[tuple[str, int], list[tuple[datetime, str]]]:
     """Every touch (email sent, call task made) of the cohort, by passage, in time order."""
     emails = (
-        select(EmailSend.lead_id, EmailSend.cycle, EmailSend.cadence, EmailSend.step, EmailSend.sent_at.label("at"))
+        select(
+            EmailSend.lead_id,
+            EmailSend.cycle,
+            EmailSend.cadence,
+            EmailSend.step,
+            EmailSend.sent_at.label("at"),
+        )
         .join(cohort, _joined_to(cohort, EmailSend.lead_id, EmailSend.cycle))
         .where(EmailSend.status == "sent", EmailSend.sent_at.is_not(None))
     )
     calls = select(
-        CallTask.lead_id, CallTask.cycle, CallTask.cadence, CallTask.step, CallTask.created_at.label("at")
+        CallTask.lead_id,
+        CallTask.cycle,
+        CallTask.cadence,
+        CallTask.step,
+        CallTask.created_at.label("at"),
     ).join(cohort, _joined_to(cohort, CallTask.lead_id, CallTask.cycle))
     touches: dict[tuple[str, int], list[tuple[datetime, str]]] = defaultdict(list)
     for query in (emails, calls):
@@ -470,8 +508,8 @@ async def funnel(
         for stage in passage.reached():
             for row in targets:
                 setattr(row, stage, row.count(stage) + 1)
-        for current, following in zip(passage.rows, passage.rows[1:], strict=False):
-            dwell[current.to_stage].append((following.at - current.at).total_seconds())
+        for stage, seconds in passage.stays():
+            dwell[stage].append(seconds)
 
     stages = [s for s in DWELL_STAGES if s in dwell] + sorted(set(dwell) - set(DWELL_STAGES))
     return Funnel(
@@ -481,21 +519,31 @@ async def funnel(
         generated_at=now,
         total=total,
         groups=sorted(groups.values(), key=lambda g: (-g.lead, g.key)),
-        time_in_stage=[StageTime(stage=s, median_seconds=_median(dwell[s]), samples=len(dwell[s])) for s in stages],
+        time_in_stage=[
+            StageTime(stage=s, median_seconds=_median(dwell[s]), samples=len(dwell[s]))
+            for s in stages
+        ],
         loss_reasons=await _loss_reasons(session, cohort, passages),
         stuck=await stuck_leads(session, now=now),
     )
 
 
-async def _loss_reasons(session: AsyncSession, cohort: Any, passages: Iterable[_Passage]) -> list[LossReason]:
+async def _loss_reasons(
+    session: AsyncSession, cohort: Any, passages: Iterable[_Passage]
+) -> list[LossReason]:
     # The opportunity's outcome is what sales said in the CRM; the stage change's reason is
     # the workflow's account of it. One count per passage from the first, else per loss row.
     query = (
-        select(Opportunity.lead_id, Opportunity.cycle, Opportunity.outcome, Opportunity.outcome_reason)
+        select(
+            Opportunity.lead_id, Opportunity.cycle, Opportunity.outcome, Opportunity.outcome_reason
+        )
         .join(cohort, _joined_to(cohort, Opportunity.lead_id, Opportunity.cycle))
         .where(Opportunity.outcome.in_(("lost", "rejected")))
     )
-    closed = {(r.lead_id, r.cycle): (r.outcome, reason_key(r.outcome_reason)) for r in (await session.execute(query)).all()}
+    closed = {
+        (r.lead_id, r.cycle): (r.outcome, reason_key(r.outcome_reason))
+        for r in (await session.execute(query)).all()
+    }
     counts: Counter[tuple[str, str]] = Counter(closed.values())
     for passage in passages:
         if (passage.lead_id, passage.cycle) in closed:
@@ -516,14 +564,26 @@ async def stuck_leads(session: AsyncSession, *, now: datetime | None = None) -> 
     """
     now = now or datetime.now(UTC)
     query = (
-        select(LeadRow.id, LeadRow.stage, LeadRow.cadence, LeadRow.step, LeadRow.owner, LeadRow.next_touch_at)
+        select(
+            LeadRow.id,
+            LeadRow.stage,
+            LeadRow.cadence,
+            LeadRow.step,
+            LeadRow.owner,
+            LeadRow.next_touch_at,
+        )
         .where(LeadRow.stage.in_(TOUCH_STAGES), LeadRow.next_touch_at < now - STUCK_AFTER)
         .order_by(LeadRow.next_touch_at, LeadRow.id)
     )
     return [
         StuckLead(
-            lead_id=row.id, stage=row.stage, cadence=row.cadence, step=row.step, owner=row.owner,
-            next_touch_at=row.next_touch_at, overdue_seconds=(now - row.next_touch_at).total_seconds(),
+            lead_id=row.id,
+            stage=row.stage,
+            cadence=row.cadence,
+            step=row.step,
+            owner=row.owner,
+            next_touch_at=row.next_touch_at,
+            overdue_seconds=(now - row.next_touch_at).total_seconds(),
         )
         for row in (await session.execute(query)).all()
     ]
@@ -570,10 +630,16 @@ async def step_performance(
     await _email_performance(session, since, until, row_for)
 
     task_query = select(
-        CallTask.cadence, CallTask.step, CallTask.status, CallTask.outcome,
-        func.count().label("n"), func.min(CallTask.created_at).label("first"),
+        CallTask.cadence,
+        CallTask.step,
+        CallTask.status,
+        CallTask.outcome,
+        func.count().label("n"),
+        func.min(CallTask.created_at).label("first"),
     ).where(*_in_period(CallTask.created_at, since, until))
-    task_query = task_query.group_by(CallTask.cadence, CallTask.step, CallTask.status, CallTask.outcome)
+    task_query = task_query.group_by(
+        CallTask.cadence, CallTask.step, CallTask.status, CallTask.outcome
+    )
     for row in (await session.execute(task_query)).all():
         target = row_for(row.cadence, row.step, row.first)
         target.calls += row.n
@@ -583,12 +649,27 @@ async def step_performance(
             target.call_outcomes[outcome] = target.call_outcomes.get(outcome, 0) + row.n
 
     left_query = (
-        select(StageChange.cadence, StageChange.step, StageChange.from_stage, StageChange.to_stage,
-               StageChange.reason, func.min(StageChange.at).label("first"), func.count().label("n"))
-        .where(StageChange.step.is_not(None), StageChange.cadence.is_not(None),
-               *_in_period(StageChange.at, since, until))
-        .group_by(StageChange.cadence, StageChange.step, StageChange.from_stage, StageChange.to_stage,
-                  StageChange.reason)
+        select(
+            StageChange.cadence,
+            StageChange.step,
+            StageChange.from_stage,
+            StageChange.to_stage,
+            StageChange.reason,
+            func.min(StageChange.at).label("first"),
+            func.count().label("n"),
+        )
+        .where(
+            StageChange.step.is_not(None),
+            StageChange.cadence.is_not(None),
+            *_in_period(StageChange.at, since, until),
+        )
+        .group_by(
+            StageChange.cadence,
+            StageChange.step,
+            StageChange.from_stage,
+            StageChange.to_stage,
+            StageChange.reason,
+        )
     )
     for row in (await session.execute(left_query)).all():
         if row.from_stage is None:
@@ -599,15 +680,24 @@ async def step_performance(
         target = row_for(row.cadence, row.step, row.first)
         target.left[why] = target.left.get(why, 0) + row.n
 
-    ordered = sorted(steps, key=lambda k: (k[0], first_seen.get(k, datetime.max.replace(tzinfo=UTC)), k[1]))
+    ordered = sorted(
+        steps, key=lambda k: (k[0], first_seen.get(k, datetime.max.replace(tzinfo=UTC)), k[1])
+    )
     return StepReport(since=since, until=until, steps=[steps[k] for k in ordered])
 
 
-async def _email_performance(session: AsyncSession, since: datetime | None, until: datetime | None, row_for: Any) -> None:
+async def _email_performance(
+    session: AsyncSession, since: datetime | None, until: datetime | None, row_for: Any
+) -> None:
     sent_query = (
-        select(EmailSend.id, EmailSend.lead_id, EmailSend.cadence, EmailSend.step, EmailSend.sent_at)
-        .where(EmailSend.status == "sent", EmailSend.sent_at.is_not(None),
-               *_in_period(EmailSend.sent_at, since, until))
+        select(
+            EmailSend.id, EmailSend.lead_id, EmailSend.cadence, EmailSend.step, EmailSend.sent_at
+        )
+        .where(
+            EmailSend.status == "sent",
+            EmailSend.sent_at.is_not(None),
+            *_in_period(EmailSend.sent_at, since, until),
+        )
         .order_by(EmailSend.sent_at, EmailSend.id)
     )
     sends = (await session.execute(sent_query)).all()
@@ -619,18 +709,24 @@ async def _email_performance(session: AsyncSession, since: datetime | None, unti
         return
 
     event_query: Select[Any] = select(
-        EventRow.lead_id, EventRow.type, EventRow.data,
+        EventRow.lead_id,
+        EventRow.type,
+        EventRow.data,
         func.coalesce(EventRow.occurred_at, EventRow.received_at).label("at"),
     ).where(
         EventRow.type.in_(EMAIL_EVENTS),
-        EventRow.lead_id.in_(sent_query.with_only_columns(EmailSend.lead_id).order_by(None).distinct()),
+        EventRow.lead_id.in_(
+            sent_query.with_only_columns(EmailSend.lead_id).order_by(None).distinct()
+        ),
     )
     engaged: dict[str, set[int]] = {kind: set() for kind in EMAIL_EVENTS}
     for event in (await session.execute(event_query)).all():
         step, cadence = _event_step(event.data)
         if step is None or (event.type == "email.clicked" and (event.data or {}).get("scanner")):
             continue
-        candidates = [s for s in by_lead[event.lead_id] if s.step == step and cadence in (None, s.cadence)]
+        candidates = [
+            s for s in by_lead[event.lead_id] if s.step == step and cadence in (None, s.cadence)
+        ]
         # SQLite hands back the coalesce() as text: it has no declared type to convert it by.
         at = _as_datetime(event.at)
         before = [s for s in candidates if at is None or s.sent_at <= at + EVENT_CLOCK_SKEW]
@@ -678,7 +774,9 @@ async def sdr_activity(
     _check_period(since, until)
     now = now or datetime.now(UTC)
     done = CallTask.status == "done"
-    overdue = (CallTask.overdue_at.is_not(None)) | ((CallTask.status == "open") & (CallTask.due_at < now))
+    overdue = (CallTask.overdue_at.is_not(None)) | (
+        (CallTask.status == "open") & (CallTask.due_at < now)
+    )
     on_time = done & CallTask.completed_at.is_not(None) & (CallTask.completed_at <= CallTask.due_at)
 
     def total(condition: Any) -> Any:
@@ -692,17 +790,26 @@ async def sdr_activity(
 
     period = _in_period(CallTask.created_at, since, until)
     task_query = (
-        select(CallTask.owner, func.count().label("tasks"), total(done).label("done"),
-               total(on_time).label("on_time"), total(overdue).label("overdue"),
-               total(CallTask.status == "open").label("open"),
-               total(CallTask.status == "cancelled").label("cancelled"))
+        select(
+            CallTask.owner,
+            func.count().label("tasks"),
+            total(done).label("done"),
+            total(on_time).label("on_time"),
+            total(overdue).label("overdue"),
+            total(CallTask.status == "open").label("open"),
+            total(CallTask.status == "cancelled").label("cancelled"),
+        )
         .where(*period)
         .group_by(CallTask.owner)
     )
     for row in (await session.execute(task_query)).all():
         target = row_for(row.owner)
         target.tasks, target.done, target.done_on_time = row.tasks, int(row.done), int(row.on_time)
-        target.overdue, target.open, target.cancelled = int(row.overdue), int(row.open), int(row.cancelled)
+        target.overdue, target.open, target.cancelled = (
+            int(row.overdue),
+            int(row.open),
+            int(row.cancelled),
+        )
 
     outcome_query = (
         select(CallTask.owner, CallTask.outcome, func.count().label("n"))
@@ -713,7 +820,11 @@ async def sdr_activity(
         row_for(row.owner).outcomes[row.outcome or NONE_LABEL] = row.n
 
     toss_query = (
-        select(Opportunity.owner, func.count().label("n"), total(Opportunity.outcome == "won").label("won"))
+        select(
+            Opportunity.owner,
+            func.count().label("n"),
+            total(Opportunity.outcome == "won").label("won"),
+        )
         .where(*_in_period(Opportunity.created_at, since, until))
         .group_by(Opportunity.owner)
     )
@@ -740,7 +851,11 @@ async def measure(
     measured = await funnel(session, since=since, until=until)
     total = measured.total
     rates = Rates(**{name: getattr(total, name) or None for name in RATE_NAMES})
-    calls = await session.scalar(select(func.count()).select_from(CallTask).where(*_in_period(CallTask.created_at, since, until)))
+    calls = await session.scalar(
+        select(func.count())
+        .select_from(CallTask)
+        .where(*_in_period(CallTask.created_at, since, until))
+    )
     calls_per_sql = round(calls / total.sql, 2) if total.sql and calls else None
     return Measured(rates=rates, calls_per_sql=calls_per_sql)
 
@@ -762,7 +877,9 @@ def _ceil(value: Decimal) -> int:
 def _rate_value(name: str, value: Any) -> Decimal:
     rate = _decimal(name, value)
     if not 0 < rate <= 1:
-        raise PlanError(f"{name} must be more than 0 and at most 1 (a share, e.g. 0.25), not {value}")
+        raise PlanError(
+            f"{name} must be more than 0 and at most 1 (a share, e.g. 0.25), not {value}"
+        )
     return rate
 
 
@@ -811,19 +928,25 @@ def plan(
     if deal <= 0:
         raise PlanError(f"deal size must be more than 0, not {deal_size}")
     if not 0 <= renewal <= 1:
-        raise PlanError(f"renewal rate must be between 0 and 1 (a share, e.g. 0.5), not {renewal_rate}")
+        raise PlanError(
+            f"renewal rate must be between 0 and 1 (a share, e.g. 0.5), not {renewal_rate}"
+        )
     if count < 0 or count != count.to_integral_value():
         raise PlanError(f"customers must be a whole number, not negative, not {customers}")
     per_day = _decimal("tasks per SDR per day", tasks_per_sdr_per_day)
     if per_day <= 0:
         raise PlanError(f"tasks per SDR per day must be more than 0, not {tasks_per_sdr_per_day}")
     if isinstance(working_days_per_month, bool) or not 1 <= int(working_days_per_month) <= 31:
-        raise PlanError(f"working days per month must be between 1 and 31, not {working_days_per_month}")
+        raise PlanError(
+            f"working days per month must be between 1 and 31, not {working_days_per_month}"
+        )
 
     given = rates.model_dump() if isinstance(rates, Rates) else dict(rates or {})
     unknown = set(given) - set(RATE_NAMES)
     if unknown:
-        raise PlanError(f"unknown rate {', '.join(sorted(unknown))}: rates are {', '.join(RATE_NAMES)}")
+        raise PlanError(
+            f"unknown rate {', '.join(sorted(unknown))}: rates are {', '.join(RATE_NAMES)}"
+        )
     from_data = measured.rates.model_dump() if measured else {}
     chosen: dict[str, Decimal] = {}
     sources: dict[str, str] = {}
@@ -831,15 +954,23 @@ def plan(
         if given.get(name) is not None:
             chosen[name], sources[name] = _rate_value(name, given[name]), "given"
         elif from_data.get(name) is not None:
-            chosen[name], sources[name] = _rate_value(f"measured {name}", from_data[name]), "measured"
+            chosen[name], sources[name] = (
+                _rate_value(f"measured {name}", from_data[name]),
+                "measured",
+            )
         else:
-            raise PlanError(f"no {name} rate: give it (e.g. --{name.replace('_', '-')} 0.25); "
-                            "the data has no converted passages to measure it from")
+            raise PlanError(
+                f"no {name} rate: give one (a share such as 0.25); "
+                "the data has no converted passages to measure it from"
+            )
 
     if calls_per_sql is not None:
         calls, sources["calls_per_sql"] = _decimal("calls per SQL", calls_per_sql), "given"
     elif measured is not None and measured.calls_per_sql is not None:
-        calls, sources["calls_per_sql"] = _decimal("measured calls per SQL", measured.calls_per_sql), "measured"
+        calls, sources["calls_per_sql"] = (
+            _decimal("measured calls per SQL", measured.calls_per_sql),
+            "measured",
+        )
     else:
         calls, sources["calls_per_sql"] = Decimal(str(DEFAULT_CALLS_PER_SQL)), "default"
     if calls < 0:
@@ -879,6 +1010,65 @@ def plan(
         sdrs_needed=round(float(sdrs), 2),
         sdr_headcount=_ceil(sdrs),
     )
+
+
+def plan_lines(result: Plan) -> list[tuple[str, str]]:
+    """The plan as (what, how much) lines, each saying how it was derived.
+
+    The CLI table and the web page print the same lines, so a manager can check the
+    arithmetic by hand, as in PRODUCT.md's worked example.
+    """
+    rates, src = result.rates, result.sources
+    return [
+        ("target revenue", _amount(result.target_revenue)),
+        (
+            "existing customers renewing",
+            f"{_amount(result.renewing_customers)} = {result.customers:,}"
+            f" × {result.renewal_rate:g}",
+        ),
+        (
+            "revenue from existing customers",
+            f"{_amount(result.existing_revenue)} = {_amount(result.renewing_customers)}"
+            f" × {_amount(result.deal_size)}",
+        ),
+        ("new business needed", f"{_amount(result.new_business_revenue)} = target − existing"),
+        (
+            "new customers a year",
+            f"{result.new_customers:,} = {_amount(result.new_business_revenue)}"
+            f" / {_amount(result.deal_size)}, rounded up",
+        ),
+        (
+            "new customers a month",
+            f"{result.new_customers_per_month:,} = {result.new_customers:,} / 12, rounded up",
+        ),
+        (
+            "SQLs a month",
+            f"{result.sqls_per_month:,} (SQL → won {rates.sql_to_won:g}, {src['sql_to_won']})",
+        ),
+        (
+            "MQLs a month",
+            f"{result.mqls_per_month:,} (MQL → SQL {rates.mql_to_sql:g}, {src['mql_to_sql']})",
+        ),
+        (
+            "leads a month",
+            f"{result.leads_per_month:,} (lead → MQL {rates.lead_to_mql:g}, {src['lead_to_mql']})",
+        ),
+        (
+            "call tasks a month",
+            f"{result.call_tasks_per_month:,}"
+            f" ({result.calls_per_sql:g} per SQL, {src['calls_per_sql']})",
+        ),
+        (
+            "one SDR's call tasks a month",
+            f"{_amount(result.tasks_per_sdr_per_month)} = {result.tasks_per_sdr_per_day:g} a day × "
+            f"{result.working_days_per_month} working days",
+        ),
+        ("SDRs needed", f"{result.sdrs_needed:g} → {result.sdr_headcount} people"),
+    ]
+
+
+def _amount(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
 
 
 def human_duration(seconds: float | None) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from pathlib import Path
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -111,3 +113,29 @@ async def eventually(check, timeout: float = 20.0):  # type: ignore[no-untyped-d
         if loop.time() > deadline:
             raise AssertionError(f"not reached within {timeout} s: {check}")
         await asyncio.sleep(0.1)
+
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+
+
+async def record_histories(client: Client, lead_id: str, name: str) -> None:
+    """With NURTURE_RECORD_HISTORIES=1, save every run of a lead's workflow for replay tests.
+
+    The saved histories are the corpus `tests/test_replay.py` replays in CI: a change to the
+    workflow that is not behind `workflow.patched` fails there.
+    """
+    if os.environ.get("NURTURE_RECORD_HISTORIES") != "1":
+        return
+    HISTORIES.mkdir(exist_ok=True)
+    run_id: str | None = None
+    runs = []
+    while True:
+        handle = client.get_workflow_handle(workflow_id(lead_id), run_id=run_id)
+        history = await handle.fetch_history()
+        runs.append(history)
+        started = history.events[0].workflow_execution_started_event_attributes
+        if not started.continued_execution_run_id:
+            break
+        run_id = started.continued_execution_run_id
+    for index, history in enumerate(reversed(runs)):
+        (HISTORIES / f"{name}-run{index:02d}.json").write_text(history.to_json())

@@ -13,7 +13,7 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from conftest import SKELETON_TEMPLATES, write_cadence_set
-from harness import eventually, running, search_attributes
+from harness import eventually, record_histories, running, search_attributes
 from nurture.db import CallTask, Opportunity, StageChange
 from nurture.events import Event
 from nurture.intake import submit_event
@@ -184,6 +184,7 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
         await submit_event(stack.intake, event(lead, "opportunity.won"))
         handle = time_env.client.get_workflow_handle(f"lead-{lead}")
         assert await handle.result() == "won"
+        await record_histories(time_env.client, lead, "full-journey")
 
         async with stack.sessions() as session:
             passages = [
@@ -227,6 +228,7 @@ async def test_unsubscribe_during_wait_stops_email_but_not_calls(time_env, make_
         view = await stack.until(lead, lambda v: v.step == "(done)")
         assert len(smtp_sink.messages) == 1
         assert any(h.what == "email missed skipped" for h in view.history)
+        await record_histories(time_env.client, lead, "unsubscribe-then-call")
 
 
 async def test_duplicate_and_out_of_order_events_score_once(time_env, make_settings, smtp_sink, tmp_path):

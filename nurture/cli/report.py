@@ -10,7 +10,6 @@ import asyncio
 import csv
 import sys
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -30,6 +29,7 @@ from nurture.reports import (
     human_duration,
     measure,
     plan,
+    plan_lines,
 )
 from nurture.reports import funnel as funnel_report
 
@@ -78,14 +78,27 @@ def _percent(value: float | None) -> str:
 
 def _funnel_table(report: Funnel) -> Table:
     title = "Funnel" + (f" by {report.by}" if report.by else "")
-    table = Table(*(["group"] if report.by else []), *FUNNEL_STAGES, "lead→mql", "mql→sql", "sql→won", "lead→won",
-                  title=title)
+    table = Table(
+        *(["group"] if report.by else []),
+        *FUNNEL_STAGES,
+        "lead→mql",
+        "mql→sql",
+        "sql→won",
+        "lead→won",
+        title=title,
+    )
     rows: list[FunnelRow] = [*report.groups, report.total] if report.by else [report.total]
     for row in rows:
         cells = [str(row.count(stage)) for stage in FUNNEL_STAGES]
-        rates = [_percent(v) for v in (row.lead_to_mql, row.mql_to_sql, row.sql_to_won, row.lead_to_won)]
-        table.add_row(*([row.key] if report.by else []), *cells, *rates,
-                      style="bold" if row is report.total and report.by else None)
+        rates = [
+            _percent(v) for v in (row.lead_to_mql, row.mql_to_sql, row.sql_to_won, row.lead_to_won)
+        ]
+        table.add_row(
+            *([row.key] if report.by else []),
+            *cells,
+            *rates,
+            style="bold" if row is report.total and report.by else None,
+        )
     return table
 
 
@@ -105,11 +118,24 @@ def _print_funnel(report: Funnel) -> None:
             losses.add_row(loss.outcome, loss.reason, str(loss.count))
         console.print(losses)
     if report.stuck:
-        stuck = Table("lead", "stage", "cadence/step", "owner", "next touch (UTC)", "overdue",
-                      title=f"Stuck leads: {len(report.stuck)} (next touch overdue by more than 1h)")
+        stuck = Table(
+            "lead",
+            "stage",
+            "cadence/step",
+            "owner",
+            "next touch (UTC)",
+            "overdue",
+            title=f"Stuck leads: {len(report.stuck)} (next touch overdue by more than 1h)",
+        )
         for lead in report.stuck:
-            stuck.add_row(lead.lead_id, lead.stage, f"{lead.cadence or '-'}/{lead.step or '-'}", lead.owner or "-",
-                          lead.next_touch_at.strftime("%Y-%m-%d %H:%M"), human_duration(lead.overdue_seconds))
+            stuck.add_row(
+                lead.lead_id,
+                lead.stage,
+                f"{lead.cadence or '-'}/{lead.step or '-'}",
+                lead.owner or "-",
+                lead.next_touch_at.strftime("%Y-%m-%d %H:%M"),
+                human_duration(lead.overdue_seconds),
+            )
         console.print(stuck)
     else:
         console.print("Stuck leads: none.")
@@ -120,7 +146,9 @@ def _when(value: datetime | None) -> str:
 
 
 def _print_csv(report: Funnel) -> None:
-    writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(
+        sys.stdout, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     for row in [*report.groups, report.total]:
         writer.writerow({k: "" if v is None else v for k, v in row.model_dump().items()})
@@ -128,11 +156,19 @@ def _print_csv(report: Funnel) -> None:
 
 @app.command()
 def funnel(
-    by: str | None = typer.Option(None, "--by", metavar="|".join(GROUPINGS),
-                                  help="Break down by channel, entry cadence, last-touch step, SDR or cycle."),
+    by: str | None = typer.Option(
+        None,
+        "--by",
+        metavar="|".join(GROUPINGS),
+        help="Break down by channel, entry cadence, last-touch step, SDR or cycle.",
+    ),
     since: str | None = typer.Option(None, metavar="DATE", help="First day (UTC) of the period."),
-    until: str | None = typer.Option(None, metavar="DATE", help="Last day (UTC) of the period, included."),
-    output: str = typer.Option("table", "--format", metavar="|".join(FUNNEL_FORMATS), help="Output format."),
+    until: str | None = typer.Option(
+        None, metavar="DATE", help="Last day (UTC) of the period, included."
+    ),
+    output: str = typer.Option(
+        "table", "--format", metavar="|".join(FUNNEL_FORMATS), help="Output format."
+    ),
 ) -> None:
     """Leads reaching each stage (lead, mql, sql, won) and the conversion between them.
 
@@ -163,19 +199,40 @@ def funnel(
 
 @app.command("plan")
 def plan_command(
-    target_revenue: str | None = typer.Option(None, metavar="N", help="Next year's revenue target."),
+    target_revenue: str | None = typer.Option(
+        None, metavar="N", help="Next year's revenue target."
+    ),
     deal_size: str | None = typer.Option(None, metavar="N", help="The average yearly deal."),
-    renewal_rate: str | None = typer.Option(None, metavar="R", help="Share of customers renewing, 0..1."),
+    renewal_rate: str | None = typer.Option(
+        None, metavar="R", help="Share of customers renewing, 0..1."
+    ),
     customers: str | None = typer.Option(None, metavar="N", help="Current paying customers."),
-    lead_to_mql: str | None = typer.Option(None, metavar="R", help="Lead→MQL rate (default: measured)."),
-    mql_to_sql: str | None = typer.Option(None, metavar="R", help="MQL→SQL rate (default: measured)."),
-    sql_to_won: str | None = typer.Option(None, metavar="R", help="SQL→won rate (default: measured)."),
+    lead_to_mql: str | None = typer.Option(
+        None, metavar="R", help="Lead→MQL rate (default: measured)."
+    ),
+    mql_to_sql: str | None = typer.Option(
+        None, metavar="R", help="MQL→SQL rate (default: measured)."
+    ),
+    sql_to_won: str | None = typer.Option(
+        None, metavar="R", help="SQL→won rate (default: measured)."
+    ),
     tasks_per_sdr_per_day: str | None = typer.Option(
-        None, metavar="N", help=f"Call tasks one SDR does a day (default {DEFAULT_TASKS_PER_SDR_PER_DAY:g})."),
-    calls_per_sql: str | None = typer.Option(None, metavar="N", help="Call tasks per SQL (default: measured)."),
+        None,
+        metavar="N",
+        help=f"Call tasks one SDR does a day (default {DEFAULT_TASKS_PER_SDR_PER_DAY:g}).",
+    ),
+    calls_per_sql: str | None = typer.Option(
+        None, metavar="N", help="Call tasks per SQL (default: measured)."
+    ),
     working_days: str | None = typer.Option(
-        None, "--working-days-per-month", metavar="N", help=f"Default {DEFAULT_WORKING_DAYS_PER_MONTH}."),
-    output: str = typer.Option("table", "--format", metavar="|".join(PLAN_FORMATS), help="Output format."),
+        None,
+        "--working-days-per-month",
+        metavar="N",
+        help=f"Default {DEFAULT_WORKING_DAYS_PER_MONTH}.",
+    ),
+    output: str = typer.Option(
+        "table", "--format", metavar="|".join(PLAN_FORMATS), help="Output format."
+    ),
 ) -> None:
     """Plan backwards from a revenue target: new customers, monthly leads/MQLs/SQLs, SDRs.
 
@@ -210,10 +267,16 @@ def plan_command(
     measured = asyncio.run(run())
     try:
         result = plan(
-            target, deal, renewal, int(current or 0), given,  # type: ignore[arg-type]
+            target,
+            deal,
+            renewal,
+            int(current or 0),
+            given,  # type: ignore[arg-type]
             tasks_per_sdr_per_day=per_day if per_day is not None else DEFAULT_TASKS_PER_SDR_PER_DAY,
             calls_per_sql=calls,
-            working_days_per_month=int(days) if days is not None else DEFAULT_WORKING_DAYS_PER_MONTH,
+            working_days_per_month=int(days)
+            if days is not None
+            else DEFAULT_WORKING_DAYS_PER_MONTH,
             measured=measured,
         )
     except ReportError as exc:
@@ -222,39 +285,6 @@ def plan_command(
         echo_json(result.model_dump(mode="json"))
     else:
         _print_plan(result)
-
-
-def plan_lines(result: Plan) -> list[tuple[str, str]]:
-    """The plan as (what, how much) lines, each showing how it was derived."""
-    rates = result.rates
-    src = result.sources
-
-    def money(value: float) -> str:
-        return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
-
-    def count(value: float) -> str:
-        return f"{value:,.0f}" if value == int(value) else f"{value:,.2f}"
-
-    items: list[tuple[str, Any]] = [
-        ("target revenue", money(result.target_revenue)),
-        ("existing customers renewing",
-         f"{count(result.renewing_customers)} = {result.customers:,} × {result.renewal_rate:g}"),
-        ("revenue from existing customers",
-         f"{money(result.existing_revenue)} = {count(result.renewing_customers)} × {money(result.deal_size)}"),
-        ("new business needed", money(result.new_business_revenue)),
-        ("new customers a year", f"{result.new_customers:,} = new business / {money(result.deal_size)}, rounded up"),
-        ("new customers a month", f"{result.new_customers_per_month:,}"),
-        ("SQLs a month", f"{result.sqls_per_month:,} (SQL→won {rates.sql_to_won:g}, {src['sql_to_won']})"),
-        ("MQLs a month", f"{result.mqls_per_month:,} (MQL→SQL {rates.mql_to_sql:g}, {src['mql_to_sql']})"),
-        ("leads a month", f"{result.leads_per_month:,} (lead→MQL {rates.lead_to_mql:g}, {src['lead_to_mql']})"),
-        ("call tasks a month",
-         f"{result.call_tasks_per_month:,} ({result.calls_per_sql:g} per SQL, {src['calls_per_sql']})"),
-        ("one SDR's tasks a month",
-         f"{result.tasks_per_sdr_per_month:g} = {result.tasks_per_sdr_per_day:g} a day × "
-         f"{result.working_days_per_month} days"),
-        ("SDRs needed", f"{result.sdrs_needed:g} → {result.sdr_headcount} people"),
-    ]
-    return [(what, str(value)) for what, value in items]
 
 
 def _print_plan(result: Plan) -> None:

@@ -1,0 +1,171 @@
+"""`/inbox`: the SDR's call tasks, each with its script, the lead's context and an outcome form.
+
+An SDR sees and completes only their own tasks (someone else's is 404 to open, 403 to
+complete); ops see everyone's, with a filter by SDR. The page notices new tasks by polling
+`/inbox/poll`; it reloads itself only when no outcome is being typed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nurture.db import CallTask, User
+from nurture.events import CALL_OUTCOMES
+from nurture.tasks import NotYourTask, TaskError, TaskNotFound, complete_task
+from nurture.temporal import TemporalUnavailable
+from nurture.web.common import Services, ServicesDep, SessionDep, render
+from nurture.web.leadinfo import LeadInfo, apply_state, load_lead, query_states
+from nurture.web.security import Viewer, ViewerDep, check_csrf, current_viewer
+
+router = APIRouter(include_in_schema=False)
+
+# Each task shows its lead's live state, one query per task: keep a page to a day's work.
+PAGE_TASKS = 50
+POLL_SECONDS = 20
+
+
+def is_overdue(task: CallTask, now: datetime) -> bool:
+    """Open and past its due time (or marked overdue by the cadence)."""
+    return task.status == "open" and (task.overdue_at is not None or task.due_at < now)
+
+
+async def _tasks(session: AsyncSession, owner: str | None, status: str) -> list[CallTask]:
+    query = select(CallTask).order_by(CallTask.due_at, CallTask.id).limit(PAGE_TASKS)
+    if owner:
+        query = query.where(CallTask.owner == owner)
+    if status != "all":
+        query = query.where(CallTask.status == status)
+    return list((await session.scalars(query)).all())
+
+
+async def _cards(
+    services: Services, session: AsyncSession, tasks: list[CallTask]
+) -> list[dict[str, object]]:
+    now = datetime.now(UTC)
+    leads: dict[str, LeadInfo | None] = {}
+    for task in tasks:
+        if task.lead_id not in leads:
+            # The database part one lead at a time (a session runs one statement at once)...
+            leads[task.lead_id] = await load_lead(services, session, task.lead_id, history=8)
+    # ...then every workflow's live state at once.
+    found = [lead_id for lead_id, info in leads.items() if info is not None]
+    for lead_id, (view, problem) in (await query_states(services, found)).items():
+        info = leads[lead_id]
+        assert info is not None
+        apply_state(info, view, problem)
+    return [{"task": t, "lead": leads.get(t.lead_id), "overdue": is_overdue(t, now)} for t in tasks]
+
+
+async def _sdrs(session: AsyncSession) -> list[str]:
+    ids = set((await session.scalars(select(User.id).where(User.role == "sdr"))).all())
+    ids |= {o for o in (await session.scalars(select(CallTask.owner).distinct())).all() if o}
+    return sorted(ids)
+
+
+@router.get("/inbox", response_class=HTMLResponse)
+async def inbox(
+    request: Request,
+    viewer: ViewerDep,
+    session: SessionDep,
+    services: ServicesDep,
+    owner: str | None = None,
+    status: str = "open",
+    done: str | None = None,
+) -> Response:
+    """Open tasks by due time, overdue ones flagged; ops may filter by SDR and status."""
+    if status not in ("open", "done", "cancelled", "all"):
+        status = "open"
+    if not viewer.is_ops:
+        owner = viewer.id
+    tasks = await _tasks(session, owner or None, status)
+    cards = await _cards(services, session, tasks)
+    context = {
+        "cards": cards,
+        "owner": owner or "",
+        "status": status,
+        "done": done,
+        "sdrs": await _sdrs(session) if viewer.is_ops else [],
+        "outcomes": CALL_OUTCOMES,
+        "poll_seconds": POLL_SECONDS,
+        "task_ids": [t.id for t in tasks if t.status == "open"],
+    }
+    return render(request, "inbox.html", context)
+
+
+@router.get("/inbox/poll")
+async def poll(request: Request, session: SessionDep, owner: str | None = None) -> Response:
+    """The open task ids the inbox would show (JSON), so the page can notice new ones."""
+    viewer = await current_viewer(request, session)
+    if viewer is None:
+        return JSONResponse({"detail": "not signed in"}, status_code=401)
+    tasks = await _tasks(
+        session, owner if viewer.is_ops and owner else viewer.owner_filter(), "open"
+    )
+    return JSONResponse({"open": [t.id for t in tasks]})
+
+
+async def _task_for(session: AsyncSession, viewer: Viewer, task_id: str) -> CallTask:
+    task = await session.get(CallTask, task_id)
+    # Someone else's task is "not found": an SDR learns nothing about colleagues' work.
+    if task is None or (not viewer.is_ops and task.owner != viewer.id):
+        raise HTTPException(status_code=404, detail="no such task")
+    return task
+
+
+@router.get("/inbox/tasks/{task_id}", response_class=HTMLResponse)
+async def task_page(
+    request: Request, task_id: str, viewer: ViewerDep, session: SessionDep, services: ServicesDep
+) -> Response:
+    """One task: the script, the lead and the outcome form."""
+    task = await _task_for(session, viewer, task_id)
+    cards = await _cards(services, session, [task])
+    return render(
+        request, "task.html", {"card": cards[0], "outcomes": CALL_OUTCOMES, "error": None}
+    )
+
+
+@router.post("/inbox/tasks/{task_id}", response_class=HTMLResponse)
+async def record_outcome(
+    request: Request,
+    task_id: str,
+    viewer: ViewerDep,
+    session: SessionDep,
+    services: ServicesDep,
+    outcome: Annotated[str, Form()],
+    notes: Annotated[str, Form(max_length=4000)] = "",
+    csrf: Annotated[str | None, Form()] = None,
+) -> Response:
+    """Record the call's outcome (SDRs: their own tasks only) and go back to the inbox."""
+    check_csrf(viewer, csrf)
+    error: str | None = None
+    status_code = 400
+    try:
+        intake = await services.intake()
+        await complete_task(
+            services.sessions,
+            intake,
+            task_id,
+            outcome,
+            notes.strip() or None,
+            by=None if viewer.is_ops else viewer.id,
+        )
+    except TaskNotFound:
+        raise HTTPException(status_code=404, detail="no such task") from None
+    except NotYourTask:
+        raise HTTPException(status_code=403, detail="this task belongs to another SDR") from None
+    except TaskError as exc:
+        error, status_code = str(exc), 409
+    except TemporalUnavailable:
+        error, status_code = "The workflow service is unavailable; try again in a minute.", 503
+    if error is None:
+        return RedirectResponse(f"/inbox?done={task_id}", status_code=303)
+    task = await _task_for(session, viewer, task_id)
+    cards = await _cards(services, session, [task])
+    context = {"card": cards[0], "outcomes": CALL_OUTCOMES, "error": error}
+    return render(request, "task.html", context, status_code=status_code)

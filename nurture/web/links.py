@@ -1,0 +1,299 @@
+"""The links in every email: `/u/<token>` (unsubscribe) and `/c/<token>` (a tracked click).
+
+No login: the signed token (:mod:`nurture.links`) is the authority, and a forged or edited
+one gets 404. The click target is inside the signed token, so `/c` cannot be made to redirect
+anywhere else (no open redirect).
+
+Unsubscribe is per address (CONTRACT.md): every lead with the token's lead's email address is
+unsubscribed, and the address is suppressed in the database first, so no email leaves even
+while Temporal is unreachable. `GET /u` only shows a confirm button: mail scanners fetch
+links, and a fetch must not unsubscribe anyone; `POST /u` is RFC 8058's one-click.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from nurture.db import EmailSend, EventRow, LeadRow, Suppression
+from nurture.events import Event
+from nurture.intake import submit_event
+from nurture.links import BadToken, read_token
+from nurture.settings import SettingsError
+from nurture.temporal import TemporalUnavailable
+from nurture.web.common import Services, ServicesDep, render
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["links"])
+
+# A person does not click within seconds of delivery; a link scanner does.
+SCANNER_WINDOW = timedelta(seconds=10)
+# A scanner opens every link of a message at once: this many other links of the same email
+# clicked within BURST_WINDOW makes the next one a scanner's too.
+BURST_WINDOW = timedelta(seconds=5)
+BURST_LINKS = 2
+# Lower-case substrings of the user agents of mail security gateways, link expanders and
+# HTTP libraries; a missing user agent counts too (browsers always send one).
+SCANNER_AGENTS = (
+    "barracuda",
+    "proofpoint",
+    "mimecast",
+    "messagelabs",
+    "symantec",
+    "forcepoint",
+    "trendmicro",
+    "sophos",
+    "fireeye",
+    "ironport",
+    "cisco",
+    "zscaler",
+    "bitdefender",
+    "safelinks",
+    "urldefense",
+    "microsoft office",
+    "ms-office",
+    "google-safety",
+    "googleimageproxy",
+    "ggpht",
+    "yahoomailproxy",
+    "headlesschrome",
+    "phantomjs",
+    "python-requests",
+    "python-urllib",
+    "httpx",
+    "aiohttp",
+    "curl/",
+    "wget",
+    "go-http-client",
+    "java/",
+    "okhttp",
+    "libwww",
+    "bot",
+    "crawler",
+    "spider",
+    "scan",
+    "preview",
+    "facebookexternalhit",
+    "slackbot",
+    "linkexpander",
+)
+REDIRECT_SCHEMES = ("http", "https")
+
+_NOT_FOUND = {
+    404: {
+        "description": "Not a link we made (forged or edited token)",
+        "content": {"text/html": {}},
+    }
+}
+
+
+def _read(services: Services, purpose: str, token: str) -> dict[str, Any] | None:
+    try:
+        return read_token(services.settings.require_webhook_secret(), purpose, token)
+    except BadToken:
+        return None
+    except SettingsError:
+        log.error("links cannot be checked: NURTURE_WEBHOOK_SECRET is not set")
+        return None
+
+
+def _not_found(request: Request) -> Response:
+    return render(request, "link_invalid.html", status_code=404)
+
+
+def _masked(address: str | None) -> str | None:
+    """``j***@example.com``: enough to recognize one's address, not to learn someone else's."""
+    if not address or "@" not in address:
+        return None
+    local, _, domain = address.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+# --- unsubscribe --------------------------------------------------------------------------
+
+
+@router.get(
+    "/u/{token}", response_class=HTMLResponse, responses=_NOT_FOUND, summary="Unsubscribe page"
+)
+async def unsubscribe_page(request: Request, token: str, services: ServicesDep) -> Response:
+    """A page with one button that unsubscribes (a GET changes nothing: scanners fetch links)."""
+    payload = _read(services, "unsubscribe", token)
+    if payload is None:
+        return _not_found(request)
+    async with services.sessions() as session:
+        lead = await session.get(LeadRow, str(payload.get("l")))
+        address = lead.email if lead is not None else None
+    return render(request, "unsubscribe.html", {"address": _masked(address), "token": token})
+
+
+@router.post(
+    "/u/{token}",
+    response_class=HTMLResponse,
+    responses=_NOT_FOUND,
+    summary="Unsubscribe at once (RFC 8058)",
+)
+async def unsubscribe_now(request: Request, token: str, services: ServicesDep) -> Response:
+    """Unsubscribe the token's address: every lead with it; idempotent; no login."""
+    payload = _read(services, "unsubscribe", token)
+    if payload is None:
+        return _not_found(request)
+    address = await unsubscribe_address(services, str(payload.get("l")), payload.get("k"))
+    return render(request, "unsubscribed.html", {"address": _masked(address)})
+
+
+async def unsubscribe_address(services: Services, lead_id: str, send_key: object) -> str | None:
+    """Suppress the lead's address and record `lead.unsubscribed` for every lead with it.
+
+    Returns:
+        The address, or None when the lead has none (erased): nothing left to do.
+    """
+    now = datetime.now(UTC)
+    for attempt in (1, 2):
+        async with services.sessions() as session:
+            lead = await session.get(LeadRow, lead_id)
+            if lead is None or not lead.email:
+                return None
+            address = lead.email.strip().lower()
+            leads = (
+                await session.scalars(select(LeadRow).where(func.lower(LeadRow.email) == address))
+            ).all()
+            for row in leads:
+                row.unsubscribed = True
+            if await session.get(Suppression, address) is None:
+                session.add(Suppression(email=address, reason="unsubscribe link", at=now))
+            try:
+                await session.commit()
+                break
+            except IntegrityError:
+                # The same address unsubscribed by a concurrent click: its row is there now.
+                await session.rollback()
+                if attempt == 2:
+                    raise
+    lead_ids = [row.id for row in leads]
+    try:
+        intake = await services.intake()
+    except TemporalUnavailable:
+        log.warning(
+            "unsubscribe of %d lead(s) suppressed in the database; workflows not told",
+            len(lead_ids),
+        )
+        return address
+    data: dict[str, object] = {"via": "unsubscribe link"}
+    if isinstance(send_key, str):
+        data["key"] = send_key
+    for each in lead_ids:
+        # One id per lead: a second click is a duplicate, with no second effect.
+        event = Event(
+            id=f"unsubscribe-{each}",
+            type="lead.unsubscribed",
+            lead_id=each,
+            occurred_at=now,
+            data=data,
+        )
+        await submit_event(intake, event)
+    return address
+
+
+# --- clicks -------------------------------------------------------------------------------
+
+
+@router.get(
+    "/c/{token}",
+    status_code=302,
+    response_class=RedirectResponse,
+    summary="Tracked click: record, then redirect to the link's target",
+    responses={302: {"description": "To the link's target"}, **_NOT_FOUND},
+)
+async def click(request: Request, token: str, services: ServicesDep) -> Response:
+    """Record `email.clicked` (flagged when it looks like a link scanner) and redirect."""
+    payload = _read(services, "click", token)
+    url = payload.get("u") if payload else None
+    if (
+        payload is None
+        or not isinstance(url, str)
+        or urlsplit(url).scheme.lower() not in REDIRECT_SCHEMES
+    ):
+        return _not_found(request)
+    try:
+        await record_click(services, payload, url, request.headers.get("user-agent"))
+    except Exception:
+        # The reader must reach the page even when recording fails.
+        log.warning("click on %s not recorded", url, exc_info=True)
+    return RedirectResponse(url, status_code=302)
+
+
+def scanner_agent(user_agent: str | None) -> bool:
+    """Whether ``user_agent`` is missing or one of a link scanner's."""
+    if not user_agent or not user_agent.strip():
+        return True
+    agent = user_agent.lower()
+    return any(marker in agent for marker in SCANNER_AGENTS)
+
+
+async def record_click(
+    services: Services, payload: dict[str, Any], url: str, user_agent: str | None
+) -> str | None:
+    """Record one click as `email.clicked` with the send's cadence and step.
+
+    Returns:
+        The event's status, or None when the lead no longer exists (nothing to record).
+    """
+    now = datetime.now(UTC)
+    lead_id = str(payload.get("l"))
+    key = payload.get("k") if isinstance(payload.get("k"), str) else None
+    data: dict[str, object] = {"url": url}
+    if key:
+        data["key"] = key
+        parts = key.split("|")
+        if len(parts) == 5:  # lead|cycle|cadence|step|visit (nurture.db.touch_key)
+            data["cadence"], data["step"] = parts[2], parts[3]
+    async with services.sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        if lead is None or lead.erased_at is not None:
+            return None
+        why = await _scanner_reason(session, lead_id, key, url, user_agent, now)
+    if why:
+        data["scanner"] = True
+        data["scanner_reason"] = why
+    event = Event(
+        id=f"click-{secrets.token_hex(10)}",
+        type="email.clicked",
+        lead_id=lead_id,
+        occurred_at=now,
+        data=data,
+    )
+    return (await submit_event(await services.intake(), event)).status
+
+
+async def _scanner_reason(
+    session: Any, lead_id: str, key: str | None, url: str, user_agent: str | None, now: datetime
+) -> str | None:
+    if scanner_agent(user_agent):
+        return "link scanner user agent"
+    if key is None:
+        return None
+    send = await session.scalar(select(EmailSend).where(EmailSend.key == key))
+    if send is not None and send.sent_at is not None and now - send.sent_at < SCANNER_WINDOW:
+        return f"clicked within {SCANNER_WINDOW.seconds} s of delivery"
+    recent = (
+        await session.scalars(
+            select(EventRow).where(
+                EventRow.lead_id == lead_id,
+                EventRow.type == "email.clicked",
+                EventRow.received_at >= now - BURST_WINDOW,
+            )
+        )
+    ).all()
+    others = {str(r.data.get("url")) for r in recent if (r.data or {}).get("key") == key} - {url}
+    if len(others) >= BURST_LINKS:
+        return "many links of one email clicked at once"
+    return None

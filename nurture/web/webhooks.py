@@ -1,0 +1,530 @@
+"""`POST /leads` and `POST /events`: the CRM's and the engagement tools' way in.
+
+Order of work for every request, each step refusing before the next one runs:
+
+1. read at most :data:`MAX_BODY_BYTES` of raw body (413);
+2. verify ``X-Nurture-Signature`` on those exact bytes (401);
+3. parse and validate the whole body (422 naming every bad field; a batch is all or nothing);
+4. record durably, then signal (``nurture.parked``); 503 only when nothing could be recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import zoneinfo
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.exc import SQLAlchemyError
+from temporalio.service import RPCError
+
+from nurture.db import LeadRow
+from nurture.events import Event, Lead
+from nurture.loader import CadenceSetInvalid
+from nurture.parked import FINAL_STAGES, accept_event, submit_lead
+from nurture.settings import SettingsError
+from nurture.temporal import TemporalUnavailable
+from nurture.web.common import ServicesDep
+from nurture.web.security import SIGNATURE_HEADER, SignatureError, verify_signature
+
+log = logging.getLogger(__name__)
+
+# Generous for a batch of MAX_BATCH events; anything larger is not a webhook.
+MAX_BODY_BYTES = 1_048_576
+MAX_BATCH = 500
+LEAD_ID_PATTERN = r"^[A-Za-z0-9._:\-]+$"
+MAX_EMPLOYEES = 10_000_000
+
+router = APIRouter(tags=["webhooks"])
+
+
+# --- what may be posted -------------------------------------------------------------------
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+class PostedLead(Lead):
+    """A lead as posted: :class:`nurture.events.Lead`, with the limits the database and the
+    scheduler need spelled out in the published schema."""
+
+    model_config = ConfigDict(title="Lead")
+
+    employees: int | None = Field(default=None, ge=0, le=MAX_EMPLOYEES)
+    timezone: str | None = Field(default=None, description="An IANA time zone, e.g. Asia/Tokyo")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        # A zone the scheduler cannot load would fail the lead's workflow on every attempt.
+        if value is not None and value not in _zones():
+            raise ValueError("not an IANA time zone (for example Europe/Berlin)")
+        return value
+
+
+class PostedEvent(Event):
+    """An event as posted (CONTRACT.md, "Leads and events"); unknown keys are ignored."""
+
+    model_config = ConfigDict(title="Event")
+
+    lead_id: str = Field(min_length=1, max_length=200, pattern=LEAD_ID_PATTERN)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware_utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        # A time without a zone is read as UTC, the zone of every stored timestamp.
+        if value.tzinfo is None or value.utcoffset() is None:
+            value = value.replace(tzinfo=UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("out of range") from None
+
+
+class EventBatch(BaseModel):
+    """Several events, accepted whole or refused whole."""
+
+    model_config = ConfigDict(title="EventBatch")
+
+    events: list[PostedEvent] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+# --- what is answered ---------------------------------------------------------------------
+
+
+class Problem(BaseModel):
+    """A refusal or failure, in words."""
+
+    detail: str
+
+
+class FieldError(BaseModel):
+    """One invalid field: ``field`` is a readable path like ``events[2].type``."""
+
+    field: str
+    loc: list[str | int]
+    msg: str
+    index: int | None = Field(default=None, description="The batch item, for a batch")
+
+
+class ValidationProblem(BaseModel):
+    """A 422: every invalid field of the body (of every bad batch item)."""
+
+    detail: str
+    errors: list[FieldError]
+
+
+class StageConflict(BaseModel):
+    """A 409: the lead is won or closed and takes no more updates."""
+
+    detail: str
+    lead_id: str
+    stage: str
+
+
+class LeadAccepted(BaseModel):
+    """A posted lead: created (202) or updated (200)."""
+
+    lead_id: str
+    workflow_id: str
+    status: Literal["created", "updated"]
+    cadence: str | None = None
+    parked_delivered: int = Field(description="Events that waited for this lead, now delivered")
+
+
+class EventOutcome(BaseModel):
+    """What happened to one posted event."""
+
+    index: int
+    event_id: str
+    status: Literal["delivered", "parked", "recorded", "duplicate", "failed"]
+    detail: str | None = None
+
+
+class EventsAccepted(BaseModel):
+    """The answer to `POST /events`: ``duplicate`` (200) when nothing in it was new."""
+
+    status: Literal["accepted", "duplicate"]
+    results: list[EventOutcome]
+
+
+class WebhookRefused(Exception):
+    """Ends a webhook request with ``status_code`` and a JSON body."""
+
+    def __init__(self, status_code: int, body: BaseModel) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+        self.body = body
+
+
+async def refused_handler(_request: Request, exc: Exception) -> JSONResponse:
+    """Answers a :class:`WebhookRefused` (registered by ``create_app``)."""
+    assert isinstance(exc, WebhookRefused)
+    headers = {"WWW-Authenticate": "Nurture-Signature"} if exc.status_code == 401 else None
+    return JSONResponse(
+        exc.body.model_dump(mode="json"), status_code=exc.status_code, headers=headers
+    )
+
+
+def _unavailable(why: str) -> WebhookRefused:
+    return WebhookRefused(503, Problem(detail=f"nothing was recorded: {why}; send it again later"))
+
+
+# --- the steps ----------------------------------------------------------------------------
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise WebhookRefused(413, Problem(detail=f"the body is larger than {MAX_BODY_BYTES} bytes"))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise WebhookRefused(
+                413, Problem(detail=f"the body is larger than {MAX_BODY_BYTES} bytes")
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def verified_body(request: Request, services: ServicesDep) -> bytes:
+    """The raw body, once its signature checks out (401 otherwise)."""
+    body = await _read_body(request)
+    try:
+        secret = services.settings.require_webhook_secret()
+    except SettingsError as exc:
+        log.error("webhook refused: %s", exc)
+        raise _unavailable("the webhook secret is not configured") from None
+    try:
+        verify_signature(secret, request.headers.get(SIGNATURE_HEADER), body)
+    except SignatureError as exc:
+        raise WebhookRefused(401, Problem(detail=str(exc))) from None
+    return body
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def parse_json(body: bytes) -> Any:
+    """The body as JSON (strict: no NaN or Infinity, no NUL or lone surrogates in strings).
+
+    Raises:
+        WebhookRefused: 422 saying where the body is not acceptable JSON.
+    """
+    try:
+        value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
+    except (ValueError, RecursionError) as exc:
+        raise _invalid("the body is not valid JSON", [([], str(exc)[:200], None)]) from None
+    bad = _bad_text(value, [])
+    if bad is not None:
+        raise _invalid(
+            "the body has unusable text", [(bad, "text with NUL or unpaired surrogates", None)]
+        )
+    return value
+
+
+def _bad_text(value: Any, loc: list[str | int]) -> list[str | int] | None:
+    """The location of the first string that no database can store, if any."""
+    if isinstance(value, str):
+        if "\x00" in value or not _encodable(value):
+            return loc
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key or not _encodable(key):
+                return [*loc, key]
+            found = _bad_text(item, [*loc, key])
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _bad_text(item, [*loc, index])
+            if found is not None:
+                return found
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+Issue = tuple[list[str | int], str, int | None]
+
+
+def _field(loc: list[str | int]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(body)"
+
+
+def _invalid(detail: str, issues: list[Issue]) -> WebhookRefused:
+    errors = [
+        FieldError(field=_field(loc), loc=loc, msg=msg, index=index) for loc, msg, index in issues
+    ]
+    return WebhookRefused(422, ValidationProblem(detail=detail, errors=errors))
+
+
+def _issues(exc: ValidationError, prefix: list[str | int], index: int | None) -> list[Issue]:
+    return [([*prefix, *e["loc"]], e["msg"], index) for e in exc.errors(include_url=False)]
+
+
+def validate_lead(payload: Any) -> PostedLead:
+    """The posted lead, or 422 naming each bad field."""
+    if not isinstance(payload, dict):
+        raise _invalid("a lead is a JSON object", [([], "expected an object", None)])
+    try:
+        return PostedLead.model_validate(payload)
+    except ValidationError as exc:
+        raise _invalid("invalid lead", _issues(exc, [], None)) from None
+
+
+def _validate_event(
+    item: Any, prefix: list[str | int], index: int | None
+) -> tuple[PostedEvent | None, list[Issue]]:
+    if not isinstance(item, dict):
+        return None, [(prefix, "an event is a JSON object", index)]
+    try:
+        event = PostedEvent.model_validate(item)
+    except ValidationError as exc:
+        return None, _issues(exc, prefix, index)
+    if event.type == "lead.updated":
+        # It may create the lead: its data must make a valid lead now, not fail later.
+        try:
+            PostedLead.model_validate({**event.data, "id": event.lead_id})
+        except ValidationError as exc:
+            issues = [
+                (
+                    [*prefix, *(("data", *e["loc"]) if e["loc"] != ("id",) else ("lead_id",))],
+                    e["msg"],
+                    index,
+                )
+                for e in exc.errors(include_url=False)
+            ]
+            return None, issues
+    return event, []
+
+
+def validate_events(payload: Any) -> tuple[list[PostedEvent], bool]:
+    """The posted events and whether they came as a batch; 422 naming every bad item.
+
+    An object with ``events`` and none of ``id``/``type``/``lead_id`` is a batch; any other
+    object is one event (so an event's unknown ``events`` key is ignored like any extra key).
+    """
+    if not isinstance(payload, dict):
+        raise _invalid('post an event or {"events": [...]}', [([], "expected an object", None)])
+    is_batch = "events" in payload and not ({"id", "type", "lead_id"} & payload.keys())
+    if not is_batch:
+        event, issues = _validate_event(payload, [], None)
+        if event is None:
+            raise _invalid("invalid event", issues)
+        return [event], False
+    items = payload["events"]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise _invalid("invalid batch", [(["events"], f"a list of 1 to {MAX_BATCH} events", None)])
+    events: list[PostedEvent] = []
+    issues: list[Issue] = []
+    for index, item in enumerate(items):
+        event, problems = _validate_event(item, ["events", index], index)
+        issues += problems
+        if event is not None:
+            events.append(event)
+    if issues:
+        bad = sorted({i for _, _, i in issues if i is not None})
+        raise _invalid(
+            f"batch refused whole: item(s) {', '.join(map(str, bad))} invalid; nothing recorded",
+            issues,
+        )
+    return events, True
+
+
+# --- the endpoints ------------------------------------------------------------------------
+
+_SIGNED = [{"webhookSignature": []}]
+_COMMON = {
+    401: {
+        "model": Problem,
+        "description": "Missing or bad signature, or a timestamp out of its window",
+    },
+    413: {"model": Problem, "description": "The body is too large"},
+    422: {
+        "model": ValidationProblem,
+        "description": "Invalid body; every bad field (and batch item) named",
+    },
+    503: {"model": Problem, "description": "Nothing could be recorded (database or Temporal down)"},
+}
+RECORDING_FAILURES = (SQLAlchemyError, OSError, RPCError, TemporalUnavailable, CadenceSetInvalid)
+
+
+@router.post(
+    "/leads",
+    status_code=202,
+    response_model=LeadAccepted,
+    summary="Create or update a lead (signed)",
+    responses={
+        200: {
+            "model": LeadAccepted,
+            "description": "The lead existed and was updated (as lead.updated)",
+        },
+        202: {"model": LeadAccepted, "description": "A new lead: its workflow was started"},
+        409: {"model": StageConflict, "description": "The lead is won or closed"},
+        **_COMMON,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Lead"}}},
+        },
+        "security": _SIGNED,
+    },
+)
+async def post_lead(request: Request, services: ServicesDep) -> JSONResponse:
+    """Create the lead (202) or update it (200); its parked events are delivered in order."""
+    lead = validate_lead(parse_json(await verified_body(request, services)))
+    try:
+        async with services.sessions() as session:
+            existing = await session.get(LeadRow, lead.id)
+            stage = existing.stage if existing is not None else None
+        if stage in FINAL_STAGES:
+            # Refused before any write: a won or closed (maybe erased) lead's row stays as is.
+            raise _conflict(lead.id, str(stage))
+        intake = await services.intake()
+        submitted = await submit_lead(intake, lead)
+    except RECORDING_FAILURES as exc:
+        log.warning("lead %s not taken: %s", lead.id, exc, exc_info=True)
+        raise _unavailable(_why(exc)) from None
+    result = submitted.result
+    if result.status == "closed":
+        raise _conflict(lead.id, result.stage or "closed")
+    answer = LeadAccepted(
+        lead_id=result.lead_id,
+        workflow_id=result.workflow_id,
+        status=result.status,
+        cadence=result.cadence,
+        parked_delivered=submitted.delivered,
+    )
+    return JSONResponse(
+        answer.model_dump(mode="json"), status_code=202 if result.status == "created" else 200
+    )
+
+
+def _conflict(lead_id: str, stage: str) -> WebhookRefused:
+    return WebhookRefused(
+        409,
+        StageConflict(
+            detail=f"lead {lead_id} is {stage}: it takes no more updates",
+            lead_id=lead_id,
+            stage=stage,
+        ),
+    )
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, TemporalUnavailable | RPCError):
+        return "the workflow service is unavailable"
+    if isinstance(exc, CadenceSetInvalid):
+        return "the cadence files have problems"
+    return "the database is unavailable"
+
+
+@router.post(
+    "/events",
+    status_code=202,
+    response_model=EventsAccepted,
+    summary="Post an event or a batch of events (signed)",
+    responses={
+        200: {
+            "model": EventsAccepted,
+            "description": "Every event id was seen before: no second effect",
+        },
+        202: {"model": EventsAccepted, "description": "Accepted; per-event statuses in the body"},
+        **_COMMON,
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/Event"},
+                            {"$ref": "#/components/schemas/EventBatch"},
+                        ]
+                    }
+                }
+            },
+        },
+        "security": _SIGNED,
+    },
+)
+async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
+    """Record each event, then signal its lead (or park it until the lead exists)."""
+    events, _batch = validate_events(parse_json(await verified_body(request, services)))
+    try:
+        intake = await services.intake()
+    except TemporalUnavailable as exc:
+        log.warning("events not taken: %s", exc)
+        raise _unavailable(_why(exc)) from None
+    results: list[EventOutcome] = []
+    for index, event in enumerate(events):
+        try:
+            outcome = await accept_event(intake, Event.model_validate(event.model_dump()))
+        except RECORDING_FAILURES as exc:
+            log.warning("event %s not recorded: %s", event.id, exc, exc_info=True)
+            results.append(
+                EventOutcome(index=index, event_id=event.id, status="failed", detail=_why(exc))
+            )
+            continue
+        results.append(EventOutcome(index=index, event_id=event.id, status=outcome.status))
+    if all(r.status == "failed" for r in results):
+        raise _unavailable(results[0].detail or "unavailable")
+    fresh = any(r.status not in ("duplicate", "failed") for r in results)
+    answer = EventsAccepted(status="accepted" if fresh else "duplicate", results=results)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if fresh else 200)
+
+
+def add_schemas(openapi: dict[str, Any]) -> None:
+    """Put the hand-read bodies' schemas and the signature scheme into an OpenAPI document.
+
+    The endpoints read their raw body themselves (the signature covers the exact bytes), so
+    FastAPI cannot infer these; the routes refer to them by ``$ref``.
+    """
+    components = openapi.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for name, model in (("Lead", PostedLead), ("Event", PostedEvent), ("EventBatch", EventBatch)):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for def_name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(def_name, definition)
+        schemas[name] = schema
+    components.setdefault("securitySchemes", {})["webhookSignature"] = {
+        "type": "apiKey",
+        "in": "header",
+        "name": SIGNATURE_HEADER,
+        "description": (
+            't=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>; several v1= may be '
+            "given; refused when t is more than 300 s old or 60 s in the future"
+        ),
+    }

@@ -1,0 +1,89 @@
+"""Long life: continue-as-new keeps histories short and loses nothing across the boundary."""
+
+from __future__ import annotations
+
+import itertools
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from temporalio.client import Client
+
+from conftest import SKELETON_TEMPLATES, write_cadence_set
+from harness import record_histories, running
+from nurture import workflow_id
+from nurture.db import EmailSend
+from nurture.events import Event
+from nurture.intake import submit_event
+from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
+
+_ids = itertools.count(1)
+
+
+async def run_histories(client: Client, lead_id: str) -> list[int]:
+    """The history length of every run of a lead's workflow, newest first."""
+    lengths = []
+    run_id: str | None = None
+    while True:
+        handle = client.get_workflow_handle(workflow_id(lead_id), run_id=run_id)
+        history = await handle.fetch_history()
+        lengths.append(len(history.events))
+        started = history.events[0].workflow_execution_started_event_attributes
+        if not started.continued_execution_run_id:
+            return lengths
+        run_id = started.continued_execution_run_id
+
+
+async def test_three_recycle_cycles_with_hundreds_of_events(time_env, make_settings, smtp_sink, tmp_path):
+    playbook = PLAYBOOK.replace("default: {after: 30d, cadence: recycle-competitor}", "default: {after: 20d, cadence: recycle-competitor}")
+    cadences_dir, templates_dir = write_cadence_set(tmp_path / "set", playbook, CADENCES, TEMPLATES)
+    settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
+    lead = "LL-1"
+    async with running(time_env.client, settings) as stack:
+        handle = await stack.add_lead(id=lead, email="long@example.com", first_name="Lou", employees=5000, industry="finance")
+        await smtp_sink.wait_for(1)
+        for cycle in range(3):
+            # Hundreds of events that score nothing (no MQL), each its own signal.
+            for _ in range(160):
+                await handle.signal("event", Event(id=f"ll-{next(_ids)}", type="webinar.registered", lead_id=lead))
+            await submit_event(stack.intake, Event(id=f"ll-{next(_ids)}", type="meeting.booked", lead_id=lead))
+            await stack.until(lead, lambda v: v.stage == "sql", timeout=60)
+            await submit_event(stack.intake, Event(id=f"ll-{next(_ids)}", type="opportunity.lost", lead_id=lead, data={"reason": "no decision"}))
+            await stack.until(lead, lambda v: v.stage == "lost")
+            await time_env.sleep(timedelta(days=21))
+            view = await stack.until(lead, lambda v, c=cycle: v.stage == "recycling" and v.cycle == c + 1, timeout=60)
+            await smtp_sink.wait_for(2 + cycle)
+
+        assert view.cycle == 3 and view.cadence == "recycle-competitor"
+        lengths = await run_histories(time_env.client, lead)
+        assert len(lengths) >= 9, lengths  # stage boundaries: sql, lost, recycling per cycle
+        assert max(lengths) < 4000, lengths
+        # No duplicate sends across the boundaries: one welcome and one renewal per cycle.
+        assert smtp_sink.subjects() == ["Welcome, Lou"] + ["Renewal time?"] * 3
+        assert len({m["Message-ID"] for m in smtp_sink.messages}) == 4
+        async with stack.sessions() as session:
+            sent = await session.scalar(select(func.count()).select_from(EmailSend).where(EmailSend.lead_id == lead))
+        assert sent == 4
+        await record_histories(time_env.client, lead, "three-recycles")
+
+
+NEVER_MQL = PLAYBOOK.replace("mql: {score: 10}", "mql: {score: 100000}").replace(
+    "toss_up: {score: 40, grades: [A, B]}", "toss_up: {score: 200000}"
+)
+
+
+async def test_signals_across_continue_as_new_on_the_dev_server(dev_env, make_settings, smtp_sink, tmp_path):
+    cadences_dir, templates_dir = write_cadence_set(tmp_path / "set", NEVER_MQL, CADENCES, {**TEMPLATES, **SKELETON_TEMPLATES})
+    settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
+    lead = "LL-2"
+    async with running(dev_env.client, settings) as stack:
+        handle = await stack.add_lead(id=lead, email="many@example.com")
+        await stack.until(lead, lambda v: v.step == "pause")
+        total = 700
+        for _ in range(total):
+            await handle.signal("event", Event(id=f"ll2-{next(_ids)}", type="email.opened", lead_id=lead))
+        view = await stack.until(lead, lambda v: v.score == total, timeout=120)
+        lengths = await run_histories(dev_env.client, lead)
+        assert len(lengths) >= 2, lengths  # continued as new on its own count
+        assert max(lengths) < 4000, lengths
+        assert view.stage == "nurturing" and view.step == "pause"
+        assert len(smtp_sink.messages) == 1
