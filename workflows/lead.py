@@ -10,6 +10,7 @@ Signal handlers only record events; the run loop applies them in order.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
@@ -277,11 +278,19 @@ class LeadWorkflow:
 
     # --- waiting --------------------------------------------------------------------------
 
-    async def _wait(self, until: datetime | None, wake_on: frozenset[str], why: str) -> str:
+    async def _wait(
+        self,
+        until: datetime | None,
+        wake_on: frozenset[str],
+        why: str,
+        *,
+        migratable: bool = True,
+        done: Callable[[], bool] | None = None,
+    ) -> str:
         """Wait for ``until`` while applying events; interruptible by stage changes.
 
         Returns "timer", "woken" (an event in ``wake_on``) or "interrupted" (a stage change
-        is pending, or the cadence must stop).
+        is pending, the cadence must stop, or a migration arrived and ``migratable``).
         """
         self.wake_on = wake_on
         self.woken_by = None
@@ -292,9 +301,9 @@ class LeadWorkflow:
                 self._drain()
                 if self.pending is not None or (in_step and not self._in_cadence_step()):
                     return "interrupted"
-                if self.woken_by is not None:
+                if self.woken_by is not None or (done is not None and done()):
                     return "woken"
-                if self.migration is not None:
+                if self.migration is not None and migratable:
                     if in_step or self._state.stage in TOUCH_STAGES:
                         return "interrupted"
                     self._apply_migration()
@@ -380,7 +389,7 @@ class LeadWorkflow:
             if state.paused:
                 state.next_touch_at = None
                 self._set_doing(f"paused before {step}")
-                await self._wait_until_changed(f"paused before {step}")
+                await self._wait(None, frozenset(), f"paused before {step}", done=lambda: not state.paused)
                 continue
             state.emails_sent = timing.prune_sends(state.emails_sent, now)
             slot = timing.earliest_touch(
@@ -398,9 +407,6 @@ class LeadWorkflow:
             result = await self._wait(slot.at, frozenset(), f"deferred {channel} {step}"[:190])
             if result == "interrupted":
                 return False
-
-    async def _wait_until_changed(self, why: str) -> None:
-        await self._wait(None, frozenset(), why)
 
     async def _send_email(self, action: interpreter.SendEmail) -> None:
         state = self._state
@@ -468,7 +474,10 @@ class LeadWorkflow:
         position.resume_until = until
         state.next_touch_at = until
         self._set_doing(f"waiting for {result.owner or 'the SDR'}'s call outcome until {_fmt(until)}")
-        outcome = await self._wait(until, frozenset({"call.completed"}), f"call outcome for {action.step}")
+        # A migration waits until the outcome is in: moving now would create a second task.
+        outcome = await self._wait(
+            until, frozenset({"call.completed"}), f"call outcome for {action.step}", migratable=False
+        )
         if outcome == "interrupted":
             return False
         position.resume_until = None
@@ -624,7 +633,8 @@ class LeadWorkflow:
         )
         position.cadence = cadence
         position.step = new_step
-        position.resume_until = None
+        if new_step is None or cadence.step(new_step).type != "wait":
+            position.resume_until = None  # a wait keeps its wake-up time; other steps run now
         self._publish()
 
     # --- visibility -----------------------------------------------------------------------

@@ -9,6 +9,7 @@ import typer
 
 from nurture.cli import cadences as _cadences
 from nurture.cli import leads as _leads
+from nurture.cli import migrate as _migrate
 from nurture.cli import ops as _ops
 from nurture.cli import stack as _stack
 
@@ -18,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(_cadences.app, name="cadences")
+_cadences.app.command("migrate")(_migrate.migrate)
 app.add_typer(_leads.app, name="leads")
 app.add_typer(_leads.events_app, name="events")
 app.add_typer(_ops.tasks_app, name="tasks")
