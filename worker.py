@@ -47,7 +47,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
     catalog = CadenceCatalog(settings.cadences_dir, settings.templates_dir)
     email = EmailActivities(settings, sessions, smtp, catalog)
     storage = StorageActivities(sessions, catalog)
-    tasks = TaskActivities(settings, sessions, catalog)
+    tasks = TaskActivities(settings, sessions, catalog, smtp)
     worker = Worker(
         client,
         task_queue=settings.task_queue,

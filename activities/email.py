@@ -4,18 +4,27 @@ The outbox row (unique key lead + cycle + cadence + step + visit) is the truth: 
 `sent`, `failed`, `skipped` or `unknown` is never sent again, whatever Temporal retries. A
 row found `sending` means an earlier attempt died while handing the message over: its fate
 is unknowable, so it becomes `unknown` for a human to decide (`sends list --status unknown`).
+Only one attempt can take a row from `queued` to `sending` (a compare-and-set in the
+database), so even two overlapping attempts send once.
+
+Results and errors go into the workflow history, so they never carry the recipient's
+address (CONTRACT.md, "Personal data stays out of Temporal"); the outbox row keeps the
+server's full words until the lead is erased.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
+from html import escape as html_escape
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -66,7 +75,11 @@ def sdr_context(playbook: Playbook, owner: str | None) -> dict[str, Any] | None:
 
 def sender_context(playbook: Playbook) -> dict[str, Any]:
     name, address = parseaddr(playbook.sender.from_)
-    return {"from_": playbook.sender.from_, "name": name or address, "postal_address": playbook.sender.postal_address}
+    return {
+        "from_": playbook.sender.from_,
+        "name": name or address,
+        "postal_address": playbook.sender.postal_address,
+    }
 
 
 class EmailActivities:
@@ -99,41 +112,53 @@ class EmailActivities:
         async with self.sessions() as session:
             lead = await session.get(LeadRow, request.lead_id)
             if lead is None or lead.erased_at is not None:
-                return am.SendEmailResult(status="skipped", detail="the lead has no record (erased?)")
+                return am.SendEmailResult(
+                    status="skipped", detail="the lead has no record (erased?)"
+                )
             row = await self._claim(session, request)
             if row.status != "queued":
                 return await _already_done(session, row)
             if self.settings.sending_paused:
                 # The kill switch: fail this attempt so Temporal retries later; nothing is lost.
-                raise ApplicationError("sending is paused (NURTURE_SENDING_PAUSED)", type="SendingPaused")
-            playbook = self.catalog.current().playbook
-            # Re-read the lead and the suppression list after rendering, just before the
-            # send: an unsubscribe or do-not-contact that landed meanwhile must win.
-            message, rendered = self._build(request, lead, playbook) if lead.email else (None, None)
-            await session.refresh(lead)
-            if not lead.email or message is None or rendered is None:
+                raise ApplicationError(
+                    "sending is paused (NURTURE_SENDING_PAUSED)", type="SendingPaused"
+                )
+            address = lead.email
+            if not address:
                 return await self._finish(session, row, "skipped", "the lead has no email address")
-            if lead.do_not_contact or lead.unsubscribed:
+            playbook = self.catalog.current().playbook
+            message, rendered = self._build(request, lead, playbook)
+            # Re-read the lead and the suppression list after rendering, just before the
+            # send: an unsubscribe, do-not-contact or erase that landed meanwhile must win.
+            await session.refresh(lead)
+            if lead.erased_at is not None or lead.do_not_contact or lead.unsubscribed:
                 return await self._finish(session, row, "skipped", "the lead opted out")
-            if await session.get(Suppression, lead.email.lower()) is not None:
-                return await self._finish(session, row, "skipped", "the address is on the suppression list")
-            row.to_address = lead.email
-            row.subject = rendered.subject
-            row.message_id = message["Message-ID"]
-            row.status = "sending"
-            row.attempts += 1
-            await session.commit()
+            if await session.get(Suppression, address.lower()) is not None:
+                return await self._finish(
+                    session, row, "skipped", "the address is on the suppression list"
+                )
+            taken = await _take(
+                session, row, to_address=address, subject=rendered.subject,
+                message_id=message["Message-ID"],
+            )  # fmt: skip
+            if not taken:
+                return await _lost_race(session, row)
 
             try:
-                reply = await self.smtp.send(message, parseaddr(playbook.sender.from_)[1], [lead.email])
+                reply = await self.smtp.send(
+                    message, parseaddr(playbook.sender.from_)[1], [address]
+                )
             except TransientSmtpError as exc:
                 row.status = "queued"
                 row.error = str(exc)
                 await session.commit()
-                raise ApplicationError(f"temporary SMTP failure, will retry: {exc}", type="TransientSmtpError") from exc
+                raise ApplicationError(
+                    f"temporary SMTP failure, will retry: {redact(str(exc), address)}",
+                    type="TransientSmtpError",
+                ) from exc
             except PermanentSmtpError as exc:
                 if exc.bad_address:
-                    await self._suppress(session, lead.email, f"bounced: {exc}")
+                    await self._suppress(session, address, f"bounced: {exc}")
                     lead.unsubscribed = True
                 return await self._finish(session, row, "failed", str(exc))
             except DeliveryUnknown as exc:
@@ -147,8 +172,14 @@ class EmailActivities:
         if existing is not None:
             return existing
         row = EmailSend(
-            key=request.key, lead_id=request.lead_id, cycle=request.cycle, cadence=request.cadence,
-            step=request.step, visit=request.visit, template=request.template, status="queued",
+            key=request.key,
+            lead_id=request.lead_id,
+            cycle=request.cycle,
+            cadence=request.cadence,
+            step=request.step,
+            visit=request.visit,
+            template=request.template,
+            status="queued",
         )
         session.add(row)
         try:
@@ -161,18 +192,18 @@ class EmailActivities:
             return claimed
         return row
 
-    async def _finish(self, session: AsyncSession, row: EmailSend, status: str, detail: str) -> am.SendEmailResult:
-        row.status = status
-        if status != "sent":
-            row.error = detail
-        await session.commit()
-        return am.SendEmailResult(status=status, message_id=row.message_id, detail=detail)  # type: ignore[arg-type]
+    async def _finish(
+        self, session: AsyncSession, row: EmailSend, status: str, detail: str
+    ) -> am.SendEmailResult:
+        return await _finish(session, row, status, detail)
 
     async def _suppress(self, session: AsyncSession, address: str, reason: str) -> None:
         if await session.get(Suppression, address.lower()) is None:
             session.add(Suppression(email=address.lower(), reason=reason))
 
-    def _build(self, request: am.SendEmailInput, lead: LeadRow, playbook: Playbook) -> tuple[EmailMessage, RenderedEmail]:
+    def _build(
+        self, request: am.SendEmailInput, lead: LeadRow, playbook: Playbook
+    ) -> tuple[EmailMessage, RenderedEmail]:
         base = self.settings.public_base
         secret = self._secret
         unsubscribe = unsubscribe_url(base, secret, lead.id, request.key)
@@ -184,7 +215,11 @@ class EmailActivities:
             "link": lambda url: click_url(base, secret, lead.id, request.key, str(url)),
         }
         renderer = Renderer(self.catalog.templates_dir or self.settings.templates_dir)
-        rendered = renderer.render_email(request.template, context)
+        rendered = with_footer(
+            renderer.render_email(request.template, context),
+            unsubscribe,
+            playbook.sender.postal_address,
+        )
         message = build_message(
             sender=playbook.sender.from_,
             to=lead.email or "",
@@ -211,49 +246,230 @@ class EmailActivities:
                 elif target == "ops":
                     ops = (await session.scalars(select(User).where(User.role == "ops"))).all()
                     recipients.extend(u.id for u in ops if "@" in u.id)
+            recipients = list(dict.fromkeys(recipients))
             if not recipients:
-                activity.logger.info("notification %s has no recipient with an address", request.key)
+                activity.logger.info("notification %s: no recipient has an address", request.key)
                 return
-            key = f"notify|{request.key}"
-            existing = await session.scalar(select(EmailSend).where(EmailSend.key == key))
-            if existing is not None and existing.status != "queued":
+            if await session.get(LeadRow, request.lead_id) is None:
                 return
-            lead = await session.get(LeadRow, request.lead_id)
-            if lead is None:
-                return
-            if existing is None:
-                existing = EmailSend(
-                    key=key, lead_id=request.lead_id, cycle=0, cadence="-", step="notify", visit=1,
-                    template="notify", status="queued", to_address=", ".join(recipients), subject=request.subject,
-                )
-                session.add(existing)
-                await session.commit()
-            message = build_message(
-                sender=playbook.sender.from_,
-                to=", ".join(recipients),
-                rendered=RenderedEmail(subject=request.subject, text=request.text, html=None),
-                message_id=message_id(key, playbook.sender.from_),
-                unsubscribe_url=None,
-                reply_to=None,
-                date=request.now,
+            await send_notification(
+                session,
+                self.smtp,
+                self.settings,
+                playbook,
+                Notification(
+                    key=f"notify|{request.key}",
+                    lead_id=request.lead_id,
+                    recipients=recipients,
+                    subject=request.subject,
+                    text=request.text,
+                    now=request.now,
+                ),
             )
-            existing.status = "sending"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """An internal email (to SDRs or ops), sent once per ``key`` through the outbox."""
+
+    key: str
+    lead_id: str
+    recipients: list[str]
+    subject: str
+    text: str
+    now: datetime
+    step: str = "notify"
+
+
+async def send_notification(
+    session: AsyncSession,
+    smtp: SmtpSender,
+    settings: Settings,
+    playbook: Playbook,
+    notification: Notification,
+) -> str:
+    """Send an internal notification at most once, with its own outbox row.
+
+    The same rules as a cadence email: a row found ``sending`` becomes ``unknown`` (never
+    resent), the kill switch holds it back, and a 4xx is retried by Temporal.
+
+    Args:
+        session: an open session; the lead row (``notification.lead_id``) must exist.
+        smtp: the worker's shared sender.
+        settings: for the kill switch.
+        playbook: for the sender address.
+        notification: what to send, and its key.
+
+    Returns:
+        The outbox status: ``sent``, ``failed``, ``unknown`` (or ``skipped``).
+
+    Raises:
+        ApplicationError: ``SendingPaused`` or ``TransientSmtpError`` (retryable; the row
+            stays ``queued``).
+    """
+    row = await session.scalar(select(EmailSend).where(EmailSend.key == notification.key))
+    if row is not None and row.status != "queued":
+        return (await _already_done(session, row)).status
+    if settings.sending_paused:
+        raise ApplicationError("sending is paused (NURTURE_SENDING_PAUSED)", type="SendingPaused")
+    if row is None:
+        row = EmailSend(
+            key=notification.key, lead_id=notification.lead_id, cycle=0, cadence="-",
+            step=notification.step, visit=1, template="notify", status="queued",
+        )  # fmt: skip
+        session.add(row)
+        try:
             await session.commit()
-            try:
-                reply = await self.smtp.send(message, parseaddr(playbook.sender.from_)[1], recipients)
-            except TransientSmtpError as exc:
-                existing.status = "queued"
-                await session.commit()
-                raise ApplicationError(str(exc), type="TransientSmtpError") from exc
-            except (PermanentSmtpError, DeliveryUnknown) as exc:
-                existing.status = "failed" if isinstance(exc, PermanentSmtpError) else "unknown"
-                existing.error = str(exc)
-                await session.commit()
-                return
-            existing.status = "sent"
-            existing.smtp_reply = reply
-            existing.sent_at = utcnow()
-            await session.commit()
+        except IntegrityError:
+            # A concurrent attempt claimed the key: it sends, this one reports its status.
+            await session.rollback()
+            claimed = await session.scalar(
+                select(EmailSend).where(EmailSend.key == notification.key)
+            )
+            assert claimed is not None
+            return claimed.status
+    sender = playbook.sender.from_
+    message = build_message(
+        sender=sender,
+        to=", ".join(notification.recipients),
+        rendered=RenderedEmail(subject=notification.subject, text=notification.text, html=None),
+        message_id=message_id(notification.key, sender),
+        unsubscribe_url=None,
+        reply_to=None,
+        date=notification.now,
+    )
+    taken = await _take(
+        session, row, to_address=", ".join(notification.recipients),
+        subject=notification.subject, message_id=message["Message-ID"],
+    )  # fmt: skip
+    if not taken:
+        return (await _lost_race(session, row)).status
+    try:
+        reply = await smtp.send(message, parseaddr(sender)[1], notification.recipients)
+    except TransientSmtpError as exc:
+        row.status = "queued"
+        row.error = str(exc)
+        await session.commit()
+        raise ApplicationError(
+            f"temporary SMTP failure, will retry: {exc}", type="TransientSmtpError"
+        ) from exc
+    except PermanentSmtpError as exc:
+        return (await _finish(session, row, "failed", str(exc))).status
+    except DeliveryUnknown as exc:
+        return (await _finish(session, row, "unknown", str(exc))).status
+    row.smtp_reply = reply
+    row.sent_at = utcnow()
+    return (await _finish(session, row, "sent", f"accepted by the mail server: {reply}")).status
+
+
+async def _finish(
+    session: AsyncSession, row: EmailSend, status: str, detail: str
+) -> am.SendEmailResult:
+    """Record the outcome; the result's detail goes to Temporal, so without the address.
+
+    The outbox row keeps the server's full words (erase clears them); the workflow history
+    must not hold contact details (CONTRACT.md, "Personal data stays out of Temporal"), and
+    servers often quote the recipient (``550 5.1.1 <ann@x.example>: no such user``).
+    """
+    row.status = status
+    if status != "sent":
+        row.error = detail
+    await session.commit()
+    return am.SendEmailResult(
+        status=status,  # type: ignore[arg-type]
+        message_id=row.message_id,
+        detail=redact(detail, row.to_address),
+    )
+
+
+async def _take(session: AsyncSession, row: EmailSend, **values: str | None) -> bool:
+    """Move ``row`` from ``queued`` to ``sending`` unless another attempt already did.
+
+    A compare-and-set in the database, not a read then a write: two attempts of the same
+    activity can overlap (a start-to-close timeout lets Temporal start a retry while the
+    first attempt still runs), and both may have read ``queued``. Only the one whose update
+    matched goes on to SMTP.
+    """
+    # End the read transaction first: SQLite upgrades a fresh one to a writer cleanly.
+    await session.commit()
+    result = await session.execute(
+        update(EmailSend)
+        .where(EmailSend.id == row.id, EmailSend.status == "queued")
+        .values(status="sending", attempts=EmailSend.attempts + 1, **values)
+        .execution_options(synchronize_session=False)
+    )
+    await session.commit()
+    await session.refresh(row)
+    return result.rowcount == 1  # type: ignore[attr-defined]
+
+
+async def _lost_race(session: AsyncSession, row: EmailSend) -> am.SendEmailResult:
+    """The result for an attempt that found another one sending the same message."""
+    if row.status == "sending":
+        # The other attempt is still talking to the server: its outcome will be recorded by
+        # it; this attempt must neither send nor overwrite the row.
+        return am.SendEmailResult(
+            status="unknown",
+            message_id=row.message_id,
+            detail="another attempt is handing this message over right now (no second send)",
+        )
+    return await _already_done(session, row)
+
+
+async def _already_done(session: AsyncSession, row: EmailSend) -> am.SendEmailResult:
+    """The result for a row an earlier attempt already took past ``queued``: never resent.
+
+    ``sending`` means that attempt died while handing the message over (the worker crashed
+    or was cancelled mid-send): whether it went out cannot be known, so it becomes
+    ``unknown`` for a human to decide (``sends list --status unknown``).
+    """
+    if row.status == "sending":
+        row.status = "unknown"
+        row.error = "an earlier attempt stopped while handing the message over; not resent"
+        await session.commit()
+    return am.SendEmailResult(
+        status=row.status,  # type: ignore[arg-type]
+        message_id=row.message_id,
+        detail=f"already {row.status} (no second send)",
+    )
+
+
+def redact(text: str, addresses: str | None) -> str:
+    """``text`` with each of ``addresses`` (comma-separated) replaced by ``<address>``."""
+    for address in (addresses or "").split(","):
+        address = address.strip()
+        if address:
+            text = re.sub(re.escape(address), "<address>", text, flags=re.IGNORECASE)
+    return text
+
+
+def with_footer(
+    rendered: RenderedEmail, unsubscribe_url: str, postal_address: str
+) -> RenderedEmail:
+    """The email with its unsubscribe link and the sender's postal address in every part.
+
+    Templates are expected to carry both (CAN-SPAM, RFC 8058 practice); a template that
+    forgot one still never sends an email without them: a plain footer is appended.
+    """
+    text_missing = [item for item in (unsubscribe_url, postal_address) if item not in rendered.text]
+    text = rendered.text
+    if text_missing:
+        text = text.rstrip("\n") + "\n\n--\n" + _text_footer(unsubscribe_url, postal_address)
+    html = rendered.html
+    if html is not None and (
+        unsubscribe_url not in html or html_escape(postal_address, quote=False) not in html
+    ):
+        footer = (
+            f'<p style="color:#777777;font-size:12px;"><a href="{html_escape(unsubscribe_url)}">'
+            f"Unsubscribe</a><br>{html_escape(postal_address)}</p>"
+        )
+        closing = html.lower().rfind("</body>")
+        html = html[:closing] + footer + html[closing:] if closing >= 0 else html + footer
+    return RenderedEmail(subject=rendered.subject, text=text, html=html)
+
+
+def _text_footer(unsubscribe_url: str, postal_address: str) -> str:
+    return f"Unsubscribe: {unsubscribe_url}\n{postal_address}\n"
 
 
 def build_message(
@@ -278,7 +494,8 @@ def build_message(
     if unsubscribe_url:
         name, address = parseaddr(sender)
         mailto = Address(addr_spec=address or "unsubscribe@nurture.invalid")
-        message["List-Unsubscribe"] = f"<{unsubscribe_url}>, <mailto:{mailto.addr_spec}?subject=unsubscribe>"
+        mailto_url = f"mailto:{mailto.addr_spec}?subject=unsubscribe"
+        message["List-Unsubscribe"] = f"<{unsubscribe_url}>, <{mailto_url}>"
         message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(rendered.text)
     if rendered.html:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from nurture import activity_models as am
 from nurture.catalog import CadenceCatalog
-from nurture.db import CallTask, EmailSend, EventRow, LeadRow, StageChange, utcnow
+from nurture.db import CallTask, EmailSend, EventRow, LeadRow, ReceivedMail, StageChange
+from nurture.events import PERSONAL_FIELDS
 from nurture.loader import CadenceSetInvalid
 
 
@@ -25,7 +26,9 @@ class StorageActivities:
             cadence_set = self.catalog.current()
         except CadenceSetInvalid as exc:
             # Retried: ops fix the files and the lead goes on (it waits, visibly, meanwhile).
-            raise ApplicationError(f"the cadence files have problems:\n{exc}", type="CadenceFilesInvalid") from exc
+            raise ApplicationError(
+                f"the cadence files have problems:\n{exc}", type="CadenceFilesInvalid"
+            ) from exc
         try:
             cadence = cadence_set.cadence(request.cadence_id)
         except KeyError as exc:
@@ -47,9 +50,15 @@ class StorageActivities:
             if exists is None:
                 session.add(
                     StageChange(
-                        lead_id=request.lead_id, cycle=request.cycle, from_stage=request.from_stage,
-                        to_stage=request.to_stage, at=request.at, reason=request.reason,
-                        source=request.source, cadence=request.cadence, step=request.step,
+                        lead_id=request.lead_id,
+                        cycle=request.cycle,
+                        from_stage=request.from_stage,
+                        to_stage=request.to_stage,
+                        at=request.at,
+                        reason=request.reason,
+                        source=request.source,
+                        cadence=request.cadence,
+                        step=request.step,
                     )
                 )
             lead = await session.get(LeadRow, request.lead_id)
@@ -58,8 +67,14 @@ class StorageActivities:
                 lead.score = request.score
                 lead.grade = request.grade
                 lead.owner = request.owner or lead.owner
-                lead.cadence = request.cadence
-                lead.step = request.step
+                # The projection shows where the lead is now; the row above keeps where the
+                # change happened (they differ when a stage change is logged after the fact).
+                # An input from before `current_*` existed (a replayed history) has neither.
+                sent = request.model_fields_set
+                lead.cadence = (
+                    request.current_cadence if "current_cadence" in sent else request.cadence
+                )
+                lead.step = request.current_step if "current_step" in sent else request.step
                 lead.next_touch_at = request.next_touch_at
                 if request.to_stage == "closed" and "do not contact" in request.reason:
                     lead.do_not_contact = True
@@ -67,22 +82,57 @@ class StorageActivities:
 
     @activity.defn(name=am.ERASE_LEAD)
     async def erase_lead(self, request: am.EraseInput) -> None:
-        """Remove the lead's personal data everywhere; anonymous funnel rows stay."""
+        """Remove the lead's personal data everywhere; anonymous funnel rows stay.
+
+        Kept: the lead's id and decision fields (country, industry, size: what the workflow
+        already holds), its stage changes (the funnel), opportunities, event types and times,
+        and the outbox's statuses and Message-IDs (so a late bounce still finds its send).
+        Cleared: contact fields and free fields; each send's address, subject (it may greet
+        by name), error and server reply (servers quote the address); call scripts and
+        notes (rendered with the lead's details); event bodies; and the dev sink's copies of
+        the lead's emails. ``erased_at`` records that it was done. Running it again is
+        harmless.
+
+        The suppression list keeps an address the lead unsubscribed or bounced: it is what
+        stops the same person from being mailed again if the CRM sends them back.
+        """
         async with self.sessions() as session:
             lead = await session.get(LeadRow, request.lead_id)
             if lead is not None:
-                for name in ("email", "first_name", "last_name", "company", "title", "phone", "account"):
+                for name in PERSONAL_COLUMNS:
                     setattr(lead, name, None)
                 lead.fields = {}
-                lead.erased_at = lead.erased_at or utcnow()
+                lead.erased_at = lead.erased_at or request.now
                 lead.do_not_contact = True
+            sent_ids = [
+                mid
+                for mid in await session.scalars(
+                    select(EmailSend.message_id).where(
+                        EmailSend.lead_id == request.lead_id, EmailSend.message_id.is_not(None)
+                    )
+                )
+                if mid
+            ]
+            if sent_ids:
+                await session.execute(
+                    delete(ReceivedMail).where(ReceivedMail.message_id.in_(sent_ids))
+                )
             await session.execute(
-                update(EmailSend).where(EmailSend.lead_id == request.lead_id).values(to_address=None)
+                update(EmailSend)
+                .where(EmailSend.lead_id == request.lead_id)
+                .values(to_address=None, subject=None, error=None, smtp_reply=None)
             )
             await session.execute(
-                update(CallTask).where(CallTask.lead_id == request.lead_id).values(script=None, notes=None)
+                update(CallTask)
+                .where(CallTask.lead_id == request.lead_id)
+                .values(script=None, notes=None)
             )
             await session.execute(
                 update(EventRow).where(EventRow.lead_id == request.lead_id).values(data={})
             )
             await session.commit()
+
+
+# The lead's contact details (the fields the workflow never carries), and `account`, which
+# is derived from the email domain or the company name.
+PERSONAL_COLUMNS: tuple[str, ...] = (*PERSONAL_FIELDS, "account")

@@ -8,13 +8,20 @@ import json
 import time
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.email import lead_context, sdr_context, sender_context
+from activities.email import (
+    Notification,
+    lead_context,
+    sdr_context,
+    send_notification,
+    sender_context,
+)
+from activities.smtp import SmtpSender
 from nurture import activity_models as am
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
@@ -25,18 +32,34 @@ from nurture.settings import Settings
 
 
 async def choose_owner(session: AsyncSession, playbook: Playbook, lead: LeadRow) -> str | None:
-    """The lead's SDR: its owner if it has one; else its account's; else round robin in territory.
+    """The lead's SDR: its owner; else its account's SDR; else round robin in its territory.
 
-    Round robin is kept without a counter: the SDR of the territory with the fewest leads
-    gets the next one (ties by the playbook's order), which is what a rotation converges to
-    and survives restarts and several workers.
+    Round robin is kept without a counter: among the SDRs covering the lead's country, the
+    one with the fewest accounts *in that country* gets the next account (ties by the
+    playbook's order). That is what a rotation converges to, and it survives restarts and
+    several workers. It counts accounts, not leads, because every later lead of an account
+    follows its first one (sticky): a company with ten leads is one turn. And only within
+    the territory: Ben's leads in GB must not make Carol take every US lead until she
+    catches up. A country no SDR covers goes to the whole team, counted over such leads.
+
+    Args:
+        session: an open session.
+        playbook: the team and its territories.
+        lead: the lead to assign (its ``account`` computed by intake).
+
+    Returns:
+        An SDR id, or None when the playbook has no SDRs.
     """
     if lead.owner:
         return lead.owner
     if lead.account:
         sticky = await session.scalar(
             select(LeadRow.owner)
-            .where(LeadRow.account == lead.account, LeadRow.owner.is_not(None), LeadRow.id != lead.id)
+            .where(
+                LeadRow.account == lead.account, LeadRow.owner.is_not(None), LeadRow.id != lead.id
+            )
+            # The account's first owner, so the answer does not depend on the row order.
+            .order_by(LeadRow.created_at, LeadRow.id)
             .limit(1)
         )
         if sticky:
@@ -44,70 +67,157 @@ async def choose_owner(session: AsyncSession, playbook: Playbook, lead: LeadRow)
     sdrs = playbook.team.sdrs
     if not sdrs:
         return None
-    local = [s for s in sdrs if lead.country and lead.country.upper() in {t.upper() for t in s.territories}]
-    pool = local or sdrs
-    counts = dict(
-        (
-            await session.execute(
-                select(LeadRow.owner, func.count()).where(LeadRow.owner.in_([s.id for s in pool])).group_by(LeadRow.owner)
-            )
-        ).all()
+    country = (lead.country or "").upper()
+    local = [s for s in sdrs if country and country in {t.upper() for t in s.territories}]
+    if local:
+        pool, in_territory = local, func.upper(LeadRow.country) == country
+    else:
+        covered = sorted({t.upper() for s in sdrs for t in s.territories})
+        pool = list(sdrs)
+        in_territory = or_(LeadRow.country.is_(None), func.upper(LeadRow.country).not_in(covered))
+    account = func.coalesce(LeadRow.account, LeadRow.id)  # a lead without one is its own
+    rows = await session.execute(
+        select(LeadRow.owner, func.count(func.distinct(account)))
+        .where(LeadRow.owner.in_([s.id for s in pool]), in_territory, LeadRow.id != lead.id)
+        .group_by(LeadRow.owner)
     )
+    counts: dict[str | None, int] = {owner: count for owner, count in rows.all()}
     return min(pool, key=lambda s: (counts.get(s.id, 0), pool.index(s))).id
 
 
 class TaskActivities:
+    """Call tasks for SDRs and the toss-up handoff, with injected database, catalog and SMTP."""
+
     def __init__(
-        self, settings: Settings, sessions: async_sessionmaker[AsyncSession], catalog: CadenceCatalog
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        catalog: CadenceCatalog,
+        smtp: SmtpSender | None = None,
     ) -> None:
+        """Wire the activities.
+
+        Args:
+            settings: the worker's settings.
+            sessions: the app database.
+            catalog: the current playbook (team) and templates (call scripts).
+            smtp: the worker's shared sender, for telling an SDR about a new task; None
+                (tests of assignment alone) sends no notification.
+        """
         self.settings = settings
         self.sessions = sessions
         self.catalog = catalog
+        self.smtp = smtp
 
     @activity.defn(name=am.CREATE_CALL_TASK)
     async def create_call_task(self, request: am.CallTaskInput) -> am.CallTaskResult:
-        """One task per (lead, cycle, cadence, step, visit), assigned and with its script rendered."""
+        """One task per key (lead, cycle, cadence, step, visit): assigned, script rendered.
+
+        The SDR is told by email, once per task (outbox key ``notify|<task key>``). A retry
+        after the task was created finds it (``created=False``) and only finishes that
+        notification.
+
+        Raises:
+            ApplicationError: ``LeadMissing``; or ``SendingPaused`` / ``TransientSmtpError``
+                from the notification (retryable; the task exists by then).
+        """
         playbook = self.catalog.current().playbook
         async with self.sessions() as session:
+            task = await session.scalar(select(CallTask).where(CallTask.key == request.key))
+            created = False
+            if task is None:
+                task, created = await self._create(session, playbook, request)
+            await self._notify_owner(session, playbook, task, request)
+            return am.CallTaskResult(task_id=task.id, owner=task.owner, created=created)
+
+    async def _create(
+        self, session: AsyncSession, playbook: Playbook, request: am.CallTaskInput
+    ) -> tuple[CallTask, bool]:
+        lead = await session.get(LeadRow, request.lead_id)
+        if lead is None:
+            raise ApplicationError(f"lead {request.lead_id} has no record", type="LeadMissing")
+        owner = request.owner or await choose_owner(session, playbook, lead)
+        lead.owner = owner
+        context = {
+            "lead": lead_context(lead),
+            "sdr": sdr_context(playbook, owner),
+            "sender": sender_context(playbook),
+            "unsubscribe_url": unsubscribe_url(
+                self.settings.public_base, self.settings.require_webhook_secret(), lead.id, None
+            ),
+            "link": lambda url: str(url),
+        }
+        renderer = Renderer(self.catalog.templates_dir or self.settings.templates_dir)
+        script = renderer.render_call_script(request.script, context)
+        task = CallTask(
+            key=request.key,
+            lead_id=request.lead_id,
+            cycle=request.cycle,
+            cadence=request.cadence,
+            step=request.step,
+            visit=request.visit,
+            owner=owner,
+            status="open",
+            due_at=request.due_at,
+            script=script,
+        )
+        session.add(task)
+        try:
+            await session.commit()
+        except IntegrityError:
+            # A concurrent attempt created it first: use that one.
+            await session.rollback()
             existing = await session.scalar(select(CallTask).where(CallTask.key == request.key))
-            if existing is not None:
-                return am.CallTaskResult(task_id=existing.id, owner=existing.owner, created=False)
-            lead = await session.get(LeadRow, request.lead_id)
-            if lead is None:
-                raise ApplicationError(f"lead {request.lead_id} has no record", type="LeadMissing")
-            owner = request.owner or await choose_owner(session, playbook, lead)
-            lead.owner = owner
-            context = {
-                "lead": lead_context(lead),
-                "sdr": sdr_context(playbook, owner),
-                "sender": sender_context(playbook),
-                "unsubscribe_url": unsubscribe_url(
-                    self.settings.public_base, self.settings.require_webhook_secret(), lead.id, None
-                ),
-                "link": lambda url: str(url),
-            }
-            renderer = Renderer(self.catalog.templates_dir or self.settings.templates_dir)
-            script = renderer.render_call_script(request.script, context)
-            task = CallTask(
-                key=request.key, lead_id=request.lead_id, cycle=request.cycle, cadence=request.cadence,
-                step=request.step, visit=request.visit, owner=owner, status="open",
-                due_at=request.due_at, script=script,
-            )
-            session.add(task)
-            try:
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()
-                existing = await session.scalar(select(CallTask).where(CallTask.key == request.key))
-                assert existing is not None
-                return am.CallTaskResult(task_id=existing.id, owner=existing.owner, created=False)
-            return am.CallTaskResult(task_id=task.id, owner=owner, created=True)
+            assert existing is not None
+            return existing, False
+        return task, True
+
+    async def _notify_owner(
+        self, session: AsyncSession, playbook: Playbook, task: CallTask, request: am.CallTaskInput
+    ) -> None:
+        """Email the task's SDR about it, once (the outbox row makes retries harmless)."""
+        sdr = sdr_context(playbook, task.owner)
+        if self.smtp is None or sdr is None or task.status != "open":
+            return
+        lead = await session.get(LeadRow, task.lead_id)
+        if lead is None:
+            return
+        who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
+        if lead.company:
+            who = f"{who} ({lead.company})"
+        base = self.settings.public_base
+        text = (
+            f"Hi {sdr['name']},\n\n"
+            f"A new call task is in your inbox: {who}, due {task.due_at:%Y-%m-%d %H:%M} UTC.\n\n"
+            f"Task: {task.id} (cadence {task.cadence}, step {task.step})\n"
+            f"Lead: {base}/leads/{lead.id}\n"
+            f"Inbox: {base}/inbox\n"
+            f"Done? nurture tasks complete {task.id} --outcome <outcome>\n\n"
+            f"Call script:\n\n{task.script or '(none)'}"
+        )
+        await send_notification(
+            session,
+            self.smtp,
+            self.settings,
+            playbook,
+            Notification(
+                key=f"notify|{task.key}",
+                lead_id=task.lead_id,
+                recipients=[sdr["email"]],
+                subject=f"Call task {task.id}: {who}",
+                text=text,
+                now=request.now,
+                step=task.step,
+            ),
+        )
 
     @activity.defn(name=am.CLOSE_CALL_TASKS)
     async def close_call_tasks(self, request: am.CloseCallTasksInput) -> int:
         """Cancel a lead's open tasks (toss-up, close) or mark one overdue (no outcome in time)."""
         async with self.sessions() as session:
-            query = select(CallTask).where(CallTask.lead_id == request.lead_id, CallTask.status == "open")
+            query = select(CallTask).where(
+                CallTask.lead_id == request.lead_id, CallTask.status == "open"
+            )
             if request.task_id:
                 query = query.where(CallTask.id == request.task_id)
             tasks = (await session.scalars(query)).all()
@@ -116,8 +226,9 @@ class TaskActivities:
                     task.status = "cancelled"
                     task.completed_at = request.now
                     task.notes = ((task.notes or "") + f"\n[cancelled: {request.reason}]").strip()
-                else:
-                    task.overdue_at = task.overdue_at or request.now
+                elif task.overdue_at is None:
+                    # Only once: a second call (a retry) must not stack the escalation note.
+                    task.overdue_at = request.now
                     task.notes = ((task.notes or "") + f"\n[overdue: {request.reason}]").strip()
             await session.commit()
             return len(tasks)
@@ -126,14 +237,22 @@ class TaskActivities:
     async def handoff(self, request: am.HandoffInput) -> am.HandoffResult:
         """Record the opportunity (once per lead and cycle) and tell the CRM when configured."""
         async with self.sessions() as session:
-            existing = await session.scalar(select(Opportunity).where(Opportunity.key == request.key))
+            existing = await session.scalar(
+                select(Opportunity).where(Opportunity.key == request.key)
+            )
             created = existing is None
             if created:
                 session.add(
                     Opportunity(
-                        key=request.key, lead_id=request.lead_id, cycle=request.cycle, owner=request.owner,
-                        trigger=request.trigger, reason=request.reason, score=request.score,
-                        grade=request.grade, created_at=request.now,
+                        key=request.key,
+                        lead_id=request.lead_id,
+                        cycle=request.cycle,
+                        owner=request.owner,
+                        trigger=request.trigger,
+                        reason=request.reason,
+                        score=request.score,
+                        grade=request.grade,
+                        created_at=request.now,
                     )
                 )
                 try:
@@ -171,16 +290,38 @@ def signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
 
 
 async def post_signed(url: str, secret: str, payload: dict[str, object]) -> None:
+    """POST ``payload`` as JSON, signed like inbound webhooks (`X-Nurture-Signature`).
+
+    Every failure is retryable, a refusal (4xx) included: the workflow does not catch
+    activity errors, so a non-retryable one would fail the lead's whole workflow over a CRM
+    misconfiguration. Retrying instead leaves the lead visibly stuck on this activity (the
+    error names the answer) until ops fix the CRM side; the payload's ``id`` lets the CRM
+    drop a repeat.
+
+    Raises:
+        ApplicationError: ``CrmUnavailable`` (unreachable, 5xx, 429) or ``CrmRefused`` (4xx).
+    """
     body = json.dumps(payload, sort_keys=True).encode()
-    async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.post(
-            url, content=body,
-            headers={"Content-Type": "application/json", "X-Nurture-Signature": signature(secret, body)},
-        )
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.post(
+                url,
+                content=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "X-Nurture-Signature": signature(secret, body),
+                },
+            )
+    except httpx.HTTPError as exc:
+        raise ApplicationError(
+            f"CRM webhook unreachable: {type(exc).__name__}: {exc}", type="CrmUnavailable"
+        ) from exc
     if response.status_code >= 500 or response.status_code == 429:
-        raise ApplicationError(f"CRM webhook answered {response.status_code}", type="CrmUnavailable")
+        raise ApplicationError(
+            f"CRM webhook answered {response.status_code}", type="CrmUnavailable"
+        )
     if response.status_code >= 400:
         raise ApplicationError(
-            f"CRM webhook refused the notification: {response.status_code}", type="CrmRefused", non_retryable=True
+            f"CRM webhook refused the notification: {response.status_code} {response.text[:200]}",
+            type="CrmRefused",
         )
-

@@ -49,6 +49,7 @@ from email.message import EmailMessage
 from multiprocessing.sharedctypes import Synchronized
 from multiprocessing.synchronize import Event
 from pathlib import Path
+from typing import Any
 
 # Run as a script from anywhere: make the repository importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -113,7 +114,7 @@ def serve_sink(port: int, setup: Setup, counter: Synchronized, ready: Event) -> 
 
     # aiosmtpd warns on every AUTH about its own use of a deprecated attribute: keep quiet.
     logging.getLogger("mail.log").setLevel(logging.ERROR)
-    options: dict[str, object] = {}
+    options: dict[str, Any] = {}
     if setup.tls:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(str(setup.cert), str(setup.key))

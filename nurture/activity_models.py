@@ -121,6 +121,9 @@ class TransitionInput(BaseModel):
     grade: str | None = None
     owner: str | None = None
     next_touch_at: datetime | None = None
+    # Where the lead is now (the projection); `cadence`/`step` above say where it changed.
+    current_cadence: str | None = None
+    current_step: str | None = None
 
 
 class EraseInput(BaseModel):

@@ -137,3 +137,17 @@ def describe(condition: Condition) -> str:
         case NotCondition():
             return f"not ({describe(condition.not_)})"
     return repr(condition)
+
+
+def fields_used(condition: Condition) -> set[str]:
+    """The lead field names a condition reads (to keep other free fields out of workflows)."""
+    match condition:
+        case FieldCondition():
+            return {condition.field}
+        case AllCondition():
+            return set().union(*(fields_used(c) for c in condition.all))
+        case AnyCondition():
+            return set().union(*(fields_used(c) for c in condition.any))
+        case NotCondition():
+            return fields_used(condition.not_)
+    return set()

@@ -15,6 +15,7 @@ from nurture.db import User
 from nurture.durations import parse_duration
 from nurture.events import Event
 from nurture.intake import Intake, submit_event
+from nurture.parked import submit_lead
 
 DEMO_PASSWORD = "demo"
 
@@ -39,7 +40,7 @@ async def import_leads(intake: Intake, path: Path) -> str:
         if row.lead is None:
             bad += 1
             continue
-        result = await intake.submit(row.lead)
+        result = (await submit_lead(intake, row.lead)).result
         if result.status == "created":
             new += 1
         else:

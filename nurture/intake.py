@@ -21,9 +21,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from nurture import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
 from nurture.catalog import CadenceCatalog
-from nurture.conditions import Facts
+from nurture.cadence import CadenceSet
+from nurture.conditions import Facts, fields_used
 from nurture.db import LeadRow
-from nurture.events import PERSONAL_FIELDS, Event, Lead
+from nurture.events import PERSONAL_FIELDS, Event, Lead, LeadFacts
 from nurture.interpreter import entry_cadence
 from nurture.settings import Settings
 from nurture.state import LeadInput
@@ -62,6 +63,29 @@ class IntakeResult:
     cadence: str | None = None
 
 
+def rule_fields(cadence_set: CadenceSet) -> set[str]:
+    """Every lead field a rule of the playbook or a cadence reads.
+
+    Only these of a lead's free fields travel into its workflow: the rest (which may be
+    personal: a CRM posts whatever it has) stays in the app database.
+    """
+    from nurture.cadence import BranchStep
+
+    playbook = cadence_set.playbook
+    names: set[str] = set()
+    for rule in playbook.grading.rules:
+        names |= fields_used(rule.when)
+    for route in playbook.routing.entry:
+        if route.when is not None:
+            names |= fields_used(route.when)
+    for cadence in cadence_set.cadences.values():
+        for step in cadence.steps:
+            if isinstance(step, BranchStep):
+                for case in step.cases:
+                    names |= fields_used(case.when)
+    return names
+
+
 class Intake:
     """Creates and updates leads: database row first, then the workflow."""
 
@@ -90,6 +114,8 @@ class Intake:
         if stage in ("won", "closed"):
             return IntakeResult(lead.id, wf_id, "closed", stage=stage)
         facts = await self._facts(lead.id)
+        used = rule_fields(cadence_set)
+        facts = facts.model_copy(update={"fields": {k: v for k, v in facts.fields.items() if k in used}})
         cadence_id, why = entry_cadence(cadence_set.playbook, Facts(lead=facts, now=now))
         try:
             handle: WorkflowHandle = await self.client.start_workflow(
@@ -206,18 +232,75 @@ async def _mark(sessions: async_sessionmaker[AsyncSession], event_id: str, statu
 
 async def submit_event(intake: Intake, event: Event) -> EventResult:
     """Record an event, then signal its lead's workflow (or park it for an unknown lead)."""
-    from temporalio.service import RPCError
+    from temporalio.service import RPCError, RPCStatusCode
 
     fresh, lead = await record_event(intake.sessions, event)
     if not fresh:
         return EventResult(event.id, "duplicate")
     if lead is None:
         return EventResult(event.id, "parked")
+    if event.type == "lead.updated":
+        await apply_update(intake.sessions, event)
     handle = intake.client.get_workflow_handle(workflow_id(event.lead_id))
     try:
-        await handle.signal(SIGNAL_EVENT, event)
-    except RPCError:
-        # The workflow has completed (won or closed): the event is recorded, not signaled.
-        await _mark(intake.sessions, event.id, "recorded")
-        return EventResult(event.id, "recorded")
+        await handle.signal(SIGNAL_EVENT, for_workflow(event, rule_fields(intake.catalog.current())))
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND and lead.stage in ("won", "closed"):
+            # The workflow has completed: the event is recorded, not signaled.
+            await _mark(intake.sessions, event.id, "recorded")
+            return EventResult(event.id, "recorded")
+        # Not delivered now (Temporal unreachable, or the workflow not started yet): the
+        # event is durable and stays parked until `nurture.parked.redeliver` delivers it.
+        await _mark(intake.sessions, event.id, "parked")
+        return EventResult(event.id, "parked")
     return EventResult(event.id, "delivered")
+
+
+def for_workflow(event: Event, used_fields: set[str]) -> Event:
+    """The event as the workflow may see it: a `lead.updated` keeps only the decision
+    fields and the free fields rules read; personal data stays out of Temporal (only
+    whether an email address exists matters to decisions)."""
+    if event.type != "lead.updated":
+        return event
+    known = set(LeadFacts.model_fields) - {"id", "fields", "has_email"}
+    data: dict[str, object] = {}
+    for key, value in event.data.items():
+        if key in known or key in used_fields:
+            data[key] = value
+        elif key == "fields" and isinstance(value, dict):
+            kept = {k: v for k, v in value.items() if k in used_fields}
+            if kept:
+                data["fields"] = kept
+    if "email" in event.data:
+        data["email"] = bool(event.data.get("email"))  # the reducer maps it to has_email
+    return event.model_copy(update={"data": data})
+
+
+async def apply_update(sessions: async_sessionmaker[AsyncSession], event: Event) -> None:
+    """Write a `lead.updated` event's fields to the lead's row (the projection pages read).
+
+    Values are validated as a lead's (a posted "3000" becomes 3000); an update that makes the
+    lead invalid leaves the row as it was (the webhook refuses such bodies before this).
+    """
+    from pydantic import ValidationError
+
+    async with sessions() as session:
+        row = await session.get(LeadRow, event.lead_id)
+        if row is None or row.erased_at is not None:
+            return  # an erased lead's personal data never comes back
+        merged = lead_from_row(row).model_dump()
+        fields = dict(merged.pop("fields") or {})
+        for key, value in event.data.items():
+            if key == "fields" and isinstance(value, dict):
+                fields.update(value)
+            elif key != "id":
+                merged[key] = value
+        try:
+            lead = Lead.model_validate({**merged, "fields": fields})
+        except ValidationError:
+            return
+        for name in Lead.model_fields:
+            if name != "id":
+                setattr(row, name, getattr(lead, name))
+        row.account = account_of(row.email, row.company)
+        await session.commit()

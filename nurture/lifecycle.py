@@ -314,6 +314,9 @@ def enter(state: LeadState, transition: Transition, now: datetime) -> str | None
         state.cycle += 1
         state.score = 0
         state.last_decay_at = None
+        # Interest is earned again: a click from the last cycle must not satisfy a branch's
+        # "clicked this step's email" when the recycle cadence runs that step anew.
+        state.engagements.clear()
         state.score_log.append(ScoreChange(at=now, delta=0, score=0, why="recycling: interest must be earned again"))
         rule = playbook.routing.recycle.get(state.lost_reason or "default")
         cadence = rule.cadence if rule is not None and rule != "never" else None

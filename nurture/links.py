@@ -44,7 +44,9 @@ def read_token(secret: str, purpose: str, token: str) -> dict[str, Any]:
         BadToken: when the token is malformed or its signature does not match.
     """
     body, _, mac = token.partition(".")
-    if not body or not mac or not hmac.compare_digest(mac, _mac(secret, purpose, body)):
+    # Bytes: compare_digest raises TypeError for non-ASCII text, and a token is anyone's input.
+    expected = _mac(secret, purpose, body).encode()
+    if not body or not mac or not hmac.compare_digest(mac.encode("utf-8", "replace"), expected):
         raise BadToken("not a valid link")
     try:
         payload = json.loads(_unb64(body))

@@ -23,7 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from nurture import SIGNAL_EVENT, workflow_id
 from nurture.db import EventRow, LeadRow, utcnow
 from nurture.events import Event, Lead
-from nurture.intake import EventResult, Intake, IntakeResult, submit_event
+from nurture.intake import EventResult, Intake, IntakeResult, for_workflow, rule_fields, submit_event
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,18 @@ async def deliver_parked(intake: Intake, lead_id: str) -> int:
     for row in rows:
         if not await _claim(intake.sessions, row.id):
             continue  # another request delivered it meanwhile
-        event = Event(
-            id=row.id,
-            type=row.type,
-            lead_id=row.lead_id,  # type: ignore[arg-type]
-            occurred_at=row.occurred_at,
-            data=dict(row.data or {}),
+        event = Event.model_validate(
+            {
+                "id": row.id,
+                "type": row.type,
+                "lead_id": row.lead_id,
+                "occurred_at": row.occurred_at,
+                "data": dict(row.data or {}),
+            }
         )
         try:
-            await _signal(handle, event)
+            # As submit_event does: a lead.updated's personal fields stay out of Temporal.
+            await _signal(handle, for_workflow(event, rule_fields(intake.catalog.current())))
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 final = await _final_stage(intake.sessions, lead_id)
@@ -107,8 +110,6 @@ async def accept_event(intake: Intake, event: Event) -> EventResult:
     Returns the event's status as it stands afterwards: `delivered`, `parked`, `recorded`
     or `duplicate`.
     """
-    if event.type == "lead.updated":
-        await _update_known_lead(intake, event)
     result = await submit_event(intake, event)
     if result.status == "duplicate":
         if event.type == "lead.updated":
@@ -140,24 +141,6 @@ def lead_from_update(event: Event) -> Lead:
         pydantic.ValidationError: when the data is not a valid lead.
     """
     return Lead.model_validate({**event.data, "id": event.lead_id})
-
-
-async def _update_known_lead(intake: Intake, event: Event) -> None:
-    """Write a `lead.updated`'s fields to a known lead's row before the workflow hears of it.
-
-    The workflow keeps only decision facts; the address, names and phone that emails and call
-    scripts use live in the row, so a changed email must land there. Not for a repeated event
-    id (the first body wins), nor a won, closed or erased lead (nothing of it may change).
-    """
-    async with intake.sessions() as session:
-        if await session.get(EventRow, event.id) is not None:
-            return
-        row = await session.get(LeadRow, event.lead_id)
-        if row is None or row.stage in FINAL_STAGES or row.erased_at is not None:
-            return
-    # The same upsert as a posted lead (fields merged, account recomputed); no signal here:
-    # the event itself is the signal.
-    await intake._upsert(lead_from_update(event))  # noqa: SLF001
 
 
 async def _create_from_stored(intake: Intake, event_id: str) -> None:
@@ -222,3 +205,29 @@ async def _final_stage(sessions: async_sessionmaker[AsyncSession], lead_id: str)
     async with sessions() as session:
         lead = await session.get(LeadRow, lead_id)
         return lead is not None and lead.stage in FINAL_STAGES
+
+
+async def redeliver(intake: Intake, limit: int = 500) -> int:
+    """Deliver parked events of leads that exist (a signal that failed while Temporal was
+    unreachable, or a creation that stopped half-way); returns how many were delivered.
+
+    Run periodically by the web app, so no recorded event waits for a human.
+    """
+    async with intake.sessions() as session:
+        lead_ids = (
+            await session.scalars(
+                select(EventRow.lead_id)
+                .join(LeadRow, LeadRow.id == EventRow.lead_id)
+                .where(EventRow.status == "parked")
+                .distinct()
+                .limit(limit)
+            )
+        ).all()
+    delivered = 0
+    for lead_id in lead_ids:
+        try:
+            delivered += await deliver_parked(intake, lead_id)
+        except RPCError:
+            log.warning("Temporal unreachable; parked events of %s wait for the next round", lead_id)
+            break
+    return delivered

@@ -26,7 +26,7 @@ import math
 import re
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
@@ -276,6 +276,17 @@ class Plan(BaseModel):
 # --- shared helpers -----------------------------------------------------------------------
 
 
+def grouping(text: str | None) -> GroupBy | None:
+    """A ``by`` value from a user (CLI option, query string), checked.
+
+    Raises:
+        ReportError: Not one of :data:`GROUPINGS`.
+    """
+    if text is None or text in GROUPINGS:
+        return text  # type: ignore[return-value]
+    raise ReportError(f"by must be one of {', '.join(GROUPINGS)}, not {text!r}")
+
+
 def _check_period(since: datetime | None, until: datetime | None) -> None:
     for name, value in (("since", since), ("until", until)):
         if value is not None and (value.tzinfo is None or value.utcoffset() is None):
@@ -489,8 +500,7 @@ async def funnel(
     Raises:
         ReportError: An unknown ``by`` or an empty or naive period.
     """
-    if by is not None and by not in GROUPINGS:
-        raise ReportError(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}")
+    by = grouping(by)
     _check_period(since, until)
     now = now or datetime.now(UTC)
     cohort = _cohort(since, until)
@@ -671,14 +681,14 @@ async def step_performance(
             StageChange.reason,
         )
     )
-    for row in (await session.execute(left_query)).all():
-        if row.from_stage is None:
+    for change in (await session.execute(left_query)).all():
+        if change.from_stage is None:
             continue  # the lead's creation is where it entered, not where it left
-        why = LEFT_LABELS.get(row.to_stage) if row.to_stage != row.from_stage else None
+        why = LEFT_LABELS.get(change.to_stage) if change.to_stage != change.from_stage else None
         # A row that keeps the stage (a cadence exit, an unsubscribe) says why in its reason.
-        why = why or (row.reason or row.to_stage).split(":")[0].strip()[:40]
-        target = row_for(row.cadence, row.step, row.first)
-        target.left[why] = target.left.get(why, 0) + row.n
+        why = why or (change.reason or change.to_stage).split(":")[0].strip()[:40]
+        target = row_for(change.cadence, change.step, change.first)
+        target.left[why] = target.left.get(why, 0) + change.n
 
     ordered = sorted(
         steps, key=lambda k: (k[0], first_seen.get(k, datetime.max.replace(tzinfo=UTC)), k[1])
@@ -687,7 +697,10 @@ async def step_performance(
 
 
 async def _email_performance(
-    session: AsyncSession, since: datetime | None, until: datetime | None, row_for: Any
+    session: AsyncSession,
+    since: datetime | None,
+    until: datetime | None,
+    row_for: Callable[[str, str, datetime | None], StepRow],
 ) -> None:
     sent_query = (
         select(
@@ -727,9 +740,8 @@ async def _email_performance(
         candidates = [
             s for s in by_lead[event.lead_id] if s.step == step and cadence in (None, s.cadence)
         ]
-        # SQLite hands back the coalesce() as text: it has no declared type to convert it by.
-        at = _as_datetime(event.at)
-        before = [s for s in candidates if at is None or s.sent_at <= at + EVENT_CLOCK_SKEW]
+        # The latest email sent before the event: an open belongs to the email it opens.
+        before = [s for s in candidates if s.sent_at <= event.at + EVENT_CLOCK_SKEW]
         if before:
             engaged[event.type].add(before[-1].id)
     for send in sends:
@@ -737,16 +749,6 @@ async def _email_performance(
         target.opened += send.id in engaged["email.opened"]
         target.clicked += send.id in engaged["email.clicked"]
         target.replied += send.id in engaged["email.replied"]
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if value is None or isinstance(value, datetime):
-        parsed = value
-    else:
-        parsed = datetime.fromisoformat(str(value))
-    if parsed is not None and parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed
 
 
 # --- SDR activity -------------------------------------------------------------------------
@@ -819,11 +821,22 @@ async def sdr_activity(
     for row in (await session.execute(outcome_query)).all():
         row_for(row.owner).outcomes[row.outcome or NONE_LABEL] = row.n
 
+    # Won by the CRM's outcome on the opportunity, or by the lead's stage change to won in
+    # that cycle: either record alone is enough (the outcome may not be written back).
+    won_stage = (
+        select(StageChange.id)
+        .where(
+            StageChange.lead_id == Opportunity.lead_id,
+            StageChange.cycle == Opportunity.cycle,
+            StageChange.to_stage == "won",
+        )
+        .exists()
+    )
     toss_query = (
         select(
             Opportunity.owner,
             func.count().label("n"),
-            total(Opportunity.outcome == "won").label("won"),
+            total((Opportunity.outcome == "won") | won_stage).label("won"),
         )
         .where(*_in_period(Opportunity.created_at, since, until))
         .group_by(Opportunity.owner)
@@ -1063,7 +1076,11 @@ def plan_lines(result: Plan) -> list[tuple[str, str]]:
             f"{_amount(result.tasks_per_sdr_per_month)} = {result.tasks_per_sdr_per_day:g} a day × "
             f"{result.working_days_per_month} working days",
         ),
-        ("SDRs needed", f"{result.sdrs_needed:g} → {result.sdr_headcount} people"),
+        (
+            "SDRs needed",
+            f"{result.sdrs_needed:g} → {result.sdr_headcount} "
+            + ("person" if result.sdr_headcount == 1 else "people"),
+        ),
     ]
 
 
@@ -1072,11 +1089,11 @@ def _amount(value: float) -> str:
 
 
 def human_duration(seconds: float | None) -> str:
-    """``seconds`` as a short readable duration: ``45m``, ``3.5h``, ``12.0d``; ``-`` for none."""
+    """``seconds`` as a short readable duration: ``45m``, ``3.5h``, ``1.5d``; ``-`` for none."""
     if seconds is None or math.isnan(seconds):
         return "-"
     if seconds < 3600:
         return f"{round(seconds / 60)}m"
-    if seconds < 2 * 86400:
+    if seconds < 86400:
         return f"{seconds / 3600:.1f}h"
     return f"{seconds / 86400:.1f}d"

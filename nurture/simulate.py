@@ -40,6 +40,7 @@ from nurture.state import FINAL_STAGES, TOUCH_STAGES, LeadState, Position
 __all__ = [
     "DEFAULT_HORIZON",
     "MAX_ENTRIES",
+    "ScriptError",
     "ScriptedEvent",
     "TimelineEntry",
     "parse_script",
@@ -111,7 +112,7 @@ class ScriptedEvent(BaseModel):
         """When the event happens (UTC), for a run starting at ``start`` in ``zone``."""
         if self.day is not None and self.wall is not None:
             return _wall_time(start, self.day, self.wall, zone)
-        return _aware(self.at, "event time")
+        return _aware(self.at)
 
 
 # --- the script --------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def parse_script(
     Raises:
         ValueError: naming the item (by number and text) and what is expected.
     """
-    start = _aware(start, "start")
+    start = _aware(start)
     zone = zone or ZoneInfo("UTC")
     events: list[ScriptedEvent] = []
     for number, item in enumerate(_split_items(text), start=1):
@@ -266,7 +267,7 @@ def _quote(value: Any) -> str:
     return shlex.quote(text) if (" " in text or "," in text or not text) else text
 
 
-def _aware(at: datetime, name: str) -> datetime:
+def _aware(at: datetime) -> datetime:
     # A dry run's times come from people typing: a naive time means UTC, as the CLI says.
     if at.tzinfo is None or at.utcoffset() is None:
         return at.replace(tzinfo=UTC)
@@ -274,7 +275,7 @@ def _aware(at: datetime, name: str) -> datetime:
 
 
 def _wall_time(start: datetime, day: int, wall: time, zone: ZoneInfo) -> datetime:
-    local_day = _aware(start, "start").astimezone(zone).date() + timedelta(days=day)
+    local_day = _aware(start).astimezone(zone).date() + timedelta(days=day)
     return datetime.combine(local_day, wall, tzinfo=zone).astimezone(UTC)
 
 
@@ -321,9 +322,7 @@ def simulate(
             missing; a send window that never opens.
     """
     cadence = cadence_set.cadence(cadence_id)
-    run = _Simulation(
-        cadence_set, lead, script, _aware(start, "start"), horizon, max(2, max_entries)
-    )
+    run = _Simulation(cadence_set, lead, script, _aware(start), horizon, max(2, max_entries))
     return run.run(cadence)
 
 
@@ -641,8 +640,10 @@ class _Simulation:
                 f"call task {action.script} (due {self._local(due_at)})", why, step=action.step
             )
             return True
-        # As live: the outcome wait is calendar time, even when written in business days.
-        until = position.resume_until or self.now + parse_duration(action.wait_for_outcome).calendar
+        # As live: business days count send-window days in the lead's zone.
+        until = position.resume_until or timing.add_duration(
+            self.now, action.wait_for_outcome, self.zone, state.playbook.limits
+        )
         position.resume_until = until
         state.next_touch_at = until
         self._add(

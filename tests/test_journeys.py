@@ -226,7 +226,8 @@ async def test_unsubscribe_during_wait_stops_email_but_not_calls(time_env, make_
         assert task.owner == "aiko"
         await complete_task(stack.sessions, stack.intake, task.id, "no_answer", None)
         view = await stack.until(lead, lambda v: v.step == "(done)")
-        assert len(smtp_sink.messages) == 1
+        # Still the one email to Bo; the other message is Aiko's new-task notification.
+        assert [m["To"] for m in smtp_sink.messages] == ["bo@example.com", "aiko@example.com"]
         assert any(h.what == "email missed skipped" for h in view.history)
         await record_histories(time_env.client, lead, "unsubscribe-then-call")
 

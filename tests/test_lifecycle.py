@@ -255,16 +255,16 @@ def test_what_each_event_does_in_each_stage(row: Row) -> None:
 
 def test_engagement_wakes_waits_and_call_outcomes_reach_the_call_step() -> None:
     state = lead_state("mql")
-    assert apply_event(state, event("page.visited")).wake_type == "page.visited"
-    effect = apply_event(state, event("call.completed", outcome="no_answer"))
+    assert apply_event(state, event("page.visited"), NOW).wake_type == "page.visited"
+    effect = apply_event(state, event("call.completed", outcome="no_answer"), NOW)
     assert (effect.wake_type, effect.call_outcome) == ("call.completed", "no_answer")
     assert state.position is not None and state.position.last_call_outcome == "no_answer"
-    assert apply_event(state, event("lead.updated", industry="retail")).wake_type is None
+    assert apply_event(state, event("lead.updated", industry="retail"), NOW).wake_type is None
 
 
 def test_call_outcomes_with_sales_are_recorded_not_acted_on() -> None:
     state = lead_state("sql")
-    effect = apply_event(state, event("call.completed", outcome="qualified"))
+    effect = apply_event(state, event("call.completed", outcome="qualified"), NOW)
     assert effect.transition is None and effect.call_outcome is None
     assert state.history[-1].what == "call outcome: qualified"
 
@@ -273,17 +273,19 @@ def test_updates_regrade_in_every_open_stage_but_not_once_final() -> None:
     for stage in OPEN_STAGES:
         state = lead_state(stage)
         assert state.grade == "D"
-        apply_event(state, event("lead.updated", **FIT_B))
+        apply_event(state, event("lead.updated", **FIT_B), NOW)
         assert state.grade == "B", stage
         assert state.facts.employees == 1500
     won = lead_state("won")
-    apply_event(won, event("lead.updated", **FIT_B))
+    apply_event(won, event("lead.updated", **FIT_B), NOW)
     assert (won.grade, won.facts.employees) == ("D", None)
 
 
 def test_updates_keep_personal_data_out_and_free_fields_in() -> None:
     state = lead_state("nurturing")
-    apply_event(state, event("lead.updated", first_name="Ann", email="", plan="pro", employees=20))
+    apply_event(
+        state, event("lead.updated", first_name="Ann", email="", plan="pro", employees=20), NOW
+    )
     assert state.facts.fields == {"plan": "pro"}
     assert state.facts.has_email is False
     assert "first_name" not in state.facts.model_dump_json()
@@ -291,7 +293,7 @@ def test_updates_keep_personal_data_out_and_free_fields_in() -> None:
 
 def test_an_invalid_update_is_ignored_with_a_note() -> None:
     state = lead_state("nurturing", **FIT_B)
-    apply_event(state, event("lead.updated", employees="lots"))
+    apply_event(state, event("lead.updated", employees="lots"), NOW)
     assert state.facts.employees == 1500
     assert state.history[-1].what == "lead.updated ignored"
 
@@ -317,7 +319,7 @@ def test_won_and_closed_leads_only_record(stage: str, kind: str) -> None:
     state = lead_state(stage, 30)
     before = state.model_dump(exclude={"history", "seen_event_ids"})
     effect = apply_event(
-        state, event(kind, outcome="qualified", form="demo", reason="x", employees=5000)
+        state, event(kind, outcome="qualified", form="demo", reason="x", employees=5000), NOW
     )
     assert effect.transition is None and effect.exit_cadence is None
     assert state.model_dump(exclude={"history", "seen_event_ids"}) == before
@@ -328,9 +330,9 @@ def test_won_and_closed_leads_only_record(stage: str, kind: str) -> None:
 def test_a_duplicate_event_id_changes_nothing(stage: str) -> None:
     state = lead_state(stage, 38)
     first = event("email.clicked", event_id="evt-dup")
-    apply_event(state, first)
+    apply_event(state, first, NOW)
     after_first = state.model_dump()
-    again = apply_event(state, event("form.submitted", event_id="evt-dup", form="demo"))
+    again = apply_event(state, event("form.submitted", event_id="evt-dup", form="demo"), NOW)
     assert again == EventEffect(duplicate=True)
     assert state.model_dump() == after_first
 
@@ -412,7 +414,7 @@ def test_exit_on_does_nothing_once_the_cadence_rests() -> None:
     state = lead_state("nurturing")
     assert state.position is not None
     state.position.step = None
-    assert apply_event(state, event("email.replied")).exit_cadence is None
+    assert apply_event(state, event("email.replied"), NOW).exit_cadence is None
 
 
 LOSS_REASONS = [

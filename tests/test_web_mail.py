@@ -9,7 +9,8 @@ from email.message import EmailMessage
 import httpx
 from fastapi import FastAPI
 
-from nurture.db import ReceivedMail, make_engine, session_factory
+from nurture.auth import hash_password
+from nurture.db import ReceivedMail, User, make_engine, session_factory
 from nurture.settings import Settings
 from nurture.web import create_app
 
@@ -28,6 +29,18 @@ async def client_for(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
     ):
         yield client
+
+
+async def _sign_in_as_ops(client: httpx.AsyncClient, url: str) -> None:
+    # The mail pages show every lead's address: ops only, like every page behind a login.
+    engine = make_engine(url)
+    try:
+        async with session_factory(engine)() as session, session.begin():
+            session.add(User(id="ops", role="ops", password_hash=hash_password("pw")))
+    finally:
+        await engine.dispose()
+    response = await client.post("/login", data={"username": "ops", "password": "pw"})
+    assert response.status_code == 303
 
 
 async def _store_mail(url: str) -> int:
@@ -71,6 +84,8 @@ async def test_health_is_503_when_the_database_is_down() -> None:
 async def test_mail_pages_list_and_show_messages_safely(migrated_url: str) -> None:
     mail_id = await _store_mail(migrated_url)
     async with client_for(create_app(Settings(database_url=migrated_url))) as client:
+        assert (await client.get("/mail")).status_code == 303  # to the login page
+        await _sign_in_as_ops(client, migrated_url)
         listing = await client.get("/mail")
         detail = await client.get(f"/mail/{mail_id}")
         missing = await client.get(f"/mail/{mail_id + 1000}")
@@ -95,6 +110,7 @@ async def test_mail_pages_list_and_show_messages_safely(migrated_url: str) -> No
 
 async def test_mail_page_without_mail_says_so(migrated_url: str) -> None:
     async with client_for(create_app(Settings(database_url=migrated_url))) as client:
+        await _sign_in_as_ops(client, migrated_url)
         response = await client.get("/mail")
     assert response.status_code == 200
     assert "No mail yet" in response.text

@@ -470,7 +470,9 @@ class LeadWorkflow:
         lifecycle.note(state, now, f"call task {result.task_id} for {result.owner or 'unassigned'}", action.reason)
         if action.wait_for_outcome is None:
             return True
-        until = position_resume(position) or now + parse_duration(action.wait_for_outcome).calendar
+        until = position_resume(position) or timing.add_duration(
+            now, action.wait_for_outcome, self._zone, state.playbook.limits
+        )
         position.resume_until = until
         state.next_touch_at = until
         self._set_doing(f"waiting for {result.owner or 'the SDR'}'s call outcome until {_fmt(until)}")
@@ -496,19 +498,23 @@ class LeadWorkflow:
         self.pending = None
         before = state.stage
         now = workflow.now()
+        # The funnel credits the cadence step a lead left from (step performance).
+        left = (state.position.cadence.id, _step_label(state)) if state.position else (None, None)
         if transition.to == "sql" and state.stage == "nurturing":
             # Reaching toss-up straight from nurturing records the MQL passage too.
             lifecycle.note(state, now, "stage nurturing -> mql", f"passed on the way to sql: {transition.why}")
-            await self._record("nurturing", "mql", f"passed on the way to sql: {transition.why}")
+            await self._record("nurturing", "mql", f"passed on the way to sql: {transition.why}", at=left)
             before = "mql"
             state.stage = "mql"
         lifecycle.enter(state, transition, now)
         self._set_doing(f"entering {state.stage}: {transition.why}")
         if transition.to == "lost" and state.stage == "closed":
             # A loss whose reason recycles `never`: the funnel still sees the loss.
-            await self._record(before, "lost", transition.why)
+            await self._record(before, "lost", transition.why, at=left)
             before = "lost"
-        await self._record(before, state.stage, transition.why)
+        # A new cycle's first row names the cadence it enters (the funnel's entry cadence).
+        entered = (state.pending_cadence, None) if state.stage == "recycling" else left
+        await self._record(before, state.stage, transition.why, at=entered)
         if state.stage == "won":
             await self._close_tasks("cancelled", "opportunity won")
         if state.stage == "sql":
@@ -570,15 +576,23 @@ class LeadWorkflow:
             summary=subject[:190],
         )
 
-    async def _record(self, before: str | None, after: str, why: str) -> None:
+    async def _record(
+        self, before: str | None, after: str, why: str, at: tuple[str | None, str | None] | None = None
+    ) -> None:
+        """Log a stage change; ``at`` is the (cadence, step) it happened at (default: now's)."""
         state = self._state
+        cadence, step = at if at is not None else (
+            state.position.cadence.id if state.position else state.pending_cadence,
+            _step_label(state) or None,
+        )
         await workflow.execute_activity(
             am.RECORD_TRANSITION,
             am.TransitionInput(
                 lead_id=state.facts.id, cycle=state.cycle, from_stage=before, to_stage=after,
                 at=workflow.now(), reason=why, source=state.facts.source,
-                cadence=state.position.cadence.id if state.position else state.pending_cadence,
-                step=_step_label(state) or None, score=state.score, grade=state.grade,
+                cadence=cadence, step=step, score=state.score, grade=state.grade,
+                current_cadence=state.position.cadence.id if state.position else state.pending_cadence,
+                current_step=_step_label(state) or None,
                 owner=state.owner, next_touch_at=state.next_touch_at,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,

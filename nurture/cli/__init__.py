@@ -11,6 +11,8 @@ from nurture.cli import cadences as _cadences
 from nurture.cli import leads as _leads
 from nurture.cli import migrate as _migrate
 from nurture.cli import ops as _ops
+from nurture.cli import report as _report
+from nurture.cli import simulate as _simulate
 from nurture.cli import stack as _stack
 
 app = typer.Typer(
@@ -20,11 +22,13 @@ app = typer.Typer(
 )
 app.add_typer(_cadences.app, name="cadences")
 _cadences.app.command("migrate")(_migrate.migrate)
+_cadences.app.command("simulate")(_simulate.simulate)
 app.add_typer(_leads.app, name="leads")
 app.add_typer(_leads.events_app, name="events")
 app.add_typer(_ops.tasks_app, name="tasks")
 app.add_typer(_ops.sends_app, name="sends")
 app.add_typer(_ops.users_app, name="users")
+app.add_typer(_report.app, name="report")
 _stack.register(app)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from nurture import SIGNAL_PAUSE, SIGNAL_REASSIGN, SIGNAL_RESUME, workflow_id
 from nurture.cli.common import context, echo_json, fail
+from nurture.parked import submit_lead
 
 app = typer.Typer(help="Add, import, show, find, pause, resume and reassign leads.", no_args_is_help=True)
 events_app = typer.Typer(help="Send events to leads (as the CRM would).", no_args_is_help=True)
@@ -65,7 +66,7 @@ def add(
     async def run() -> None:
         async with context() as ctx:
             intake = await ctx.intake()
-            result = await intake.submit(lead)
+            result = (await submit_lead(intake, lead)).result
             if result.status == "closed":
                 fail(f"lead {lead.id} is {result.stage}: its workflow has completed")
             typer.echo(f"{result.status}: {lead.id} -> workflow {result.workflow_id}" + (f" (cadence {result.cadence})" if result.cadence else ""))
@@ -91,7 +92,7 @@ def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False, readab
                     if row.lead is None:
                         problems.append(f"{file}:{row.number}: {row.error}")
                     else:
-                        result = await intake.submit(row.lead)
+                        result = (await submit_lead(intake, row.lead)).result
                         if result.status == "created":
                             created += 1
                         elif result.status == "updated":

@@ -26,6 +26,7 @@ from nurture.reports import (
     Measured,
     Plan,
     ReportError,
+    grouping,
     human_duration,
     measure,
     plan,
@@ -61,15 +62,21 @@ def parse_day(name: str, text: str | None, *, end: bool = False) -> datetime | N
     return start + timedelta(days=1) if end else start
 
 
-def _number(option: str, text: str | None, *, required: bool = True) -> float | None:
-    if text is None:
-        if required:
-            fail(f"{option} is required", 2)
-        return None
+def _number(option: str, text: str) -> float:
     try:
         return float(text.replace(",", "").replace("_", ""))
     except ValueError:
         fail(f"{option} must be a number, not '{text}'", 2)
+
+
+def _required(option: str, text: str | None) -> float:
+    if text is None:
+        fail(f"{option} is required", 2)
+    return _number(option, text)
+
+
+def _optional(option: str, text: str | None) -> float | None:
+    return None if text is None else _number(option, text)
 
 
 def _percent(value: float | None) -> str:
@@ -175,7 +182,9 @@ def funnel(
     Counts each lead once per cycle (a recycled lead again), for the cycles that began in
     the period; also the median time in each stage, loss reasons and stuck leads.
     """
-    if by is not None and by not in GROUPINGS:
+    try:
+        group_by = grouping(by)
+    except ReportError:
         fail(f"--by must be one of {', '.join(GROUPINGS)}, not '{by}'", 2)
     if output not in FUNNEL_FORMATS:
         fail(f"--format must be one of {', '.join(FUNNEL_FORMATS)}, not '{output}'", 2)
@@ -183,7 +192,7 @@ def funnel(
 
     async def run() -> Funnel:
         async with context() as ctx, ctx.sessions() as session:
-            return await funnel_report(session, since=start, until=end, by=by)  # type: ignore[arg-type]
+            return await funnel_report(session, since=start, until=end, by=group_by)
 
     try:
         report = asyncio.run(run())
@@ -240,20 +249,20 @@ def plan_command(
     """
     if output not in PLAN_FORMATS:
         fail(f"--format must be one of {', '.join(PLAN_FORMATS)}, not '{output}'", 2)
-    target = _number("--target-revenue", target_revenue)
-    deal = _number("--deal-size", deal_size)
-    renewal = _number("--renewal-rate", renewal_rate)
-    current = _number("--customers", customers)
+    target = _required("--target-revenue", target_revenue)
+    deal = _required("--deal-size", deal_size)
+    renewal = _required("--renewal-rate", renewal_rate)
+    current = _required("--customers", customers)
     if current is not None and not current.is_integer():
         fail(f"--customers must be a whole number, not '{customers}'", 2)
-    given = {
-        "lead_to_mql": _number("--lead-to-mql", lead_to_mql, required=False),
-        "mql_to_sql": _number("--mql-to-sql", mql_to_sql, required=False),
-        "sql_to_won": _number("--sql-to-won", sql_to_won, required=False),
+    given: dict[str, float | None] = {
+        "lead_to_mql": _optional("--lead-to-mql", lead_to_mql),
+        "mql_to_sql": _optional("--mql-to-sql", mql_to_sql),
+        "sql_to_won": _optional("--sql-to-won", sql_to_won),
     }
-    per_day = _number("--tasks-per-sdr-per-day", tasks_per_sdr_per_day, required=False)
-    calls = _number("--calls-per-sql", calls_per_sql, required=False)
-    days = _number("--working-days-per-month", working_days, required=False)
+    per_day = _optional("--tasks-per-sdr-per-day", tasks_per_sdr_per_day)
+    calls = _optional("--calls-per-sql", calls_per_sql)
+    days = _optional("--working-days-per-month", working_days)
     if days is not None and not days.is_integer():
         fail(f"--working-days-per-month must be a whole number, not '{working_days}'", 2)
 
@@ -270,13 +279,11 @@ def plan_command(
             target,
             deal,
             renewal,
-            int(current or 0),
-            given,  # type: ignore[arg-type]
+            int(current),
+            given,
             tasks_per_sdr_per_day=per_day if per_day is not None else DEFAULT_TASKS_PER_SDR_PER_DAY,
             calls_per_sql=calls,
-            working_days_per_month=int(days)
-            if days is not None
-            else DEFAULT_WORKING_DAYS_PER_MONTH,
+            working_days_per_month=DEFAULT_WORKING_DAYS_PER_MONTH if days is None else int(days),
             measured=measured,
         )
     except ReportError as exc:

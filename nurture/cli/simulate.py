@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nurture.events import Lead
+from nurture.interpreter import SpinError
 from nurture.loader import CadenceSetInvalid, load_cadence_set
 from nurture.settings import SettingsError, load_settings
 from nurture.simulate import TimelineEntry, parse_script
@@ -88,8 +89,9 @@ def simulate(
 ) -> None:
     """Dry-run a lead through a cadence on a virtual clock and print the timeline.
 
-    Follows the lead workflow's rules: send windows in the lead's zone, holidays, caps and
-    gaps, scoring, MQL and toss-up, exit_on and early wake-ups, recycling. Nothing is sent.
+    It follows the lead workflow's rules: windows, holidays, caps, scores, stages, recycling.
+
+    Nothing is sent and nothing is stored.
     """
     try:
         settings = load_settings()
@@ -126,7 +128,7 @@ def simulate(
         timeline = run_simulation(
             cadence_set, cadence_id, facts, script, begin, timedelta(days=days)
         )
-    except ValueError as exc:
+    except (ValueError, SpinError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 

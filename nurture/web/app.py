@@ -1,76 +1,185 @@
 """The FastAPI app: :func:`create_app` builds it from the settings.
 
-The database engine is made in the lifespan (never at import), kept in ``app.state`` and
-handed to endpoints through the :func:`get_session` dependency.
+The database engine is made in the lifespan (never at import) and kept, with the cadence
+catalog and the Temporal link, in one :class:`~nurture.web.common.Services` in ``app.state``.
+The Temporal client is the one passed in, or connected on first use.
+
+Routes: ``/health``; the signed webhooks ``POST /leads`` and ``POST /events``
+(:mod:`nurture.web.webhooks`); the email links ``/u/<token>`` and ``/c/<token>``
+(:mod:`nurture.web.links`); ``/login``; and the signed-in pages ``/inbox``, ``/leads/<id>``,
+``/ops`` and ``/mail``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import BaseModel
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
+from temporalio.client import Client
 
+from nurture.catalog import CadenceCatalog
 from nurture.db import ReceivedMail, make_engine, session_factory
 from nurture.mailsink import list_mail, parse_mail
-from nurture.settings import Settings
+from nurture.settings import Settings, SettingsError
+from nurture.web import inbox, links, login, pages, reports, webhooks
+from nurture.web.common import (
+    DEFAULT_TEMPORAL_UI_URL,
+    TEMPLATES_DIR,
+    Services,
+    SessionDep,
+    TemporalLink,
+    get_session,
+    render,
+    templates,
+)
+from nurture.web.security import (
+    SESSION_COOKIE,
+    SESSION_MAX_AGE_S,
+    LoginRequired,
+    OpsDep,
+    derived_key,
+    login_url,
+    require_viewer,
+)
+
+__all__ = ["TEMPLATES_DIR", "create_app", "get_session", "templates"]
 
 log = logging.getLogger(__name__)
 
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 # A health check that hangs is worse than one that fails: orchestrators wait on it.
 HEALTH_TIMEOUT_S = 5.0
-
-templates = Jinja2Templates(directory=TEMPLATES_DIR)
-
-
-def _utc(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else ""
+TEMPORAL_UI_ENV = "NURTURE_TEMPORAL_UI_URL"
 
 
-templates.env.filters["utc"] = _utc
+REDELIVER_EVERY_S = 30.0
 
 
-def create_app(settings: Settings) -> FastAPI:
+async def _redeliver_forever(services: Services) -> None:
+    """Deliver events that were recorded but could not be signaled (Temporal was down):
+    a recorded event never waits for a human."""
+    from nurture.parked import redeliver
+
+    while True:
+        await asyncio.sleep(REDELIVER_EVERY_S)
+        try:
+            count = await redeliver(await services.intake())
+            if count:
+                log.info("redelivered %d parked events", count)
+        except Exception:  # noqa: BLE001 - keep sweeping; the next round retries
+            log.warning("redelivery of parked events failed; retrying later", exc_info=True)
+
+
+def create_app(
+    settings: Settings, client: Client | None = None, *, temporal_ui_url: str | None = None
+) -> FastAPI:
     """Build the web app for ``settings``; the database engine lives as long as the app.
 
     Args:
         settings: The configuration (``load_settings()`` at the edge).
+        client: A Temporal client to use (tests pass theirs); None connects on first use.
+        temporal_ui_url: The Temporal Web UI's base for workflow links; default the
+            ``NURTURE_TEMPORAL_UI_URL`` environment variable, else http://localhost:8233.
     """
+    ui_url = temporal_ui_url or os.environ.get(TEMPORAL_UI_ENV) or DEFAULT_TEMPORAL_UI_URL
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        app.state.services = Services(
+            settings=settings,
+            sessions=app.state.sessions,
+            catalog=CadenceCatalog(settings.cadences_dir, settings.templates_dir),
+            temporal=TemporalLink(settings, client),
+            temporal_ui_url=ui_url,
+        )
+        sweeper = asyncio.create_task(_redeliver_forever(app.state.services))
         try:
             yield
         finally:
+            sweeper.cancel()
             await engine.dispose()
 
-    app = FastAPI(title="Nurture", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Nurture",
+        version="0.1.0",
+        description="Lead nurture orchestrator: signed webhooks in, email links, SDR pages.",
+        lifespan=lifespan,
+    )
     app.state.settings = settings
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=_session_key(settings),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE_S,
+        same_site="lax",
+        https_only=str(settings.public_url).startswith("https://"),
+    )
+    app.add_exception_handler(webhooks.WebhookRefused, webhooks.refused_handler)
+    app.add_exception_handler(LoginRequired, _to_login)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    for module in (webhooks, links, login, inbox, pages):
+        app.include_router(module.router)
+    # The report pages come from their own module; every page needs a login (CONTRACT.md).
+    app.include_router(
+        reports.router, dependencies=[Depends(require_viewer)], include_in_schema=False
+    )
     app.include_router(router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
 
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """A database session for one request (a FastAPI dependency)."""
-    async with request.app.state.sessions() as session:
-        yield session
+def _session_key(settings: Settings) -> str:
+    try:
+        return derived_key(settings.require_webhook_secret(), "session")
+    except SettingsError:
+        # Pages still work; sign-ins just do not survive a restart. Webhooks refuse (503).
+        log.warning("NURTURE_WEBHOOK_SECRET is not set: sessions use a per-process key")
+        return secrets.token_hex(32)
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        webhooks.add_schemas(schema)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+async def _to_login(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LoginRequired)
+    return RedirectResponse(login_url(exc.next_path), status_code=303)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Pages get an HTML error page; everything else FastAPI's JSON."""
+    assert isinstance(exc, StarletteHTTPException)
+    if "text/html" in request.headers.get("accept", "") and exc.status_code in (403, 404):
+        return render(
+            request,
+            "error.html",
+            {"status": exc.status_code, "detail": exc.detail},
+            exc.status_code,
+        )
+    return await http_exception_handler(request, exc)
+
 
 router = APIRouter()
 
@@ -96,19 +205,19 @@ async def health(request: Request, response: Response) -> Health:
     return Health(status="ok", database="ok")
 
 
-@router.get("/mail", response_class=HTMLResponse)
-async def mail_list(request: Request, session: SessionDep) -> HTMLResponse:
-    """The dev SMTP sink's messages, newest first."""
+@router.get("/mail", response_class=HTMLResponse, include_in_schema=False)
+async def mail_list(request: Request, viewer: OpsDep, session: SessionDep) -> Response:
+    """The dev SMTP sink's messages, newest first (ops: they hold every lead's address)."""
     messages = await list_mail(session, limit=200)
-    return templates.TemplateResponse(request, "mail_list.html", {"messages": messages})
+    return render(request, "mail_list.html", {"messages": messages})
 
 
-@router.get("/mail/{mail_id}", response_class=HTMLResponse)
-async def mail_detail(request: Request, mail_id: int, session: SessionDep) -> HTMLResponse:
+@router.get("/mail/{mail_id}", response_class=HTMLResponse, include_in_schema=False)
+async def mail_detail(
+    request: Request, mail_id: int, viewer: OpsDep, session: SessionDep
+) -> Response:
     """One received message: headers, text part, and the HTML part in a sandboxed frame."""
     mail = await session.get(ReceivedMail, mail_id)
     if mail is None:
         raise HTTPException(status_code=404, detail="no such message")
-    return templates.TemplateResponse(
-        request, "mail_detail.html", {"mail": mail, "parsed": parse_mail(mail.raw)}
-    )
+    return render(request, "mail_detail.html", {"mail": mail, "parsed": parse_mail(mail.raw)})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -87,7 +87,6 @@ class Services:
     catalog: CadenceCatalog
     temporal: TemporalLink
     temporal_ui_url: str = DEFAULT_TEMPORAL_UI_URL
-    extras: dict[str, Any] = field(default_factory=dict)
 
     async def intake(self) -> Intake:
         """An :class:`Intake` on the app's client (connecting it if needed).

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nurture.db import EmailSend, EventRow, LeadRow, Suppression
 from nurture.events import Event
@@ -88,7 +89,7 @@ SCANNER_AGENTS = (
 )
 REDIRECT_SCHEMES = ("http", "https")
 
-_NOT_FOUND = {
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {
         "description": "Not a link we made (forged or edited token)",
         "content": {"text/html": {}},
@@ -275,7 +276,12 @@ async def record_click(
 
 
 async def _scanner_reason(
-    session: Any, lead_id: str, key: str | None, url: str, user_agent: str | None, now: datetime
+    session: AsyncSession,
+    lead_id: str,
+    key: str | None,
+    url: str,
+    user_agent: str | None,
+    now: datetime,
 ) -> str | None:
     if scanner_agent(user_agent):
         return "link scanner user agent"

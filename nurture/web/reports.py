@@ -32,6 +32,7 @@ from nurture.reports import (
     Plan,
     ReportError,
     funnel,
+    grouping,
     human_duration,
     measure,
     plan,
@@ -98,7 +99,7 @@ def _svg(width: int, height: int, title: str, body: list[str], css_class: str) -
     return Markup(
         f'<svg class="chart {css_class}" xmlns="http://www.w3.org/2000/svg" role="img" '
         f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
-        f'font-family="{FONT}" font-size="13"><title>{escape(title)}</title>{"".join(body)}</svg>'
+        f'font-family="{FONT}" font-size="14"><title>{escape(title)}</title>{"".join(body)}</svg>'
     )
 
 
@@ -113,7 +114,7 @@ def funnel_svg(stages: Sequence[tuple[str, int]], title: str) -> Markup:
         stages: (stage name, count) from the top of the funnel down.
         title: What the chart shows (its accessible name).
     """
-    width, label_w, right_w, bar_h, gap = 640, 70, 60, 30, 22
+    width, label_w, right_w, bar_h, gap = 560, 64, 60, 30, 22
     area = width - label_w - right_w
     top = max((count for _, count in stages), default=0) or 1
     body: list[str] = []
@@ -158,7 +159,7 @@ def bar_svg(
         color: The bars' colour.
         max_value: The value of a full-width bar (e.g. 1 for rates); default the largest.
     """
-    width, label_w, text_w, bar_h, gap = 640, 170, 130, 20, 8
+    width, label_w, text_w, bar_h, gap = 560, 150, 120, 22, 8
     area = width - label_w - text_w
     top = max_value or max((b.value for b in bars), default=0) or 1
     body: list[str] = []
@@ -166,8 +167,8 @@ def bar_svg(
     for item in bars:
         bar_w = max(area * min(item.value, top) / top, 2 if item.value else 0)
         body.append(
-            f'<text x="0" y="{y + 15}" fill="{FG}"><title>{escape(item.label)}</title>'
-            f"{escape(_clip(item.label, 24))}</text>"
+            f'<text x="0" y="{y + 16}" fill="{FG}"><title>{escape(item.label)}</title>'
+            f"{escape(_clip(item.label, 20))}</text>"
         )
         body.append(
             f'<rect x="{label_w}" y="{y}" width="{area}" height="{bar_h}" fill="#f1f3f7" rx="2"/>'
@@ -177,7 +178,7 @@ def bar_svg(
             f'fill="{color}" rx="2"><title>{escape(item.label)}: {escape(item.text)}</title></rect>'
         )
         body.append(
-            f'<text x="{label_w + area + 8}" y="{y + 15}" fill="{FG}">{escape(item.text)}</text>'
+            f'<text x="{label_w + area + 8}" y="{y + 16}" fill="{FG}">{escape(item.text)}</text>'
         )
         y += bar_h + gap
     return _svg(width, max(y, 24), title, body, "bar-chart")
@@ -221,12 +222,11 @@ async def reports_page(
     by = by or DEFAULT_BY
     form = {"since": since or "", "until": until or "", "by": by}
     try:
-        if by not in GROUPINGS:
-            raise ReportError(f"by must be one of {', '.join(GROUPINGS)}, not {by!r}")
+        group_by = grouping(by)
         start, end = _parse_day("since", since), _parse_day("until", until, end=True)
         now = datetime.now(UTC)
         async with request.app.state.sessions() as session:
-            breakdown = await funnel(session, since=start, until=end, by=by, now=now)  # type: ignore[arg-type]
+            breakdown = await funnel(session, since=start, until=end, by=group_by, now=now)
             channels = (
                 breakdown
                 if by == "source"
@@ -235,8 +235,8 @@ async def reports_page(
             steps = await step_performance(session, since=start, until=end)
             sdrs = await sdr_activity(session, since=start, until=end, now=now)
     except ReportError as exc:
-        context = {"form": form, "groupings": GROUPINGS, "error": str(exc)}
-        return templates.TemplateResponse(request, "reports.html", context, status_code=422)
+        failed: dict[str, Any] = {"form": form, "groupings": GROUPINGS, "error": str(exc)}
+        return templates.TemplateResponse(request, "reports.html", failed, status_code=422)
 
     total = breakdown.total
     charts = {
@@ -267,7 +267,7 @@ async def reports_page(
             color=LOSS,
         ),
     }
-    context = {
+    context: dict[str, Any] = {
         "form": form,
         "groupings": GROUPINGS,
         "error": None,
@@ -312,26 +312,22 @@ def _field(values: dict[str, str], name: str, label: str) -> float | None:
 def _plan_from(values: dict[str, str], measured: Measured) -> Plan:
     labels = {name: label for name, label, _ in PLAN_FIELDS}
     parsed = {name: _field(values, name, labels[name]) for name in labels}
-    missing = [labels[name] for name in REQUIRED if parsed[name] is None]
-    if missing:
+    target, deal, renewal, customers = (parsed[name] for name in REQUIRED)
+    if target is None or deal is None or renewal is None or customers is None:
+        missing = [labels[name] for name in REQUIRED if parsed[name] is None]
         raise ReportError(f"please fill in: {', '.join(missing)}")
-    customers = parsed["customers"]
     days = parsed["working_days_per_month"]
-    if (
-        customers is None
-        or not customers.is_integer()
-        or (days is not None and not days.is_integer())
-    ):
+    if not customers.is_integer() or (days is not None and not days.is_integer()):
         raise ReportError("customers and working days must be whole numbers")
     return plan(
-        parsed["target_revenue"],  # type: ignore[arg-type]
-        parsed["deal_size"],  # type: ignore[arg-type]
-        parsed["renewal_rate"],  # type: ignore[arg-type]
+        target,
+        deal,
+        renewal,
         int(customers),
         {name: parsed[name] for name in ("lead_to_mql", "mql_to_sql", "sql_to_won")},
         tasks_per_sdr_per_day=parsed["tasks_per_sdr_per_day"] or DEFAULT_TASKS_PER_SDR_PER_DAY,
         calls_per_sql=parsed["calls_per_sql"],
-        working_days_per_month=int(days) if days is not None else DEFAULT_WORKING_DAYS_PER_MONTH,
+        working_days_per_month=DEFAULT_WORKING_DAYS_PER_MONTH if days is None else int(days),
         measured=measured,
     )
 

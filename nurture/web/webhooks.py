@@ -20,7 +20,15 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
@@ -40,6 +48,8 @@ MAX_BODY_BYTES = 1_048_576
 MAX_BATCH = 500
 LEAD_ID_PATTERN = r"^[A-Za-z0-9._:\-]+$"
 MAX_EMPLOYEES = 10_000_000
+# Events carry flat-ish data; far deeper nesting is an attack or a bug, never a CRM field.
+MAX_DEPTH = 32
 
 router = APIRouter(tags=["webhooks"])
 
@@ -58,7 +68,10 @@ class PostedLead(Lead):
 
     model_config = ConfigDict(title="Lead")
 
-    employees: int | None = Field(default=None, ge=0, le=MAX_EMPLOYEES)
+    # Strict: a JSON API takes JSON types as the schema says; "12" is not a count, "yes" not
+    # a boolean (pydantic's lax mode would coerce both).
+    employees: StrictInt | None = Field(default=None, ge=0, le=MAX_EMPLOYEES)
+    tier_account: StrictBool | None = None
     timezone: str | None = Field(default=None, description="An IANA time zone, e.g. Asia/Tokyo")
 
     @field_validator("timezone")
@@ -76,6 +89,14 @@ class PostedEvent(Event):
     model_config = ConfigDict(title="Event")
 
     lead_id: str = Field(min_length=1, max_length=200, pattern=LEAD_ID_PATTERN)
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_text(cls, value: object) -> object:
+        # Numbers would be read as Unix seconds or milliseconds, by size: a guess, refused.
+        if value is not None and not isinstance(value, str | datetime):
+            raise ValueError("an ISO 8601 date-time, for example 2026-11-22T10:00:00Z")
+        return value
 
     @field_validator("occurred_at")
     @classmethod
@@ -176,8 +197,8 @@ async def refused_handler(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _unavailable(why: str) -> WebhookRefused:
-    return WebhookRefused(503, Problem(detail=f"nothing was recorded: {why}; send it again later"))
+def _unavailable(why: str, what: str = "nothing was recorded") -> WebhookRefused:
+    return WebhookRefused(503, Problem(detail=f"{what}: {why}; send it again later"))
 
 
 # --- the steps ----------------------------------------------------------------------------
@@ -235,35 +256,41 @@ def parse_json(body: bytes) -> Any:
         value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
     except (ValueError, RecursionError) as exc:
         raise _invalid("the body is not valid JSON", [([], str(exc)[:200], None)]) from None
-    bad = _bad_text(value, [])
-    if bad is not None:
-        raise _invalid(
-            "the body has unusable text", [(bad, "text with NUL or unpaired surrogates", None)]
-        )
+    problem = _unstorable(value)
+    if problem is not None:
+        loc, why = problem
+        raise _invalid("the body cannot be stored as sent", [(loc, why, None)])
     return value
 
 
-def _bad_text(value: Any, loc: list[str | int]) -> list[str | int] | None:
-    """The location of the first string that no database can store, if any."""
-    if isinstance(value, str):
-        if "\x00" in value or not _encodable(value):
-            return loc
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            if "\x00" in key or not _encodable(key):
-                return [*loc, key]
-            found = _bad_text(item, [*loc, key])
-            if found is not None:
-                return found
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found = _bad_text(item, [*loc, index])
-            if found is not None:
-                return found
+def _unstorable(value: Any) -> tuple[list[str | int], str] | None:
+    """Where the body holds what no database (or a sane payload) takes, and why; or None.
+
+    Iterative, with a depth limit: a deeply nested body must get a 422, not exhaust the
+    stack here or later in the JSON encoders of the database and Temporal.
+    """
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        item, loc = stack.pop()
+        if len(loc) > MAX_DEPTH:
+            return loc, f"nested more than {MAX_DEPTH} levels deep"
+        if isinstance(item, str):
+            if not _storable_text(item):
+                return loc, "text with a NUL character or an unpaired surrogate"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if not _storable_text(key):
+                    return [*loc, key], "a key with a NUL character or an unpaired surrogate"
+                stack.append((child, [*loc, key]))
+        elif isinstance(item, list):
+            stack.extend((child, [*loc, index]) for index, child in enumerate(item))
     return None
 
 
-def _encodable(text: str) -> bool:
+def _storable_text(text: str) -> bool:
+    # PostgreSQL text cannot hold NUL; lone surrogates cannot be encoded as UTF-8 at all.
+    if "\x00" in text:
+        return False
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -338,10 +365,10 @@ def validate_events(payload: Any) -> tuple[list[PostedEvent], bool]:
         raise _invalid('post an event or {"events": [...]}', [([], "expected an object", None)])
     is_batch = "events" in payload and not ({"id", "type", "lead_id"} & payload.keys())
     if not is_batch:
-        event, issues = _validate_event(payload, [], None)
-        if event is None:
-            raise _invalid("invalid event", issues)
-        return [event], False
+        single, problems = _validate_event(payload, [], None)
+        if single is None:
+            raise _invalid("invalid event", problems)
+        return [single], False
     items = payload["events"]
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
         raise _invalid("invalid batch", [(["events"], f"a list of 1 to {MAX_BATCH} events", None)])
@@ -363,8 +390,8 @@ def validate_events(payload: Any) -> tuple[list[PostedEvent], bool]:
 
 # --- the endpoints ------------------------------------------------------------------------
 
-_SIGNED = [{"webhookSignature": []}]
-_COMMON = {
+_SIGNED: list[dict[str, list[str]]] = [{"webhookSignature": []}]
+_COMMON: dict[int | str, dict[str, Any]] = {
     401: {
         "model": Problem,
         "description": "Missing or bad signature, or a timestamp out of its window",
@@ -415,7 +442,8 @@ async def post_lead(request: Request, services: ServicesDep) -> JSONResponse:
         submitted = await submit_lead(intake, lead)
     except RECORDING_FAILURES as exc:
         log.warning("lead %s not taken: %s", lead.id, exc, exc_info=True)
-        raise _unavailable(_why(exc)) from None
+        # Its row may be written, but it is not being nurtured: a resend finishes the job.
+        raise _unavailable(_why(exc), "the lead was not taken in") from None
     result = submitted.result
     if result.status == "closed":
         raise _conflict(lead.id, result.stage or "closed")
@@ -514,11 +542,18 @@ def add_schemas(openapi: dict[str, Any]) -> None:
     """
     components = openapi.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    for name, model in (("Lead", PostedLead), ("Event", PostedEvent), ("EventBatch", EventBatch)):
-        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    published = {"PostedLead": "Lead", "PostedEvent": "Event", "EventBatch": "EventBatch"}
+    for model in (PostedLead, PostedEvent, EventBatch):
+        text = json.dumps(model.model_json_schema(ref_template="#/components/schemas/{model}"))
+        # Published under the contract's names, not this module's class names.
+        for class_name, name in published.items():
+            prefix = '"#/components/schemas/'
+            text = text.replace(f'{prefix}{class_name}"', f'{prefix}{name}"')
+        schema = json.loads(text)
         for def_name, definition in schema.pop("$defs", {}).items():
-            schemas.setdefault(def_name, definition)
-        schemas[name] = schema
+            if def_name not in published:
+                schemas.setdefault(def_name, definition)
+        schemas[published[model.__name__]] = schema
     components.setdefault("securitySchemes", {})["webhookSignature"] = {
         "type": "apiKey",
         "in": "header",

@@ -1,0 +1,467 @@
+"""The email activity against a real SMTP server that fails on purpose, on a real database.
+
+Each test calls ``send_email`` as Temporal would (in an activity context, again after a
+retryable error) and then looks at what matters: the messages the server kept, and the
+outbox row. SQLite always; PostgreSQL too when NURTURE_TEST_DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+import pytest
+from activitysupport import (
+    DROP_AFTER_BODY,
+    DROP_BEFORE_KEEPING,
+    HANG_AFTER_BODY,
+    JA_SUBJECT,
+    NOW,
+    POSTAL,
+    SENDER,
+    FaultySink,
+    Sessions,
+    add_lead,
+    catalog_for,
+    email_input,
+    run,
+)
+from aiosmtpd.controller import Controller
+from conftest import free_port
+from sqlalchemy import select
+from temporalio.exceptions import ApplicationError
+
+from activities.email import EmailActivities, message_id
+from activities.smtp import SmtpSender
+from nurture import activity_models as am
+from nurture.db import EmailSend, LeadRow, Suppression, User
+from nurture.links import read_token
+from nurture.settings import Settings
+
+pytest_plugins = ["dbfixtures", "activityfixtures"]
+
+MIA = {"email": "mia@example.com", "first_name": "Mia", "last_name": "Chen", "company": "Initech"}
+
+
+@dataclass
+class Outbox:
+    """The activity wired to the faulty sink and the test's database."""
+
+    acts: EmailActivities
+    sessions: Sessions
+    sink: FaultySink
+    settings: Settings
+
+    async def send(self, request: am.SendEmailInput, attempts: int = 6) -> am.SendEmailResult:
+        """Run the activity, again after each retryable error, as Temporal's retry policy does."""
+        for _ in range(attempts):
+            try:
+                return await run(self.acts.send_email, request)
+            except ApplicationError as exc:
+                assert not exc.non_retryable, exc
+        raise AssertionError(f"still failing after {attempts} attempts")
+
+    async def row(self, key: str) -> EmailSend:
+        async with self.sessions() as session:
+            row = await session.scalar(select(EmailSend).where(EmailSend.key == key))
+            assert row is not None, f"no outbox row {key}"
+            return row
+
+
+def make_outbox(settings: Settings, sessions: Sessions, sink: FaultySink, **smtp: object) -> Outbox:
+    sender = SmtpSender(sink.host, sink.port, **smtp)  # type: ignore[arg-type]
+    return Outbox(
+        EmailActivities(settings, sessions, sender, catalog_for(settings)), sessions, sink, settings
+    )
+
+
+@pytest.fixture
+async def outbox(
+    activity_settings: Callable[..., Settings], sessions: Sessions, faulty_sink: FaultySink
+) -> AsyncIterator[Outbox]:
+    box = make_outbox(activity_settings(), sessions, faulty_sink)
+    try:
+        yield box
+    finally:
+        await box.acts.smtp.close()
+
+
+def body(message: EmailMessage, subtype: str) -> str:
+    part = message.get_body(preferencelist=(subtype,))
+    assert part is not None, f"no text/{subtype} part"
+    return part.get_content()  # type: ignore[no-any-return]
+
+
+# --- temporary failures ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("where", "replies"),
+    [
+        pytest.param("rcpt", ["451 4.7.1 Greylisted, try again later"] * 2, id="rcpt-451"),
+        pytest.param("data", ["421 4.3.2 Service shutting down"] * 2, id="data-421"),
+        pytest.param("data", ["451 4.3.0 Local error", "421 4.4.5 Too busy"], id="data-451-421"),
+    ],
+)
+async def test_temporary_failures_are_retried_into_exactly_one_message(
+    outbox, sessions, where, replies
+):
+    await add_lead(sessions, "L-1", **MIA)
+    getattr(outbox.sink, f"{where}_faults").extend(replies)
+    request = email_input("L-1")
+
+    errors = []
+    for _ in range(5):
+        try:
+            result = await run(outbox.acts.send_email, request)
+            break
+        except ApplicationError as exc:
+            errors.append(exc)
+    assert [(e.type, e.non_retryable) for e in errors] == [("TransientSmtpError", False)] * 2
+    assert result.status == "sent"
+    assert len(outbox.sink.messages) == 1
+    row = await outbox.row(request.key)
+    assert (row.status, row.attempts) == ("sent", 3)
+    assert row.smtp_reply == "250 OK queued"
+    # The address is personal data: it stays out of what Temporal records.
+    assert all("mia@example.com" not in str(e) for e in errors)
+
+
+# --- permanent failures ----------------------------------------------------------------
+
+
+async def test_unknown_mailbox_fails_once_and_suppresses_the_address(outbox, sessions):
+    await add_lead(sessions, "L-1", **MIA)
+    await add_lead(sessions, "L-2", email="MIA@example.com", company="Initech")
+    outbox.sink.rcpt_faults.append("550 5.1.1 <mia@example.com>: Recipient address rejected")
+    request = email_input("L-1")
+
+    result = await run(outbox.acts.send_email, request)  # no exception: nothing to retry
+    assert result.status == "failed"
+    assert "5.1.1" in result.detail and "mia@example.com" not in result.detail
+
+    again = await run(outbox.acts.send_email, request)
+    assert (again.status, again.detail) == ("failed", "already failed (no second send)")
+    assert outbox.sink.rcpt_seen == ["mia@example.com"]  # the server was asked once
+    assert outbox.sink.messages == []
+
+    row = await outbox.row(request.key)
+    assert row.status == "failed" and "550 5.1.1" in (row.error or "")
+    async with sessions() as session:
+        suppression = await session.get(Suppression, "mia@example.com")
+        assert suppression is not None and "5.1.1" in (suppression.reason or "")
+        assert (await session.get(LeadRow, "L-1")).unsubscribed  # type: ignore[union-attr]
+
+    # Suppression is per address: another lead with it (any case) gets nothing either.
+    other = await run(outbox.acts.send_email, email_input("L-2"))
+    assert other.status == "skipped"
+    assert outbox.sink.rcpt_seen == ["mia@example.com"]
+
+
+async def test_a_refused_body_fails_without_suppressing(outbox, sessions):
+    await add_lead(sessions, "L-1", **MIA)
+    outbox.sink.data_faults.append("554 5.7.1 Message rejected as spam")
+    request = email_input("L-1")
+
+    result = await run(outbox.acts.send_email, request)
+    assert result.status == "failed"
+    assert (await run(outbox.acts.send_email, request)).status == "failed"
+    assert outbox.sink.data_seen == 1
+    async with sessions() as session:
+        assert await session.get(Suppression, "mia@example.com") is None
+
+
+# --- the unknowable case ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fault", "kept"),
+    [
+        pytest.param(DROP_AFTER_BODY, 1, id="dropped-after-keeping"),
+        pytest.param(DROP_BEFORE_KEEPING, 0, id="dropped-before-keeping"),
+        pytest.param(HANG_AFTER_BODY, 1, id="answer-too-late"),
+    ],
+)
+async def test_connection_lost_after_the_body_is_unknown_and_never_resent(
+    activity_settings, sessions, faulty_sink, fault, kept
+):
+    # A short timeout, so that the late answer counts as none.
+    outbox = make_outbox(activity_settings(), sessions, faulty_sink, timeout=0.3)
+    faulty_sink.hang_seconds = 1.0
+    await add_lead(sessions, "L-1", **MIA)
+    await add_lead(sessions, "L-2", email="raj@globex.example")
+    faulty_sink.data_faults.append(fault)
+    request = email_input("L-1")
+    try:
+        result = await run(outbox.acts.send_email, request)
+        assert result.status == "unknown"
+        assert len(faulty_sink.messages) == kept  # at most one, whatever happened
+
+        # Temporal may run the activity again (a retry, a replayed worker): no second send.
+        again = await outbox.send(request)
+        assert again.status == "unknown"
+        assert faulty_sink.data_seen == 1
+        row = await outbox.row(request.key)
+        assert row.status == "unknown" and row.error
+
+        # The sender recovers: the next message goes out on a new connection.
+        assert (await outbox.send(email_input("L-2"))).status == "sent"
+        assert faulty_sink.connections == 2
+    finally:
+        await outbox.acts.smtp.close()
+
+
+async def test_a_send_found_in_flight_becomes_unknown_and_is_not_sent(outbox, sessions):
+    await add_lead(sessions, "L-1", **MIA)
+    request = email_input("L-1")
+    # What a worker that died while handing the message over leaves behind.
+    async with sessions() as session:
+        session.add(
+            EmailSend(
+                key=request.key, lead_id="L-1", cycle=0, cadence="touches", step="hello",
+                visit=1, template="welcome/hello", status="sending", attempts=1,
+                to_address="mia@example.com",
+            )
+        )  # fmt: skip
+        await session.commit()
+
+    result = await outbox.send(request)
+    assert result.status == "unknown"
+    assert outbox.sink.data_seen == 0 and outbox.sink.connections == 0
+    row = await outbox.row(request.key)
+    assert row.status == "unknown" and "not resent" in (row.error or "")
+
+
+# --- at most once ------------------------------------------------------------------------
+
+
+async def test_the_same_touch_twice_sends_one_message(outbox, sessions):
+    await add_lead(sessions, "L-1", **MIA)
+    request = email_input("L-1")
+
+    first = await outbox.send(request)
+    second = await outbox.send(request)
+    assert first.status == second.status == "sent"
+    assert first.message_id == second.message_id
+    assert second.detail == "already sent (no second send)"
+    assert len(outbox.sink.messages) == 1
+
+    # A loop back to the step is a new visit, so a new key: that one is sent on purpose.
+    looped = await outbox.send(email_input("L-1", visit=2))
+    assert looped.status == "sent" and looped.message_id != first.message_id
+    assert len(outbox.sink.messages) == 2
+    assert outbox.sink.connections == 1  # one connection, reused
+
+
+async def test_two_attempts_at_once_send_one_message(outbox, sessions):
+    await add_lead(sessions, "L-1", **MIA)
+    request = email_input("L-1")
+
+    results = await asyncio.gather(
+        run(outbox.acts.send_email, request),
+        run(outbox.acts.send_email, request),
+        return_exceptions=True,
+    )
+    assert len(outbox.sink.messages) == 1, results
+    assert (await outbox.row(request.key)).status == "sent"
+
+
+async def test_a_connection_closed_while_idle_is_replaced_without_an_error(
+    activity_settings, sessions
+):
+    # A server that drops connections idle for 0.2 s (real ones: minutes), as servers do.
+    sink = FaultySink("127.0.0.1", free_port())
+    controller = Controller(sink, hostname=sink.host, port=sink.port, timeout=0.2)
+    controller.start()
+    outbox = make_outbox(activity_settings(), sessions, sink)
+    try:
+        for lead_id in ("L-1", "L-2"):
+            await add_lead(sessions, lead_id, email=f"{lead_id.lower()}@initech.example")
+        assert (await run(outbox.acts.send_email, email_input("L-1"))).status == "sent"
+        await asyncio.sleep(0.5)
+        # No retryable error either: nothing had been sent, so reconnecting at once is safe.
+        assert (await run(outbox.acts.send_email, email_input("L-2"))).status == "sent"
+        assert (len(sink.messages), sink.connections) == (2, 2)
+    finally:
+        await outbox.acts.smtp.close()
+        controller.stop()
+
+
+# --- who gets nothing ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "opt_out",
+    ["suppressed", "do_not_contact", "unsubscribed"],
+)
+async def test_opt_outs_are_checked_at_send_time(outbox, sessions, opt_out):
+    await add_lead(sessions, "L-1", **MIA)
+    # The workflow scheduled the email believing the lead reachable; the database knows better.
+    async with sessions() as session:
+        if opt_out == "suppressed":
+            session.add(Suppression(email="Mia@Example.com", reason="unsubscribe link"))
+        else:
+            lead = await session.get(LeadRow, "L-1")
+            setattr(lead, opt_out, True)
+        await session.commit()
+    request = email_input("L-1")
+
+    result = await outbox.send(request)
+    assert result.status == "skipped"
+    assert "mia@example.com" not in result.detail.lower()
+    assert outbox.sink.connections == 0 and outbox.sink.messages == []
+    assert (await outbox.row(request.key)).status == "skipped"
+
+
+async def test_a_lead_without_email_is_skipped(outbox, sessions):
+    await add_lead(sessions, "L-1", first_name="Mia", phone="+1 555 0100")
+    request = email_input("L-1")
+
+    result = await outbox.send(request)
+    assert (result.status, result.detail) == ("skipped", "the lead has no email address")
+    assert outbox.sink.connections == 0
+    assert (await outbox.row(request.key)).status == "skipped"
+
+
+async def test_the_kill_switch_holds_every_send_until_lifted(
+    activity_settings, sessions, faulty_sink
+):
+    await add_lead(sessions, "L-1", **MIA)
+    request = email_input("L-1")
+    paused = make_outbox(activity_settings(sending_paused=True), sessions, faulty_sink)
+
+    for _ in range(2):
+        with pytest.raises(ApplicationError) as raised:
+            await run(paused.acts.send_email, request)
+        assert raised.value.type == "SendingPaused" and not raised.value.non_retryable
+    assert faulty_sink.connections == 0
+    assert (await paused.row(request.key)).status == "queued"
+
+    # Lifted (the worker restarted with the switch off): the waiting send goes out, once.
+    lifted = make_outbox(activity_settings(), sessions, faulty_sink)
+    assert (await lifted.send(request)).status == "sent"
+    assert len(faulty_sink.messages) == 1
+    await lifted.acts.smtp.close()
+
+
+# --- what the recipient gets -----------------------------------------------------------
+
+
+async def test_the_message_as_the_server_received_it(outbox, sessions):
+    await add_lead(sessions, "L-1", **MIA, country="JP", timezone="Asia/Tokyo")
+    await add_lead(sessions, "L-2", email="raj@globex.example")
+    request = email_input("L-1", step="ja", template="welcome/ja")
+
+    result = await outbox.send(request)
+    assert result.status == "sent"
+    [message] = outbox.sink.messages
+
+    # A deterministic Message-ID: the same touch always has the same one, another touch not.
+    assert message["Message-ID"] == result.message_id == message_id(request.key, SENDER)
+    assert message_id(request.key, SENDER) == message_id(request.key, SENDER)
+    assert message["Message-ID"].endswith("@acme.example>")
+    assert message_id(email_input("L-2").key, SENDER) != message["Message-ID"]
+
+    assert message["From"] == SENDER and message["To"] == "mia@example.com"
+    assert message["Subject"] == JA_SUBJECT  # decoded from RFC 2047
+    assert message["X-Nurture-Lead"] == "L-1"
+
+    # RFC 8058 one-click unsubscribe: an http(s) link and a mailto, and the POST marker.
+    https_link, mailto = [part.strip(" <>") for part in message["List-Unsubscribe"].split(",")]
+    secret = outbox.settings.require_webhook_secret()
+    assert https_link.startswith("http://localhost:8000/u/")  # https in production
+    assert read_token(secret, "unsubscribe", https_link.rsplit("/", 1)[1]) == {
+        "l": "L-1",
+        "k": request.key,
+    }
+    assert mailto == "mailto:hello@acme.example?subject=unsubscribe"
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    # Text and html alternatives, each with the unsubscribe link and the postal address.
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+    text, html = body(message, "plain"), body(message, "html")
+    for part in (text, html):
+        assert https_link in part and POSTAL in part
+    assert "Chen 様" in text and "このたびはお問い合わせいただき" in text
+    assert "Chen 様" in html
+
+    # Tracked links point at the click endpoint, carrying the target.
+    click = next(word for word in text.split() if "/c/" in word).removeprefix("製品紹介：")
+    token = click.rsplit("/", 1)[1]
+    assert read_token(secret, "click", token)["u"] == "https://acme.example/ja/tour"
+
+    # The 8-bit (UTF-8) body was declared, as RFC 6152 asks.
+    assert outbox.sink.mail_options == [["BODY=8BITMIME"]]
+    row = await outbox.row(request.key)
+    assert (row.subject, row.to_address, row.message_id) == (
+        JA_SUBJECT,
+        "mia@example.com",
+        result.message_id,
+    )
+
+
+async def test_a_server_without_8bitmime_gets_a_7bit_message(outbox, sessions):
+    outbox.sink.offer_8bitmime = False
+    await add_lead(sessions, "L-1", **MIA)
+
+    assert (
+        await outbox.send(email_input("L-1", step="ja", template="welcome/ja"))
+    ).status == "sent"
+    [message] = outbox.sink.messages
+    assert outbox.sink.mail_options == [[]]
+    for part in message.iter_parts():
+        assert part["Content-Transfer-Encoding"] in ("base64", "quoted-printable", "7bit")
+    assert message["Subject"] == JA_SUBJECT
+    assert "Chen 様" in body(message, "plain")
+
+
+async def test_a_template_without_the_footer_still_sends_one(outbox, sessions):
+    await add_lead(sessions, "L-1", **MIA)
+
+    result = await outbox.send(email_input("L-1", step="bare", template="welcome/bare"))
+    assert result.status == "sent"
+    [message] = outbox.sink.messages
+    link = message["List-Unsubscribe"].split(",")[0].strip(" <>")
+    text, html = body(message, "plain"), body(message, "html")
+    assert text.startswith("Hi Mia, got a minute this week?")
+    assert link in text and POSTAL in text
+    assert link in html and POSTAL in html
+    assert html.rstrip().endswith("</body></html>")  # the footer went inside the body
+
+
+# --- internal notifications --------------------------------------------------------------
+
+
+async def test_a_notification_is_sent_once_and_never_after_a_crash(outbox, sessions):
+    await add_lead(sessions, "L-1", **MIA)
+    async with sessions() as session:
+        session.add(User(id="ops@acme.example", role="ops", password_hash="-"))
+        session.add(
+            EmailSend(
+                key="notify|L-1|0|crashed", lead_id="L-1", cycle=0, cadence="-", step="notify",
+                visit=1, template="notify", status="sending",
+            )
+        )  # fmt: skip
+        await session.commit()
+
+    def notice(key: str) -> am.NotifyInput:
+        return am.NotifyInput(
+            key=key, lead_id="L-1", to=["ben", "ops", "ben"], subject="Lead L-1 closed",
+            text="Lead L-1 was with sales and is now closed.", now=NOW,
+        )  # fmt: skip
+
+    for _ in range(2):  # a retry
+        await run(outbox.acts.notify, notice("L-1|0|closed"))
+    [message] = outbox.sink.messages
+    assert message["To"] == "ben@example.com, ops@acme.example"
+    assert message["Message-ID"] == message_id("notify|L-1|0|closed", SENDER)
+    assert "List-Unsubscribe" not in message  # internal mail, not marketing
+    assert (await outbox.row("notify|L-1|0|closed")).status == "sent"
+
+    # A worker died while handing this one over: it is `unknown` for ops, never resent.
+    await run(outbox.acts.notify, notice("L-1|0|crashed"))
+    assert len(outbox.sink.messages) == 1
+    assert (await outbox.row("notify|L-1|0|crashed")).status == "unknown"

@@ -1,0 +1,168 @@
+"""The report pages in a real browser: Debian's Chromium driven by Playwright.
+
+The pages are served by uvicorn on a free 127.0.0.1 port from a tiny app holding only the
+report router, over a seeded SQLite file (tests/reportdata.py). JavaScript is off in the
+browser: the pages must read without it. Screenshots go to ``test-artifacts/``.
+
+Chromium and Playwright's Python package are required (CI installs both; Playwright's
+own browser download is never used). Without them this test fails, saying what to
+install, unless ``NURTURE_SKIP_BROWSER=1``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from reportdata import seed
+
+from nurture.db import make_engine, session_factory
+from nurture.migrate import migrate
+from nurture.web import reports as report_pages
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+MARCH = "since=2026-03-01&until=2026-03-31"
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("NURTURE_SKIP_BROWSER") == "1", reason="NURTURE_SKIP_BROWSER=1"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _require_browser() -> None:
+    # Fail, not skip: a report page nobody rendered is a gap CI must not hide.
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        pytest.fail(
+            "Playwright is not installed: `pip install -e .[test]` (or set NURTURE_SKIP_BROWSER=1)"
+        )
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"{CHROMIUM} is missing: `apt-get install -y chromium` (or set NURTURE_SKIP_BROWSER=1)"
+        )
+
+
+def pages_app(url: str) -> FastAPI:
+    """Only the report router, with the session factory the router expects."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Made in the server's own event loop (its thread), where the sessions will run.
+        engine = make_engine(url)
+        app.state.sessions = session_factory(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(report_pages.router)
+    return app
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[str], str]]:
+    """Start the pages app on a free port (``serve(database_url) -> base URL``); stop after."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def start(url: str) -> str:
+        port = free_port()
+        server = uvicorn.Server(
+            uvicorn.Config(pages_app(url), host="127.0.0.1", port=port, log_level="warning")
+        )
+        thread = threading.Thread(target=server.run, name="reports-uvicorn", daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                pytest.fail("uvicorn did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+async def test_report_pages_render_their_charts_in_chromium(tmp_path: Path, serve) -> None:
+    _require_browser()
+    from playwright.async_api import async_playwright
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}"
+    await migrate(url)
+    engine = make_engine(url)
+    try:
+        await seed(session_factory(engine))
+    finally:
+        await engine.dispose()
+    base = serve(url)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            context = await browser.new_context(
+                viewport={"width": 1280, "height": 900}, java_script_enabled=False
+            )
+            page = await context.new_page()
+            response = await page.goto(f"{base}/reports?{MARCH}&by=step")
+            assert response is not None and response.status == 200
+
+            charts = page.locator("svg.chart")
+            assert await charts.count() == 4
+            # Drawn, not just present: every chart has a visible box, and the funnel its bars.
+            for index in range(4):
+                box = await charts.nth(index).bounding_box()
+                assert box is not None and box["width"] > 300 and box["height"] > 20
+            funnel = page.locator("svg.funnel-chart")
+            assert await funnel.locator("rect.bar").count() == 4
+            assert (
+                await funnel.locator("title").first.text_content()
+                == "Funnel: passages reaching each stage"
+            )
+            widths = [
+                float(await funnel.locator("rect.bar").nth(i).get_attribute("width") or 0)
+                for i in range(4)
+            ]
+            assert widths == sorted(widths, reverse=True) and widths[-1] > 0  # 7 > 6 > 5 > 2
+            assert await page.get_by_role("heading", name="Funnel by step").is_visible()
+            assert await page.get_by_role("cell", name="inbound/welcome").is_visible()
+            await page.screenshot(path=str(ARTIFACTS / "reports.png"), full_page=True)
+
+            await page.goto(
+                f"{base}/reports/plan?target_revenue=48000000&deal_size=20000&renewal_rate=0.5&customers=600"
+                "&lead_to_mql=0.2&mql_to_sql=0.5&sql_to_won=0.25&calls_per_sql=5"
+            )
+            assert await page.locator("svg.funnel-chart rect.bar").count() == 4
+            assert await page.get_by_role("row", name="new customers a year").text_content() == (
+                "new customers a year2,100 = 42,000,000 / 20,000, rounded up"
+            )
+            await page.screenshot(path=str(ARTIFACTS / "reports-plan.png"), full_page=True)
+        finally:
+            await browser.close()

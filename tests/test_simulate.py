@@ -1,0 +1,715 @@
+"""nurture.simulate and `cadences simulate`: known cadences and scripts give known timelines.
+
+The set below has a weekday 09:00-18:00 send window, a holiday on Friday 2026-12-25, a 20h
+gap between touches and at most 3 emails a week. Times in comments are the lead's own.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+import typer
+from conftest import SKELETON_TEMPLATES, write_cadence_set
+from typer.testing import CliRunner
+
+from nurture.cadence import CadenceSet
+from nurture.cli.simulate import next_monday_morning
+from nurture.cli.simulate import simulate as simulate_command
+from nurture.events import LeadFacts
+from nurture.loader import load_cadence_set
+from nurture.simulate import ScriptedEvent, TimelineEntry, parse_script, simulate
+
+PLAYBOOK = """
+    scoring:
+      points:
+        {email.opened: 1, email.clicked: 5, email.replied: 15, page.visited: 2, form.submitted: 10}
+      page_points: {/pricing: 10}
+      decay: {after: 30d, points: 10}
+    grading:
+      rules:
+        - when: {field: employees, at_least: 1000}
+          points: 30
+        - when: {field: industry, in: [manufacturing, finance]}
+          points: 20
+      bands: {A: 70, B: 40, C: 20, D: 0}
+    thresholds:
+      mql: {score: 20}
+      toss_up: {score: 40, grades: [A, B]}
+      sales_follow_up: 14d
+      hand_raisers: [meeting.booked, form.submitted:demo]
+    routing:
+      entry:
+        - cadence: welcome
+      mql_cadence: sdr
+      recycle:
+        competitor: {after: 60d, cadence: welcome}
+        default: {after: 30d, cadence: welcome}
+        bad_fit: never
+    limits:
+      max_emails_per_week: 3
+      min_gap_between_touches: 20h
+      send_window: {days: [mon, tue, wed, thu, fri], start: "09:00", end: "18:00"}
+      holidays: ["2026-12-25"]
+    team:
+      sdrs:
+        - {id: aiko, name: Aiko Sato, email: aiko@example.com, territories: [JP]}
+        - {id: ben, name: Ben Carter, email: ben@example.com, territories: [US]}
+      call_due: 1 business day
+    sender:
+      from: "Acme <hello@acme.example>"
+      postal_address: "Acme Inc., 1 Main St, Springfield"
+"""
+
+CADENCES = {
+    "welcome": """
+        id: welcome
+        name: Welcome
+        exit_on: [email.replied]
+        steps:
+          - id: hello
+            type: email
+            template: welcome/hello
+          - id: pause
+            type: wait
+            duration: 2d
+            until_any: [email.clicked]
+          - id: engaged
+            type: branch
+            cases:
+              - when: {event: email.clicked, step: hello}
+                goto: intro-call
+            default: follow-up
+          - id: follow-up
+            type: email
+            template: welcome/follow-up
+            next: end
+          - id: intro-call
+            type: call
+            script: welcome/intro
+            wait_for_outcome: 2d
+          - id: after-call
+            type: branch
+            cases:
+              - when: {call_outcome: [no_answer, voicemail]}
+                goto: follow-up
+            default: end
+    """,
+    "sdr": """
+        id: sdr
+        name: SDR outreach
+        steps:
+          - id: sdr-call
+            type: call
+            script: welcome/intro
+            due: 4h
+          - id: sdr-wait
+            type: wait
+            duration: 1 business day
+          - id: sdr-email
+            type: email
+            template: welcome/follow-up
+    """,
+    "burst": """
+        id: burst
+        name: Four emails on four days
+        steps:
+          - {id: e1, type: email, template: welcome/hello}
+          - {id: w1, type: wait, duration: 1d}
+          - {id: e2, type: email, template: welcome/hello}
+          - {id: w2, type: wait, duration: 1d}
+          - {id: e3, type: email, template: welcome/hello}
+          - {id: w3, type: wait, duration: 1d}
+          - {id: e4, type: email, template: welcome/hello}
+    """,
+    "ticker": """
+        id: ticker
+        name: Waits forever
+        steps:
+          - {id: tick, type: wait, duration: 1m, next: tick}
+    """,
+}
+
+TEMPLATES = {
+    **SKELETON_TEMPLATES,
+    "call/welcome/intro.j2": "Call {{ lead.first_name or 'the lead' }} about their interest.",
+}
+
+MON = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)  # Mon 09:00 in New York, 23:00 in Tokyo
+NEW_YORK = LeadFacts(
+    id="L-NY",
+    country="US",
+    timezone="America/New_York",
+    employees=250,
+    industry="software",
+    has_email=True,
+)
+TOKYO = NEW_YORK.model_copy(update={"id": "L-JP", "country": "JP", "timezone": "Asia/Tokyo"})
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return write_cadence_set(
+        tmp_path_factory.mktemp("set"), PLAYBOOK, cadences=CADENCES, templates=TEMPLATES
+    )
+
+
+@pytest.fixture(scope="module")
+def cadence_set(folders: tuple[Path, Path]) -> CadenceSet:
+    return load_cadence_set(*folders)
+
+
+def run(
+    cadence_set: CadenceSet,
+    spec: str = "",
+    *,
+    lead: LeadFacts = NEW_YORK,
+    start: datetime = MON,
+    cadence: str = "welcome",
+    days: int = 120,
+) -> list[TimelineEntry]:
+    return simulate(
+        cadence_set, cadence, lead, parse_script(spec, start), start, timedelta(days=days)
+    )
+
+
+def rows(timeline: list[TimelineEntry]) -> list[tuple[str, str]]:
+    return [(f"{e.at:%Y-%m-%d %H:%M}", e.action) for e in timeline]
+
+
+def entry(timeline: list[TimelineEntry], action: str) -> TimelineEntry:
+    return next(e for e in timeline if e.action.startswith(action))
+
+
+# --- known timelines ---------------------------------------------------------------------
+
+
+def test_a_known_journey_from_welcome_through_mql_toss_up_loss_and_recycle(
+    cadence_set: CadenceSet,
+) -> None:
+    spec = (
+        "day 1 email.clicked@hello, day 2 10:00 call:no_answer, day 3 page.visited url=/pricing, "
+        "day 4 page.visited url=/pricing, day 8 call:qualified, "
+        "day 10 opportunity.lost reason=Competitor"
+    )
+    timeline = run(cadence_set, spec)
+    assert rows(timeline) == [
+        ("2026-11-23 14:00", "lead created"),
+        ("2026-11-23 14:00", "cadence welcome"),
+        ("2026-11-23 14:00", "email welcome/hello"),
+        ("2026-11-23 14:00", "wait until Wed 2026-11-25 09:00 EST"),
+        ("2026-11-24 14:00", "event email.clicked@hello"),
+        ("2026-11-24 14:00", "wait pause ended early"),
+        ("2026-11-24 14:00", "branch engaged -> intro-call"),
+        ("2026-11-24 14:00", "call task welcome/intro (due Wed 2026-11-25 09:00 EST)"),
+        ("2026-11-25 15:00", "event call:no_answer"),  # day 2 at 10:00 New York time
+        ("2026-11-25 15:00", "branch after-call -> follow-up"),
+        ("2026-11-25 15:00", "email welcome/follow-up"),
+        ("2026-11-25 15:00", "end"),
+        ("2026-11-26 14:00", "event page.visited url=/pricing"),
+        ("2026-11-27 14:00", "event page.visited url=/pricing"),
+        ("2026-11-27 14:00", "stage nurturing -> mql"),
+        ("2026-11-27 14:00", "cadence sdr"),
+        ("2026-11-27 14:00", "call task welcome/intro (due Fri 2026-11-27 13:00 EST)"),
+        ("2026-11-27 14:00", "wait until Mon 2026-11-30 09:00 EST"),  # 1 business day
+        ("2026-11-30 14:00", "email welcome/follow-up"),
+        ("2026-11-30 14:00", "end"),
+        ("2026-12-01 14:00", "event call:qualified"),
+        ("2026-12-01 14:00", "stage mql -> sql"),
+        ("2026-12-01 14:00", "with sales"),
+        ("2026-12-03 14:00", "event opportunity.lost reason=Competitor"),
+        ("2026-12-03 14:00", "stage sql -> lost"),
+        ("2026-12-03 14:00", "recycle timer until Mon 2027-02-01 09:00 EST"),
+        ("2026-12-27 14:00", "decay"),  # 30 days after the last visit
+        ("2027-01-26 14:00", "decay"),
+        ("2027-02-01 14:00", "stage lost -> recycling"),
+        ("2027-02-01 14:00", "cadence welcome"),
+        ("2027-02-01 14:00", "email welcome/hello"),
+        ("2027-02-01 14:00", "wait until Wed 2027-02-03 09:00 EST"),
+        # The click on `hello` was in the last cycle: interest must be earned again.
+        ("2027-02-03 14:00", "branch engaged -> follow-up"),
+        ("2027-02-03 14:00", "email welcome/follow-up"),
+        ("2027-02-03 14:00", "end"),
+        ("2027-02-03 14:00", "stop"),
+    ]
+    assert entry(timeline, "branch engaged -> intro-call").why == "email.clicked on hello"
+    assert entry(timeline, "call task").why == (
+        "step intro-call: call task (welcome/intro), due in 1 business day; "
+        "waits for the outcome until Thu 2026-11-26 09:00 EST"
+    )
+    assert entry(timeline, "stage nurturing -> mql").why == "score 29 >= 20"
+    assert entry(timeline, "stage mql -> sql").why == "SDR call outcome qualified"
+    assert entry(timeline, "stage sql -> lost").why == "opportunity lost: Competitor"
+    assert entry(timeline, "recycle timer").why == "lost (competitor)"
+    assert [e.why for e in timeline if e.action == "decay"] == [
+        "score 29 -> 19: no engagement for 30d",
+        "score 19 -> 9: no engagement for 30d",
+    ]
+    assert timeline[-1].why == "resting in recycling (cadence done); no scripted events left"
+    assert timeline[2].local == "Mon 2026-11-23 09:00 EST"
+    assert timeline[2].step == "hello"
+
+
+def test_a_weekend_defers_the_touch_to_monday(cadence_set: CadenceSet) -> None:
+    friday = datetime(2026, 11, 27, 21, 0, tzinfo=UTC)  # Fri 16:00 New York
+    timeline = run(cadence_set, start=friday)
+    assert rows(timeline)[2:] == [
+        ("2026-11-27 21:00", "email welcome/hello"),
+        ("2026-11-27 21:00", "wait until Sun 2026-11-29 16:00 EST"),
+        ("2026-11-29 21:00", "branch engaged -> follow-up"),
+        (
+            "2026-11-29 21:00",
+            "deferred: outside the send window (Sun 16:00 America/New_York); "
+            "next opening Mon 09:00",
+        ),
+        ("2026-11-30 14:00", "email welcome/follow-up"),
+        ("2026-11-30 14:00", "end"),
+        ("2026-11-30 14:00", "stop"),
+    ]
+    deferred = entry(timeline, "deferred")
+    assert deferred.step == "follow-up"
+    assert deferred.why == "email follow-up deferred to Mon 2026-11-30 09:00 EST"
+
+
+def test_the_same_start_sends_at_different_times_in_tokyo_and_new_york(
+    cadence_set: CadenceSet,
+) -> None:
+    christmas_eve = datetime(2026, 12, 24, 23, 0, tzinfo=UTC)
+    # New York: Thu 18:00, the window just closed; Fri 25th is a holiday; then the weekend.
+    new_york = run(cadence_set, lead=NEW_YORK, start=christmas_eve)
+    assert rows(new_york)[2:] == [
+        (
+            "2026-12-24 23:00",
+            "deferred: outside the send window (Thu 18:00 America/New_York); "
+            "next opening Mon 09:00; holiday 2026-12-25 in America/New_York",
+        ),
+        ("2026-12-28 14:00", "email welcome/hello"),
+        ("2026-12-28 14:00", "wait until Wed 2026-12-30 09:00 EST"),
+        ("2026-12-30 14:00", "branch engaged -> follow-up"),
+        ("2026-12-30 14:00", "email welcome/follow-up"),
+        ("2026-12-30 14:00", "end"),
+        ("2026-12-30 14:00", "stop"),
+    ]
+    # Tokyo: it is already Fri 25th 08:00, the holiday itself.
+    tokyo = run(cadence_set, lead=TOKYO, start=christmas_eve)
+    assert rows(tokyo)[2:] == [
+        (
+            "2026-12-24 23:00",
+            "deferred: holiday 2026-12-25 in Asia/Tokyo; next opening Mon 09:00",
+        ),
+        ("2026-12-28 00:00", "email welcome/hello"),
+        ("2026-12-28 00:00", "wait until Wed 2026-12-30 09:00 JST"),
+        ("2026-12-30 00:00", "branch engaged -> follow-up"),
+        ("2026-12-30 00:00", "email welcome/follow-up"),
+        ("2026-12-30 00:00", "end"),
+        ("2026-12-30 00:00", "stop"),
+    ]
+    assert tokyo[0].local == "Fri 2026-12-25 08:00 JST"
+    assert new_york[0].local == "Thu 2026-12-24 18:00 EST"
+
+
+def test_the_weekly_cap_holds_the_fourth_email(cadence_set: CadenceSet) -> None:
+    timeline = run(cadence_set, cadence="burst")
+    sent = [e for e in timeline if e.action == "email welcome/hello"]
+    assert [f"{e.at:%a %m-%d %H:%M}" for e in sent] == [
+        "Mon 11-23 14:00",
+        "Tue 11-24 14:00",
+        "Wed 11-25 14:00",
+        "Mon 11-30 14:00",  # the first send is seven days old
+    ]
+    deferred = entry(timeline, "deferred")
+    assert deferred.at == datetime(2026, 11, 26, 14, 0, tzinfo=UTC)
+    assert deferred.action == (
+        "deferred: 3 emails in the last 7 days (max 3); next allowed Mon 09:00"
+    )
+
+
+def test_a_call_without_an_outcome_times_out(cadence_set: CadenceSet) -> None:
+    timeline = run(cadence_set, "day 1 email.clicked@hello")
+    assert rows(timeline)[7:] == [
+        ("2026-11-24 14:00", "call task welcome/intro (due Wed 2026-11-25 09:00 EST)"),
+        ("2026-11-26 14:00", "no call outcome"),
+        ("2026-11-26 14:00", "branch after-call -> end"),
+        ("2026-11-26 14:00", "end"),
+        ("2026-12-24 14:00", "decay"),  # 30 days after the click
+        ("2026-12-24 14:00", "stop"),
+    ]
+    assert entry(timeline, "no call outcome").why == "waited 2d; task marked overdue"
+
+
+def test_exit_on_stops_the_cadence_and_duplicates_change_nothing(cadence_set: CadenceSet) -> None:
+    spec = "hour 2 email.opened id=o-1, hour 3 email.opened id=o-1, hour 5 email.replied"
+    timeline = run(cadence_set, spec, days=20)
+    assert rows(timeline)[2:] == [
+        ("2026-11-23 14:00", "email welcome/hello"),
+        ("2026-11-23 14:00", "wait until Wed 2026-11-25 09:00 EST"),
+        ("2026-11-23 16:00", "event email.opened"),
+        ("2026-11-23 17:00", "event email.opened"),
+        ("2026-11-23 19:00", "event email.replied"),
+        ("2026-11-23 19:00", "cadence stopped"),
+        ("2026-12-13 14:00", "stop"),
+    ]
+    assert timeline[5].why == "duplicate event id o-1: no second effect"
+    assert timeline[6].why == "score 16: email.replied +15 (event sim-3)"
+    assert timeline[7].why == "email.replied (exit_on of welcome)"
+    assert timeline[-1].why == "horizon reached (20 days) while resting in nurturing (cadence done)"
+
+
+def test_a_hand_raiser_tosses_up_from_nurturing_through_mql(cadence_set: CadenceSet) -> None:
+    timeline = run(cadence_set, "hour 1 form.submitted form=demo")
+    assert rows(timeline)[4:] == [
+        ("2026-11-23 15:00", "event form.submitted form=demo"),
+        ("2026-11-23 15:00", "stage nurturing -> mql"),
+        ("2026-11-23 15:00", "stage mql -> sql"),
+        ("2026-11-23 15:00", "with sales"),
+        ("2026-12-07 15:00", "sales follow-up overdue"),
+        ("2026-12-23 15:00", "decay"),
+        ("2026-12-23 15:00", "stop"),
+    ]
+    assert timeline[5].why == "passed on the way to sql: hand-raiser form.submitted (demo)"
+    assert timeline[7].why == "no touches; sales follow-up check Mon 2026-12-07 10:00 EST"
+    assert timeline[-1].why == "with sales, waiting for the outcome; no scripted events left"
+
+
+def test_won_and_closed_leads_stop(cadence_set: CadenceSet) -> None:
+    won = run(cadence_set, "day 1 opportunity.won")
+    assert rows(won)[-2:] == [
+        ("2026-11-24 14:00", "stage nurturing -> won"),
+        ("2026-11-24 14:00", "stop"),
+    ]
+    assert won[-1].why == "the lead is won: its workflow completes"
+
+    bad_fit = run(cadence_set, "hour 1 meeting.booked, day 2 opportunity.lost reason=bad-fit")
+    assert [e.action for e in bad_fit[-3:]] == ["stage sql -> lost", "stage lost -> closed", "stop"]
+    assert bad_fit[-2].why == "lost (bad_fit): the playbook recycles it never"
+    assert bad_fit[-1].why == "the lead is closed: its workflow completes"
+
+
+def test_unsubscribed_leads_get_no_email_but_calls_go_on(cadence_set: CadenceSet) -> None:
+    spec = "minute 1 lead.unsubscribed, day 1 email.clicked@hello, day 2 10:00 call:voicemail"
+    timeline = run(cadence_set, spec)
+    actions = [e.action for e in timeline]
+    assert "call task welcome/intro (due Wed 2026-11-25 09:00 EST)" in actions
+    assert entry(timeline, "email welcome/follow-up").action == "email welcome/follow-up skipped"
+    assert entry(timeline, "email welcome/follow-up").why == "unsubscribed"
+
+
+def test_a_lead_without_email_skips_emails(cadence_set: CadenceSet) -> None:
+    no_email = NEW_YORK.model_copy(update={"has_email": False})
+    timeline = run(cadence_set, lead=no_email)
+    skipped = [e for e in timeline if e.action.endswith("skipped")]
+    assert [(e.action, e.why) for e in skipped] == [
+        ("email welcome/hello skipped", "the lead has no email address"),
+        ("email welcome/follow-up skipped", "the lead has no email address"),
+    ]
+
+
+def test_wall_times_are_read_in_the_leads_zone(cadence_set: CadenceSet) -> None:
+    script = parse_script("day 1 10:00 page.visited", MON)
+    for lead, expected in [
+        (NEW_YORK, datetime(2026, 11, 24, 15, 0, tzinfo=UTC)),  # Tue 10:00 EST
+        (TOKYO, datetime(2026, 11, 24, 1, 0, tzinfo=UTC)),  # Mon 23:00 JST + 1 -> Tue 10:00 JST
+    ]:
+        timeline = simulate(cadence_set, "welcome", lead, script, MON, timedelta(days=3))
+        assert entry(timeline, "event page.visited").at == expected
+
+
+def test_the_run_is_bounded(cadence_set: CadenceSet) -> None:
+    timeline = run(cadence_set, cadence="ticker")
+    assert len(timeline) == 500
+    assert timeline[-1].action == "stop"
+    assert timeline[-1].why == "500 timeline entries reached"
+    short = simulate(cadence_set, "ticker", NEW_YORK, [], MON, timedelta(days=1), max_entries=10)
+    assert len(short) == 10
+
+    horizon = run(cadence_set, days=1)
+    assert rows(horizon)[-1] == ("2026-11-24 14:00", "stop")
+    assert horizon[-1].why == "horizon reached (1 day) while waiting in step pause"
+
+
+def test_events_before_the_start_and_unknown_cadences_are_refused(
+    cadence_set: CadenceSet,
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"scripted event 1 \(email.opened\) .* is before the start"
+    ):
+        run(cadence_set, "day 0 05:00 email.opened")  # 05:00 New York, before 09:00
+    with pytest.raises(KeyError, match="no cadence 'nope'"):
+        run(cadence_set, cadence="nope")
+
+
+def test_scripted_events_can_be_built_directly(cadence_set: CadenceSet) -> None:
+    script = [
+        ScriptedEvent(at=MON + timedelta(hours=1), type="email.clicked", data={"step": "hello"}),
+        ScriptedEvent(at=MON + timedelta(hours=2), type="email.clicked", id="sim-1"),
+    ]
+    timeline = simulate(cadence_set, "welcome", NEW_YORK, script, MON, timedelta(days=1))
+    clicks = [e for e in timeline if e.action.startswith("event")]
+    assert [(e.action, e.why) for e in clicks] == [
+        ("event email.clicked@hello", "score 5: email.clicked +5 (event sim-1)"),
+        ("event email.clicked", "duplicate event id sim-1: no second effect"),
+    ]
+
+
+# --- the spec parser ------------------------------------------------------------------------
+
+START = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+
+SPECS = [
+    (
+        "day 1 email.clicked@welcome",
+        START + timedelta(days=1),
+        "email.clicked",
+        {"step": "welcome"},
+        None,
+    ),
+    (
+        "day 3 call:no_answer",
+        START + timedelta(days=3),
+        "call.completed",
+        {"outcome": "no_answer"},
+        None,
+    ),
+    (
+        "day 1 call:Qualified",
+        START + timedelta(days=1),
+        "call.completed",
+        {"outcome": "qualified"},
+        None,
+    ),
+    (
+        "day 5 10:30 page.visited url=/pricing",
+        datetime(2026, 11, 28, 15, 30, tzinfo=UTC),  # Sat 10:30 in New York
+        "page.visited",
+        {"url": "/pricing"},
+        None,
+    ),
+    (
+        "hour 4 form.submitted form=demo",
+        START + timedelta(hours=4),
+        "form.submitted",
+        {"form": "demo"},
+        None,
+    ),
+    ("minute 90 email.opened", START + timedelta(minutes=90), "email.opened", {}, None),
+    ("day 0 email.opened", START, "email.opened", {}, None),
+    ("DAYS 2 email.opened", START + timedelta(days=2), "email.opened", {}, None),
+    (
+        "day 40 lead.updated employees=5000 tier_account=true score=1.5 industry=finance",
+        START + timedelta(days=40),
+        "lead.updated",
+        {"employees": 5000, "tier_account": True, "score": 1.5, "industry": "finance"},
+        None,
+    ),
+    (
+        'day 2 opportunity.lost reason="no, budget"',
+        START + timedelta(days=2),
+        "opportunity.lost",
+        {"reason": "no, budget"},
+        None,
+    ),
+    ("day 1 email.clicked id=evt-7", START + timedelta(days=1), "email.clicked", {}, "evt-7"),
+]
+
+
+@pytest.mark.parametrize(("spec", "at", "kind", "data", "event_id"), SPECS)
+def test_parse_script(spec: str, at: datetime, kind: str, data: dict, event_id: str | None) -> None:
+    (event,) = parse_script(spec, START, zone=ZoneInfo("America/New_York"))
+    assert (event.at, event.type, event.data, event.id) == (at, kind, data, event_id)
+
+
+def test_parse_script_keeps_order_skips_blanks_and_remembers_wall_times() -> None:
+    events = parse_script(
+        "day 1 email.clicked@welcome, day 3 call:no_answer, day 5 10:30 page.visited "
+        "url=/pricing, hour 4 form.submitted form=demo, day 40 lead.updated employees=5000, ",
+        START,
+    )
+    assert [e.label() for e in events] == [
+        "email.clicked@welcome",
+        "call:no_answer",
+        "page.visited url=/pricing",
+        "form.submitted form=demo",
+        "lead.updated employees=5000",
+    ]
+    assert (events[2].day, events[2].wall) == (5, time(10, 30))
+    assert events[2].at == datetime(2026, 11, 28, 10, 30, tzinfo=UTC)  # no zone given: UTC
+    assert parse_script("", START) == [] and parse_script(" , ", START) == []
+
+
+BAD_SPECS = [
+    ("week 1 email.clicked", "item 1 'week 1 email.clicked': starts with 'week'"),
+    ("day x email.clicked", "the day count must be a whole number 0 or more, got 'x'"),
+    ("day -1 email.clicked", "got '-1'"),
+    ("day", "got nothing"),
+    ("day 1", "no event after the time"),
+    ("day 1 10:30", "no event after the time"),
+    ("day 1 email.clickd", "'email.clickd' is not an event type (did you mean email.clicked?)"),
+    ("day 1 call:maybe", "'maybe' is not a call outcome (connected, qualified"),
+    ("hour 2 10:30 email.clicked", "a wall time (10:30) can only follow 'day N'"),
+    ("day 1 25:00 email.clicked", "'25:00' is not a time of day"),
+    ("day 1 email.clicked@", "names no step after @"),
+    ("day 1 page.visited /pricing", "'/pricing' is not key=value"),
+    ('day 1 opportunity.lost reason="no budget', "no closing quotation"),
+    ("day 1 email.clicked id=", "id= needs a value"),
+    ("day 1 email.opened, hour two email.clicked", "item 2 'hour two email.clicked'"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), BAD_SPECS)
+def test_bad_specs_name_the_item_and_what_is_expected(spec: str, message: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_script(spec, START)
+    text = str(raised.value)
+    assert message in text
+    assert "expected 'day N [HH:MM] EVENT [key=value ...]'" in text
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(folders: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch):
+    cadences_dir, templates_dir = folders
+    app = typer.Typer()
+    app.command("simulate")(simulate_command)
+
+    @app.callback()
+    def main() -> None:
+        """A one-command app, as `nurture cadences` registers it."""
+
+    runner = CliRunner()
+    env = {
+        "NURTURE_CADENCES_DIR": str(cadences_dir),
+        "NURTURE_TEMPLATES_DIR": str(templates_dir),
+    }
+
+    def invoke(*args: str, env_overrides: dict[str, str] | None = None):
+        return runner.invoke(app, ["simulate", *args], env={**env, **(env_overrides or {})})
+
+    return invoke
+
+
+def test_the_command_prints_json(cli) -> None:
+    result = cli(
+        "welcome",
+        "--start",
+        "2026-11-23T14:00:00Z",
+        "--events",
+        "day 1 email.clicked@hello",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    timeline = json.loads(result.stdout)
+    assert timeline[0]["action"] == "lead created"
+    hello = next(e for e in timeline if e["action"] == "email welcome/hello")
+    # The default lead: US, America/New_York, 250 employees, software, with an address.
+    assert (hello["at"], hello["local"], hello["step"]) == (
+        "2026-11-23T14:00:00Z",
+        "Mon 2026-11-23 09:00 EST",
+        "hello",
+    )
+    assert "grade D" in timeline[0]["why"] and "America/New_York" in timeline[0]["why"]
+    assert any(e["action"] == "branch engaged -> intro-call" for e in timeline)
+
+
+def test_the_command_prints_a_table(cli) -> None:
+    result = cli("welcome", "--start", "2026-11-23T14:00", "--days", "3")
+    assert result.exit_code == 0, result.output
+    assert (
+        "welcome: lead sample-lead (America/New_York), from 2026-11-23 14:00 UTC for 3 days"
+        in result.stdout
+    )
+    for text in (
+        "UTC",
+        "lead time",
+        "step",
+        "action",
+        "why",
+        "email welcome/hello",
+        "Mon 2026-11-23 09:00 EST",
+    ):
+        assert text in result.stdout
+
+
+def test_the_command_reads_a_lead_file(cli, tmp_path: Path) -> None:
+    yaml_lead = tmp_path / "lead.yaml"
+    yaml_lead.write_text("id: L-JP\ncountry: JP\nemployees: 40\n")  # Tokyo from the country
+    result = cli("welcome", "--lead", str(yaml_lead), "--start", "2026-11-23T14:00:00Z", "--json")
+    assert result.exit_code == 0, result.output
+    hello = next(e for e in json.loads(result.stdout) if e["action"] == "email welcome/hello")
+    assert (hello["at"], hello["local"]) == ("2026-11-24T00:00:00Z", "Tue 2026-11-24 09:00 JST")
+
+    json_lead = tmp_path / "lead.json"
+    json_lead.write_text(json.dumps({"id": "L-2", "email": None, "timezone": "Europe/Berlin"}))
+    result = cli("welcome", "--lead", str(json_lead), "--start", "2026-11-23T14:00:00Z", "--json")
+    assert result.exit_code == 0, result.output
+    actions = [e["action"] for e in json.loads(result.stdout)]
+    assert "email welcome/hello skipped" in actions
+
+
+def plain(output: str) -> str:
+    """Command output without Rich's box drawing, on one line (error boxes wrap text)."""
+    return " ".join(output.translate({ord(c): " " for c in "│╭╮╰╯─"}).split())
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["nope"], 1, "no cadence 'nope'"),
+        (["welcome", "--events", "day x email.clicked"], 2, "--events item 1"),
+        (["welcome", "--start", "soon"], 2, "not an ISO 8601 date-time"),
+        (["welcome", "--days", "0"], 2, "--days"),
+    ],
+)
+def test_the_command_refuses_bad_input(cli, args: list[str], code: int, message: str) -> None:
+    result = cli(*args)
+    assert result.exit_code == code
+    assert message in plain(result.output)
+
+
+def test_the_command_refuses_a_bad_lead_file(cli, tmp_path: Path) -> None:
+    bad = tmp_path / "lead.yaml"
+    bad.write_text("- just\n- a list\n")
+    result = cli("welcome", "--lead", str(bad))
+    assert result.exit_code == 2
+    assert "must hold a mapping of lead fields" in plain(result.output)
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text(json.dumps({"employees": -5}))
+    result = cli("welcome", "--lead", str(invalid))
+    assert result.exit_code == 2
+    assert "employees" in result.output
+
+
+def test_the_command_lists_the_problems_of_an_invalid_set(cli, tmp_path: Path) -> None:
+    broken = dict(
+        CADENCES, welcome=CADENCES["welcome"].replace("goto: intro-call", "goto: intro-cal")
+    )
+    cadences_dir, templates_dir = write_cadence_set(
+        tmp_path / "broken", PLAYBOOK, cadences=broken, templates=TEMPLATES
+    )
+    result = cli(
+        "welcome",
+        env_overrides={
+            "NURTURE_CADENCES_DIR": str(cadences_dir),
+            "NURTURE_TEMPLATES_DIR": str(templates_dir),
+        },
+    )
+    assert result.exit_code == 1
+    assert "goto 'intro-cal' names no step (did you mean 'intro-call'?)" in result.output
+    assert "welcome.yaml:" in result.output
+
+
+@pytest.mark.parametrize(
+    ("now", "expected"),
+    [
+        (datetime(2026, 11, 25, 12, 0, tzinfo=UTC), datetime(2026, 11, 30, 8, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 23, 7, 59, tzinfo=UTC), datetime(2026, 11, 23, 8, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 23, 8, 0, tzinfo=UTC), datetime(2026, 11, 30, 8, 0, tzinfo=UTC)),
+        (datetime(2026, 11, 29, 23, 0, tzinfo=UTC), datetime(2026, 11, 30, 8, 0, tzinfo=UTC)),
+    ],
+)
+def test_the_default_start_is_next_monday_morning(now: datetime, expected: datetime) -> None:
+    assert next_monday_morning(now) == expected

@@ -1,0 +1,368 @@
+"""Call tasks and the toss-up handoff on a real database, with a real SMTP sink for the SDR's
+notification and a real local HTTP server standing in for the CRM.
+
+SQLite always; PostgreSQL too when NURTURE_TEST_DATABASE_URL is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import pytest
+from activitysupport import NOW, FaultySink, Sessions, add_lead, call_input, catalog_for, run
+from sqlalchemy import func, select
+from temporalio.exceptions import ApplicationError
+
+from activities.smtp import SmtpSender
+from activities.tasks import TaskActivities
+from nurture import activity_models as am
+from nurture.db import CallTask, EmailSend, LeadRow, Opportunity
+from nurture.settings import Settings
+
+pytest_plugins = ["dbfixtures", "activityfixtures"]
+
+
+@dataclass
+class Desk:
+    """The task activities wired to the test's database and the faulty SMTP sink."""
+
+    acts: TaskActivities
+    sessions: Sessions
+    sink: FaultySink
+
+    async def assign(self, lead_id: str, **lead: object) -> str | None:
+        """Add a lead and create its first call task; the SDR it went to."""
+        await add_lead(self.sessions, lead_id, **lead)
+        result = await run(self.acts.create_call_task, call_input(lead_id))
+        assert result.created
+        return result.owner  # type: ignore[no-any-return]
+
+    async def task(self, task_id: str) -> CallTask:
+        async with self.sessions() as session:
+            task = await session.get(CallTask, task_id)
+            assert task is not None
+            return task
+
+
+def make_desk(settings: Settings, sessions: Sessions, sink: FaultySink) -> Desk:
+    smtp = SmtpSender(sink.host, sink.port)
+    return Desk(TaskActivities(settings, sessions, catalog_for(settings), smtp), sessions, sink)
+
+
+@pytest.fixture
+async def desk(
+    activity_settings: Callable[..., Settings], sessions: Sessions, faulty_sink: FaultySink
+) -> AsyncIterator[Desk]:
+    made = make_desk(activity_settings(), sessions, faulty_sink)
+    try:
+        yield made
+    finally:
+        assert made.acts.smtp is not None
+        await made.acts.smtp.close()
+
+
+# --- assignment ------------------------------------------------------------------------
+
+
+async def test_a_japanese_lead_goes_to_the_japan_sdr(desk):
+    assert await desk.assign("L-1", email="kenji@tanaka.example", country="JP") == "aiko"
+    async with desk.sessions() as session:
+        assert (await session.get(LeadRow, "L-1")).owner == "aiko"  # type: ignore[union-attr]
+
+
+async def test_us_accounts_alternate_between_the_two_us_sdrs(desk):
+    # Ben also covers GB and already has two accounts there: that must not skew the US turn.
+    await desk.assign("G-1", email="amy@brit-one.example", country="GB")
+    await desk.assign("G-2", email="tom@brit-two.example", country="GB")
+
+    owners = [
+        await desk.assign(f"U-{i}", email=f"lead@us-{i}.example", country="US") for i in range(4)
+    ]
+    assert owners == ["ben", "carol", "ben", "carol"]
+
+
+async def test_every_lead_of_a_company_gets_its_first_sdr(desk):
+    assert await desk.assign("L-1", email="ann@initech.example", country="US") == "ben"
+    # Same domain: Ben again, though the rotation would have picked Carol.
+    assert await desk.assign("L-2", email="bob@INITECH.example", country="US") == "ben"
+    # An account is one turn, whatever its number of leads: Carol, then Ben again.
+    assert await desk.assign("L-3", email="cy@globex.example", country="US") == "carol"
+    assert await desk.assign("L-4", email="di@umbrella.example", country="US") == "ben"
+    # Stickiness is by account, not territory: a colleague in Japan keeps Ben.
+    assert await desk.assign("L-5", email="eri@initech.example", country="JP") == "ben"
+
+
+async def test_free_mail_leads_are_grouped_by_normalized_company(desk):
+    first = await desk.assign("L-1", email="ann@gmail.com", company="Initech Inc.", country="US")
+    assert first == "ben"
+    # gmail.com is not an account: a lead at another company takes the next turn ...
+    assert (
+        await desk.assign("L-2", email="bob@gmail.com", company="Globex", country="US") == "carol"
+    )
+    # ... and the same company, spelt differently and on another free-mail domain, is sticky.
+    same = await desk.assign("L-3", email="cy@yahoo.com", company="INITECH, inc", country="US")
+    assert same == "ben"
+
+
+async def test_an_existing_owner_is_kept(desk):
+    # Reassigned by hand to Carol: the territory (JP, Aiko's) does not take the lead back.
+    assert await desk.assign("L-1", email="kenji@tanaka.example", country="JP", owner="carol") == (
+        "carol"
+    )
+    # The workflow's owner (passed in) wins too.
+    await add_lead(desk.sessions, "L-2", email="sato@nippon.example", country="JP")
+    result = await run(desk.acts.create_call_task, call_input("L-2", owner="ben"))
+    assert result.owner == "ben"
+
+
+async def test_a_country_nobody_covers_rotates_over_the_whole_team(desk):
+    await desk.assign("U-1", email="lead@us-1.example", country="US")  # Ben, in the US
+    owners = [
+        await desk.assign(f"F-{i}", email=f"lead@fr-{i}.example", country="FR") for i in range(3)
+    ]
+    # Counted over uncovered countries only: Ben's US account does not delay his turn.
+    assert owners == ["aiko", "ben", "carol"]
+    assert await desk.assign("N-1", email="lead@nowhere.example") == "aiko"  # no country
+
+
+# --- the task itself ---------------------------------------------------------------------
+
+
+async def test_one_task_per_key_with_its_script(desk):
+    await add_lead(
+        desk.sessions, "L-1", email="mia@initech.example", first_name="Mia", last_name="Chen",
+        company="Initech", country="US",
+    )  # fmt: skip
+    request = call_input("L-1")
+
+    first = await run(desk.acts.create_call_task, request)
+    second = await run(desk.acts.create_call_task, request)
+    assert first.created and not second.created
+    assert (second.task_id, second.owner) == (first.task_id, first.owner) == (first.task_id, "ben")
+    async with desk.sessions() as session:
+        count = await session.scalar(select(func.count()).select_from(CallTask))
+        assert count == 1
+
+    task = await desk.task(first.task_id)
+    assert (task.status, task.owner, task.due_at) == ("open", "ben", request.due_at)
+    assert (task.cadence, task.step, task.visit, task.key) == (
+        "touches",
+        "intro-call",
+        1,
+        request.key,
+    )
+    assert task.script is not None
+    assert "Call Mia Chen" in task.script and "at Initech." in task.script
+    assert "Introduce yourself as Ben Carter" in task.script
+
+    # The next visit of the step (a loop back) is a new task, on purpose.
+    again = await run(desk.acts.create_call_task, call_input("L-1", visit=2))
+    assert again.created and again.task_id != first.task_id
+
+
+async def test_the_sdr_is_emailed_once_about_a_new_task(desk):
+    await add_lead(
+        desk.sessions, "L-1", email="mia@initech.example", first_name="Mia", company="Initech",
+        country="JP",
+    )  # fmt: skip
+    request = call_input("L-1")
+    result = await run(desk.acts.create_call_task, request)
+    await run(desk.acts.create_call_task, request)  # a retry
+
+    [message] = desk.sink.messages
+    assert message["To"] == "aiko@example.com"
+    assert message["Subject"] == f"Call task {result.task_id}: Mia (Initech)"
+    text = message.get_content()
+    assert "Hi Aiko Sato" in text
+    assert "due 2026-11-24 09:00 UTC" in text
+    assert "http://localhost:8000/inbox" in text and "http://localhost:8000/leads/L-1" in text
+    assert "Call Mia" in text  # the rendered script
+    async with desk.sessions() as session:
+        row = await session.scalar(
+            select(EmailSend).where(EmailSend.key == f"notify|{request.key}")
+        )
+        assert row is not None and row.status == "sent"
+
+
+async def test_a_failed_notification_is_retried_without_a_second_task(desk):
+    await add_lead(desk.sessions, "L-1", email="mia@initech.example", country="JP")
+    desk.sink.data_faults.append("451 4.3.0 Try again later")
+    request = call_input("L-1")
+
+    with pytest.raises(ApplicationError) as raised:
+        await run(desk.acts.create_call_task, request)
+    assert raised.value.type == "TransientSmtpError" and not raised.value.non_retryable
+    async with desk.sessions() as session:
+        [task] = (await session.scalars(select(CallTask))).all()  # in the inbox already
+
+    retried = await run(desk.acts.create_call_task, request)
+    assert (retried.task_id, retried.created) == (task.id, False)
+    assert len(desk.sink.messages) == 1
+
+
+async def test_no_notification_while_sending_is_paused(activity_settings, sessions, faulty_sink):
+    paused = make_desk(activity_settings(sending_paused=True), sessions, faulty_sink)
+    await add_lead(sessions, "L-1", email="mia@initech.example", country="JP")
+    with pytest.raises(ApplicationError) as raised:
+        await run(paused.acts.create_call_task, call_input("L-1"))
+    assert raised.value.type == "SendingPaused" and not raised.value.non_retryable
+    assert faulty_sink.connections == 0
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(CallTask)) == 1
+
+
+async def test_closing_cancels_open_tasks_and_overdue_is_flagged_once(desk):
+    await add_lead(desk.sessions, "L-1", email="mia@initech.example", country="US")
+    await add_lead(desk.sessions, "L-2", email="raj@globex.example", country="US")
+    first = await run(desk.acts.create_call_task, call_input("L-1"))
+    second = await run(desk.acts.create_call_task, call_input("L-1", step="second-call"))
+    other = await run(desk.acts.create_call_task, call_input("L-2"))
+    later = NOW + timedelta(days=2)
+
+    # No outcome in time: that one task is flagged overdue (twice: a retry), still open.
+    overdue = am.CloseCallTasksInput(
+        lead_id="L-1",
+        status="overdue",
+        reason="no outcome within 2d",
+        task_id=first.task_id,
+        now=later,
+    )
+    assert await run(desk.acts.close_call_tasks, overdue) == 1
+    await run(
+        desk.acts.close_call_tasks, overdue.model_copy(update={"now": later + timedelta(hours=1)})
+    )
+    task = await desk.task(first.task_id)
+    assert (task.status, task.overdue_at) == ("open", later)
+    assert task.notes == "[overdue: no outcome within 2d]"
+
+    # Tossed up: every open task of the lead is cancelled; other leads' tasks stay.
+    cancel = am.CloseCallTasksInput(
+        lead_id="L-1", status="cancelled", reason="tossed up to sales", now=later
+    )
+    assert await run(desk.acts.close_call_tasks, cancel) == 2
+    for task_id in (first.task_id, second.task_id):
+        task = await desk.task(task_id)
+        assert (task.status, task.completed_at) == ("cancelled", later)
+        assert "[cancelled: tossed up to sales]" in (task.notes or "")
+    assert (await desk.task(other.task_id)).status == "open"
+    assert await run(desk.acts.close_call_tasks, cancel) == 0  # nothing left open
+
+
+# --- the handoff -------------------------------------------------------------------------
+
+
+@dataclass
+class FakeCrm:
+    """A tiny HTTP/1.1 server on 127.0.0.1 that records each request and answers ``status``."""
+
+    status: int = 202
+    requests: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    port: int = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {
+            name.strip().lower(): value.strip()
+            for name, _, value in (line.partition(":") for line in lines[1:] if line)
+        }
+        payload = await reader.readexactly(int(headers.get("content-length", "0")))
+        self.requests.append((headers | {":request": lines[0]}, payload))
+        writer.write(
+            f"HTTP/1.1 {self.status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+async def crm() -> AsyncIterator[FakeCrm]:
+    fake = FakeCrm()
+    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
+    fake.port = server.sockets[0].getsockname()[1]
+    try:
+        yield fake
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def handoff_input(lead_id: str, cycle: int = 0) -> am.HandoffInput:
+    return am.HandoffInput(
+        key=f"{lead_id}|{cycle}", lead_id=lead_id, cycle=cycle, owner="ben",
+        trigger="form.submitted:demo", reason="hand-raiser: demo form", score=55, grade="B",
+        now=NOW,
+    )  # fmt: skip
+
+
+async def test_one_opportunity_per_lead_and_cycle(desk):
+    await add_lead(desk.sessions, "L-1", email="mia@initech.example", country="US")
+    first = await run(desk.acts.handoff, handoff_input("L-1"))
+    again = await run(desk.acts.handoff, handoff_input("L-1"))
+    assert (first.created, again.created) == (True, False)
+    assert not first.crm_notified  # no CRM configured
+    recycled = await run(desk.acts.handoff, handoff_input("L-1", cycle=1))
+    assert recycled.created
+
+    async with desk.sessions() as session:
+        rows = (await session.scalars(select(Opportunity).order_by(Opportunity.cycle))).all()
+    assert [(r.key, r.cycle, r.owner) for r in rows] == [("L-1|0", 0, "ben"), ("L-1|1", 1, "ben")]
+    assert (rows[0].trigger, rows[0].reason, rows[0].score, rows[0].grade) == (
+        "form.submitted:demo", "hand-raiser: demo form", 55, "B",
+    )  # fmt: skip
+
+
+async def test_the_crm_gets_a_signed_notification(activity_settings, sessions, faulty_sink, crm):
+    settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hooks/nurture")
+    desk = make_desk(settings, sessions, faulty_sink)
+    await add_lead(sessions, "L-1", email="mia@initech.example", first_name="Mia", country="US")
+
+    result = await run(desk.acts.handoff, handoff_input("L-1"))
+    assert result.crm_notified
+    [(headers, raw)] = crm.requests
+    assert headers[":request"] == "POST /hooks/nurture HTTP/1.1"
+    assert headers["content-type"] == "application/json"
+
+    # Verify as the CRM would: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>.
+    parts = dict(item.split("=", 1) for item in headers["x-nurture-signature"].split(","))
+    secret = settings.require_webhook_secret().encode()
+    expected = hmac.new(secret, parts["t"].encode() + b"." + raw, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(parts["v1"], expected)
+    assert abs(int(parts["t"]) - time.time()) < 60  # fresh: the CRM refuses stale ones
+
+    payload = json.loads(raw)
+    assert payload == {
+        "type": "lead.tossed_up", "id": "tossup-L-1|0", "lead_id": "L-1", "cycle": 0,
+        "owner": "ben", "trigger": "form.submitted:demo", "reason": "hand-raiser: demo form",
+        "score": 55, "grade": "B", "at": NOW.isoformat(),
+    }  # fmt: skip
+    assert "mia" not in raw.decode().lower()  # no personal data leaves for the CRM hook
+
+
+@pytest.mark.parametrize(("status", "kind"), [(503, "CrmUnavailable"), (400, "CrmRefused")])
+async def test_a_crm_failure_is_retried_and_keeps_one_opportunity(
+    activity_settings, sessions, faulty_sink, crm, status, kind
+):
+    settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hook")
+    desk = make_desk(settings, sessions, faulty_sink)
+    await add_lead(sessions, "L-1", email="mia@initech.example", country="US")
+    crm.status = status
+
+    with pytest.raises(ApplicationError) as raised:
+        await run(desk.acts.handoff, handoff_input("L-1"))
+    # Retryable either way: a non-retryable error would fail the lead's whole workflow.
+    assert raised.value.type == kind and not raised.value.non_retryable
+
+    crm.status = 202
+    result = await run(desk.acts.handoff, handoff_input("L-1"))
+    assert (result.created, result.crm_notified) == (False, True)
+    assert len(crm.requests) == 2
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Opportunity)) == 1

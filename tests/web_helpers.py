@@ -1,0 +1,116 @@
+"""Helpers for the web app's tests: an in-process client, signed posts, logins, a live server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import uvicorn
+from conftest import free_port
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nurture.auth import hash_password
+from nurture.db import User
+from nurture.web.security import SIGNATURE_HEADER, sign
+
+PASSWORD = "correct horse"
+
+
+@contextlib.asynccontextmanager
+async def asgi_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client on the app in-process, with the app's lifespan run as uvicorn would."""
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as client,
+    ):
+        yield client
+
+
+def signed(
+    secret: str, payload: Any, *, timestamp: int | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """The JSON body for ``payload`` and headers carrying its signature."""
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, body, timestamp)}
+    return body, headers
+
+
+async def post_signed(
+    client: httpx.AsyncClient, secret: str, path: str, payload: Any
+) -> httpx.Response:
+    body, headers = signed(secret, payload)
+    return await client.post(path, content=body, headers=headers)
+
+
+async def add_user(sessions: async_sessionmaker[AsyncSession], user_id: str, role: str) -> None:
+    async with sessions() as session:
+        session.add(User(id=user_id, role=role, password_hash=hash_password(PASSWORD)))
+        await session.commit()
+
+
+async def log_in(client: httpx.AsyncClient, user_id: str) -> str:
+    """Sign ``user_id`` in on ``client`` (cookie kept); returns the session's CSRF token."""
+    response = await client.post(
+        "/login", data={"username": user_id, "password": PASSWORD, "next": "/inbox"}
+    )
+    assert response.status_code == 303, response.text
+    page = await client.get("/inbox")
+    marker = 'name="csrf" value="'
+    start = page.text.index(marker) + len(marker)
+    return page.text[start : page.text.index('"', start)]
+
+
+class LiveServer:
+    """The app served by uvicorn on a free 127.0.0.1 port, in a thread with its own event loop.
+
+    Its own loop keeps it serving while a test's loop is busy (or blocked by a synchronous
+    client such as schemathesis's); the app connects its own Temporal client there.
+    """
+
+    def __init__(self, app: FastAPI) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="live-server", daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the web app did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@contextlib.contextmanager
+def live_server(app: FastAPI) -> Iterator[LiveServer]:
+    with LiveServer(app) as server:
+        yield server
+
+
+async def wait_until(check, timeout: float = 20.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    """Await ``check()`` (real time) until it returns something truthy; returns that."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"not reached in {timeout} s; last value: {value!r}")
+        await asyncio.sleep(interval)
