@@ -46,7 +46,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
     )
     catalog = CadenceCatalog(settings.cadences_dir, settings.templates_dir)
     email = EmailActivities(settings, sessions, smtp, catalog)
-    storage = StorageActivities(sessions, catalog)
+    storage = StorageActivities(sessions, catalog, settings)
     tasks = TaskActivities(settings, sessions, catalog, smtp)
     worker = Worker(
         client,

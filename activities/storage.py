@@ -7,17 +7,33 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.crm import post_signed
 from nurture import activity_models as am
 from nurture.catalog import CadenceCatalog
-from nurture.db import CallTask, EmailSend, EventRow, LeadRow, ReceivedMail, StageChange
+from nurture.db import (
+    CallTask,
+    EmailSend,
+    EventRow,
+    LeadRow,
+    Opportunity,
+    ReceivedMail,
+    StageChange,
+)
 from nurture.events import PERSONAL_FIELDS
 from nurture.loader import CadenceSetInvalid
+from nurture.settings import Settings
 
 
 class StorageActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], catalog: CadenceCatalog) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        catalog: CadenceCatalog,
+        settings: Settings | None = None,
+    ) -> None:
         self.sessions = sessions
         self.catalog = catalog
+        self.settings = settings
 
     @activity.defn(name=am.LOAD_CADENCE)
     async def load_cadence(self, request: am.LoadCadenceInput) -> am.CadenceSnapshot:
@@ -78,7 +94,51 @@ class StorageActivities:
                 lead.next_touch_at = request.next_touch_at
                 if request.to_stage == "closed" and "do not contact" in request.reason:
                     lead.do_not_contact = True
+            if request.from_stage == "sql" and request.to_stage in ("won", "lost", "closed"):
+                await self._close_opportunity(session, request)
             await session.commit()
+        await self._tell_crm(request)
+
+    async def _close_opportunity(self, session: AsyncSession, request: am.TransitionInput) -> None:
+        """The sales outcome on the cycle's opportunity (the funnel's loss reasons read it)."""
+        opportunity = await session.scalar(
+            select(Opportunity).where(Opportunity.lead_id == request.lead_id, Opportunity.cycle == request.cycle)
+        )
+        if opportunity is None or opportunity.outcome is not None:
+            return
+        if request.to_stage == "won":
+            opportunity.outcome = "won"
+        elif request.trigger == "handoff.rejected":
+            opportunity.outcome = "rejected"
+        elif request.to_stage == "lost":
+            opportunity.outcome = "lost"
+        else:
+            return  # closed while with sales (do not contact): no sales outcome to record
+        opportunity.outcome_reason = request.loss_reason
+        opportunity.closed_at = request.at
+
+    async def _tell_crm(self, request: am.TransitionInput) -> None:
+        """Post the stage change to the CRM when NURTURE_CRM_WEBHOOK_URL is set (signed)."""
+        if self.settings is None or self.settings.crm_webhook_url is None:
+            return
+        await post_signed(
+            str(self.settings.crm_webhook_url),
+            self.settings.require_webhook_secret(),
+            {
+                # A stable id: a retried post is recognisably the same change.
+                "id": f"stage-{request.lead_id}-{request.cycle}-{request.to_stage}-{int(request.at.timestamp())}",
+                "type": "lead.stage_changed",
+                "lead_id": request.lead_id,
+                "cycle": request.cycle,
+                "from_stage": request.from_stage,
+                "to_stage": request.to_stage,
+                "reason": request.reason,
+                "score": request.score,
+                "grade": request.grade,
+                "owner": request.owner,
+                "at": request.at.isoformat(),
+            },
+        )
 
     @activity.defn(name=am.ERASE_LEAD)
     async def erase_lead(self, request: am.EraseInput) -> None:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
-import time
-
-import httpx
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.crm import post_signed
 from activities.email import (
     Notification,
     lead_context,
@@ -211,6 +206,41 @@ class TaskActivities:
             ),
         )
 
+    async def _tell_owner_of_handoff(self, request: am.HandoffInput) -> None:
+        """Email the lead's owner that it went to sales, once per lead and cycle."""
+        playbook = self.catalog.current().playbook
+        sdr = sdr_context(playbook, request.owner)
+        if self.smtp is None or sdr is None:
+            return
+        async with self.sessions() as session:
+            lead = await session.get(LeadRow, request.lead_id)
+            if lead is None:
+                return
+            who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
+            if lead.company:
+                who = f"{who} ({lead.company})"
+            base = self.settings.public_base
+            await send_notification(
+                session,
+                self.smtp,
+                self.settings,
+                playbook,
+                Notification(
+                    key=f"notify|handoff|{request.key}",
+                    lead_id=request.lead_id,
+                    recipients=[sdr["email"]],
+                    subject=f"Tossed up to sales: {who}",
+                    text=(
+                        f"Hi {sdr['name']},\n\n{who} went to sales: {request.reason}.\n"
+                        f"Score {request.score}, grade {request.grade or '-'}, trigger {request.trigger}.\n\n"
+                        f"Lead: {base}/leads/{lead.id}\n"
+                        "Its open call tasks are cancelled; sales report the outcome from the CRM."
+                    ),
+                    now=request.now,
+                    step="handoff",
+                ),
+            )
+
     @activity.defn(name=am.CLOSE_CALL_TASKS)
     async def close_call_tasks(self, request: am.CloseCallTasksInput) -> int:
         """Cancel a lead's open tasks (toss-up, close) or mark one overdue (no outcome in time)."""
@@ -260,6 +290,7 @@ class TaskActivities:
                 except IntegrityError:
                     await session.rollback()
                     created = False
+        await self._tell_owner_of_handoff(request)
         notified = False
         if self.settings.crm_webhook_url is not None:
             await post_signed(
@@ -280,48 +311,3 @@ class TaskActivities:
             )
             notified = True
         return am.HandoffResult(opportunity_key=request.key, created=created, crm_notified=notified)
-
-
-def signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The `X-Nurture-Signature` header value for ``body`` (same scheme as inbound)."""
-    t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
-
-
-async def post_signed(url: str, secret: str, payload: dict[str, object]) -> None:
-    """POST ``payload`` as JSON, signed like inbound webhooks (`X-Nurture-Signature`).
-
-    Every failure is retryable, a refusal (4xx) included: the workflow does not catch
-    activity errors, so a non-retryable one would fail the lead's whole workflow over a CRM
-    misconfiguration. Retrying instead leaves the lead visibly stuck on this activity (the
-    error names the answer) until ops fix the CRM side; the payload's ``id`` lets the CRM
-    drop a repeat.
-
-    Raises:
-        ApplicationError: ``CrmUnavailable`` (unreachable, 5xx, 429) or ``CrmRefused`` (4xx).
-    """
-    body = json.dumps(payload, sort_keys=True).encode()
-    try:
-        async with httpx.AsyncClient(timeout=10) as client:
-            response = await client.post(
-                url,
-                content=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "X-Nurture-Signature": signature(secret, body),
-                },
-            )
-    except httpx.HTTPError as exc:
-        raise ApplicationError(
-            f"CRM webhook unreachable: {type(exc).__name__}: {exc}", type="CrmUnavailable"
-        ) from exc
-    if response.status_code >= 500 or response.status_code == 429:
-        raise ApplicationError(
-            f"CRM webhook answered {response.status_code}", type="CrmUnavailable"
-        )
-    if response.status_code >= 400:
-        raise ApplicationError(
-            f"CRM webhook refused the notification: {response.status_code} {response.text[:200]}",
-            type="CrmRefused",
-        )

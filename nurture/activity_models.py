@@ -124,6 +124,9 @@ class TransitionInput(BaseModel):
     # Where the lead is now (the projection); `cadence`/`step` above say where it changed.
     current_cadence: str | None = None
     current_step: str | None = None
+    # What caused it (an event type, "threshold", "timer") and a loss or rejection reason.
+    trigger: str | None = None
+    loss_reason: str | None = None
 
 
 class EraseInput(BaseModel):

@@ -20,8 +20,8 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from nurture import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
-from nurture.catalog import CadenceCatalog
 from nurture.cadence import CadenceSet
+from nurture.catalog import CadenceCatalog
 from nurture.conditions import Facts, fields_used
 from nurture.db import LeadRow
 from nurture.events import PERSONAL_FIELDS, Event, Lead, LeadFacts

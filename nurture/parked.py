@@ -23,7 +23,14 @@ from temporalio.service import RPCError, RPCStatusCode
 from nurture import SIGNAL_EVENT, workflow_id
 from nurture.db import EventRow, LeadRow, utcnow
 from nurture.events import Event, Lead
-from nurture.intake import EventResult, Intake, IntakeResult, for_workflow, rule_fields, submit_event
+from nurture.intake import (
+    EventResult,
+    Intake,
+    IntakeResult,
+    for_workflow,
+    rule_fields,
+    submit_event,
+)
 
 log = logging.getLogger(__name__)
 

@@ -202,6 +202,9 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
         ]
         subjects = smtp_sink.subjects()
         assert subjects[0] == "Welcome, Ana" and "Renewal time?" in subjects
+        # The owner heard of each toss-up (once per cycle) by email.
+        handoffs = [m for m in smtp_sink.messages if str(m["Subject"]).startswith("Tossed up to sales: Ana")]
+        assert len(handoffs) == 2 and all(str(m["To"]) == "ben@example.com" for m in handoffs)
         assert len(subjects) == len(set(m["Message-ID"] for m in smtp_sink.messages))
 
 

@@ -366,3 +366,38 @@ async def test_a_crm_failure_is_retried_and_keeps_one_opportunity(
     assert len(crm.requests) == 2
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Opportunity)) == 1
+
+
+def transition(lead_id: str, from_stage: str, to_stage: str, **extra: object) -> am.TransitionInput:
+    return am.TransitionInput(
+        lead_id=lead_id, cycle=0, from_stage=from_stage, to_stage=to_stage, at=NOW,
+        reason=f"{from_stage} -> {to_stage}", score=50, grade="B", owner="ben", **extra,
+    )  # fmt: skip
+
+
+async def test_stage_changes_close_the_opportunity_and_reach_the_crm(activity_settings, sessions, faulty_sink, crm):
+    from activities.storage import StorageActivities
+
+    settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hooks/nurture")
+    desk = make_desk(settings, sessions, faulty_sink)
+    storage = StorageActivities(sessions, catalog_for(settings), settings)
+    await add_lead(sessions, "L-1", email="mia@initech.example", first_name="Mia", country="US")
+    await add_lead(sessions, "L-2", email="leo@initech.example", country="US")
+    for lead_id in ("L-1", "L-2"):
+        await run(desk.acts.handoff, handoff_input(lead_id))
+    crm.requests.clear()
+
+    await run(storage.record_transition, transition("L-1", "sql", "lost", trigger="opportunity.lost", loss_reason="Competitor"))
+    await run(storage.record_transition, transition("L-2", "sql", "lost", trigger="handoff.rejected", loss_reason="bad fit"))
+    async with sessions() as session:
+        rows = {o.lead_id: o for o in (await session.scalars(select(Opportunity))).all()}
+    assert (rows["L-1"].outcome, rows["L-1"].outcome_reason) == ("lost", "Competitor")
+    assert (rows["L-2"].outcome, rows["L-2"].outcome_reason) == ("rejected", "bad fit")
+
+    # Each stage change is posted, signed, without personal data.
+    payloads = [json.loads(raw) for _, raw in crm.requests]
+    assert [(p["type"], p["lead_id"], p["from_stage"], p["to_stage"]) for p in payloads] == [
+        ("lead.stage_changed", "L-1", "sql", "lost"),
+        ("lead.stage_changed", "L-2", "sql", "lost"),
+    ]
+    assert all("mia" not in raw.decode().lower() for _, raw in crm.requests)

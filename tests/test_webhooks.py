@@ -20,7 +20,7 @@ from sqlalchemy import select
 from temporalio.client import Client
 from web_helpers import asgi_client, post_signed, wait_until
 
-from activities.tasks import signature as outbound_signature
+from activities.crm import signature as outbound_signature
 from nurture import workflow_id
 from nurture.db import EventRow, LeadRow, make_engine, session_factory
 from nurture.migrate import migrate

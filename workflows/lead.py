@@ -9,12 +9,16 @@ Signal handlers only record events; the run loop applies them in order.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    RetryPolicy,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
 
 with workflow.unsafe.imports_passed_through():
     from nurture import (
@@ -25,9 +29,11 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_REASSIGN,
         SIGNAL_RESUME,
         WORKFLOW_NAME,
+        interpreter,
+        lifecycle,
+        timing,
     )
     from nurture import activity_models as am
-    from nurture import interpreter, lifecycle, timing
     from nurture.cadence import Cadence
     from nurture.durations import parse_duration
     from nurture.events import Event
@@ -323,7 +329,7 @@ class LeadWorkflow:
                         timeout=timeout,
                         timeout_summary=why[:190],
                     )
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
                 self.control_changed = False
         finally:
@@ -510,11 +516,11 @@ class LeadWorkflow:
         self._set_doing(f"entering {state.stage}: {transition.why}")
         if transition.to == "lost" and state.stage == "closed":
             # A loss whose reason recycles `never`: the funnel still sees the loss.
-            await self._record(before, "lost", transition.why, at=left)
+            await self._record(before, "lost", transition.why, at=left, cause=transition)
             before = "lost"
         # A new cycle's first row names the cadence it enters (the funnel's entry cadence).
         entered = (state.pending_cadence, None) if state.stage == "recycling" else left
-        await self._record(before, state.stage, transition.why, at=entered)
+        await self._record(before, state.stage, transition.why, at=entered, cause=transition)
         if state.stage == "won":
             await self._close_tasks("cancelled", "opportunity won")
         if state.stage == "sql":
@@ -577,7 +583,12 @@ class LeadWorkflow:
         )
 
     async def _record(
-        self, before: str | None, after: str, why: str, at: tuple[str | None, str | None] | None = None
+        self,
+        before: str | None,
+        after: str,
+        why: str,
+        at: tuple[str | None, str | None] | None = None,
+        cause: Transition | None = None,
     ) -> None:
         """Log a stage change; ``at`` is the (cadence, step) it happened at (default: now's)."""
         state = self._state
@@ -593,6 +604,8 @@ class LeadWorkflow:
                 cadence=cadence, step=step, score=state.score, grade=state.grade,
                 current_cadence=state.position.cadence.id if state.position else state.pending_cadence,
                 current_step=_step_label(state) or None,
+                trigger=cause.trigger if cause else None,
+                loss_reason=cause.loss_reason if cause else None,
                 owner=state.owner, next_touch_at=state.next_touch_at,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
