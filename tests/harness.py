@@ -53,7 +53,11 @@ class Stack:
             except Exception:  # noqa: BLE001 - the workflow may not have run its first task yet
                 pass
             await asyncio.sleep(0.1)
-        raise AssertionError(f"condition not reached for {lead_id}; last state: {last}")
+        pending = await pending_activities(self.client, lead_id)
+        raise AssertionError(
+            f"condition not reached for {lead_id}; pending activities: {pending}; "
+            f"doing: {last.doing if last else '-'}; last history: {last.history[-5:] if last else '-'}"
+        )
 
 
 @contextlib.asynccontextmanager
@@ -139,3 +143,22 @@ async def record_histories(client: Client, lead_id: str, name: str) -> None:
         run_id = started.continued_execution_run_id
     for index, history in enumerate(reversed(runs)):
         (HISTORIES / f"{name}-run{index:02d}.json").write_text(history.to_json())
+
+
+async def pending_activities(client: Client, lead_id: str) -> list[str]:
+    """What a lead's workflow waits on, with the last failure: for test diagnostics."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+
+    try:
+        raw = await client.workflow_service.describe_workflow_execution(
+            DescribeWorkflowExecutionRequest(
+                namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id(lead_id))
+            )
+        )
+    except Exception as exc:  # noqa: BLE001 - diagnostics only
+        return [f"describe failed: {exc}"]
+    return [
+        f"{a.activity_type.name} attempt {a.attempt}: {a.last_failure.message[:300]}"
+        for a in raw.pending_activities
+    ]

@@ -46,9 +46,9 @@ async def test_three_recycle_cycles_with_hundreds_of_events(time_env, make_setti
             for _ in range(160):
                 await handle.signal("event", Event(id=f"ll-{next(_ids)}", type="webinar.registered", lead_id=lead))
             await submit_event(stack.intake, Event(id=f"ll-{next(_ids)}", type="meeting.booked", lead_id=lead))
-            await stack.until(lead, lambda v: v.stage == "sql", timeout=60)
+            await stack.until(lead, lambda v: v.stage == "sql", timeout=90)
             await submit_event(stack.intake, Event(id=f"ll-{next(_ids)}", type="opportunity.lost", lead_id=lead, data={"reason": "no decision"}))
-            await stack.until(lead, lambda v: v.stage == "lost")
+            await stack.until(lead, lambda v: v.stage == "lost", timeout=90)
             await time_env.sleep(timedelta(days=21))
             view = await stack.until(lead, lambda v, c=cycle: v.stage == "recycling" and v.cycle == c + 1, timeout=60)
             await smtp_sink.wait_for(2 + cycle)

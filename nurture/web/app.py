@@ -35,7 +35,7 @@ from nurture.catalog import CadenceCatalog
 from nurture.db import ReceivedMail, make_engine, session_factory
 from nurture.mailsink import list_mail, parse_mail
 from nurture.settings import Settings, SettingsError
-from nurture.web import inbox, links, login, pages, reports, webhooks
+from nurture.web import cadences, inbox, links, login, pages, reports, webhooks
 from nurture.web.common import (
     DEFAULT_TEMPORAL_UI_URL,
     TEMPLATES_DIR,
@@ -139,6 +139,7 @@ def create_app(
     app.include_router(
         reports.router, dependencies=[Depends(require_viewer)], include_in_schema=False
     )
+    app.include_router(cadences.router, dependencies=[Depends(require_viewer)])
     app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
