@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     templates_dir: Path = Path("templates")
     http_port: int = Field(default=8000, ge=1, le=65535)
     crm_webhook_url: AnyHttpUrl | None = None
+    # Where ops open a lead's workflow from its page (the dev server's UI by default).
+    temporal_ui_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8233")
     sending_paused: bool = False
 
     @field_validator("database_url")

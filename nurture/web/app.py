@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -37,7 +36,6 @@ from nurture.mailsink import list_mail, parse_mail
 from nurture.settings import Settings, SettingsError
 from nurture.web import cadences, inbox, links, login, pages, reports, webhooks
 from nurture.web.common import (
-    DEFAULT_TEMPORAL_UI_URL,
     TEMPLATES_DIR,
     Services,
     SessionDep,
@@ -62,7 +60,6 @@ log = logging.getLogger(__name__)
 
 # A health check that hangs is worse than one that fails: orchestrators wait on it.
 HEALTH_TIMEOUT_S = 5.0
-TEMPORAL_UI_ENV = "NURTURE_TEMPORAL_UI_URL"
 
 
 REDELIVER_EVERY_S = 30.0
@@ -91,10 +88,10 @@ def create_app(
     Args:
         settings: The configuration (``load_settings()`` at the edge).
         client: A Temporal client to use (tests pass theirs); None connects on first use.
-        temporal_ui_url: The Temporal Web UI's base for workflow links; default the
-            ``NURTURE_TEMPORAL_UI_URL`` environment variable, else http://localhost:8233.
+        temporal_ui_url: The Temporal Web UI's base for workflow links; default
+            ``settings.temporal_ui_url`` (NURTURE_TEMPORAL_UI_URL).
     """
-    ui_url = temporal_ui_url or os.environ.get(TEMPORAL_UI_ENV) or DEFAULT_TEMPORAL_UI_URL
+    ui_url = temporal_ui_url or str(settings.temporal_ui_url).rstrip("/")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
