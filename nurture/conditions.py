@@ -109,34 +109,48 @@ def _field_matches(condition: FieldCondition, value: Any) -> bool:
 
 
 def describe(condition: Condition) -> str:
-    """A short human rendering, for reasons and graphs."""
+    """A condition in a few words, for reasons, histories and graphs (``score ≥ 20``)."""
     match condition:
         case EventCondition():
-            text = condition.event
+            text: str = condition.event
             if condition.step:
                 text += f" on {condition.step}"
             if condition.within:
                 text += f" within {condition.within}"
             return text
         case ScoreCondition():
-            return f"score >= {condition.score_at_least}"
+            return f"score ≥ {condition.score_at_least}"
         case GradeCondition():
-            return "grade in " + "/".join(condition.grade_in)
+            return f"grade {'/'.join(condition.grade_in)}"
         case CallOutcomeCondition():
-            return "call outcome " + "/".join(condition.call_outcome)
+            return f"outcome {'/'.join(condition.call_outcome)}"
         case FieldCondition():
-            if condition.at_least is not None:
-                return f"{condition.field} >= {condition.at_least:g}"
+            # By value, not by "set" fields: a snapshot that went through JSON has them all.
             if condition.in_ is not None:
-                return f"{condition.field} in {', '.join(map(str, condition.in_ or []))}"
-            return f"{condition.field} = {condition.equals}"
+                return f"{condition.field} in {'/'.join(_shown(v) for v in condition.in_)}"
+            if condition.at_least is not None:
+                return f"{condition.field} ≥ {_shown(condition.at_least)}"
+            return f"{condition.field} = {_shown(condition.equals)}"
         case AllCondition():
-            return " and ".join(f"({describe(c)})" for c in condition.all)
+            return " and ".join(_grouped(c) for c in condition.all)
         case AnyCondition():
-            return " or ".join(f"({describe(c)})" for c in condition.any)
+            return " or ".join(_grouped(c) for c in condition.any)
         case NotCondition():
-            return f"not ({describe(condition.not_)})"
+            return f"not {_grouped(condition.not_)}"
     return repr(condition)
+
+
+def _grouped(condition: Condition) -> str:
+    text = describe(condition)
+    return f"({text})" if isinstance(condition, AllCondition | AnyCondition) else text
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def fields_used(condition: Condition) -> set[str]:

@@ -11,21 +11,14 @@ import re
 
 from nurture.cadence import (
     END,
-    AllCondition,
-    AnyCondition,
     BranchStep,
     Cadence,
-    CallOutcomeCondition,
     CallStep,
     EmailStep,
-    EventCondition,
     ExitStep,
-    FieldCondition,
-    GradeCondition,
-    NotCondition,
-    ScoreCondition,
     WaitStep,
 )
+from nurture.conditions import describe
 
 START_NODE = "cadence_start"
 END_NODE = "cadence_end"  # never plain `end`: a reserved word in Mermaid flowcharts
@@ -84,46 +77,7 @@ def mermaid(cadence: Cadence) -> str:
 
 def describe_condition(condition: object) -> str:
     """A branch or routing condition in a few words, e.g. ``email.clicked on welcome``."""
-    if isinstance(condition, EventCondition):
-        text: str = condition.event
-        if condition.step:
-            text += f" on {condition.step}"
-        if condition.within:
-            text += f" within {condition.within}"
-        return text
-    if isinstance(condition, ScoreCondition):
-        return f"score ≥ {condition.score_at_least}"
-    if isinstance(condition, GradeCondition):
-        return f"grade {'/'.join(condition.grade_in)}"
-    if isinstance(condition, CallOutcomeCondition):
-        return f"outcome {'/'.join(condition.call_outcome)}"
-    if isinstance(condition, FieldCondition):
-        given = condition.model_fields_set
-        if "in_" in given:
-            return f"{condition.field} in {'/'.join(_value(v) for v in condition.in_ or [])}"
-        if "at_least" in given:
-            return f"{condition.field} ≥ {_value(condition.at_least)}"
-        return f"{condition.field} = {_value(condition.equals)}"
-    if isinstance(condition, AllCondition):
-        return " and ".join(_grouped(c) for c in condition.all)
-    if isinstance(condition, AnyCondition):
-        return " or ".join(_grouped(c) for c in condition.any)
-    if isinstance(condition, NotCondition):
-        return f"not {_grouped(condition.not_)}"
-    return str(condition)
-
-
-def _grouped(condition: object) -> str:
-    text = describe_condition(condition)
-    return f"({text})" if isinstance(condition, AllCondition | AnyCondition) else text
-
-
-def _value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    return describe(condition)  # type: ignore[arg-type]
 
 
 def _shape(step: object) -> str:

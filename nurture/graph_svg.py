@@ -382,7 +382,7 @@ def _layout(cadence: Cadence) -> _Layout:
             missing[jump.target].lines = [_Line("missing step: no step has this id", muted=True)]
 
     # Top to bottom: the start card, the steps, end, missing steps.
-    y = MARGIN + START_H + GAP
+    y: float = MARGIN + START_H + GAP
     for node in [*nodes, *([end] if end else []), *missing.values()]:
         node.y = y
         if node.kind == "end":

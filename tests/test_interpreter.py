@@ -214,14 +214,14 @@ ROUTE_CASES = [
         [{**BRANCH, "default": "cold"}, email("cold"), email("warm"), email("hot")],
         {"score": 60},
         "hot",
-        ["choose: score >= 50 -> hot"],
+        ["choose: score ≥ 50 -> hot"],
         id="first-matching-case-wins",
     ),
     pytest.param(
         [{**BRANCH, "default": "cold"}, email("cold"), email("warm"), email("hot")],
         {"score": 30},
         "warm",
-        ["choose: score >= 20 -> warm"],
+        ["choose: score ≥ 20 -> warm"],
         id="second-case",
     ),
     pytest.param(
@@ -254,7 +254,7 @@ ROUTE_CASES = [
         ],
         {"score": 3, "grade": "A"},
         "x",
-        ["a: score >= 1 -> b", "b: grade in A -> x"],
+        ["a: score ≥ 1 -> b", "b: grade A -> x"],
         id="branch-chain-keeps-a-trail",
     ),
 ]
@@ -301,7 +301,7 @@ def test_a_branch_into_an_exit_step() -> None:
     )
     decision = run(c, "choose", facts(last_call_outcome="not_interested"))
     assert decision.action == End(step="bye", exited=True, reason="step bye: exit (said no)")
-    assert decision.trail == ["choose: call outcome not_interested -> bye"]
+    assert decision.trail == ["choose: outcome not_interested -> bye"]
 
 
 AFTER_CASES = [
