@@ -28,7 +28,9 @@ from workflows.lead import LeadWorkflow
 # The domain modules the workflow uses are pure: pass them through the sandbox instead of
 # re-importing them for every workflow run.
 SANDBOX = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("nurture", "pydantic", "pydantic_core")
+    restrictions=SandboxRestrictions.default.with_passthrough_modules(
+        "nurture", "pydantic", "pydantic_core"
+    )
 )
 
 
@@ -77,7 +79,10 @@ async def main() -> None:
     await migrate(settings.database_url)
     client = await connect(settings)
     async with build_worker(client, settings) as worker:
-        print(f"worker polling task queue '{settings.task_queue}' on {settings.temporal_address}", flush=True)
+        print(
+            f"worker polling task queue '{settings.task_queue}' on {settings.temporal_address}",
+            flush=True,
+        )
         await worker.run()
 
 

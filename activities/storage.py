@@ -102,7 +102,9 @@ class StorageActivities:
     async def _close_opportunity(self, session: AsyncSession, request: am.TransitionInput) -> None:
         """The sales outcome on the cycle's opportunity (the funnel's loss reasons read it)."""
         opportunity = await session.scalar(
-            select(Opportunity).where(Opportunity.lead_id == request.lead_id, Opportunity.cycle == request.cycle)
+            select(Opportunity).where(
+                Opportunity.lead_id == request.lead_id, Opportunity.cycle == request.cycle
+            )
         )
         if opportunity is None or opportunity.outcome is not None:
             return
@@ -121,12 +123,13 @@ class StorageActivities:
         """Post the stage change to the CRM when NURTURE_CRM_WEBHOOK_URL is set (signed)."""
         if self.settings is None or self.settings.crm_webhook_url is None:
             return
+        stamp = int(request.at.timestamp())
         await post_signed(
             str(self.settings.crm_webhook_url),
             self.settings.require_webhook_secret(),
             {
                 # A stable id: a retried post is recognisably the same change.
-                "id": f"stage-{request.lead_id}-{request.cycle}-{request.to_stage}-{int(request.at.timestamp())}",
+                "id": f"stage-{request.lead_id}-{request.cycle}-{request.to_stage}-{stamp}",
                 "type": "lead.stage_changed",
                 "lead_id": request.lead_id,
                 "cycle": request.cycle,

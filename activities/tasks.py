@@ -232,7 +232,8 @@ class TaskActivities:
                     subject=f"Tossed up to sales: {who}",
                     text=(
                         f"Hi {sdr['name']},\n\n{who} went to sales: {request.reason}.\n"
-                        f"Score {request.score}, grade {request.grade or '-'}, trigger {request.trigger}.\n\n"
+                        f"Score {request.score}, grade {request.grade or '-'}, "
+                        f"trigger {request.trigger}.\n\n"
                         f"Lead: {base}/leads/{lead.id}\n"
                         "Its open call tasks are cancelled; sales report the outcome from the CRM."
                     ),

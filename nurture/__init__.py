@@ -13,6 +13,7 @@ def workflow_id(lead_id: str) -> str:
     """The workflow id of a lead: `lead-<lead id>` (the CRM id carries no PII)."""
     return f"lead-{lead_id}"
 
+
 # The contract's search attributes and their types, registered by `make run`, the tests and
 # docker-compose. No PII in any of them.
 SEARCH_ATTRIBUTES: dict[str, str] = {

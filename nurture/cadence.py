@@ -32,7 +32,9 @@ def _check_duration(value: str) -> str:
 Duration = Annotated[
     str,
     AfterValidator(_check_duration),
-    WithJsonSchema({"type": "string", "pattern": DURATION_PATTERN, "examples": ["2d", "3 business days"]}),
+    WithJsonSchema(
+        {"type": "string", "pattern": DURATION_PATTERN, "examples": ["2d", "3 business days"]}
+    ),
 ]
 StepId = Annotated[str, Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_\-]+$")]
 END = "end"

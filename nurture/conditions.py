@@ -80,7 +80,8 @@ def _event_happened(condition: EventCondition, facts: Facts) -> bool:
             continue
         # A step names a step of the cadence being run: the click on *this* welcome email.
         if condition.step is not None and (
-            item.step != condition.step or (facts.cadence and item.cadence not in (None, facts.cadence))
+            item.step != condition.step
+            or (facts.cadence and item.cadence not in (None, facts.cadence))
         ):
             continue
         if since is not None and item.at < since:

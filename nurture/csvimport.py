@@ -76,6 +76,7 @@ def read_leads(path: Path) -> Iterator[Row]:
                 yield Row(number, Lead.model_validate(data))
             except ValidationError as exc:
                 problems = "; ".join(
-                    f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}" for e in exc.errors()
+                    f"{'.'.join(str(p) for p in e['loc']) or 'row'}: {e['msg']}"
+                    for e in exc.errors()
                 )
                 yield Row(number, None, problems)

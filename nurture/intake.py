@@ -31,12 +31,43 @@ from nurture.state import LeadInput
 
 FREE_MAIL = frozenset(
     {
-        "gmail.com", "googlemail.com", "yahoo.com", "yahoo.co.jp", "hotmail.com", "outlook.com",
-        "live.com", "icloud.com", "me.com", "aol.com", "gmx.de", "gmx.net", "web.de", "mail.ru",
-        "proton.me", "protonmail.com", "qq.com", "163.com", "naver.com", "yandex.ru",
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.co.jp",
+        "hotmail.com",
+        "outlook.com",
+        "live.com",
+        "icloud.com",
+        "me.com",
+        "aol.com",
+        "gmx.de",
+        "gmx.net",
+        "web.de",
+        "mail.ru",
+        "proton.me",
+        "protonmail.com",
+        "qq.com",
+        "163.com",
+        "naver.com",
+        "yandex.ru",
     }
 )
-_COMPANY_SUFFIXES = (" inc", " inc.", " ltd", " ltd.", " llc", " gmbh", " co.", " corp", " corp.", " k.k.", " plc", " sa", " ag")
+_COMPANY_SUFFIXES = (
+    " inc",
+    " inc.",
+    " ltd",
+    " ltd.",
+    " llc",
+    " gmbh",
+    " co.",
+    " corp",
+    " corp.",
+    " k.k.",
+    " plc",
+    " sa",
+    " ag",
+)
 
 
 def account_of(email: str | None, company: str | None) -> str | None:
@@ -115,7 +146,9 @@ class Intake:
             return IntakeResult(lead.id, wf_id, "closed", stage=stage)
         facts = await self._facts(lead.id)
         used = rule_fields(cadence_set)
-        facts = facts.model_copy(update={"fields": {k: v for k, v in facts.fields.items() if k in used}})
+        facts = facts.model_copy(
+            update={"fields": {k: v for k, v in facts.fields.items() if k in used}}
+        )
         cadence_id, why = entry_cadence(cadence_set.playbook, Facts(lead=facts, now=now))
         try:
             handle: WorkflowHandle = await self.client.start_workflow(
@@ -136,12 +169,22 @@ class Intake:
             return IntakeResult(lead.id, wf_id, "closed", stage=stage)
         if existed and facts_changed:
             data = {k: v for k, v in facts.model_dump(exclude={"id"}).items()}
-            digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+            digest = hashlib.sha256(
+                json.dumps(data, sort_keys=True, default=str).encode()
+            ).hexdigest()[:16]
             await handle.signal(
                 SIGNAL_EVENT,
-                Event(id=f"intake-{lead.id}-{digest}", type="lead.updated", lead_id=lead.id, occurred_at=now, data=data),
+                Event(
+                    id=f"intake-{lead.id}-{digest}",
+                    type="lead.updated",
+                    lead_id=lead.id,
+                    occurred_at=now,
+                    data=data,
+                ),
             )
-        return IntakeResult(lead.id, wf_id, "updated" if existed else "created", stage=stage, cadence=cadence_id)
+        return IntakeResult(
+            lead.id, wf_id, "updated" if existed else "created", stage=stage, cadence=cadence_id
+        )
 
     async def _upsert(self, lead: Lead) -> tuple[bool, str | None, bool]:
         """Write the lead's row; returns (existed, stage, decision facts changed)."""
@@ -173,16 +216,30 @@ class Intake:
 
 def _decision_view(row: LeadRow) -> dict[str, object]:
     return {
-        "country": row.country, "timezone": row.timezone, "industry": row.industry,
-        "employees": row.employees, "tier_account": row.tier_account, "source": row.source,
-        "fields": dict(row.fields or {}), "has_email": bool(row.email),
+        "country": row.country,
+        "timezone": row.timezone,
+        "industry": row.industry,
+        "employees": row.employees,
+        "tier_account": row.tier_account,
+        "source": row.source,
+        "fields": dict(row.fields or {}),
+        "has_email": bool(row.email),
     }
 
 
 def lead_from_row(row: LeadRow) -> Lead:
     data = {
         name: getattr(row, name)
-        for name in ("id", *PERSONAL_FIELDS, "country", "timezone", "industry", "employees", "tier_account", "source")
+        for name in (
+            "id",
+            *PERSONAL_FIELDS,
+            "country",
+            "timezone",
+            "industry",
+            "employees",
+            "tier_account",
+            "source",
+        )
     }
     data["fields"] = dict(row.fields or {})
     return Lead.model_validate(data)
@@ -194,7 +251,9 @@ class EventResult:
     status: Literal["delivered", "duplicate", "parked", "recorded"]
 
 
-async def record_event(sessions: async_sessionmaker[AsyncSession], event: Event) -> tuple[bool, LeadRow | None]:
+async def record_event(
+    sessions: async_sessionmaker[AsyncSession], event: Event
+) -> tuple[bool, LeadRow | None]:
     """Store the event durably before anything else; (False, _) when its id was seen."""
     from sqlalchemy.exc import IntegrityError
 
@@ -206,8 +265,12 @@ async def record_event(sessions: async_sessionmaker[AsyncSession], event: Event)
         lead = await session.get(LeadRow, event.lead_id)
         session.add(
             EventRow(
-                id=event.id, lead_id=event.lead_id, type=event.type, occurred_at=event.occurred_at,
-                data=dict(event.data), status="delivered" if lead is not None else "parked",
+                id=event.id,
+                lead_id=event.lead_id,
+                type=event.type,
+                occurred_at=event.occurred_at,
+                data=dict(event.data),
+                status="delivered" if lead is not None else "parked",
             )
         )
         try:
@@ -243,7 +306,9 @@ async def submit_event(intake: Intake, event: Event) -> EventResult:
         await apply_update(intake.sessions, event)
     handle = intake.client.get_workflow_handle(workflow_id(event.lead_id))
     try:
-        await handle.signal(SIGNAL_EVENT, for_workflow(event, rule_fields(intake.catalog.current())))
+        await handle.signal(
+            SIGNAL_EVENT, for_workflow(event, rule_fields(intake.catalog.current()))
+        )
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND and lead.stage in ("won", "closed"):
             # The workflow has completed: the event is recorded, not signaled.

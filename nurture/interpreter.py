@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from nurture.cadence import (
     END,
     BranchStep,
-    CallStep,
     Cadence,
+    CallStep,
     EmailStep,
     ExitStep,
     Playbook,
@@ -122,7 +122,9 @@ def decide(
             case EmailStep():
                 return Decision(
                     action=SendEmail(
-                        step=step.id, template=step.template, reason=f"step {step.id}: email {step.template}"
+                        step=step.id,
+                        template=step.template,
+                        reason=f"step {step.id}: email {step.template}",
                     ),
                     trail=trail,
                 )
@@ -152,10 +154,14 @@ def decide(
                 )
             case ExitStep():
                 return Decision(
-                    action=End(step=step.id, exited=True, reason=f"step {step.id}: exit ({step.reason})"),
+                    action=End(
+                        step=step.id, exited=True, reason=f"step {step.id}: exit ({step.reason})"
+                    ),
                     trail=trail,
                 )
-    raise SpinError(f"cadence '{cadence.id}' branches in a loop from step '{step_id}' without acting")
+    raise SpinError(
+        f"cadence '{cadence.id}' branches in a loop from step '{step_id}' without acting"
+    )
 
 
 def _branch_target(cadence: Cadence, step: BranchStep, facts: Facts) -> tuple[str, str]:

@@ -71,7 +71,8 @@ def facts_view(state: LeadState, now: datetime) -> Facts:
         score=state.score,
         grade=state.grade,
         engagements=tuple(
-            Engagement(type=e.type, at=e.at, step=e.step, cadence=e.cadence) for e in state.engagements
+            Engagement(type=e.type, at=e.at, step=e.step, cadence=e.cadence)
+            for e in state.engagements
         ),
         last_call_outcome=position.last_call_outcome if position else None,
         cadence=position.cadence.id if position else None,
@@ -87,11 +88,15 @@ def regrade(state: LeadState, now: datetime) -> bool:
     return changed
 
 
-def change_score(state: LeadState, at: datetime, delta: int, why: str, event_id: str | None) -> None:
+def change_score(
+    state: LeadState, at: datetime, delta: int, why: str, event_id: str | None
+) -> None:
     before = state.score
     state.score = scoring.apply(state.score, delta)
     state.score_log.append(
-        ScoreChange(at=at, delta=state.score - before, score=state.score, why=why, event_id=event_id)
+        ScoreChange(
+            at=at, delta=state.score - before, score=state.score, why=why, event_id=event_id
+        )
     )
     if len(state.score_log) > SCORE_LOG_KEEP:
         del state.score_log[: len(state.score_log) - SCORE_LOG_KEEP]
@@ -157,7 +162,9 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
             if state.position is not None:
                 state.position.last_call_outcome = outcome
             if outcome in TOSS_UP_OUTCOMES:
-                effect.transition = Transition(to="sql", why=f"SDR call outcome {outcome}", trigger="call.completed")
+                effect.transition = Transition(
+                    to="sql", why=f"SDR call outcome {outcome}", trigger="call.completed"
+                )
     elif kind == "lead.updated":
         _update_fields(state, event, now)
         if stage in TOUCH_STAGES:
@@ -167,9 +174,14 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
     elif kind in ("opportunity.lost", "handoff.rejected"):
         reason = str(event.data.get("reason") or "").strip() or None
         if stage == "sql":
-            what = "opportunity lost" if kind == "opportunity.lost" else "sales rejected the handoff"
+            what = (
+                "opportunity lost" if kind == "opportunity.lost" else "sales rejected the handoff"
+            )
             effect.transition = Transition(
-                to="lost", why=f"{what}: {reason or 'no reason given'}", trigger=kind, loss_reason=reason
+                to="lost",
+                why=f"{what}: {reason or 'no reason given'}",
+                trigger=kind,
+                loss_reason=reason,
             )
         else:
             note(state, now, f"{kind} recorded", f"the lead is {stage}, not with sales")
@@ -182,7 +194,9 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
     elif kind == "lead.do_not_contact":
         effect.transition = Transition(to="closed", why="do not contact", trigger=kind)
     elif kind == "lead.erased":
-        effect.transition = Transition(to="closed", why="personal data erased on request", trigger=kind, erase=True)
+        effect.transition = Transition(
+            to="closed", why="personal data erased on request", trigger=kind, erase=True
+        )
 
     if kind in ENGAGEMENT_TYPES or kind == "call.completed":
         effect.wake_type = kind
@@ -206,7 +220,9 @@ def _by(event: Event) -> str:
     return ", ".join(parts)
 
 
-def _engage(state: LeadState, event: Event, at: datetime, now: datetime, effect: EventEffect) -> None:
+def _engage(
+    state: LeadState, event: Event, at: datetime, now: datetime, effect: EventEffect
+) -> None:
     kind = event.type
     step = event.data.get("step")
     cadence = event.data.get("cadence") or (state.position.cadence.id if state.position else None)
@@ -229,7 +245,10 @@ def _engage(state: LeadState, event: Event, at: datetime, now: datetime, effect:
     else:
         note(state, now, f"{kind}", f"event {event.id}; no points in the playbook")
 
-    if scoring.is_hand_raiser(state.playbook, kind, event.data) and state.stage in (*TOUCH_STAGES, "lost"):
+    if scoring.is_hand_raiser(state.playbook, kind, event.data) and state.stage in (
+        *TOUCH_STAGES,
+        "lost",
+    ):
         form = f" ({event.data['form']})" if event.data.get("form") else ""
         effect.transition = Transition(to="sql", why=f"hand-raiser {kind}{form}", trigger=kind)
         return
@@ -261,7 +280,12 @@ def _update_fields(state: LeadState, event: Event, now: datetime) -> None:
     if regrade(state, now):
         note(state, now, f"grade {state.grade}", f"was {before}; " + "; ".join(state.grade_why))
     else:
-        note(state, now, "lead updated", f"fields {', '.join(sorted(data)) or 'none'}; grade stays {state.grade}")
+        note(
+            state,
+            now,
+            "lead updated",
+            f"fields {', '.join(sorted(data)) or 'none'}; grade stays {state.grade}",
+        )
 
 
 def apply_decay(state: LeadState, now: datetime) -> bool:
@@ -275,7 +299,9 @@ def apply_decay(state: LeadState, now: datetime) -> bool:
     points = scoring.decay_points(state.playbook)
     if state.score == 0:
         return False
-    change_score(state, now, -points, f"no engagement for {state.playbook.scoring.decay.after}", None)  # type: ignore[union-attr]
+    change_score(
+        state, now, -points, f"no engagement for {state.playbook.scoring.decay.after}", None
+    )  # type: ignore[union-attr]
     note(state, now, f"score {state.score}", f"decay: -{points} after silence")
     return True
 
@@ -317,7 +343,9 @@ def enter(state: LeadState, transition: Transition, now: datetime) -> str | None
         # Interest is earned again: a click from the last cycle must not satisfy a branch's
         # "clicked this step's email" when the recycle cadence runs that step anew.
         state.engagements.clear()
-        state.score_log.append(ScoreChange(at=now, delta=0, score=0, why="recycling: interest must be earned again"))
+        state.score_log.append(
+            ScoreChange(at=now, delta=0, score=0, why="recycling: interest must be earned again")
+        )
         rule = playbook.routing.recycle.get(state.lost_reason or "default")
         cadence = rule.cadence if rule is not None and rule != "never" else None
         state.recycle_at = None

@@ -32,7 +32,10 @@ def _mac(secret: str, purpose: str, body: str) -> str:
 
 
 def make_token(secret: str, purpose: str, payload: dict[str, Any]) -> str:
-    """A URL-safe signed token for ``payload`` (purpose-bound: an unsubscribe token is not a click)."""
+    """A URL-safe signed token for ``payload``.
+
+    Bound to its purpose: an unsubscribe token does not work as a click token.
+    """
     body = _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode())
     return f"{body}.{_mac(secret, purpose, body)}"
 

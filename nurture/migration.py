@@ -25,13 +25,16 @@ def check_map(cadence: Cadence, step_map: dict[str, str]) -> list[str]:
     """Problems with a step map: each target must be a step of the new version (or `end`)."""
     steps = {s.id for s in cadence.steps}
     return [
-        f"--map {old}={new}: '{new}' is not a step of {cadence.id} (steps: {', '.join(sorted(steps))})"
+        f"--map {old}={new}: '{new}' is not a step of {cadence.id} "
+        f"(steps: {', '.join(sorted(steps))})"
         for old, new in step_map.items()
         if new not in steps and new != "end"
     ]
 
 
-async def migrate_leads(client: Client, cadence: Cadence, step_map: dict[str, str]) -> MigrationReport:
+async def migrate_leads(
+    client: Client, cadence: Cadence, step_map: dict[str, str]
+) -> MigrationReport:
     """Signal every running lead in ``cadence.id`` to move to this version.
 
     A lead whose current step is neither in the new version nor in the map refuses the move
@@ -45,8 +48,15 @@ async def migrate_leads(client: Client, cadence: Cadence, step_map: dict[str, st
         current = str(attributes.get("CadenceStep") or "")
         target = step_map.get(current, current)
         if current not in ("", "(done)") and target not in steps and target != "end":
-            report.refused.append((execution.id, f"step '{current}' is not in the new version; add --map {current}=NEW"))
+            report.refused.append(
+                (
+                    execution.id,
+                    f"step '{current}' is not in the new version; add --map {current}=NEW",
+                )
+            )
             continue
-        await client.get_workflow_handle(execution.id).signal(SIGNAL_MIGRATE, args=[cadence, step_map])
+        await client.get_workflow_handle(execution.id).signal(
+            SIGNAL_MIGRATE, args=[cadence, step_map]
+        )
         report.signaled.append(execution.id)
     return report

@@ -235,6 +235,8 @@ async def redeliver(intake: Intake, limit: int = 500) -> int:
         try:
             delivered += await deliver_parked(intake, lead_id)
         except RPCError:
-            log.warning("Temporal unreachable; parked events of %s wait for the next round", lead_id)
+            log.warning(
+                "Temporal unreachable; parked events of %s wait for the next round", lead_id
+            )
             break
     return delivered

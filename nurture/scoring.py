@@ -42,7 +42,9 @@ def apply(score: int, delta: int) -> int:
     return max(0, score + delta)
 
 
-def decay_due(playbook: Playbook, last_engagement: datetime, last_decay: datetime | None) -> datetime | None:
+def decay_due(
+    playbook: Playbook, last_engagement: datetime, last_decay: datetime | None
+) -> datetime | None:
     """When the next decay step is due: `after` of silence since the last engagement or decay."""
     decay = playbook.scoring.decay
     if decay is None:

@@ -55,10 +55,19 @@ async def complete_task(
         task.completed_at = datetime.now(UTC)
         lead_id, step, cadence = task.lead_id, task.step, task.cadence
         await session.commit()
-    data: dict[str, object] = {"outcome": outcome, "task": task_id, "step": step, "cadence": cadence}
+    data: dict[str, object] = {
+        "outcome": outcome,
+        "task": task_id,
+        "step": step,
+        "cadence": cadence,
+    }
     if notes:
         data["notes"] = notes
     event = Event(
-        id=f"task-{task_id}-done", type="call.completed", lead_id=lead_id, occurred_at=datetime.now(UTC), data=data
+        id=f"task-{task_id}-done",
+        type="call.completed",
+        lead_id=lead_id,
+        occurred_at=datetime.now(UTC),
+        data=data,
     )
     return (await submit_event(intake, event)).status

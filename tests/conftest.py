@@ -81,8 +81,11 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
     keys = []
     for name, kind in SEARCH_ATTRIBUTES.items():
-        maker = {"Keyword": SearchAttributeKey.for_keyword, "Int": SearchAttributeKey.for_int,
-                 "Datetime": SearchAttributeKey.for_datetime}[kind]
+        maker = {
+            "Keyword": SearchAttributeKey.for_keyword,
+            "Int": SearchAttributeKey.for_int,
+            "Datetime": SearchAttributeKey.for_datetime,
+        }[kind]
         keys.append(maker(name))
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
@@ -106,7 +109,9 @@ class SmtpSink:
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         self.messages.append(
-            email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)  # type: ignore[arg-type]
+            email.message_from_bytes(
+                envelope.original_content or envelope.content, policy=email.policy.default
+            )  # type: ignore[arg-type]
         )
         self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
         return "250 OK queued"
@@ -120,7 +125,9 @@ class SmtpSink:
         deadline = loop.time() + timeout
         while len(self.messages) < count:
             if loop.time() > deadline:
-                raise AssertionError(f"expected {count} messages, got {len(self.messages)}: {self.subjects()}")
+                raise AssertionError(
+                    f"expected {count} messages, got {len(self.messages)}: {self.subjects()}"
+                )
             await asyncio.sleep(0.05)
         return self.messages
 

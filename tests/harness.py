@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from pathlib import Path
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowHandle
@@ -76,7 +76,9 @@ async def running(client: Client, settings: Settings) -> AsyncIterator[Stack]:
                 # server has no orphaned workflows (with no worker) holding time back.
                 for lead_id in stack.started:
                     with contextlib.suppress(Exception):
-                        await client.get_workflow_handle(workflow_id(lead_id)).terminate("test over")
+                        await client.get_workflow_handle(workflow_id(lead_id)).terminate(
+                            "test over"
+                        )
     finally:
         await engine.dispose()
 
@@ -93,7 +95,8 @@ async def search_attributes(client: Client, lead_id: str) -> dict[str, object]:
 
     raw = await client.workflow_service.describe_workflow_execution(
         DescribeWorkflowExecutionRequest(
-            namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id(lead_id))
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=workflow_id(lead_id)),
         )
     )
     converter = default().payload_converter
@@ -153,7 +156,8 @@ async def pending_activities(client: Client, lead_id: str) -> list[str]:
     try:
         raw = await client.workflow_service.describe_workflow_execution(
             DescribeWorkflowExecutionRequest(
-                namespace=client.namespace, execution=WorkflowExecution(workflow_id=workflow_id(lead_id))
+                namespace=client.namespace,
+                execution=WorkflowExecution(workflow_id=workflow_id(lead_id)),
             )
         )
     except Exception as exc:  # noqa: BLE001 - diagnostics only

@@ -6,8 +6,9 @@ import asyncio
 import textwrap
 from datetime import timedelta
 
-from conftest import SKELETON_CADENCE, SKELETON_TEMPLATES, write_cadence_set
+from conftest import SKELETON_CADENCE, write_cadence_set
 from harness import running
+
 from nurture import SIGNAL_PAUSE, SIGNAL_REASSIGN, SIGNAL_RESUME
 from nurture.catalog import CadenceCatalog
 from nurture.events import Event
@@ -28,7 +29,9 @@ async def test_pause_holds_touches_and_resume_releases_them(time_env, make_setti
         await handle.signal("event", Event(id="p-evt-1", type="email.opened", lead_id="P-1"))
         view = await stack.until("P-1", lambda v: v.score == 1)
         assert view.step == "follow-up" and len(smtp_sink.messages) == 1
-        assert any(h.what == "paused" and h.why == "customer asked for a break" for h in view.history)
+        assert any(
+            h.what == "paused" and h.why == "customer asked for a break" for h in view.history
+        )
 
         await handle.signal(SIGNAL_REASSIGN, "ben")
         await handle.signal(SIGNAL_RESUME, "break over")
@@ -36,7 +39,9 @@ async def test_pause_holds_touches_and_resume_releases_them(time_env, make_setti
         view = await stack.until("P-1", lambda v: v.step == "(done)")
         assert view.owner == "ben" and not view.paused
         assert [h.what for h in view.history if h.what in ("paused", "resumed", "owner ben")] == [
-            "paused", "owner ben", "resumed"
+            "paused",
+            "owner ben",
+            "resumed",
         ]
 
 
@@ -56,8 +61,12 @@ RENAMED = """
 """
 
 
-async def test_migrate_moves_leads_in_flight_by_step_id(dev_env, make_settings, smtp_sink, tmp_path):
-    cadences_dir, templates_dir = write_cadence_set(tmp_path / "set", cadences={"welcome": SKELETON_CADENCE})
+async def test_migrate_moves_leads_in_flight_by_step_id(
+    dev_env, make_settings, smtp_sink, tmp_path
+):
+    cadences_dir, templates_dir = write_cadence_set(
+        tmp_path / "set", cadences={"welcome": SKELETON_CADENCE}
+    )
     settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
     async with running(dev_env.client, settings) as stack:
         await stack.add_lead(id="M-1", email="mo@example.com", first_name="Mo")
@@ -83,5 +92,8 @@ async def test_migrate_moves_leads_in_flight_by_step_id(dev_env, make_settings, 
         assert report.signaled == ["lead-M-1"]
         view = await stack.until("M-1", lambda v: v.step == "breather")
         assert view.cadence_version == new.version
-        assert any(h.what.startswith("migrated to welcome") and "pause -> breather" in h.why for h in view.history)
+        assert any(
+            h.what.startswith("migrated to welcome") and "pause -> breather" in h.why
+            for h in view.history
+        )
         assert len(smtp_sink.messages) == 1  # the move sent nothing again

@@ -48,20 +48,29 @@ def first_opening(after: datetime, zone: str, holidays: set[str]) -> datetime:
     at = after.replace(second=0, microsecond=0) + timedelta(minutes=1)
     for _ in range(60 * 24 * 14):
         local = at.astimezone(tz)
-        if local.weekday() < 5 and local.date().isoformat() not in holidays and 9 <= local.hour < 18:
+        if (
+            local.weekday() < 5
+            and local.date().isoformat() not in holidays
+            and 9 <= local.hour < 18
+        ):
             return at
         at += timedelta(minutes=1)
     raise AssertionError("no opening within two weeks")
 
 
-async def test_first_email_waits_for_the_window_in_each_leads_zone(time_env, make_settings, smtp_sink, tmp_path):
+async def test_first_email_waits_for_the_window_in_each_leads_zone(
+    time_env, make_settings, smtp_sink, tmp_path
+):
     now = await time_env.get_current_time()
     # The next Monday (in New York) is a holiday: both leads must skip it as a send day.
     ny_today = now.astimezone(ZoneInfo("America/New_York")).date()
     monday = ny_today + timedelta(days=(7 - ny_today.weekday()) % 7 or 7)
     holidays = {monday.isoformat()}
     cadences_dir, templates_dir = write_cadence_set(
-        tmp_path / "set", window_playbook(sorted(holidays)), {"welcome": CADENCE}, SKELETON_TEMPLATES
+        tmp_path / "set",
+        window_playbook(sorted(holidays)),
+        {"welcome": CADENCE},
+        SKELETON_TEMPLATES,
     )
     settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
     async with running(time_env.client, settings) as stack:
@@ -73,11 +82,19 @@ async def test_first_email_waits_for_the_window_in_each_leads_zone(time_env, mak
             "T-JP": first_opening(created, "Asia/Tokyo", holidays),
         }
         for lead_id, at in expected.items():
-            view = await stack.until(lead_id, lambda v: v.next_touch_at is not None and v.step == "hello")
+            view = await stack.until(
+                lead_id, lambda v: v.next_touch_at is not None and v.step == "hello"
+            )
             if at - created > timedelta(minutes=2):
-                assert abs(view.next_touch_at - at) < timedelta(minutes=2), (lead_id, view.next_touch_at, at)
+                assert abs(view.next_touch_at - at) < timedelta(minutes=2), (
+                    lead_id,
+                    view.next_touch_at,
+                    at,
+                )
                 deferral = [h for h in view.history if "deferred" in h.what]
-                assert deferral and ("outside the send window" in deferral[-1].why or "holiday" in deferral[-1].why)
+                assert deferral and (
+                    "outside the send window" in deferral[-1].why or "holiday" in deferral[-1].why
+                )
         assert expected["T-NY"] != expected["T-JP"]
 
         # Move past both openings: each email goes out at its own local morning, not before.
@@ -87,7 +104,9 @@ async def test_first_email_waits_for_the_window_in_each_leads_zone(time_env, mak
         dates: dict[str, datetime] = {}
         for message, (_, rcpts) in zip(smtp_sink.messages, smtp_sink.envelopes, strict=True):
             # The first message to each address is its welcome (the follow-up comes 1h later).
-            dates.setdefault(rcpts[0].split("@")[0], email.utils.parsedate_to_datetime(str(message["Date"])))
+            dates.setdefault(
+                rcpts[0].split("@")[0], email.utils.parsedate_to_datetime(str(message["Date"]))
+            )
         assert abs(dates["ny"] - expected["T-NY"]) < timedelta(minutes=3)
         assert abs(dates["jp"] - expected["T-JP"]) < timedelta(minutes=3)
         for address, zone in (("ny", "America/New_York"), ("jp", "Asia/Tokyo")):
@@ -124,7 +143,9 @@ ALWAYS_OPEN_CAPPED = """
 """
 
 
-async def test_frequency_caps_defer_touches_and_never_drop_them(time_env, make_settings, smtp_sink, tmp_path):
+async def test_frequency_caps_defer_touches_and_never_drop_them(
+    time_env, make_settings, smtp_sink, tmp_path
+):
     cadences_dir, templates_dir = write_cadence_set(
         tmp_path / "set", ALWAYS_OPEN_CAPPED, {"welcome": CAPPED}, SKELETON_TEMPLATES
     )
@@ -151,6 +172,11 @@ async def test_frequency_caps_defer_touches_and_never_drop_them(time_env, make_s
         for first, later in zip(dates, dates[2:], strict=False):
             assert later - first >= timedelta(days=7), "more than 2 emails within 7 days"
         view = await stack.until("C-1", lambda v: v.step == "(done)")
-        assert [h.what for h in view.history if h.what.startswith("email") and h.what.endswith("sent")] == [
-            "email one: sent", "email two: sent", "email three: sent", "email four: sent",
+        assert [
+            h.what for h in view.history if h.what.startswith("email") and h.what.endswith("sent")
+        ] == [
+            "email one: sent",
+            "email two: sent",
+            "email three: sent",
+            "email four: sent",
         ]

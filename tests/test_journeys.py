@@ -10,10 +10,10 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from conftest import SKELETON_TEMPLATES, write_cadence_set
 from harness import eventually, record_histories, running, search_attributes
+from sqlalchemy import select
+
 from nurture.db import CallTask, Opportunity, StageChange
 from nurture.events import Event
 from nurture.intake import submit_event
@@ -106,7 +106,9 @@ def event(lead_id: str, kind: str, **data: object) -> Event:
 
 
 def journey_settings(make_settings, tmp_path, playbook: str = PLAYBOOK, cadences=None):  # type: ignore[no-untyped-def]
-    cadences_dir, templates_dir = write_cadence_set(tmp_path / "journey", playbook, cadences or CADENCES, TEMPLATES)
+    cadences_dir, templates_dir = write_cadence_set(
+        tmp_path / "journey", playbook, cadences or CADENCES, TEMPLATES
+    )
     return make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
 
 
@@ -114,7 +116,9 @@ async def open_task(stack, lead_id: str) -> CallTask:  # type: ignore[no-untyped
     async with stack.sessions() as session:
         return (
             await session.scalars(
-                select(CallTask).where(CallTask.lead_id == lead_id, CallTask.status == "open").order_by(CallTask.created_at)
+                select(CallTask)
+                .where(CallTask.lead_id == lead_id, CallTask.status == "open")
+                .order_by(CallTask.created_at)
             )
         ).one()
 
@@ -124,8 +128,13 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
     lead = "J-1"
     async with running(time_env.client, settings) as stack:
         await stack.add_lead(
-            id=lead, email="ana@bigco.example", first_name="Ana", country="US",
-            employees=5000, industry="finance", source="ads",
+            id=lead,
+            email="ana@bigco.example",
+            first_name="Ana",
+            country="US",
+            employees=5000,
+            industry="finance",
+            source="ads",
         )
         await smtp_sink.wait_for(1)
         view = await stack.until(lead, lambda v: v.step == "pause")
@@ -133,10 +142,15 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
 
         # A click wakes the wait early and reaches MQL (10 points).
         await submit_event(stack.intake, event(lead, "email.clicked", step="welcome"))
-        await submit_event(stack.intake, event(lead, "page.visited", url="https://acme.example/pricing"))
-        view = await stack.until(lead, lambda v: v.stage == "mql" and v.step == "first-call" and v.owner is not None)
+        await submit_event(
+            stack.intake, event(lead, "page.visited", url="https://acme.example/pricing")
+        )
+        view = await stack.until(
+            lead, lambda v: v.stage == "mql" and v.step == "first-call" and v.owner is not None
+        )
         assert view.cadence == "mql-sdr"
         assert view.owner == "ben"  # US territory
+
         async def mql_attributes():  # type: ignore[no-untyped-def]
             attrs = await search_attributes(time_env.client, lead)
             return attrs if attrs.get("LeadOwner") == "ben" else None
@@ -148,12 +162,17 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
         # The SDR qualifies the lead: toss-up, open tasks closed, opportunity recorded.
         task = await open_task(stack, lead)
         assert "Call Ana" in (task.script or "")
-        await complete_task(stack.sessions, stack.intake, task.id, "qualified", "budget approved", by="ben")
+        await complete_task(
+            stack.sessions, stack.intake, task.id, "qualified", "budget approved", by="ben"
+        )
         view = await stack.until(lead, lambda v: v.stage == "sql")
         assert view.cadence is None
+
         async def opportunities():  # type: ignore[no-untyped-def]
             async with stack.sessions() as session:
-                return (await session.scalars(select(Opportunity).where(Opportunity.lead_id == lead))).all()
+                return (
+                    await session.scalars(select(Opportunity).where(Opportunity.lead_id == lead))
+                ).all()
 
         (opportunity,) = await eventually(opportunities)
         if True:
@@ -173,7 +192,9 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
         view = await stack.view(lead)
         assert view.stage == "lost" and len(smtp_sink.messages) == sent_before
         await time_env.sleep(timedelta(days=1, hours=1))
-        view = await stack.until(lead, lambda v: v.stage == "recycling" and v.cadence == "recycle-competitor")
+        view = await stack.until(
+            lead, lambda v: v.stage == "recycling" and v.cadence == "recycle-competitor"
+        )
         assert view.score == 0 and view.grade == "B" and view.cycle == 1
         await smtp_sink.wait_for(sent_before + 1)
         assert smtp_sink.subjects()[-1] == "Renewal time?"
@@ -189,7 +210,13 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
         async with stack.sessions() as session:
             passages = [
                 (c.cycle, c.from_stage, c.to_stage)
-                for c in (await session.scalars(select(StageChange).where(StageChange.lead_id == lead).order_by(StageChange.id)))
+                for c in (
+                    await session.scalars(
+                        select(StageChange)
+                        .where(StageChange.lead_id == lead)
+                        .order_by(StageChange.id)
+                    )
+                )
             ]
         assert passages == [
             (0, None, "nurturing"),
@@ -203,16 +230,22 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
         subjects = smtp_sink.subjects()
         assert subjects[0] == "Welcome, Ana" and "Renewal time?" in subjects
         # The owner heard of each toss-up (once per cycle) by email.
-        handoffs = [m for m in smtp_sink.messages if str(m["Subject"]).startswith("Tossed up to sales: Ana")]
+        handoffs = [
+            m for m in smtp_sink.messages if str(m["Subject"]).startswith("Tossed up to sales: Ana")
+        ]
         assert len(handoffs) == 2 and all(str(m["To"]) == "ben@example.com" for m in handoffs)
         assert len(subjects) == len(set(m["Message-ID"] for m in smtp_sink.messages))
 
 
-async def test_unsubscribe_during_wait_stops_email_but_not_calls(time_env, make_settings, smtp_sink, tmp_path):
+async def test_unsubscribe_during_wait_stops_email_but_not_calls(
+    time_env, make_settings, smtp_sink, tmp_path
+):
     settings = journey_settings(make_settings, tmp_path)
     lead = "J-2"
     async with running(time_env.client, settings) as stack:
-        await stack.add_lead(id=lead, email="bo@example.com", first_name="Bo", country="JP", employees=10)
+        await stack.add_lead(
+            id=lead, email="bo@example.com", first_name="Bo", country="JP", employees=10
+        )
         await smtp_sink.wait_for(1)
         await stack.until(lead, lambda v: v.step == "pause")
         await submit_event(stack.intake, event(lead, "lead.unsubscribed"))
@@ -220,11 +253,15 @@ async def test_unsubscribe_during_wait_stops_email_but_not_calls(time_env, make_
         await time_env.sleep(timedelta(days=3))
         view = await stack.until(lead, lambda v: v.step == "rest")
         assert len(smtp_sink.messages) == 1
-        assert any(h.what == "email nudge skipped" and h.why == "unsubscribed" for h in view.history)
+        assert any(
+            h.what == "email nudge skipped" and h.why == "unsubscribed" for h in view.history
+        )
 
         # Calls go on: engagement reaches MQL and the SDR gets a task.
         await submit_event(stack.intake, event(lead, "webinar.attended"))
-        view = await stack.until(lead, lambda v: v.stage == "mql" and v.step == "first-call" and v.owner is not None)
+        view = await stack.until(
+            lead, lambda v: v.stage == "mql" and v.step == "first-call" and v.owner is not None
+        )
         task = await open_task(stack, lead)
         assert task.owner == "aiko"
         await complete_task(stack.sessions, stack.intake, task.id, "no_answer", None)
@@ -235,7 +272,9 @@ async def test_unsubscribe_during_wait_stops_email_but_not_calls(time_env, make_
         await record_histories(time_env.client, lead, "unsubscribe-then-call")
 
 
-async def test_duplicate_and_out_of_order_events_score_once(time_env, make_settings, smtp_sink, tmp_path):
+async def test_duplicate_and_out_of_order_events_score_once(
+    time_env, make_settings, smtp_sink, tmp_path
+):
     settings = journey_settings(make_settings, tmp_path)
     lead = "J-3"
     async with running(time_env.client, settings) as stack:
@@ -279,7 +318,9 @@ async def test_decay_then_regrade_tosses_up(time_env, make_settings, smtp_sink, 
         assert any("decay" in h.why for h in view.history)
 
         # New firmographics raise the grade to B; the score is 35 < 40: no toss-up yet.
-        await submit_event(stack.intake, event(lead, "lead.updated", employees=3000, industry="manufacturing"))
+        await submit_event(
+            stack.intake, event(lead, "lead.updated", employees=3000, industry="manufacturing")
+        )
         view = await stack.until(lead, lambda v: v.grade == "B")
         assert view.stage == "mql"
         await submit_event(stack.intake, event(lead, "page.visited", url="/pricing"))

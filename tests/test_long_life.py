@@ -5,16 +5,16 @@ from __future__ import annotations
 import itertools
 from datetime import timedelta
 
-from sqlalchemy import func, select
-from temporalio.client import Client
-
 from conftest import SKELETON_TEMPLATES, write_cadence_set
 from harness import record_histories, running
+from sqlalchemy import func, select
+from temporalio.client import Client
+from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
+
 from nurture import workflow_id
 from nurture.db import EmailSend
 from nurture.events import Event
 from nurture.intake import submit_event
-from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
 
 _ids = itertools.count(1)
 
@@ -33,24 +33,45 @@ async def run_histories(client: Client, lead_id: str) -> list[int]:
         run_id = started.continued_execution_run_id
 
 
-async def test_three_recycle_cycles_with_hundreds_of_events(time_env, make_settings, smtp_sink, tmp_path):
-    playbook = PLAYBOOK.replace("default: {after: 30d, cadence: recycle-competitor}", "default: {after: 20d, cadence: recycle-competitor}")
+async def test_three_recycle_cycles_with_hundreds_of_events(
+    time_env, make_settings, smtp_sink, tmp_path
+):
+    playbook = PLAYBOOK.replace(
+        "default: {after: 30d, cadence: recycle-competitor}",
+        "default: {after: 20d, cadence: recycle-competitor}",
+    )
     cadences_dir, templates_dir = write_cadence_set(tmp_path / "set", playbook, CADENCES, TEMPLATES)
     settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
     lead = "LL-1"
     async with running(time_env.client, settings) as stack:
-        handle = await stack.add_lead(id=lead, email="long@example.com", first_name="Lou", employees=5000, industry="finance")
+        handle = await stack.add_lead(
+            id=lead, email="long@example.com", first_name="Lou", employees=5000, industry="finance"
+        )
         await smtp_sink.wait_for(1)
         for cycle in range(3):
             # Hundreds of events that score nothing (no MQL), each its own signal.
             for _ in range(160):
-                await handle.signal("event", Event(id=f"ll-{next(_ids)}", type="webinar.registered", lead_id=lead))
-            await submit_event(stack.intake, Event(id=f"ll-{next(_ids)}", type="meeting.booked", lead_id=lead))
+                await handle.signal(
+                    "event", Event(id=f"ll-{next(_ids)}", type="webinar.registered", lead_id=lead)
+                )
+            await submit_event(
+                stack.intake, Event(id=f"ll-{next(_ids)}", type="meeting.booked", lead_id=lead)
+            )
             await stack.until(lead, lambda v: v.stage == "sql", timeout=90)
-            await submit_event(stack.intake, Event(id=f"ll-{next(_ids)}", type="opportunity.lost", lead_id=lead, data={"reason": "no decision"}))
+            await submit_event(
+                stack.intake,
+                Event(
+                    id=f"ll-{next(_ids)}",
+                    type="opportunity.lost",
+                    lead_id=lead,
+                    data={"reason": "no decision"},
+                ),
+            )
             await stack.until(lead, lambda v: v.stage == "lost", timeout=90)
             await time_env.sleep(timedelta(days=21))
-            view = await stack.until(lead, lambda v, c=cycle: v.stage == "recycling" and v.cycle == c + 1, timeout=60)
+            view = await stack.until(
+                lead, lambda v, c=cycle: v.stage == "recycling" and v.cycle == c + 1, timeout=60
+            )
             await smtp_sink.wait_for(2 + cycle)
 
         assert view.cycle == 3 and view.cadence == "recycle-competitor"
@@ -61,7 +82,9 @@ async def test_three_recycle_cycles_with_hundreds_of_events(time_env, make_setti
         assert smtp_sink.subjects() == ["Welcome, Lou"] + ["Renewal time?"] * 3
         assert len({m["Message-ID"] for m in smtp_sink.messages}) == 4
         async with stack.sessions() as session:
-            sent = await session.scalar(select(func.count()).select_from(EmailSend).where(EmailSend.lead_id == lead))
+            sent = await session.scalar(
+                select(func.count()).select_from(EmailSend).where(EmailSend.lead_id == lead)
+            )
         assert sent == 4
         await record_histories(time_env.client, lead, "three-recycles")
 
@@ -71,8 +94,12 @@ NEVER_MQL = PLAYBOOK.replace("mql: {score: 10}", "mql: {score: 100000}").replace
 )
 
 
-async def test_signals_across_continue_as_new_on_the_dev_server(dev_env, make_settings, smtp_sink, tmp_path):
-    cadences_dir, templates_dir = write_cadence_set(tmp_path / "set", NEVER_MQL, CADENCES, {**TEMPLATES, **SKELETON_TEMPLATES})
+async def test_signals_across_continue_as_new_on_the_dev_server(
+    dev_env, make_settings, smtp_sink, tmp_path
+):
+    cadences_dir, templates_dir = write_cadence_set(
+        tmp_path / "set", NEVER_MQL, CADENCES, {**TEMPLATES, **SKELETON_TEMPLATES}
+    )
     settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
     lead = "LL-2"
     async with running(dev_env.client, settings) as stack:
@@ -80,7 +107,9 @@ async def test_signals_across_continue_as_new_on_the_dev_server(dev_env, make_se
         await stack.until(lead, lambda v: v.step == "pause")
         total = 700
         for _ in range(total):
-            await handle.signal("event", Event(id=f"ll2-{next(_ids)}", type="email.opened", lead_id=lead))
+            await handle.signal(
+                "event", Event(id=f"ll2-{next(_ids)}", type="email.opened", lead_id=lead)
+            )
         view = await stack.until(lead, lambda v: v.score == total, timeout=120)
         lengths = await run_histories(dev_env.client, lead)
         assert len(lengths) >= 2, lengths  # continued as new on its own count

@@ -17,8 +17,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from workflows.lead import LeadWorkflow
 from worker import SANDBOX
+from workflows.lead import LeadWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
 
@@ -35,7 +35,9 @@ def test_the_corpus_covers_full_journeys():
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_recorded_history_replays(path: Path):
-    replayer = Replayer(workflows=[LeadWorkflow], data_converter=pydantic_data_converter, workflow_runner=SANDBOX)
+    replayer = Replayer(
+        workflows=[LeadWorkflow], data_converter=pydantic_data_converter, workflow_runner=SANDBOX
+    )
     await replayer.replay_workflow(load(path))
 
 
@@ -50,9 +52,13 @@ async def test_a_reordered_step_fails_replay(monkeypatch):
     monkeypatch.setattr(LeadWorkflow, "_send_email", pause_then_send)
     # Unsandboxed, so the patched class is the one replayed (the sandbox re-imports modules).
     replayer = Replayer(
-        workflows=[LeadWorkflow], data_converter=pydantic_data_converter, workflow_runner=UnsandboxedWorkflowRunner()
+        workflows=[LeadWorkflow],
+        data_converter=pydantic_data_converter,
+        workflow_runner=UnsandboxedWorkflowRunner(),
     )
     first_run = next(p for p in HISTORIES if p.name == "full-journey-run00.json")
     result = await replayer.replay_workflow(load(first_run), raise_on_replay_failure=False)
     assert result.replay_failure is not None
-    assert "nondetermin" in f"{type(result.replay_failure).__name__} {result.replay_failure}".lower()
+    assert (
+        "nondetermin" in f"{type(result.replay_failure).__name__} {result.replay_failure}".lower()
+    )

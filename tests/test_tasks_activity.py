@@ -375,7 +375,9 @@ def transition(lead_id: str, from_stage: str, to_stage: str, **extra: object) ->
     )  # fmt: skip
 
 
-async def test_stage_changes_close_the_opportunity_and_reach_the_crm(activity_settings, sessions, faulty_sink, crm):
+async def test_stage_changes_close_the_opportunity_and_reach_the_crm(
+    activity_settings, sessions, faulty_sink, crm
+):
     from activities.storage import StorageActivities
 
     settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hooks/nurture")
@@ -387,8 +389,14 @@ async def test_stage_changes_close_the_opportunity_and_reach_the_crm(activity_se
         await run(desk.acts.handoff, handoff_input(lead_id))
     crm.requests.clear()
 
-    await run(storage.record_transition, transition("L-1", "sql", "lost", trigger="opportunity.lost", loss_reason="Competitor"))
-    await run(storage.record_transition, transition("L-2", "sql", "lost", trigger="handoff.rejected", loss_reason="bad fit"))
+    await run(
+        storage.record_transition,
+        transition("L-1", "sql", "lost", trigger="opportunity.lost", loss_reason="Competitor"),
+    )
+    await run(
+        storage.record_transition,
+        transition("L-2", "sql", "lost", trigger="handoff.rejected", loss_reason="bad fit"),
+    )
     async with sessions() as session:
         rows = {o.lead_id: o for o in (await session.scalars(select(Opportunity))).all()}
     assert (rows["L-1"].outcome, rows["L-1"].outcome_reason) == ("lost", "Competitor")

@@ -8,6 +8,7 @@ import time
 from datetime import timedelta
 
 from harness import running, search_attributes
+
 from nurture.state import LeadView
 
 
@@ -15,7 +16,9 @@ async def test_two_emails_around_a_two_day_wait(time_env, make_settings, smtp_si
     settings = make_settings()
     started = time.monotonic()
     async with running(time_env.client, settings) as stack:
-        handle = await stack.add_lead(id="L-1001", email="mia@example.com", first_name="Mia", country="US")
+        handle = await stack.add_lead(
+            id="L-1001", email="mia@example.com", first_name="Mia", country="US"
+        )
         await smtp_sink.wait_for(1)
         assert smtp_sink.subjects() == ["Welcome, Mia"]
 
@@ -27,7 +30,10 @@ async def test_two_emails_around_a_two_day_wait(time_env, make_settings, smtp_si
         await time_env.sleep(timedelta(days=2, minutes=5))
         await smtp_sink.wait_for(2)
         assert smtp_sink.subjects() == ["Welcome, Mia", "Two days later"]
-        assert [rcpts for _, rcpts in smtp_sink.envelopes] == [["mia@example.com"], ["mia@example.com"]]
+        assert [rcpts for _, rcpts in smtp_sink.envelopes] == [
+            ["mia@example.com"],
+            ["mia@example.com"],
+        ]
 
         view = await stack.until("L-1001", lambda v: v.step == "(done)")
         assert view.next_touch_at is None
@@ -39,7 +45,11 @@ async def test_two_emails_around_a_two_day_wait(time_env, make_settings, smtp_si
         assert attributes["CadenceStep"] == "(done)"
         assert "NextTouchAt" not in attributes
         # A rest is not an end: the workflow keeps listening.
-        assert not (await handle.fetch_history()).events[-1].HasField("workflow_execution_completed_event_attributes")
+        assert (
+            not (await handle.fetch_history())
+            .events[-1]
+            .HasField("workflow_execution_completed_event_attributes")
+        )
     # Two simulated days passed in far less real time.
     assert time.monotonic() - started < 120
 
@@ -48,7 +58,9 @@ async def test_same_lead_twice_gives_one_workflow(dev_env, make_settings, smtp_s
     settings = make_settings()
     async with running(dev_env.client, settings) as stack:
         for _ in range(2):
-            await stack.add_lead(id="L-2002", email="kai@example.com", first_name="Kai", source="webinar")
+            await stack.add_lead(
+                id="L-2002", email="kai@example.com", first_name="Kai", source="webinar"
+            )
         await stack.until("L-2002", lambda v: v.step == "pause")
         await smtp_sink.wait_for(1)
 

@@ -9,6 +9,7 @@ Signal handlers only record events; the run loop applies them in order.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -93,7 +94,9 @@ class _Restart(Exception):
 class LeadWorkflow:
     @workflow.init
     def __init__(self, input: LeadInput) -> None:
-        self.inbox: list[Event] = list(input.state.inbox) if input.state and input.state.inbox else []
+        self.inbox: list[Event] = (
+            list(input.state.inbox) if input.state and input.state.inbox else []
+        )
         self.state: LeadState | None = input.state
         self.pending: Transition | None = None
         self.woken_by: str | None = None
@@ -186,7 +189,9 @@ class LeadWorkflow:
         except _Restart:
             await workflow.wait_condition(workflow.all_handlers_finished)
             state.inbox = list(self.inbox)
-            workflow.continue_as_new(LeadInput(facts=state.facts, playbook=state.playbook, state=state))
+            workflow.continue_as_new(
+                LeadInput(facts=state.facts, playbook=state.playbook, state=state)
+            )
         self._set_doing(f"{state.stage}: the lead's workflow is complete")
         self._publish()
         return state.stage
@@ -229,7 +234,12 @@ class LeadWorkflow:
                         return
                     position.resume_until = None
                     if woke == "woken":
-                        lifecycle.note(state, workflow.now(), f"wait {action.step} ended early", f"{self.woken_by} arrived")
+                        lifecycle.note(
+                            state,
+                            workflow.now(),
+                            f"wait {action.step} ended early",
+                            f"{self.woken_by} arrived",
+                        )
                     position.step = interpreter.after(position.cadence, action.step)
                 case interpreter.SendEmail():
                     if not await self._touch_allowed("email", action.step):
@@ -255,22 +265,30 @@ class LeadWorkflow:
         follow_up = parse_duration(state.playbook.thresholds.sales_follow_up).calendar
         deadline = (state.tossed_up_at or workflow.now()) + follow_up
         if workflow.now() < deadline:
-            self._set_doing(f"with sales since {_fmt(state.tossed_up_at)}; follow-up check {_fmt(deadline)}")
+            self._set_doing(
+                f"with sales since {_fmt(state.tossed_up_at)}; follow-up check {_fmt(deadline)}"
+            )
             result = await self._wait(deadline, frozenset(), "sales follow-up check")
             if result == "interrupted":
                 return
             lifecycle.note(
-                state, workflow.now(), "sales follow-up overdue",
-                f"no outcome {state.playbook.thresholds.sales_follow_up} after the toss-up; owner and ops alerted",
+                state,
+                workflow.now(),
+                "sales follow-up overdue",
+                f"no outcome {state.playbook.thresholds.sales_follow_up} after the toss-up; "
+                "owner and ops alerted",
             )
             await self._notify(
                 f"{state.facts.id}|{state.cycle}|follow-up",
                 [state.owner or "ops", "ops"],
                 f"Lead {state.facts.id}: no sales outcome yet",
-                f"Lead {state.facts.id} was tossed up on {_fmt(state.tossed_up_at)} and has no outcome after "
+                f"Lead {state.facts.id} was tossed up on {_fmt(state.tossed_up_at)} "
+                "and has no outcome after "
                 f"{state.playbook.thresholds.sales_follow_up}.",
             )
-        self._set_doing(f"with sales since {_fmt(state.tossed_up_at)}; follow-up overdue, owner and ops alerted")
+        self._set_doing(
+            f"with sales since {_fmt(state.tossed_up_at)}; follow-up overdue, owner and ops alerted"
+        )
         await self._wait(None, frozenset(), "waiting for the sales outcome")
 
     async def _wait_to_recycle(self) -> None:
@@ -280,7 +298,11 @@ class LeadWorkflow:
         self._set_doing(f"lost ({state.lost_reason}); recycles {_fmt(until)}")
         result = await self._wait(until, frozenset(), f"recycle timer ({state.lost_reason})")
         if result == "timer" and self.pending is None:
-            self.pending = Transition(to="recycling", why=f"recycle timer for {state.lost_reason} elapsed", trigger="timer")
+            self.pending = Transition(
+                to="recycling",
+                why=f"recycle timer for {state.lost_reason} elapsed",
+                trigger="timer",
+            )
 
     # --- waiting --------------------------------------------------------------------------
 
@@ -323,21 +345,21 @@ class LeadWorkflow:
                     raise _Restart()
                 deadline = _earliest(until, lifecycle.next_decay_at(self._state))
                 timeout = max(deadline - now, timedelta(seconds=1)) if deadline else None
-                try:
+                with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
                         lambda: bool(self.inbox) or bool(self.controls) or self.control_changed,
                         timeout=timeout,
                         timeout_summary=why[:190],
                     )
-                except TimeoutError:
-                    pass
                 self.control_changed = False
         finally:
             self.wake_on = frozenset()
 
     def _in_cadence_step(self) -> bool:
         position = self._state.position
-        return self._state.stage in TOUCH_STAGES and position is not None and position.step is not None
+        return (
+            self._state.stage in TOUCH_STAGES and position is not None and position.step is not None
+        )
 
     def _drain(self) -> None:
         """Apply every queued event in arrival order."""
@@ -375,7 +397,9 @@ class LeadWorkflow:
             lifecycle.note(state, now, "resumed", value)
         elif control == "reassign":
             owner = value or None
-            lifecycle.note(state, now, f"owner {owner}", f"reassigned from {state.owner or 'nobody'}")
+            lifecycle.note(
+                state, now, f"owner {owner}", f"reassigned from {state.owner or 'nobody'}"
+            )
             state.owner = owner
 
     # --- touches --------------------------------------------------------------------------
@@ -395,11 +419,15 @@ class LeadWorkflow:
             if state.paused:
                 state.next_touch_at = None
                 self._set_doing(f"paused before {step}")
-                await self._wait(None, frozenset(), f"paused before {step}", done=lambda: not state.paused)
+                await self._wait(
+                    None, frozenset(), f"paused before {step}", done=lambda: not state.paused
+                )
                 continue
             state.emails_sent = timing.prune_sends(state.emails_sent, now)
             slot = timing.earliest_touch(
-                now, self._zone, state.playbook.limits,
+                now,
+                self._zone,
+                state.playbook.limits,
                 channel=channel,  # type: ignore[arg-type]
                 emails_sent=state.emails_sent,
                 last_touch=state.last_touch_at,
@@ -424,13 +452,22 @@ class LeadWorkflow:
             why = "unsubscribed" if state.unsubscribed else "the lead has no email address"
             lifecycle.note(state, now, f"email {action.step} skipped", why)
             return
-        key = am.side_effect_key(state.facts.id, state.cycle, position.cadence.id, action.step, visit)
+        key = am.side_effect_key(
+            state.facts.id, state.cycle, position.cadence.id, action.step, visit
+        )
         self._set_doing(f"sending {action.template} ({action.reason})")
         result: am.SendEmailResult = await workflow.execute_activity(
             am.SEND_EMAIL,
             am.SendEmailInput(
-                key=key, lead_id=state.facts.id, cycle=state.cycle, cadence=position.cadence.id,
-                step=action.step, visit=visit, template=action.template, owner=state.owner, now=now,
+                key=key,
+                lead_id=state.facts.id,
+                cycle=state.cycle,
+                cadence=position.cadence.id,
+                step=action.step,
+                visit=visit,
+                template=action.template,
+                owner=state.owner,
+                now=now,
             ),
             result_type=am.SendEmailResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -445,7 +482,9 @@ class LeadWorkflow:
             # Delivery cannot be known: counted as a touch so caps stay humane.
             state.emails_sent.append(now)
             state.last_touch_at = now
-        lifecycle.note(state, now, f"email {action.step}: {result.status}", result.detail or action.reason)
+        lifecycle.note(
+            state, now, f"email {action.step}: {result.status}", result.detail or action.reason
+        )
 
     async def _call(self, action: interpreter.CreateCallTask) -> bool:
         """Create the SDR's call task; wait for the outcome when the step says so."""
@@ -455,14 +494,23 @@ class LeadWorkflow:
         visit = position.visits.get(action.step, 0) + 1
         position.visits[action.step] = visit
         position.last_call_outcome = None
-        key = am.side_effect_key(state.facts.id, state.cycle, position.cadence.id, action.step, visit)
+        key = am.side_effect_key(
+            state.facts.id, state.cycle, position.cadence.id, action.step, visit
+        )
         due_at = timing.add_duration(now, action.due, self._zone, state.playbook.limits)
         result: am.CallTaskResult = await workflow.execute_activity(
             am.CREATE_CALL_TASK,
             am.CallTaskInput(
-                key=key, lead_id=state.facts.id, cycle=state.cycle, cadence=position.cadence.id,
-                step=action.step, visit=visit, script=action.script, due_at=due_at,
-                owner=state.owner, now=now,
+                key=key,
+                lead_id=state.facts.id,
+                cycle=state.cycle,
+                cadence=position.cadence.id,
+                step=action.step,
+                visit=visit,
+                script=action.script,
+                due_at=due_at,
+                owner=state.owner,
+                now=now,
             ),
             result_type=am.CallTaskResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -473,7 +521,12 @@ class LeadWorkflow:
         state.last_touch_at = now
         if result.owner and result.owner != state.owner:
             state.owner = result.owner
-        lifecycle.note(state, now, f"call task {result.task_id} for {result.owner or 'unassigned'}", action.reason)
+        lifecycle.note(
+            state,
+            now,
+            f"call task {result.task_id} for {result.owner or 'unassigned'}",
+            action.reason,
+        )
         if action.wait_for_outcome is None:
             return True
         until = position_resume(position) or timing.add_duration(
@@ -481,17 +534,29 @@ class LeadWorkflow:
         )
         position.resume_until = until
         state.next_touch_at = until
-        self._set_doing(f"waiting for {result.owner or 'the SDR'}'s call outcome until {_fmt(until)}")
+        self._set_doing(
+            f"waiting for {result.owner or 'the SDR'}'s call outcome until {_fmt(until)}"
+        )
         # A migration waits until the outcome is in: moving now would create a second task.
         outcome = await self._wait(
-            until, frozenset({"call.completed"}), f"call outcome for {action.step}", migratable=False
+            until,
+            frozenset({"call.completed"}),
+            f"call outcome for {action.step}",
+            migratable=False,
         )
         if outcome == "interrupted":
             return False
         position.resume_until = None
         if outcome == "timer":
-            lifecycle.note(state, workflow.now(), f"no call outcome for {action.step}", f"waited {action.wait_for_outcome}; task marked overdue")
-            await self._close_tasks("overdue", f"no outcome within {action.wait_for_outcome}", result.task_id)
+            lifecycle.note(
+                state,
+                workflow.now(),
+                f"no call outcome for {action.step}",
+                f"waited {action.wait_for_outcome}; task marked overdue",
+            )
+            await self._close_tasks(
+                "overdue", f"no outcome within {action.wait_for_outcome}", result.task_id
+            )
         return True
 
     # --- transitions ----------------------------------------------------------------------
@@ -508,8 +573,12 @@ class LeadWorkflow:
         left = (state.position.cadence.id, _step_label(state)) if state.position else (None, None)
         if transition.to == "sql" and state.stage == "nurturing":
             # Reaching toss-up straight from nurturing records the MQL passage too.
-            lifecycle.note(state, now, "stage nurturing -> mql", f"passed on the way to sql: {transition.why}")
-            await self._record("nurturing", "mql", f"passed on the way to sql: {transition.why}", at=left)
+            lifecycle.note(
+                state, now, "stage nurturing -> mql", f"passed on the way to sql: {transition.why}"
+            )
+            await self._record(
+                "nurturing", "mql", f"passed on the way to sql: {transition.why}", at=left
+            )
             before = "mql"
             state.stage = "mql"
         lifecycle.enter(state, transition, now)
@@ -552,9 +621,14 @@ class LeadWorkflow:
             am.HANDOFF,
             am.HandoffInput(
                 key=f"{state.facts.id}|{state.cycle}",
-                lead_id=state.facts.id, cycle=state.cycle, owner=state.owner,
-                trigger=transition.trigger, reason=transition.why,
-                score=state.score, grade=state.grade, now=workflow.now(),
+                lead_id=state.facts.id,
+                cycle=state.cycle,
+                owner=state.owner,
+                trigger=transition.trigger,
+                reason=transition.why,
+                score=state.score,
+                grade=state.grade,
+                now=workflow.now(),
             ),
             result_type=am.HandoffResult,
             start_to_close_timeout=ACTIVITY_TIMEOUT,
@@ -566,7 +640,11 @@ class LeadWorkflow:
         await workflow.execute_activity(
             am.CLOSE_CALL_TASKS,
             am.CloseCallTasksInput(
-                lead_id=self._lead_id, status=status, reason=reason, task_id=task_id, now=workflow.now()  # type: ignore[arg-type]
+                lead_id=self._lead_id,
+                status=status,
+                reason=reason,
+                task_id=task_id,
+                now=workflow.now(),  # type: ignore[arg-type]
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=DEFAULT_RETRY,
@@ -576,7 +654,14 @@ class LeadWorkflow:
     async def _notify(self, key: str, to: list[str], subject: str, text: str) -> None:
         await workflow.execute_activity(
             am.NOTIFY,
-            am.NotifyInput(key=key, lead_id=self._lead_id, to=to, subject=subject, text=text, now=workflow.now()),
+            am.NotifyInput(
+                key=key,
+                lead_id=self._lead_id,
+                to=to,
+                subject=subject,
+                text=text,
+                now=workflow.now(),
+            ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=DEFAULT_RETRY,
             summary=subject[:190],
@@ -592,21 +677,36 @@ class LeadWorkflow:
     ) -> None:
         """Log a stage change; ``at`` is the (cadence, step) it happened at (default: now's)."""
         state = self._state
-        cadence, step = at if at is not None else (
-            state.position.cadence.id if state.position else state.pending_cadence,
-            _step_label(state) or None,
+        cadence, step = (
+            at
+            if at is not None
+            else (
+                state.position.cadence.id if state.position else state.pending_cadence,
+                _step_label(state) or None,
+            )
         )
         await workflow.execute_activity(
             am.RECORD_TRANSITION,
             am.TransitionInput(
-                lead_id=state.facts.id, cycle=state.cycle, from_stage=before, to_stage=after,
-                at=workflow.now(), reason=why, source=state.facts.source,
-                cadence=cadence, step=step, score=state.score, grade=state.grade,
-                current_cadence=state.position.cadence.id if state.position else state.pending_cadence,
+                lead_id=state.facts.id,
+                cycle=state.cycle,
+                from_stage=before,
+                to_stage=after,
+                at=workflow.now(),
+                reason=why,
+                source=state.facts.source,
+                cadence=cadence,
+                step=step,
+                score=state.score,
+                grade=state.grade,
+                current_cadence=state.position.cadence.id
+                if state.position
+                else state.pending_cadence,
                 current_step=_step_label(state) or None,
                 trigger=cause.trigger if cause else None,
                 loss_reason=cause.loss_reason if cause else None,
-                owner=state.owner, next_touch_at=state.next_touch_at,
+                owner=state.owner,
+                next_touch_at=state.next_touch_at,
             ),
             start_to_close_timeout=ACTIVITY_TIMEOUT,
             retry_policy=DEFAULT_RETRY,
@@ -646,16 +746,25 @@ class LeadWorkflow:
         position = state.position
         now = workflow.now()
         if position is None or position.cadence.id != cadence.id:
-            lifecycle.note(state, now, f"migration to {cadence.id} ignored", "the lead is not in that cadence")
+            lifecycle.note(
+                state, now, f"migration to {cadence.id} ignored", "the lead is not in that cadence"
+            )
             return
         old_step = position.step
         new_step = step_map.get(old_step, old_step) if old_step else None
         step_ids = {s.id for s in cadence.steps}
         if new_step is not None and new_step not in step_ids:
-            lifecycle.note(state, now, "migration refused", f"step {new_step} is not in version {cadence.version}")
+            lifecycle.note(
+                state,
+                now,
+                "migration refused",
+                f"step {new_step} is not in version {cadence.version}",
+            )
             return
         lifecycle.note(
-            state, now, f"migrated to {cadence.id} version {cadence.version}",
+            state,
+            now,
+            f"migrated to {cadence.id} version {cadence.version}",
             f"from version {position.cadence.version}, step {old_step} -> {new_step}",
         )
         position.cadence = cadence
@@ -684,7 +793,8 @@ class LeadWorkflow:
             self.published = values
         position = state.position
         lines = [
-            f"**{state.stage}** · score {state.score} · grade {state.grade or '-'} · owner {state.owner or '-'}",
+            f"**{state.stage}** · score {state.score} · grade {state.grade or '-'}"
+            f" · owner {state.owner or '-'}",
             f"cadence {position.cadence.id if position else '-'} · step {_step_label(state) or '-'}"
             f" · next touch {_fmt(state.next_touch_at) if state.next_touch_at else '-'}",
             f"now: {state.doing}",
@@ -700,7 +810,9 @@ class LeadWorkflow:
 
     def _history_long(self) -> bool:
         info = workflow.info()
-        return info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
+        return (
+            info.is_continue_as_new_suggested() or info.get_current_history_length() > HISTORY_LIMIT
+        )
 
     @property
     def _state(self) -> LeadState:
@@ -718,7 +830,6 @@ class LeadWorkflow:
         return timing.lead_zone(facts.timezone, facts.country)
 
 
-
 def position_resume(position: Position) -> datetime | None:
     return position.resume_until
 
@@ -733,5 +844,3 @@ def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
 
 def _fmt(at: datetime | None) -> str:
     return at.strftime("%Y-%m-%d %H:%M UTC") if at else "-"
-
-

