@@ -36,7 +36,7 @@ from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
 from nurture.db import EmailSend, LeadRow, Suppression, User, utcnow
 from nurture.links import click_url, unsubscribe_url
-from nurture.rendering import RenderedEmail, Renderer
+from nurture.rendering import RenderedEmail, Renderer, TemplateProblem
 from nurture.settings import Settings
 
 
@@ -119,15 +119,21 @@ class EmailActivities:
             if row.status != "queued":
                 return await _already_done(session, row)
             if self.settings.sending_paused:
-                # The kill switch: fail this attempt so Temporal retries later; nothing is lost.
-                raise ApplicationError(
-                    "sending is paused (NURTURE_SENDING_PAUSED)", type="SendingPaused"
+                # The kill switch: nothing is sent and the row stays queued; the workflow
+                # waits (still applying events, so an opt-out meanwhile wins) and asks again.
+                return am.SendEmailResult(
+                    status="paused", detail="sending is paused (NURTURE_SENDING_PAUSED)"
                 )
             address = lead.email
             if not address:
                 return await self._finish(session, row, "skipped", "the lead has no email address")
             playbook = self.catalog.current().playbook
-            message, rendered = self._build(request, lead, playbook)
+            try:
+                message, rendered = self._build(request, lead, playbook)
+            except TemplateProblem as exc:
+                # Validation renders every template against sample leads; a lead's real data
+                # can still break one. Recorded as failed (visible to ops), never retried.
+                return await self._finish(session, row, "failed", f"template problem: {exc}")
             # Re-read the lead and the suppression list after rendering, just before the
             # send: an unsubscribe, do-not-contact or erase that landed meanwhile must win.
             await session.refresh(lead)

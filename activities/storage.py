@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -11,16 +11,12 @@ from activities.crm import post_signed
 from nurture import activity_models as am
 from nurture.catalog import CadenceCatalog
 from nurture.db import (
-    CallTask,
-    EmailSend,
-    EventRow,
     LeadRow,
     Opportunity,
-    ReceivedMail,
     StageChange,
 )
-from nurture.events import PERSONAL_FIELDS
 from nurture.loader import CadenceSetInvalid
+from nurture.optouts import erase_personal_data
 from nurture.settings import Settings
 
 
@@ -159,43 +155,4 @@ class StorageActivities:
         The suppression list keeps an address the lead unsubscribed or bounced: it is what
         stops the same person from being mailed again if the CRM sends them back.
         """
-        async with self.sessions() as session:
-            lead = await session.get(LeadRow, request.lead_id)
-            if lead is not None:
-                for name in PERSONAL_COLUMNS:
-                    setattr(lead, name, None)
-                lead.fields = {}
-                lead.erased_at = lead.erased_at or request.now
-                lead.do_not_contact = True
-            sent_ids = [
-                mid
-                for mid in await session.scalars(
-                    select(EmailSend.message_id).where(
-                        EmailSend.lead_id == request.lead_id, EmailSend.message_id.is_not(None)
-                    )
-                )
-                if mid
-            ]
-            if sent_ids:
-                await session.execute(
-                    delete(ReceivedMail).where(ReceivedMail.message_id.in_(sent_ids))
-                )
-            await session.execute(
-                update(EmailSend)
-                .where(EmailSend.lead_id == request.lead_id)
-                .values(to_address=None, subject=None, error=None, smtp_reply=None)
-            )
-            await session.execute(
-                update(CallTask)
-                .where(CallTask.lead_id == request.lead_id)
-                .values(script=None, notes=None)
-            )
-            await session.execute(
-                update(EventRow).where(EventRow.lead_id == request.lead_id).values(data={})
-            )
-            await session.commit()
-
-
-# The lead's contact details (the fields the workflow never carries), and `account`, which
-# is derived from the email domain or the company name.
-PERSONAL_COLUMNS: tuple[str, ...] = (*PERSONAL_FIELDS, "account")
+        await erase_personal_data(self.sessions, request.lead_id, request.now)

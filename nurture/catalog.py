@@ -5,11 +5,14 @@ Used outside workflows only (the starter and activities): a workflow receives sn
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 from nurture.cadence import CadenceSet
-from nurture.loader import load_cadence_set
+from nurture.loader import CadenceSetInvalid, Problem, load_cadence_set
+
+log = logging.getLogger(__name__)
 
 
 class CadenceCatalog:
@@ -21,6 +24,7 @@ class CadenceCatalog:
         self._lock = threading.Lock()
         self._stamp: tuple[tuple[str, float], ...] | None = None
         self._set: CadenceSet | None = None
+        self.problems: list[Problem] = []
 
     def _signature(self) -> tuple[tuple[str, float], ...]:
         files = sorted(self.cadences_dir.glob("*.yaml"))
@@ -29,10 +33,32 @@ class CadenceCatalog:
         return tuple((str(f), f.stat().st_mtime) for f in files)
 
     def current(self) -> CadenceSet:
-        """The validated set; raises `CadenceSetInvalid` listing every problem."""
+        """The validated set.
+
+        A change that breaks the files (a typo saved mid-edit) keeps the last good set in
+        service, with the problems in `problems` and the log: leads in flight go on as
+        before rather than failing. Only when no set was ever loaded does it raise.
+
+        Raises:
+            CadenceSetInvalid: listing every problem, when there is no good set to serve.
+        """
         with self._lock:
             stamp = self._signature()
             if self._set is None or stamp != self._stamp:
-                self._set = load_cadence_set(self.cadences_dir, self.templates_dir)
+                try:
+                    loaded = load_cadence_set(self.cadences_dir, self.templates_dir)
+                except CadenceSetInvalid as exc:
+                    self._stamp = stamp
+                    self.problems = list(exc.problems)
+                    if self._set is None:
+                        raise
+                    log.warning(
+                        "cadence files have problems; the last good set stays in use:\n%s", exc
+                    )
+                    return self._set
+                self._set = loaded
                 self._stamp = stamp
+                self.problems = []
+            if self.problems and self._set is None:
+                raise CadenceSetInvalid(self.problems)
             return self._set

@@ -8,8 +8,7 @@ signaled as `lead.updated`.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -26,6 +25,7 @@ from nurture.conditions import Facts, fields_used
 from nurture.db import LeadRow
 from nurture.events import PERSONAL_FIELDS, Event, Lead, LeadFacts
 from nurture.interpreter import entry_cadence
+from nurture.optouts import erase_personal_data, mark_do_not_contact, unsubscribe_address
 from nurture.settings import Settings
 from nurture.state import LeadInput
 
@@ -169,13 +169,11 @@ class Intake:
             return IntakeResult(lead.id, wf_id, "closed", stage=stage)
         if existed and facts_changed:
             data = {k: v for k, v in facts.model_dump(exclude={"id"}).items()}
-            digest = hashlib.sha256(
-                json.dumps(data, sort_keys=True, default=str).encode()
-            ).hexdigest()[:16]
+            # Unique per update: going back to an earlier value is a change too.
             await handle.signal(
                 SIGNAL_EVENT,
                 Event(
-                    id=f"intake-{lead.id}-{digest}",
+                    id=f"intake-{lead.id}-{secrets.token_hex(8)}",
                     type="lead.updated",
                     lead_id=lead.id,
                     occurred_at=now,
@@ -187,11 +185,17 @@ class Intake:
         )
 
     async def _upsert(self, lead: Lead) -> tuple[bool, str | None, bool]:
-        """Write the lead's row; returns (existed, stage, decision facts changed)."""
+        """Write the lead's row; returns (existed, stage, decision facts changed).
+
+        A won, closed or erased lead's row is left as it is (an erased lead's personal data
+        never comes back through a re-post).
+        """
         given = lead.model_dump(include=lead.model_fields_set | {"id"})
         async with self.sessions() as session:
             row = await session.get(LeadRow, lead.id)
             existed = row is not None
+            if row is not None and (row.stage in ("won", "closed") or row.erased_at is not None):
+                return True, "closed" if row.erased_at is not None else row.stage, False
             if row is None:
                 row = LeadRow(id=lead.id, fields={})
                 session.add(row)
@@ -270,7 +274,9 @@ async def record_event(
                 type=event.type,
                 occurred_at=event.occurred_at,
                 data=dict(event.data),
-                status="delivered" if lead is not None else "parked",
+                # Parked until the signal succeeds: a failure between here and there leaves
+                # it for redelivery, never marked delivered while the workflow never saw it.
+                status="parked",
             )
         )
         try:
@@ -294,39 +300,70 @@ async def _mark(sessions: async_sessionmaker[AsyncSession], event_id: str, statu
 
 
 async def submit_event(intake: Intake, event: Event) -> EventResult:
-    """Record an event, then signal its lead's workflow (or park it for an unknown lead)."""
+    """Record an event, apply opt-outs at once, then signal its lead's workflow (or park it
+    for an unknown lead, or when the workflow cannot be reached now)."""
     from temporalio.service import RPCError, RPCStatusCode
 
+    used = rule_fields(intake.catalog.current())
     fresh, lead = await record_event(intake.sessions, event)
     if not fresh:
         return EventResult(event.id, "duplicate")
     if lead is None:
         return EventResult(event.id, "parked")
+    now = event.occurred_at or datetime.now(UTC)
     if event.type == "lead.updated":
         await apply_update(intake.sessions, event)
+    elif event.type == "lead.unsubscribed":
+        # Per address: every lead with it stops getting email, told through its own event.
+        others = await unsubscribe_address(intake.sessions, lead.id, "unsubscribed", now)
+        for other in others:
+            await submit_event(
+                intake,
+                Event(id=f"{event.id}~{other}", type="lead.unsubscribed", lead_id=other,
+                      occurred_at=event.occurred_at, data={"via": f"same address as {lead.id}"}),
+            )  # fmt: skip
+    elif event.type in ("lead.do_not_contact", "lead.erased"):
+        await mark_do_not_contact(intake.sessions, lead.id)
+    final = lead.stage in ("won", "closed")
+    if event.type == "lead.erased" and final:
+        # Its workflow has completed: erase here (erase applies in every stage).
+        await erase_personal_data(intake.sessions, lead.id, now)
     handle = intake.client.get_workflow_handle(workflow_id(event.lead_id))
     try:
-        await handle.signal(
-            SIGNAL_EVENT, for_workflow(event, rule_fields(intake.catalog.current()))
-        )
+        await handle.signal(SIGNAL_EVENT, for_workflow(event, used))
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND and lead.stage in ("won", "closed"):
+        if exc.status == RPCStatusCode.NOT_FOUND and final:
             # The workflow has completed: the event is recorded, not signaled.
             await _mark(intake.sessions, event.id, "recorded")
             return EventResult(event.id, "recorded")
         # Not delivered now (Temporal unreachable, or the workflow not started yet): the
         # event is durable and stays parked until `nurture.parked.redeliver` delivers it.
-        await _mark(intake.sessions, event.id, "parked")
         return EventResult(event.id, "parked")
+    await _mark(intake.sessions, event.id, "delivered")
     return EventResult(event.id, "delivered")
 
 
+# What of an event's data a workflow may see, by key: everything else (form fields, notes,
+# free text) may be personal and stays in the app database.
+WORKFLOW_DATA_KEYS = frozenset(
+    {"step", "cadence", "form", "url", "outcome", "task", "reason", "scanner", "via", "key"}
+)
+
+
 def for_workflow(event: Event, used_fields: set[str]) -> Event:
-    """The event as the workflow may see it: a `lead.updated` keeps only the decision
-    fields and the free fields rules read; personal data stays out of Temporal (only
-    whether an email address exists matters to decisions)."""
+    """The event as the workflow may see it: personal data stays out of Temporal.
+
+    A `lead.updated` keeps the decision fields and the free fields rules read (and only
+    whether an email address exists); other events keep the keys decisions use, a page
+    URL without its query string (where addresses and tokens travel).
+    """
     if event.type != "lead.updated":
-        return event
+        data = {k: v for k, v in event.data.items() if k in WORKFLOW_DATA_KEYS}
+        if isinstance(data.get("url"), str):
+            data["url"] = data["url"].split("?", 1)[0].split("#", 1)[0]
+        if isinstance(data.get("reason"), str):
+            data["reason"] = data["reason"][:200]
+        return event.model_copy(update={"data": data})
     known = set(LeadFacts.model_fields) - {"id", "fields", "has_email"}
     data: dict[str, object] = {}
     for key, value in event.data.items():

@@ -53,6 +53,7 @@ class EventEffect(BaseModel):
     exit_cadence: str | None = None  # why the cadence stops early (exit_on)
     call_outcome: str | None = None
     wake_type: str | None = None  # the event type, for `until_any` waits
+    scanner: bool = False  # a link scanner's click: recorded only
 
 
 def note(state: LeadState, at: datetime, what: str, why: str) -> None:
@@ -198,7 +199,7 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
             to="closed", why="personal data erased on request", trigger=kind, erase=True
         )
 
-    if kind in ENGAGEMENT_TYPES or kind == "call.completed":
+    if (kind in ENGAGEMENT_TYPES and not effect.scanner) or kind == "call.completed":
         effect.wake_type = kind
     if (
         stage in TOUCH_STAGES
@@ -215,8 +216,6 @@ def _by(event: Event) -> str:
     parts = [f"event {event.id}"]
     if event.data.get("task"):
         parts.append(f"task {event.data['task']}")
-    if event.data.get("notes"):
-        parts.append(str(event.data["notes"])[:200])
     return ", ".join(parts)
 
 
@@ -224,6 +223,12 @@ def _engage(
     state: LeadState, event: Event, at: datetime, now: datetime, effect: EventEffect
 ) -> None:
     kind = event.type
+    # Link scanners click everything seconds after delivery: recorded, and nothing more (no
+    # points, no "clicked" for branches, no early wake-up, no reset of the decay clock).
+    if event.data.get("scanner"):
+        note(state, now, f"{kind} recorded", "looks like a link scanner; no points")
+        effect.scanner = True
+        return
     step = event.data.get("step")
     cadence = event.data.get("cadence") or (state.position.cadence.id if state.position else None)
     state.engagements.append(
@@ -234,10 +239,6 @@ def _engage(
     if state.last_engagement_at is None or at > state.last_engagement_at:
         state.last_engagement_at = at
 
-    # Link scanners click everything seconds after delivery: recorded, never scored.
-    if event.data.get("scanner"):
-        note(state, now, f"{kind} recorded", "looks like a link scanner; no points")
-        return
     points = scoring.event_points(state.playbook, kind, event.data)
     if points is not None:
         change_score(state, at, points.points, points.why, event.id)
@@ -324,6 +325,12 @@ def enter(state: LeadState, transition: Transition, now: datetime) -> str | None
     elif transition.to == "sql":
         state.tossed_up_at = now
         state.position = None
+        if before == "lost":
+            # A hand-raise while waiting to recycle is a new pass through sales: its own
+            # cycle, so its opportunity, notices and funnel row are not taken for the last.
+            state.cycle += 1
+            state.visits = {}
+            state.recycle_at = None
     elif transition.to == "lost":
         state.position = None
         key = scoring.recycle_key(playbook, transition.loss_reason)
@@ -338,6 +345,7 @@ def enter(state: LeadState, transition: Transition, now: datetime) -> str | None
         state.recycle_at = now + parse_duration(rule.after).calendar
     elif transition.to == "recycling":
         state.cycle += 1
+        state.visits = {}
         state.score = 0
         state.last_decay_at = None
         # Interest is earned again: a click from the last cycle must not satisfy a branch's

@@ -21,7 +21,7 @@ TOUCH_STAGES: frozenset[str] = frozenset({"nurturing", "mql", "recycling"})
 FINAL_STAGES: frozenset[str] = frozenset({"won", "closed"})
 
 HISTORY_KEEP = 200
-SEEN_EVENTS_KEEP = 2000
+SEEN_EVENTS_KEEP = 1000
 ENGAGEMENTS_KEEP = 200
 SCORE_LOG_KEEP = 100
 
@@ -58,6 +58,11 @@ class Position(BaseModel):
     entered_at: datetime | None = None
 
 
+class MigrationRequest(BaseModel):
+    cadence: Cadence
+    step_map: dict[str, str] = Field(default_factory=dict)
+
+
 class LeadState(BaseModel):
     """What a lead workflow carries from run to run."""
 
@@ -86,6 +91,11 @@ class LeadState(BaseModel):
     score_log: list[ScoreChange] = Field(default_factory=list)
     history: list[HistoryEntry] = Field(default_factory=list)
     inbox: list[Event] = Field(default_factory=list)  # events not yet applied at continue-as-new
+    # How often each "cadence|step" ran in this cycle: the visit of the idempotency key, so a
+    # cadence entered again in the same cycle sends again on purpose, and a retry never does.
+    visits: dict[str, int] = Field(default_factory=dict)
+    # A migration signaled just before continue-as-new, applied by the next run.
+    migration: MigrationRequest | None = None
     doing: str = "starting"
     created_at: datetime | None = None
 

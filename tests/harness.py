@@ -45,18 +45,20 @@ class Stack:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         last: LeadView | None = None
+        error: Exception | None = None
         while loop.time() < deadline:
             try:
                 last = await self.view(lead_id)
                 if predicate(last):
                     return last
-            except Exception:  # noqa: BLE001 - the workflow may not have run its first task yet
-                pass
+            except Exception as exc:  # noqa: BLE001 - the workflow may not have run its first task yet
+                error = exc
             await asyncio.sleep(0.1)
         pending = await pending_activities(self.client, lead_id)
         raise AssertionError(
             f"condition not reached for {lead_id}; pending activities: {pending}; "
-            f"doing: {last.doing if last else '-'}; last history: {last.history[-5:] if last else '-'}"
+            f"doing: {last.doing if last else '-'}; last history: {last.history[-5:] if last else '-'}; "
+            f"last query error: {error!r}"
         )
 
 
@@ -166,3 +168,14 @@ async def pending_activities(client: Client, lead_id: str) -> list[str]:
         f"{a.activity_type.name} attempt {a.attempt}: {a.last_failure.message[:300]}"
         for a in raw.pending_activities
     ]
+
+
+def settled(stage: str):  # type: ignore[no-untyped-def]
+    """A predicate: the lead is in ``stage`` and its run has finished entering it.
+
+    A stage change is visible to queries while its activities still run, just before the
+    workflow continues as new. An event sent in that moment is carried to the next run on
+    a real server, but the time-skipping test server was seen to lose it; tests that send
+    the next event wait for this.
+    """
+    return lambda view: view.stage == stage and not view.doing.startswith("entering")

@@ -333,9 +333,10 @@ async def test_the_kill_switch_holds_every_send_until_lifted(
     paused = make_outbox(activity_settings(sending_paused=True), sessions, faulty_sink)
 
     for _ in range(2):
-        with pytest.raises(ApplicationError) as raised:
-            await run(paused.acts.send_email, request)
-        assert raised.value.type == "SendingPaused" and not raised.value.non_retryable
+        # Answered, not raised: the workflow holds the touch (listening to events) and asks
+        # again later with the same key.
+        result = await run(paused.acts.send_email, request)
+        assert result.status == "paused" and "NURTURE_SENDING_PAUSED" in result.detail
     assert faulty_sink.connections == 0
     assert (await paused.row(request.key)).status == "queued"
 

@@ -11,7 +11,7 @@ import itertools
 from datetime import timedelta
 
 from conftest import SKELETON_TEMPLATES, write_cadence_set
-from harness import eventually, record_histories, running, search_attributes
+from harness import eventually, record_histories, running, search_attributes, settled
 from sqlalchemy import select
 
 from nurture.db import CallTask, Opportunity, StageChange
@@ -165,7 +165,7 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
         await complete_task(
             stack.sessions, stack.intake, task.id, "qualified", "budget approved", by="ben"
         )
-        view = await stack.until(lead, lambda v: v.stage == "sql")
+        view = await stack.until(lead, settled("sql"))
         assert view.cadence is None
 
         async def opportunities():  # type: ignore[no-untyped-def]
@@ -180,7 +180,7 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
 
         # Sales lose it to a competitor: the lead waits 180 days, then recycles.
         await submit_event(stack.intake, event(lead, "opportunity.lost", reason="Competitor"))
-        view = await stack.until(lead, lambda v: v.stage == "lost")
+        view = await stack.until(lead, settled("lost"))
 
         async def lost_attributes():  # type: ignore[no-untyped-def]
             attrs = await search_attributes(time_env.client, lead)
@@ -201,7 +201,7 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
 
         # A hand-raiser tosses it up again at once; then the deal is won and the workflow ends.
         await submit_event(stack.intake, event(lead, "form.submitted", form="demo"))
-        view = await stack.until(lead, lambda v: v.stage == "sql")
+        view = await stack.until(lead, settled("sql"))
         await submit_event(stack.intake, event(lead, "opportunity.won"))
         handle = time_env.client.get_workflow_handle(f"lead-{lead}")
         assert await handle.result() == "won"
@@ -304,7 +304,7 @@ async def test_decay_then_regrade_tosses_up(time_env, make_settings, smtp_sink, 
         await stack.add_lead(id=lead, email="di@example.com", country="US", employees=50)
         await stack.until(lead, lambda v: v.step == "pause")
         await submit_event(stack.intake, event(lead, "form.submitted", form="newsletter"))
-        view = await stack.until(lead, lambda v: v.stage == "mql")
+        view = await stack.until(lead, lambda v: v.stage == "mql" and v.cadence == "mql-sdr")
         assert view.score == 10 and view.grade == "D"
         await submit_event(stack.intake, event(lead, "webinar.attended"))
         await submit_event(stack.intake, event(lead, "email.replied"))

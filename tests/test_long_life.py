@@ -6,7 +6,7 @@ import itertools
 from datetime import timedelta
 
 from conftest import SKELETON_TEMPLATES, write_cadence_set
-from harness import record_histories, running
+from harness import record_histories, running, settled
 from sqlalchemy import func, select
 from temporalio.client import Client
 from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
@@ -57,7 +57,7 @@ async def test_three_recycle_cycles_with_hundreds_of_events(
             await submit_event(
                 stack.intake, Event(id=f"ll-{next(_ids)}", type="meeting.booked", lead_id=lead)
             )
-            await stack.until(lead, lambda v: v.stage == "sql", timeout=90)
+            await stack.until(lead, settled("sql"), timeout=90)
             await submit_event(
                 stack.intake,
                 Event(
@@ -67,7 +67,7 @@ async def test_three_recycle_cycles_with_hundreds_of_events(
                     data={"reason": "no decision"},
                 ),
             )
-            await stack.until(lead, lambda v: v.stage == "lost", timeout=90)
+            await stack.until(lead, settled("lost"), timeout=90)
             await time_env.sleep(timedelta(days=21))
             view = await stack.until(
                 lead, lambda v, c=cycle: v.stage == "recycling" and v.cycle == c + 1, timeout=60

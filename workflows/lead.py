@@ -39,7 +39,15 @@ with workflow.unsafe.imports_passed_through():
     from nurture.durations import parse_duration
     from nurture.events import Event
     from nurture.lifecycle import Transition
-    from nurture.state import FINAL_STAGES, TOUCH_STAGES, LeadInput, LeadState, LeadView, Position
+    from nurture.state import (
+        FINAL_STAGES,
+        TOUCH_STAGES,
+        LeadInput,
+        LeadState,
+        LeadView,
+        MigrationRequest,
+        Position,
+    )
 
 LEAD_STAGE = SearchAttributeKey.for_keyword("LeadStage")
 LEAD_SCORE = SearchAttributeKey.for_int("LeadScore")
@@ -53,13 +61,16 @@ NEXT_TOUCH_AT = SearchAttributeKey.for_datetime("NextTouchAt")
 # Continue-as-new well before the server's 4,096-event suggestion (the test server never
 # suggests it), so a wake-up of a parked lead replays a short history.
 HISTORY_LIMIT = 1500
+# While the kill switch (NURTURE_SENDING_PAUSED) is on, a held email asks again this often.
+SENDING_PAUSED_RETRY = timedelta(minutes=10)
 
 ACTIVITY_TIMEOUT = timedelta(minutes=2)
 DEFAULT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(minutes=10),
-    non_retryable_error_types=["TemplateProblem", "CadenceSetInvalid", "PermanentSendError"],
+    # Nothing here is non-retryable: a failing activity leaves the lead visibly waiting on it
+    # (with the error in the UI) until ops fix the cause, instead of failing the lead.
 )
 
 
@@ -172,6 +183,9 @@ class LeadWorkflow:
             await self._record(None, "nurturing", "lead created")
         state = self.state
         state.inbox = []
+        if state.migration is not None:
+            self.migration = (state.migration.cadence, state.migration.step_map)
+            state.migration = None
         try:
             while state.stage not in FINAL_STAGES:
                 if state.pending_cadence is not None:
@@ -188,13 +202,39 @@ class LeadWorkflow:
                         raise _Restart()
         except _Restart:
             await workflow.wait_condition(workflow.all_handlers_finished)
+            # Everything signaled and not yet applied travels to the next run: events as
+            # they are, ops controls applied now (pure state), a migration as a request.
             state.inbox = list(self.inbox)
+            while self.controls:
+                kind, value = self.controls.pop(0)
+                self._apply_control(kind, value, workflow.now())
+            if self.migration is not None:
+                state.migration = MigrationRequest(
+                    cadence=self.migration[0], step_map=self.migration[1]
+                )
             workflow.continue_as_new(
                 LeadInput(facts=state.facts, playbook=state.playbook, state=state)
             )
+        await self._erase_if_asked_late()
         self._set_doing(f"{state.stage}: the lead's workflow is complete")
         self._publish()
         return state.stage
+
+    async def _erase_if_asked_late(self) -> None:
+        """An erase signaled while the lead was closing still erases (never silently lost)."""
+        state = self._state
+        asked = [e for e in self.inbox if e.type == "lead.erased"]
+        if not asked:
+            return
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        lifecycle.note(state, workflow.now(), "personal data erased", f"event {asked[0].id}")
+        await workflow.execute_activity(
+            am.ERASE_LEAD,
+            am.EraseInput(lead_id=state.facts.id, now=workflow.now()),
+            start_to_close_timeout=ACTIVITY_TIMEOUT,
+            retry_policy=DEFAULT_RETRY,
+            summary="erase the lead's personal data",
+        )
 
     async def _run_cadence(self) -> None:
         """Run cadence steps until a stage change is pending; rest when the cadence ends."""
@@ -242,14 +282,23 @@ class LeadWorkflow:
                         )
                     position.step = interpreter.after(position.cadence, action.step)
                 case interpreter.SendEmail():
-                    if not await self._touch_allowed("email", action.step):
-                        return
-                    await self._send_email(action)
+                    if state.unsubscribed or not state.facts.has_email:
+                        # Nothing to hold for the window: the step is skipped now, visibly.
+                        why = "unsubscribed" if state.unsubscribed else "no email address"
+                        lifecycle.note(state, now, f"email {action.step} skipped", why)
+                    else:
+                        if not await self._touch_allowed("email", action.step):
+                            return
+                        if not await self._send_email(action):
+                            return
                     position.step = interpreter.after(position.cadence, action.step)
                 case interpreter.CreateCallTask():
-                    if not await self._touch_allowed("call", action.step):
+                    # A call step resumed after continue-as-new already has its task: it goes
+                    # straight back to waiting for the outcome, with no new touch to hold.
+                    resuming = position.resume_until is not None
+                    if not resuming and not await self._touch_allowed("call", action.step):
                         return
-                    if not await self._call(action):
+                    if not await self._call(action, resuming=resuming):
                         return
                     position.step = interpreter.after(position.cadence, action.step)
 
@@ -372,8 +421,12 @@ class LeadWorkflow:
             if effect.duplicate:
                 continue
             changed = True
-            if effect.transition is not None and effect.transition.stronger_than(self.pending):
-                self.pending = effect.transition
+            if effect.transition is not None:
+                if effect.transition.stronger_than(self.pending):
+                    self.pending = effect.transition
+                elif self.pending is not None and effect.transition.erase:
+                    # An erase after a do-not-contact (both close): the erase must not be lost.
+                    self.pending.erase = True
             if effect.exit_cadence and state.position is not None and self.pending is None:
                 lifecycle.note(state, now, "cadence stopped", effect.exit_cadence)
                 state.position.step = None
@@ -419,9 +472,11 @@ class LeadWorkflow:
             if state.paused:
                 state.next_touch_at = None
                 self._set_doing(f"paused before {step}")
-                await self._wait(
+                result = await self._wait(
                     None, frozenset(), f"paused before {step}", done=lambda: not state.paused
                 )
+                if result == "interrupted":
+                    return False
                 continue
             state.emails_sent = timing.prune_sends(state.emails_sent, now)
             slot = timing.earliest_touch(
@@ -442,58 +497,86 @@ class LeadWorkflow:
             if result == "interrupted":
                 return False
 
-    async def _send_email(self, action: interpreter.SendEmail) -> None:
+    async def _send_email(self, action: interpreter.SendEmail) -> bool:
+        """Send the step's email once; False when a stage change interrupted a paused send.
+
+        The visit (and so the idempotency key) is only used up once the activity has acted:
+        a send held by the kill switch and then interrupted keeps its key for the next try.
+        """
         state = self._state
         position = self._position
-        now = workflow.now()
-        visit = position.visits.get(action.step, 0) + 1
-        position.visits[action.step] = visit
-        if state.unsubscribed or not state.facts.has_email:
-            why = "unsubscribed" if state.unsubscribed else "the lead has no email address"
-            lifecycle.note(state, now, f"email {action.step} skipped", why)
-            return
+        visit = self._visit(action.step) + 1
         key = am.side_effect_key(
             state.facts.id, state.cycle, position.cadence.id, action.step, visit
         )
-        self._set_doing(f"sending {action.template} ({action.reason})")
-        result: am.SendEmailResult = await workflow.execute_activity(
-            am.SEND_EMAIL,
-            am.SendEmailInput(
-                key=key,
-                lead_id=state.facts.id,
-                cycle=state.cycle,
-                cadence=position.cadence.id,
-                step=action.step,
-                visit=visit,
-                template=action.template,
-                owner=state.owner,
-                now=now,
-            ),
-            result_type=am.SendEmailResult,
-            start_to_close_timeout=ACTIVITY_TIMEOUT,
-            retry_policy=DEFAULT_RETRY,
-            summary=f"email {action.template} (step {action.step}, visit {visit})"[:190],
-        )
+        told_paused = False
+        while True:
+            if state.unsubscribed:
+                lifecycle.note(
+                    state, workflow.now(), f"email {action.step} skipped", "unsubscribed"
+                )
+                return True
+            self._set_doing(f"sending {action.template} ({action.reason})")
+            result: am.SendEmailResult = await workflow.execute_activity(
+                am.SEND_EMAIL,
+                am.SendEmailInput(
+                    key=key,
+                    lead_id=state.facts.id,
+                    cycle=state.cycle,
+                    cadence=position.cadence.id,
+                    step=action.step,
+                    visit=visit,
+                    template=action.template,
+                    owner=state.owner,
+                    now=workflow.now(),
+                ),
+                result_type=am.SendEmailResult,
+                start_to_close_timeout=ACTIVITY_TIMEOUT,
+                retry_policy=DEFAULT_RETRY,
+                summary=f"email {action.template} (step {action.step}, visit {visit})"[:190],
+            )
+            if result.status != "paused":
+                break
+            # The kill switch is on: wait, applying events (an opt-out meanwhile wins).
+            if not told_paused:
+                lifecycle.note(state, workflow.now(), f"email {action.step} held", result.detail)
+                told_paused = True
+            retry_at = workflow.now() + SENDING_PAUSED_RETRY
+            state.next_touch_at = retry_at
+            if await self._wait(retry_at, frozenset(), "sending paused") == "interrupted":
+                return False
+        self._use_visit(action.step, visit)
         now = workflow.now()
-        if result.status == "sent":
-            state.emails_sent.append(now)
-            state.last_touch_at = now
-        elif result.status == "unknown":
-            # Delivery cannot be known: counted as a touch so caps stay humane.
+        if result.status in ("sent", "unknown"):
+            # An `unknown` delivery counts as a touch too, so caps stay humane.
             state.emails_sent.append(now)
             state.last_touch_at = now
         lifecycle.note(
             state, now, f"email {action.step}: {result.status}", result.detail or action.reason
         )
+        return True
 
-    async def _call(self, action: interpreter.CreateCallTask) -> bool:
-        """Create the SDR's call task; wait for the outcome when the step says so."""
+    def _visit(self, step: str) -> int:
+        """How many times ``step`` of the current cadence ran in this cycle."""
+        return self._state.visits.get(f"{self._position.cadence.id}|{step}", 0)
+
+    def _use_visit(self, step: str, visit: int) -> None:
+        self._state.visits[f"{self._position.cadence.id}|{step}"] = visit
+
+    async def _call(self, action: interpreter.CreateCallTask, *, resuming: bool = False) -> bool:
+        """Create the SDR's call task; wait for the outcome when the step says so.
+
+        ``resuming``: the step was waiting for its outcome when the run continued as new;
+        the same visit finds the same task (the activity is idempotent by key) and an
+        outcome that arrived meanwhile is kept.
+        """
         state = self._state
         position = self._position
         now = workflow.now()
-        visit = position.visits.get(action.step, 0) + 1
-        position.visits[action.step] = visit
-        position.last_call_outcome = None
+        visit = max(self._visit(action.step), 1) if resuming else self._visit(action.step) + 1
+        self._use_visit(action.step, visit)
+        if not resuming:
+            position.last_call_outcome = None
         key = am.side_effect_key(
             state.facts.id, state.cycle, position.cadence.id, action.step, visit
         )
@@ -518,15 +601,16 @@ class LeadWorkflow:
             summary=f"call task {action.script} (step {action.step}), due {_fmt(due_at)}"[:190],
         )
         now = workflow.now()
-        state.last_touch_at = now
         if result.owner and result.owner != state.owner:
             state.owner = result.owner
-        lifecycle.note(
-            state,
-            now,
-            f"call task {result.task_id} for {result.owner or 'unassigned'}",
-            action.reason,
-        )
+        if not resuming:
+            state.last_touch_at = now
+            lifecycle.note(
+                state,
+                now,
+                f"call task {result.task_id} for {result.owner or 'unassigned'}",
+                action.reason,
+            )
         if action.wait_for_outcome is None:
             return True
         until = position_resume(position) or timing.add_duration(
@@ -537,6 +621,9 @@ class LeadWorkflow:
         self._set_doing(
             f"waiting for {result.owner or 'the SDR'}'s call outcome until {_fmt(until)}"
         )
+        if resuming and position.last_call_outcome is not None:
+            position.resume_until = None
+            return True  # the outcome came in just before the run continued as new
         # A migration waits until the outcome is in: moving now would create a second task.
         outcome = await self._wait(
             until,

@@ -1,0 +1,111 @@
+"""Opt-outs that must hold at once: unsubscribe (per address), do not contact, erase.
+
+They are written to the app database as soon as the event is recorded, before the lead's
+workflow hears of them: the email activity re-checks these rows right before each send, so
+an opt-out wins even while a send is being retried.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from nurture.db import CallTask, EmailSend, EventRow, LeadRow, ReceivedMail, Suppression
+from nurture.events import PERSONAL_FIELDS
+
+# The lead's contact details (the fields the workflow never carries), and `account`, which
+# is derived from the email domain or the company name.
+PERSONAL_COLUMNS: tuple[str, ...] = (*PERSONAL_FIELDS, "account")
+
+
+async def unsubscribe_address(
+    sessions: async_sessionmaker[AsyncSession], lead_id: str, reason: str, now: datetime
+) -> list[str]:
+    """Suppress the lead's address and mark every lead with it unsubscribed.
+
+    Returns:
+        The ids of the *other* leads with that address that were not unsubscribed yet
+        (their workflows must be told too); empty when the lead has no address.
+    """
+    for attempt in (1, 2):
+        async with sessions() as session:
+            lead = await session.get(LeadRow, lead_id)
+            if lead is None or not lead.email:
+                return []
+            address = lead.email.strip().lower()
+            leads = (
+                await session.scalars(select(LeadRow).where(func.lower(LeadRow.email) == address))
+            ).all()
+            others = [row.id for row in leads if row.id != lead_id and not row.unsubscribed]
+            for row in leads:
+                row.unsubscribed = True
+            if await session.get(Suppression, address) is None:
+                session.add(Suppression(email=address, reason=reason, at=now))
+            try:
+                await session.commit()
+                return others
+            except IntegrityError:
+                # The same address suppressed concurrently: its row is there now.
+                await session.rollback()
+                if attempt == 2:
+                    raise
+    return []
+
+
+async def mark_do_not_contact(sessions: async_sessionmaker[AsyncSession], lead_id: str) -> None:
+    async with sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        if lead is not None and not lead.do_not_contact:
+            lead.do_not_contact = True
+            await session.commit()
+
+
+async def erase_personal_data(
+    sessions: async_sessionmaker[AsyncSession], lead_id: str, now: datetime
+) -> None:
+    """Remove the lead's personal data everywhere; anonymous funnel rows stay.
+
+    Kept: the lead's id and decision fields (country, industry, size: what the workflow
+    already holds), its stage changes (the funnel), opportunities, event types and times,
+    and the outbox's statuses and Message-IDs (so a late bounce still finds its send).
+    Cleared: contact fields and free fields; each send's address, subject (it may greet
+    by name), error and server reply (servers quote the address); call scripts and
+    notes (rendered with the lead's details); event bodies; and the dev sink's copies of
+    the lead's emails. ``erased_at`` records that it was done. Running it again is
+    harmless.
+
+    The suppression list keeps an address the lead unsubscribed or bounced: it is what
+    stops the same person from being mailed again if the CRM sends them back.
+    """
+    async with sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        if lead is not None:
+            for name in PERSONAL_COLUMNS:
+                setattr(lead, name, None)
+            lead.fields = {}
+            lead.erased_at = lead.erased_at or now
+            lead.do_not_contact = True
+        sent_ids = [
+            mid
+            for mid in await session.scalars(
+                select(EmailSend.message_id).where(
+                    EmailSend.lead_id == lead_id, EmailSend.message_id.is_not(None)
+                )
+            )
+            if mid
+        ]
+        if sent_ids:
+            await session.execute(delete(ReceivedMail).where(ReceivedMail.message_id.in_(sent_ids)))
+        await session.execute(
+            update(EmailSend)
+            .where(EmailSend.lead_id == lead_id)
+            .values(to_address=None, subject=None, error=None, smtp_reply=None)
+        )
+        await session.execute(
+            update(CallTask).where(CallTask.lead_id == lead_id).values(script=None, notes=None)
+        )
+        await session.execute(update(EventRow).where(EventRow.lead_id == lead_id).values(data={}))
+        await session.commit()
