@@ -35,6 +35,7 @@ from nurture import activity_models as am
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
 from nurture.db import EmailSend, LeadRow, Suppression, User, utcnow
+from nurture.intake import lead_from_row
 from nurture.links import click_url, unsubscribe_url
 from nurture.rendering import RenderedEmail, Renderer, TemplateProblem
 from nurture.settings import Settings
@@ -48,22 +49,7 @@ def message_id(key: str, sender: str) -> str:
 
 def lead_context(row: LeadRow) -> dict[str, Any]:
     """Every lead field for templates; optional ones present and None when missing."""
-    return {
-        "id": row.id,
-        "email": row.email,
-        "first_name": row.first_name,
-        "last_name": row.last_name,
-        "company": row.company,
-        "title": row.title,
-        "phone": row.phone,
-        "country": row.country,
-        "timezone": row.timezone,
-        "industry": row.industry,
-        "employees": row.employees,
-        "tier_account": row.tier_account,
-        "source": row.source,
-        "fields": dict(row.fields or {}),
-    }
+    return lead_from_row(row).model_dump()
 
 
 def sdr_context(playbook: Playbook, owner: str | None) -> dict[str, Any] | None:

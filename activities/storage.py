@@ -141,18 +141,5 @@ class StorageActivities:
 
     @activity.defn(name=am.ERASE_LEAD)
     async def erase_lead(self, request: am.EraseInput) -> None:
-        """Remove the lead's personal data everywhere; anonymous funnel rows stay.
-
-        Kept: the lead's id and decision fields (country, industry, size: what the workflow
-        already holds), its stage changes (the funnel), opportunities, event types and times,
-        and the outbox's statuses and Message-IDs (so a late bounce still finds its send).
-        Cleared: contact fields and free fields; each send's address, subject (it may greet
-        by name), error and server reply (servers quote the address); call scripts and
-        notes (rendered with the lead's details); event bodies; and the dev sink's copies of
-        the lead's emails. ``erased_at`` records that it was done. Running it again is
-        harmless.
-
-        The suppression list keeps an address the lead unsubscribed or bounced: it is what
-        stops the same person from being mailed again if the CRM sends them back.
-        """
+        """Remove the lead's personal data everywhere (see `erase_personal_data`)."""
         await erase_personal_data(self.sessions, request.lead_id, request.now)

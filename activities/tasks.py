@@ -177,9 +177,7 @@ class TaskActivities:
         lead = await session.get(LeadRow, task.lead_id)
         if lead is None:
             return
-        who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
-        if lead.company:
-            who = f"{who} ({lead.company})"
+        who = lead_label(lead)
         base = self.settings.public_base
         text = (
             f"Hi {sdr['name']},\n\n"
@@ -216,9 +214,7 @@ class TaskActivities:
             lead = await session.get(LeadRow, request.lead_id)
             if lead is None:
                 return
-            who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
-            if lead.company:
-                who = f"{who} ({lead.company})"
+            who = lead_label(lead)
             base = self.settings.public_base
             await send_notification(
                 session,
@@ -312,3 +308,9 @@ class TaskActivities:
             )
             notified = True
         return am.HandoffResult(opportunity_key=request.key, created=created, crm_notified=notified)
+
+
+def lead_label(lead: LeadRow) -> str:
+    """How an SDR recognises a lead in a notification: name (company), else its id."""
+    who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
+    return f"{who} ({lead.company})" if lead.company else who
