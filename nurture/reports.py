@@ -69,6 +69,10 @@ MONTHS_PER_YEAR = 12
 DEFAULT_TASKS_PER_SDR_PER_DAY = 40.0
 # Used only when neither given nor measurable: call tasks spent for one SQL.
 DEFAULT_CALLS_PER_SQL = 10.0
+# Stage conversion rates used only when none is given and the funnel has nothing to measure
+# yet: commonly quoted B2B benchmarks (a quarter of leads qualify as MQL, about one MQL in
+# eight becomes an SQL, one SQL in five is won). Every plan says which rates were defaults.
+DEFAULT_RATES: dict[str, float] = {"lead_to_mql": 0.25, "mql_to_sql": 0.13, "sql_to_won": 0.2}
 DEFAULT_WORKING_DAYS_PER_MONTH = 21
 RATE_NAMES: tuple[str, ...] = ("lead_to_mql", "mql_to_sql", "sql_to_won")
 
@@ -972,10 +976,9 @@ def plan(
                 "measured",
             )
         else:
-            raise PlanError(
-                f"no {name} rate: give one (a share such as 0.25); "
-                "the data has no converted passages to measure it from"
-            )
+            # No data yet (a new installation): a common B2B benchmark, labelled as such, so
+            # the plan still answers; give your own or let the funnel measure it.
+            chosen[name], sources[name] = Decimal(str(DEFAULT_RATES[name])), "default"
 
     if calls_per_sql is not None:
         calls, sources["calls_per_sql"] = _decimal("calls per SQL", calls_per_sql), "given"

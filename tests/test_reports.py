@@ -323,7 +323,6 @@ def test_plan_takes_missing_rates_from_the_measurement() -> None:
             {"rates": {"lead_to_mql": 0.2, "mql_to_sql": 0.5, "sql_to_won": -0.1}},
             "sql_to_won must be more than 0",
         ),
-        ({"rates": {"lead_to_mql": 0.2, "mql_to_sql": 0.5}}, "no sql_to_won rate"),
         (
             {"rates": {"lead_to_mql": 0.2, "mql_to_sql": 0.5, "sql_to_won": 0.5, "won_to_x": 1}},
             "unknown rate won_to_x",
@@ -493,11 +492,16 @@ async def test_cli_errors_exit_2_with_one_line(tmp_path: Path, command: str, mes
     assert "Traceback" not in result.output
 
 
-async def test_cli_plan_without_data_asks_for_the_rate(tmp_path: Path) -> None:
-    command = "plan --target-revenue 1000 --deal-size 10 --renewal-rate 0 --customers 0"
+async def test_cli_plan_without_data_uses_labelled_benchmark_rates(tmp_path: Path) -> None:
+    # A new installation has nothing to measure: the worked example still comes out, and
+    # every rate that was not given says it is a default.
+    command = "plan --target-revenue 48000000 --deal-size 20000 --renewal-rate 0.5 --customers 600 --format json"
     result = await invoke(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}", command)
-    assert result.exit_code == 2
-    assert "no lead_to_mql rate: give one" in result.stderr
+    assert result.exit_code == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["new_customers"] == 2100 and plan["new_customers_per_month"] == 175
+    assert plan["sources"]["lead_to_mql"] == plan["sources"]["sql_to_won"] == "default"
+    assert plan["sqls_per_month"] == 875  # 175 / 0.2
 
 
 # --- the pages, through ASGI (the browser test renders them for real) ---------------------
