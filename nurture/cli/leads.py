@@ -150,13 +150,19 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
         row = await session.get(LeadRow, lead_id)
     if row is None:
         fail(f"no lead with id {lead_id}")
-    client = await ctx.client()
+    from datetime import timedelta
+
+    from nurture.temporal import TemporalUnavailable, connect
+
     try:
+        client = await connect(ctx.settings)
         view = await client.get_workflow_handle(workflow_id(lead_id)).query(
-            "state", result_type=LeadView
+            "state", result_type=LeadView, rpc_timeout=timedelta(seconds=15)
         )
         return view.to_json()
-    except RPCError:
+    except (RPCError, TemporalUnavailable):
+        # The workflow cannot answer (Temporal or its worker is down, or it completed long
+        # ago): the app database's projection and stage log still tell the story.
         pass
     async with ctx.sessions() as session:
         changes = (
