@@ -80,5 +80,10 @@ async def test_import_reports_bad_rows_and_is_idempotent(dev_env, tmp_path: Path
     finally:
         await engine.dispose()
     for lead_id in ("L-1", "L-3", "00Q5e00000AbCdE"):
-        runs = [wf async for wf in dev_env.client.list_workflows(f'WorkflowId = "lead-{lead_id}"')]
+        runs: list[object] = []
+        for _ in range(50):  # visibility is eventually consistent
+            runs = [wf async for wf in dev_env.client.list_workflows(f'WorkflowId = "lead-{lead_id}"')]
+            if runs:
+                break
+            await asyncio.sleep(0.1)
         assert len(runs) == 1, lead_id  # one workflow per lead, whatever the imports
