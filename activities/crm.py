@@ -1,4 +1,16 @@
-"""Signed posts to the CRM (NURTURE_CRM_WEBHOOK_URL): the same scheme as inbound webhooks."""
+"""Signed posts to the CRM (NURTURE_CRM_WEBHOOK_URL).
+
+The header is the inbound scheme's (``X-Nurture-Signature: t=<unix seconds>,v1=<hex>``), but
+the HMAC key is not the webhook secret itself: it is a key derived from it for this one
+direction, so a notification of ours replayed to our own ``POST /leads`` or ``POST /events``
+does not verify there. The CRM verifies a post like this::
+
+    key = hmac.new(webhook_secret.encode(), b"nurture:crm-outbound", sha256).hexdigest()
+    v1 = hmac.new(key.encode(), f"{t}.".encode() + raw_body, sha256).hexdigest()
+
+(the derived key is the 64-character lowercase hex string, used as the HMAC key's bytes),
+refuses a ``t`` older than a few minutes, and drops a repeated payload ``id``.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +22,32 @@ import time
 import httpx
 from temporalio.exceptions import ApplicationError
 
+from nurture.appsecrets import derived_key
+
+OUTBOUND_PURPOSE = "crm-outbound"
+
+
+def outbound_key(secret: str) -> str:
+    """The key outbound posts are signed with: derived from the webhook secret."""
+    return derived_key(secret, OUTBOUND_PURPOSE)
+
 
 def signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The `X-Nurture-Signature` header value for ``body`` (same scheme as inbound)."""
+    """The `X-Nurture-Signature` header value for an outbound ``body``.
+
+    Args:
+        secret: the webhook secret (the derived outbound key is computed here).
+        body: the exact bytes posted.
+        timestamp: Unix seconds; now by default.
+    """
     t = int(time.time()) if timestamp is None else timestamp
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    key = outbound_key(secret).encode()
+    mac = hmac.new(key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={t},v1={mac}"
 
 
 async def post_signed(url: str, secret: str, payload: dict[str, object]) -> None:
-    """POST ``payload`` as JSON, signed like inbound webhooks (`X-Nurture-Signature`).
+    """POST ``payload`` as JSON, signed with the outbound key (see the module docstring).
 
     Every failure is retryable, a refusal (4xx) included: the workflow does not catch
     activity errors, so a non-retryable one would fail the lead's whole workflow over a CRM

@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.smtp import DeliveryUnknown, PermanentSmtpError, SmtpSender, TransientSmtpError
 from nurture import activity_models as am
+from nurture.appsecrets import link_key
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
 from nurture.db import EmailSend, LeadRow, Suppression, User, utcnow
@@ -83,10 +84,6 @@ class EmailActivities:
         self.smtp = smtp
         self.catalog = catalog
 
-    @property
-    def _secret(self) -> str:
-        return self.settings.require_webhook_secret()
-
     @activity.defn(name=am.SEND_EMAIL)
     async def send_email(self, request: am.SendEmailInput) -> am.SendEmailResult:
         """Send one cadence email, at most once per key.
@@ -114,8 +111,9 @@ class EmailActivities:
             if not address:
                 return await self._finish(session, row, "skipped", "the lead has no email address")
             playbook = self.catalog.current().playbook
+            key = await link_key(self.settings, self.sessions)
             try:
-                message, rendered = self._build(request, lead, playbook)
+                message, rendered = self._build(request, lead, playbook, key)
             except TemplateProblem as exc:
                 # Validation renders every template against sample leads; a lead's real data
                 # can still break one. Recorded as failed (visible to ops), never retried.
@@ -194,17 +192,18 @@ class EmailActivities:
             session.add(Suppression(email=address.lower(), reason=reason))
 
     def _build(
-        self, request: am.SendEmailInput, lead: LeadRow, playbook: Playbook
+        self, request: am.SendEmailInput, lead: LeadRow, playbook: Playbook, key: str
     ) -> tuple[EmailMessage, RenderedEmail]:
+        """The message, its links signed with ``key`` (the app's link key, never the
+        webhook secret: whoever holds that must not be able to make our links)."""
         base = self.settings.public_base
-        secret = self._secret
-        unsubscribe = unsubscribe_url(base, secret, lead.id, request.key)
+        unsubscribe = unsubscribe_url(base, key, lead.id, request.key)
         context = {
             "lead": lead_context(lead),
             "sdr": sdr_context(playbook, request.owner),
             "sender": sender_context(playbook),
             "unsubscribe_url": unsubscribe,
-            "link": lambda url: click_url(base, secret, lead.id, request.key, str(url)),
+            "link": lambda url: click_url(base, key, lead.id, request.key, str(url)),
         }
         renderer = Renderer(self.catalog.templates_dir or self.settings.templates_dir)
         rendered = with_footer(

@@ -18,6 +18,7 @@ from activities.email import (
 )
 from activities.smtp import SmtpSender
 from nurture import activity_models as am
+from nurture.appsecrets import link_key
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
 from nurture.db import CallTask, LeadRow, Opportunity
@@ -138,7 +139,10 @@ class TaskActivities:
             "sdr": sdr_context(playbook, owner),
             "sender": sender_context(playbook),
             "unsubscribe_url": unsubscribe_url(
-                self.settings.public_base, self.settings.require_webhook_secret(), lead.id, None
+                self.settings.public_base,
+                await link_key(self.settings, self.sessions),
+                lead.id,
+                None,
             ),
             "link": lambda url: str(url),
         }

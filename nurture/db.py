@@ -380,12 +380,40 @@ class ReceivedMail(Base):
     raw: Mapped[str] = mapped_column(Text)
 
 
+class AppSecret(Base):
+    """A random secret this app made for itself, shared by every process through the
+    database (:mod:`nurture.appsecrets`); never shared with anyone outside the app."""
+
+    __tablename__ = "app_secrets"
+
+    name: Mapped[str] = mapped_column(primary_key=True)
+    value: Mapped[str]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookReceipt(Base):
+    """A signed webhook request already taken in: the SHA-256 of ``"<t>.<body>"``.
+
+    A captured request replayed while its signature is still fresh finds its row and has
+    no second effect. Rows older than the signature window are pruned as new ones come.
+    """
+
+    __tablename__ = "webhook_receipts"
+    __table_args__ = (Index("ix_webhook_receipts_seen_at", "seen_at"),)
+
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 def make_engine(url: str) -> AsyncEngine:
     """Create an async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``.
 
     For a SQLite file, the parent directory is created, and every new connection gets WAL
     (readers do not block the writer), a busy timeout (several processes share the file:
     wait for a lock rather than fail at once) and enforced foreign keys (as PostgreSQL).
+
+    Bound parameters are hidden from SQLAlchemy's error messages and logs
+    (``hide_parameters``): they carry leads' addresses, names and phone numbers.
 
     Args:
         url: An async SQLAlchemy URL.
@@ -396,12 +424,12 @@ def make_engine(url: str) -> AsyncEngine:
     sa_url = make_url(url)
     if sa_url.get_backend_name() != "sqlite":
         # pre_ping: a restarted PostgreSQL should cost one retry, not a failed activity.
-        return create_async_engine(sa_url, pool_pre_ping=True)
+        return create_async_engine(sa_url, pool_pre_ping=True, hide_parameters=True)
 
     database = sa_url.database or ""
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(sa_url)
+    engine = create_async_engine(sa_url, hide_parameters=True)
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     return engine
 

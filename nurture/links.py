@@ -3,6 +3,9 @@
 A token carries what it points at and an HMAC over it, so the web app can act on it without a
 login (RFC 8058 one-click) and a forged or edited token is refused. No personal data in a
 token: the lead id and the send key only.
+
+Tokens are keyed with the app's link key (:func:`nurture.appsecrets.link_key`), never with
+the webhook secret the CRM and event sources hold.
 """
 
 from __future__ import annotations
@@ -60,9 +63,11 @@ def read_token(secret: str, purpose: str, token: str) -> dict[str, Any]:
     return payload
 
 
-def unsubscribe_url(base: str, secret: str, lead_id: str, send_key: str | None = None) -> str:
-    return f"{base}/u/{make_token(secret, 'unsubscribe', {'l': lead_id, 'k': send_key})}"
+def unsubscribe_url(base: str, key: str, lead_id: str, send_key: str | None = None) -> str:
+    """The unsubscribe link for a lead (and the send it is in); ``key``: the link key."""
+    return f"{base}/u/{make_token(key, 'unsubscribe', {'l': lead_id, 'k': send_key})}"
 
 
-def click_url(base: str, secret: str, lead_id: str, send_key: str, url: str) -> str:
-    return f"{base}/c/{make_token(secret, 'click', {'l': lead_id, 'k': send_key, 'u': url})}"
+def click_url(base: str, key: str, lead_id: str, send_key: str, url: str) -> str:
+    """A tracked link to ``url`` in a send; ``key``: the link key."""
+    return f"{base}/c/{make_token(key, 'click', {'l': lead_id, 'k': send_key, 'u': url})}"

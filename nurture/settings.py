@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
     webhook_secret: SecretStr | None = None
+    # Keys the login sessions and email links; never shared. Unset: a random one is made
+    # once and kept in the app database (nurture.appsecrets).
+    app_secret: SecretStr | None = None
     public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000")
     cadences_dir: Path = Path("cadences")
     templates_dir: Path = Path("templates")

@@ -10,9 +10,9 @@ import os
 import sys
 from pathlib import Path
 
+from conftest import ROOT, write_cadence_set
 from sqlalchemy import func, select
 
-from conftest import ROOT, write_cadence_set
 from nurture.db import LeadRow, make_engine, session_factory
 
 CSV = """id,email,first_name,last_name,company,country,employees,source
@@ -82,7 +82,9 @@ async def test_import_reports_bad_rows_and_is_idempotent(dev_env, tmp_path: Path
     for lead_id in ("L-1", "L-3", "00Q5e00000AbCdE"):
         runs: list[object] = []
         for _ in range(50):  # visibility is eventually consistent
-            runs = [wf async for wf in dev_env.client.list_workflows(f'WorkflowId = "lead-{lead_id}"')]
+            runs = [
+                wf async for wf in dev_env.client.list_workflows(f'WorkflowId = "lead-{lead_id}"')
+            ]
             if runs:
                 break
             await asyncio.sleep(0.1)

@@ -43,6 +43,8 @@ TABLES = {
     "opportunities",
     "users",
     "received_mail",
+    "app_secrets",
+    "webhook_receipts",
 }
 
 
@@ -90,7 +92,7 @@ async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: st
         await engine.dispose()
 
     assert tables == TABLES | {"alembic_version"}
-    assert version == _head(database_url) == "0001"
+    assert version == _head(database_url) == "0002"
     # The hand-written migration and the ORM models describe the same schema, down to the
     # constraint names that later batch migrations on SQLite will refer to.
     assert diff == []
@@ -107,7 +109,7 @@ async def test_processes_starting_together_migrate_once(database_url: str) -> No
             versions = (await connection.execute(text("SELECT * FROM alembic_version"))).all()
     finally:
         await engine.dispose()
-    assert versions == [("0001",)]
+    assert versions == [("0002",)]
 
 
 async def test_migrations_run_down_and_up_from_the_alembic_command(database_url: str) -> None:

@@ -570,7 +570,7 @@ async def test_plan_page(seeded_pages) -> None:
     assert missing.status_code == 422 and "please fill in: Average deal" in missing.text
 
 
-async def test_reports_in_the_app_need_a_login(seeded_url: str, seeded_pages) -> None:
+async def test_reports_in_the_app_need_an_ops_login(seeded_url: str, seeded_pages) -> None:
     # The app wires the router behind its login (nurture/web/app.py); the pages must render
     # inside the app's frame for a signed-in user too.
     from web_helpers import add_user, asgi_client, log_in
@@ -579,13 +579,20 @@ async def test_reports_in_the_app_need_a_login(seeded_url: str, seeded_pages) ->
     from nurture.web import create_app
 
     await add_user(seeded_pages, "ben", "sdr")
+    await add_user(seeded_pages, "olga", "ops")
     app = create_app(Settings(database_url=seeded_url, webhook_secret="s" * 32))
     async with asgi_client(app) as client:
         anonymous = await client.get("/reports")
         assert anonymous.status_code == 303 and "/login" in anonymous.headers["location"]
-        await log_in(client, "ben")
+        await log_in(client, "olga")
         page = await client.get(f"/reports?{MARCH_QUERY}")
         plan_page = await client.get("/reports/plan")
     assert page.status_code == 200, page.text
-    assert page.text.count("<svg") == 4 and "ben (sdr)" in page.text
+    assert page.text.count("<svg") == 4 and "olga (ops)" in page.text
     assert plan_page.status_code == 200 and "<form" in plan_page.text
+    # They show every SDR's leads and activity: ops only.
+    async with asgi_client(app) as client:
+        await log_in(client, "ben")
+        refused = await client.get(f"/reports?{MARCH_QUERY}")
+        refused_plan = await client.get("/reports/plan")
+    assert refused.status_code == 403 and refused_plan.status_code == 403

@@ -66,7 +66,9 @@ def test_environment_and_dotenv_override(monkeypatch: pytest.MonkeyPatch, tmp_pa
         ("SENDING_PAUSED", "maybe", "NURTURE_SENDING_PAUSED"),
     ],
 )
-def test_a_bad_value_is_refused_clearly(monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str):
+def test_a_bad_value_is_refused_clearly(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+):
     monkeypatch.setenv(f"NURTURE_{name}", value)
     with pytest.raises(SettingsError) as refused:
         load_settings()

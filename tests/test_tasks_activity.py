@@ -330,11 +330,16 @@ async def test_the_crm_gets_a_signed_notification(activity_settings, sessions, f
     assert headers[":request"] == "POST /hooks/nurture HTTP/1.1"
     assert headers["content-type"] == "application/json"
 
-    # Verify as the CRM would: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>.
+    # Verify as the CRM would (activities/crm.py): t=<unix seconds>,v1=<hex HMAC-SHA256(key,
+    # "<t>.<body>")>, the key derived from the webhook secret for this direction only.
     parts = dict(item.split("=", 1) for item in headers["x-nurture-signature"].split(","))
     secret = settings.require_webhook_secret().encode()
-    expected = hmac.new(secret, parts["t"].encode() + b"." + raw, hashlib.sha256).hexdigest()
+    key = hmac.new(secret, b"nurture:crm-outbound", hashlib.sha256).hexdigest().encode()
+    expected = hmac.new(key, parts["t"].encode() + b"." + raw, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(parts["v1"], expected)
+    # Not the inbound scheme's key: replayed to our own POST /leads, it would not verify.
+    inbound = hmac.new(secret, parts["t"].encode() + b"." + raw, hashlib.sha256).hexdigest()
+    assert parts["v1"] != inbound
     assert abs(int(parts["t"]) - time.time()) < 60  # fresh: the CRM refuses stale ones
 
     payload = json.loads(raw)

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from temporalio.client import Client
 from web_helpers import asgi_client, post_signed, wait_until
 
+from activities.crm import outbound_key
 from activities.crm import signature as outbound_signature
 from nurture import workflow_id
 from nurture.db import EventRow, LeadRow, make_engine, session_factory
@@ -155,19 +156,24 @@ async def test_lead_webhook_is_signed_too(web: Web) -> None:
     assert await web.lead(json.loads(body)["id"]) is None
 
 
-def test_inbound_verification_accepts_the_outbound_scheme() -> None:
+def test_outbound_posts_use_the_scheme_with_their_own_key() -> None:
     body = b'{"id": "e"}'
     now = int(time.time())
-    verify_signature("s3cret", outbound_signature("s3cret", body, now), body, now=now)
+    key = outbound_key("s3cret")
+    # The CRM verifies our posts with the derived key, exactly as we verify theirs...
+    verify_signature(key, outbound_signature("s3cret", body, now), body, now=now)
     # The edges of the window: exactly 300 s old and 60 s ahead still pass.
-    verify_signature("s3cret", outbound_signature("s3cret", body, now - 300), body, now=now)
-    verify_signature("s3cret", outbound_signature("s3cret", body, now + 60), body, now=now)
+    verify_signature(key, outbound_signature("s3cret", body, now - 300), body, now=now)
+    verify_signature(key, outbound_signature("s3cret", body, now + 60), body, now=now)
     with pytest.raises(SignatureError, match="old"):
-        verify_signature("s3cret", outbound_signature("s3cret", body, now - 301), body, now=now)
+        verify_signature(key, outbound_signature("s3cret", body, now - 301), body, now=now)
     with pytest.raises(SignatureError, match="future"):
-        verify_signature("s3cret", outbound_signature("s3cret", body, now + 61), body, now=now)
+        verify_signature(key, outbound_signature("s3cret", body, now + 61), body, now=now)
     with pytest.raises(SignatureError, match="does not match"):
-        verify_signature("s3cret", f"t={now},v1={'é' * 64}", body, now=now)
+        verify_signature(key, f"t={now},v1={'é' * 64}", body, now=now)
+    # ...but one of our posts is no inbound webhook: replayed to us, it does not verify.
+    with pytest.raises(SignatureError, match="does not match"):
+        verify_signature("s3cret", outbound_signature("s3cret", body, now), body, now=now)
 
 
 # --- validation -----------------------------------------------------------------------------

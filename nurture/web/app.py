@@ -7,14 +7,16 @@ The Temporal client is the one passed in, or connected on first use.
 Routes: ``/health``; the signed webhooks ``POST /leads`` and ``POST /events``
 (:mod:`nurture.web.webhooks`); the email links ``/u/<token>`` and ``/c/<token>``
 (:mod:`nurture.web.links`); ``/login``; and the signed-in pages ``/inbox``, ``/leads/<id>``,
-``/ops`` and ``/mail``.
+``/cadences``, and for ops ``/ops``, ``/mail`` and ``/reports``.
+
+The session cookie is keyed from the app-private secret (:mod:`nurture.appsecrets`), resolved
+on the first request; every response gets basic security headers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, Literal
@@ -27,13 +29,13 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.sessions import SessionMiddleware
 from temporalio.client import Client
 
+from nurture.appsecrets import session_key
 from nurture.catalog import CadenceCatalog
 from nurture.db import ReceivedMail, make_engine, session_factory
 from nurture.mailsink import list_mail, parse_mail
-from nurture.settings import Settings, SettingsError
+from nurture.settings import Settings
 from nurture.web import cadences, inbox, links, login, pages, reports, webhooks
 from nurture.web.common import (
     TEMPLATES_DIR,
@@ -47,10 +49,12 @@ from nurture.web.common import (
 from nurture.web.security import (
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
+    AppSessionMiddleware,
     LoginRequired,
     OpsDep,
-    derived_key,
+    SecurityHeadersMiddleware,
     login_url,
+    require_ops,
     require_viewer,
 )
 
@@ -119,36 +123,33 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+
+    async def cookie_key() -> str:
+        # app.state.sessions exists once the lifespan has started (before any request).
+        return await session_key(settings, app.state.sessions)
+
     app.add_middleware(
-        SessionMiddleware,
-        secret_key=_session_key(settings),
+        AppSessionMiddleware,
+        key=cookie_key,
         session_cookie=SESSION_COOKIE,
         max_age=SESSION_MAX_AGE_S,
         same_site="lax",
         https_only=str(settings.public_url).startswith("https://"),
     )
+    # Added last, so outermost: it also covers what the session layer answers.
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_exception_handler(webhooks.WebhookRefused, webhooks.refused_handler)
     app.add_exception_handler(LoginRequired, _to_login)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     for module in (webhooks, links, login, inbox, pages):
         app.include_router(module.router)
-    # The report pages come from their own module; every page needs a login (CONTRACT.md).
-    app.include_router(
-        reports.router, dependencies=[Depends(require_viewer)], include_in_schema=False
-    )
+    # The report pages come from their own module; every page needs a login (CONTRACT.md),
+    # and these are for ops: they show every SDR's leads and activity.
+    app.include_router(reports.router, dependencies=[Depends(require_ops)], include_in_schema=False)
     app.include_router(cadences.router, dependencies=[Depends(require_viewer)])
     app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
-
-
-def _session_key(settings: Settings) -> str:
-    try:
-        return derived_key(settings.require_webhook_secret(), "session")
-    except SettingsError:
-        # Pages still work; sign-ins just do not survive a restart. Webhooks refuse (503).
-        log.warning("NURTURE_WEBHOOK_SECRET is not set: sessions use a per-process key")
-        return secrets.token_hex(32)
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """`/inbox`: the SDR's call tasks, each with its script, the lead's context and an outcome form.
 
-An SDR sees and completes only their own tasks (someone else's is 404 to open, 403 to
-complete); ops see everyone's, with a filter by SDR. The page notices new tasks by polling
-`/inbox/poll`; it reloads itself only when no outcome is being typed.
+An SDR sees and completes only their own tasks (someone else's is 404, to open and to
+complete alike: an SDR learns nothing about colleagues' work); ops see everyone's, with a
+filter by SDR. The page notices new tasks by polling `/inbox/poll`; it reloads itself only
+when no outcome is being typed.
 """
 
 from __future__ import annotations
@@ -155,10 +156,9 @@ async def record_outcome(
             notes.strip() or None,
             by=None if viewer.is_ops else viewer.id,
         )
-    except TaskNotFound:
+    except (TaskNotFound, NotYourTask):
+        # Another SDR's task answers like a missing one: its id tells nothing.
         raise HTTPException(status_code=404, detail="no such task") from None
-    except NotYourTask:
-        raise HTTPException(status_code=403, detail="this task belongs to another SDR") from None
     except TaskError as exc:
         error, status_code = str(exc), 409
     except TemporalUnavailable:

@@ -163,10 +163,16 @@ async def lead_with_state(
 
 
 async def sdr_may_see(session: AsyncSession, sdr_id: str, lead: LeadRow) -> bool:
-    """An SDR sees a lead they own, or one they have a call task for."""
+    """An SDR sees a lead they own now, or one they have an open call task for.
+
+    A done or cancelled task does not keep the lead visible: a lead reassigned to a
+    colleague stops being the former owner's business.
+    """
     if lead.owner == sdr_id:
         return True
     task = await session.scalar(
-        select(CallTask.id).where(CallTask.lead_id == lead.id, CallTask.owner == sdr_id).limit(1)
+        select(CallTask.id)
+        .where(CallTask.lead_id == lead.id, CallTask.owner == sdr_id, CallTask.status == "open")
+        .limit(1)
     )
     return task is not None

@@ -1,19 +1,25 @@
 """The links in every email: `/u/<token>` (unsubscribe) and `/c/<token>` (a tracked click).
 
-No login: the signed token (:mod:`nurture.links`) is the authority, and a forged or edited
-one gets 404. The click target is inside the signed token, so `/c` cannot be made to redirect
-anywhere else (no open redirect).
+No login: the signed token (:mod:`nurture.links`, keyed with the app's link key) is the
+authority, and a forged or edited one gets 404. The click target is inside the signed token,
+so `/c` cannot be made to redirect anywhere else (no open redirect).
 
-Unsubscribe is per address (CONTRACT.md): every lead with the token's lead's email address is
-unsubscribed, and the address is suppressed in the database first, so no email leaves even
-while Temporal is unreachable. `GET /u` only shows a confirm button: mail scanners fetch
-links, and a fetch must not unsubscribe anyone; `POST /u` is RFC 8058's one-click.
+Unsubscribe is per address (CONTRACT.md): the address the email went to (the token's send,
+else the lead's address) is suppressed in the database first, so no email leaves even while
+Temporal is unreachable, and every lead with it is unsubscribed. `GET /u` only shows a
+confirm button: mail scanners fetch links, and a fetch must not unsubscribe anyone; `POST /u`
+is RFC 8058's one-click.
+
+A click is recorded once per send, link and kind (a person's, or a link scanner's): the
+event id is derived from them, so the same link clicked again is a duplicate with no second
+effect (the reader is still redirected).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,11 +30,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nurture.appsecrets import link_key
 from nurture.db import EmailSend, EventRow, LeadRow, Suppression
 from nurture.events import Event
 from nurture.intake import submit_event
 from nurture.links import BadToken, read_token
-from nurture.settings import SettingsError
 from nurture.temporal import TemporalUnavailable
 from nurture.web.common import Services, ServicesDep, render
 
@@ -97,13 +103,31 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _read(services: Services, purpose: str, token: str) -> dict[str, Any] | None:
+async def _read(services: Services, purpose: str, token: str) -> dict[str, Any] | None:
     try:
-        return read_token(services.settings.require_webhook_secret(), purpose, token)
+        return read_token(await link_key(services.settings, services.sessions), purpose, token)
     except BadToken:
+        pass
+    if purpose == "unsubscribe" and LEGACY_UNSUBSCRIBE_TOKENS:
+        return _read_legacy_unsubscribe(services, token)
+    return None
+
+
+# Unsubscribe links in emails sent before links had their own key were keyed with the
+# webhook secret. They must keep working (CAN-SPAM: at least 30 days after the send), and
+# honouring them gives a holder of the webhook secret nothing new: a signed
+# `lead.unsubscribed` event does the same. Click links get no such grace: a forged one
+# could score leads and redirect anywhere.
+LEGACY_UNSUBSCRIBE_TOKENS = True
+
+
+def _read_legacy_unsubscribe(services: Services, token: str) -> dict[str, Any] | None:
+    secret = services.settings.webhook_secret
+    if secret is None or not secret.get_secret_value():
         return None
-    except SettingsError:
-        log.error("links cannot be checked: NURTURE_WEBHOOK_SECRET is not set")
+    try:
+        return read_token(secret.get_secret_value(), "unsubscribe", token)
+    except BadToken:
         return None
 
 
@@ -127,12 +151,12 @@ def _masked(address: str | None) -> str | None:
 )
 async def unsubscribe_page(request: Request, token: str, services: ServicesDep) -> Response:
     """A page with one button that unsubscribes (a GET changes nothing: scanners fetch links)."""
-    payload = _read(services, "unsubscribe", token)
+    payload = await _read(services, "unsubscribe", token)
     if payload is None:
         return _not_found(request)
     async with services.sessions() as session:
         lead = await session.get(LeadRow, str(payload.get("l")))
-        address = lead.email if lead is not None else None
+        address = await emailed_address(session, lead, payload.get("k"))
     return render(request, "unsubscribe.html", {"address": _masked(address), "token": token})
 
 
@@ -144,26 +168,48 @@ async def unsubscribe_page(request: Request, token: str, services: ServicesDep) 
 )
 async def unsubscribe_now(request: Request, token: str, services: ServicesDep) -> Response:
     """Unsubscribe the token's address: every lead with it; idempotent; no login."""
-    payload = _read(services, "unsubscribe", token)
+    payload = await _read(services, "unsubscribe", token)
     if payload is None:
         return _not_found(request)
     address = await unsubscribe_address(services, str(payload.get("l")), payload.get("k"))
     return render(request, "unsubscribed.html", {"address": _masked(address)})
 
 
+async def emailed_address(
+    session: AsyncSession, lead: LeadRow | None, send_key: object
+) -> str | None:
+    """The address the link's email went to: its send's, else the lead's (None: erased).
+
+    The lead's address may have changed since: the person who clicked is the one mailed.
+    """
+    if lead is None or lead.erased_at is not None:
+        return None
+    if isinstance(send_key, str):
+        sent_to = await session.scalar(
+            select(EmailSend.to_address).where(
+                EmailSend.key == send_key, EmailSend.lead_id == lead.id
+            )
+        )
+        if sent_to and "," not in sent_to:
+            return sent_to
+    return lead.email or None
+
+
 async def unsubscribe_address(services: Services, lead_id: str, send_key: object) -> str | None:
-    """Suppress the lead's address and record `lead.unsubscribed` for every lead with it.
+    """Suppress the address the email went to and record `lead.unsubscribed` for every lead
+    with it (see :func:`emailed_address`).
 
     Returns:
-        The address, or None when the lead has none (erased): nothing left to do.
+        The address, or None when there is none (the lead was erased): nothing left to do.
     """
     now = datetime.now(UTC)
     for attempt in (1, 2):
         async with services.sessions() as session:
             lead = await session.get(LeadRow, lead_id)
-            if lead is None or not lead.email:
+            emailed = await emailed_address(session, lead, send_key)
+            if not emailed:
                 return None
-            address = lead.email.strip().lower()
+            address = emailed.strip().lower()
             leads = (
                 await session.scalars(select(LeadRow).where(func.lower(LeadRow.email) == address))
             ).all()
@@ -216,7 +262,7 @@ async def unsubscribe_address(services: Services, lead_id: str, send_key: object
 )
 async def click(request: Request, token: str, services: ServicesDep) -> Response:
     """Record `email.clicked` (flagged when it looks like a link scanner) and redirect."""
-    payload = _read(services, "click", token)
+    payload = await _read(services, "click", token)
     url = payload.get("u") if payload else None
     if (
         payload is None
@@ -266,13 +312,25 @@ async def record_click(
         data["scanner"] = True
         data["scanner_reason"] = why
     event = Event(
-        id=f"click-{secrets.token_hex(10)}",
+        id=click_event_id(lead_id, key, url, scanner=bool(why)),
         type="email.clicked",
         lead_id=lead_id,
         occurred_at=now,
         data=data,
     )
     return (await submit_event(await services.intake(), event)).status
+
+
+def click_event_id(lead_id: str, send_key: str | None, url: str, *, scanner: bool) -> str:
+    """The id of a click's event: the same for every click of one link of one send.
+
+    So a link clicked again (or a token replayed) is a duplicate with no second effect. A
+    link scanner's clicks and the person's are told apart: a gateway opening every link
+    on delivery must not use up the click of the person reading it later.
+    """
+    who = "scanner" if scanner else "person"
+    raw = json.dumps([lead_id, send_key, url, who], separators=(",", ":"))
+    return f"click-{hashlib.sha256(raw.encode()).hexdigest()[:32]}"
 
 
 async def _scanner_reason(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 
 from nurture.db import CallTask, EmailSend, EventRow, LeadRow
 from nurture.web.common import ServicesDep, SessionDep, render
 from nurture.web.leadinfo import lead_with_state, sdr_may_see
-from nurture.web.security import OpsDep, ViewerDep
+from nurture.web.security import OpsDep, ViewerDep, check_csrf
 
 router = APIRouter(include_in_schema=False)
 
@@ -81,9 +82,19 @@ async def ops_page(
     return render(request, "ops.html", context)
 
 
-@router.get("/ops/find")
-async def find_lead(viewer: ViewerDep, session: SessionDep, q: str = "") -> Response:
-    """Go to a lead by id, or by email address when exactly one lead has it."""
+@router.post("/ops/find")
+async def find_lead(
+    viewer: ViewerDep,
+    session: SessionDep,
+    q: Annotated[str, Form(max_length=320)] = "",
+    csrf: Annotated[str | None, Form()] = None,
+) -> Response:
+    """Go to a lead by id, or by email address when exactly one lead has it.
+
+    A form post, not a query string: an address in a URL ends up in access logs, proxies
+    and the browser's history.
+    """
+    check_csrf(viewer, csrf)
     q = q.strip()
     if "@" in q:
         query = select(LeadRow.id).where(func.lower(LeadRow.email) == q.lower())

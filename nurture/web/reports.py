@@ -4,8 +4,9 @@ Rendered on the server, charts included: each chart is an inline SVG drawn here 
 so the pages read without JavaScript, print well, and need no front-end build. Numbers
 come from :mod:`nurture.reports`; this module only parses the query and draws.
 
-The router needs ``request.app.state.sessions`` (an async session factory); the app puts a
-login in front of it (CONTRACT.md: every page needs a login).
+The router needs ``request.app.state.sessions`` (an async session factory); the app puts an
+ops login in front of it (CONTRACT.md: every page needs a login; these show every SDR's leads
+and activity, so SDRs get 403).
 """
 
 from __future__ import annotations

@@ -1,29 +1,43 @@
 """Who may do what: webhook signatures, the login session, CSRF tokens.
 
-Webhooks are signed like the CRM notifications this app sends (``activities.tasks.signature``):
+Webhooks are signed with the shared webhook secret:
 ``X-Nurture-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``.
+The CRM notifications this app sends use the same header but a key derived for that direction
+(``activities.crm``), so one of them replayed to us does not verify.
 The signature is checked on the raw bytes *before* anything parses them, so an unsigned body
 never reaches the JSON parser or the database.
 
 Pages use a signed session cookie (Starlette's ``SessionMiddleware``, itsdangerous inside)
 holding only the user id and a CSRF token; the role is read from the ``users`` table on every
-request, so a removed login or a changed role takes effect at once.
+request, so a removed login or a changed role takes effect at once. The cookie's key comes
+from the app-private secret (:mod:`nurture.appsecrets`), never from the webhook secret the
+CRM and event sources hold: they must not be able to mint a session.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
+import itsdangerous
 from fastapi import Depends, HTTPException, Request
+from starlette.datastructures import MutableHeaders
+from starlette.middleware.sessions import Session, SessionMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# Re-exported: the derivation of every key lives in nurture.appsecrets.
+from nurture.appsecrets import derived_key as derived_key
 from nurture.db import User
 from nurture.web.common import SessionDep
+
+log = logging.getLogger(__name__)
 
 SIGNATURE_HEADER = "X-Nurture-Signature"
 # A captured request can be replayed only this long; event ids catch replays inside it.
@@ -52,9 +66,7 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
     return f"t={t},v1={compute_signature(secret, body, t)}"
 
 
-def verify_signature(
-    secret: str, header: str | None, body: bytes, now: float | None = None
-) -> None:
+def verify_signature(secret: str, header: str | None, body: bytes, now: float | None = None) -> int:
     """Accept ``body`` only when one of the header's ``v1`` signatures matches, in time.
 
     Args:
@@ -62,6 +74,9 @@ def verify_signature(
         header: The ``X-Nurture-Signature`` value, or None when absent.
         body: The raw request body, exactly as received.
         now: The current Unix time (tests pass one).
+
+    Returns:
+        The signature's timestamp ``t`` (with the body, it identifies the request).
 
     Raises:
         SignatureError: saying what is wrong (missing, malformed, old, future, no match).
@@ -100,11 +115,12 @@ def verify_signature(
         hmac.compare_digest(expected, c.lower().encode("latin-1", "replace")) for c in candidates
     ):
         raise SignatureError("signature does not match")
+    return t
 
 
-def derived_key(secret: str, purpose: str) -> str:
-    """A key for ``purpose`` derived from the webhook secret, so no two uses share one key."""
-    return hmac.new(secret.encode(), f"nurture:{purpose}".encode(), hashlib.sha256).hexdigest()
+def receipt_digest(timestamp: int, body: bytes) -> str:
+    """The SHA-256 of ``"<t>.<body>"``: what identifies one signed request for replays."""
+    return hashlib.sha256(f"{timestamp}.".encode() + body).hexdigest()
 
 
 # --- the signed-in user -------------------------------------------------------------------
@@ -196,3 +212,71 @@ def check_csrf(viewer: Viewer, token: str | None) -> None:
 
 ViewerDep = Annotated[Viewer, Depends(require_viewer)]
 OpsDep = Annotated[Viewer, Depends(require_ops)]
+
+
+# --- middleware ---------------------------------------------------------------------------
+
+
+class AppSessionMiddleware(SessionMiddleware):
+    """Starlette's signed-cookie sessions, keyed by a key resolved on the first request.
+
+    The key may live in the app database (:mod:`nurture.appsecrets`), which the app only
+    reaches once its lifespan has started; it is resolved then and kept. While it cannot be
+    resolved (the database is down), a request gets an empty session that is never saved:
+    nobody is signed in, and pages needing the database fail as they would anyway.
+    """
+
+    def __init__(self, app: ASGIApp, key: Callable[[], Awaitable[str]], **options: Any) -> None:
+        # A random stand-in until the real key is known; never used to sign (see __call__).
+        super().__init__(app, secret_key=secrets.token_hex(32), **options)
+        self._key = key
+        self._ready = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not self._ready:
+            try:
+                key = await self._key()
+            except Exception:  # noqa: BLE001 - serve without a session; retried next request
+                log.warning(
+                    "the session key is unavailable; serving without sessions", exc_info=True
+                )
+                scope["session"] = Session()
+                await self.app(scope, receive, send)
+                return
+            self.signer = itsdangerous.TimestampSigner(key)
+            self._ready = True
+        await super().__call__(scope, receive, send)
+
+
+# Sent with every page (HTML, and SVG pictures, which browsers can open as documents).
+PAGE_HEADERS = (
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "same-origin"),
+)
+
+
+class SecurityHeadersMiddleware:
+    """Adds ``X-Content-Type-Options: nosniff`` to every response, and no framing and a
+    same-origin referrer policy to pages. No Content-Security-Policy: the inbox's inline
+    script would need ``'unsafe-inline'``, which would make one pointless."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                headers = MutableHeaders(scope=message)
+                headers.setdefault("X-Content-Type-Options", "nosniff")
+                content_type = headers.get("content-type", "").lower()
+                if content_type.startswith(("text/html", "image/svg+xml")):
+                    for name, value in PAGE_HEADERS:
+                        headers.setdefault(name, value)
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

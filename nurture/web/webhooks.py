@@ -4,8 +4,13 @@ Order of work for every request, each step refusing before the next one runs:
 
 1. read at most :data:`MAX_BODY_BYTES` of raw body (413);
 2. verify ``X-Nurture-Signature`` on those exact bytes (401);
-3. parse and validate the whole body (422 naming every bad field; a batch is all or nothing);
-4. record durably, then signal (``nurture.parked``); 503 only when nothing could be recorded.
+3. refuse a replay: a request whose signed ``"<t>.<body>"`` was already taken in is answered
+   200 ``duplicate`` and has no effect (table ``webhook_receipts``, shared by both routes);
+4. parse and validate the whole body (422 naming every bad field; a batch is all or nothing);
+5. record durably, then signal (``nurture.parked``); 503 only when nothing could be recorded.
+
+A request that was not taken in (refused, or failed) is forgotten again, so the sender's
+resend of the very same bytes is not mistaken for a replay.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import json
 import logging
 import math
 import zoneinfo
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Literal
 
@@ -29,17 +36,26 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from temporalio.service import RPCError
 
-from nurture.db import LeadRow
+from nurture import workflow_id
+from nurture.db import LeadRow, WebhookReceipt
 from nurture.events import Event, Lead
 from nurture.loader import CadenceSetInvalid
 from nurture.parked import FINAL_STAGES, accept_event, submit_lead
 from nurture.settings import SettingsError
 from nurture.temporal import TemporalUnavailable
-from nurture.web.common import ServicesDep
-from nurture.web.security import SIGNATURE_HEADER, SignatureError, verify_signature
+from nurture.web.common import Services, ServicesDep
+from nurture.web.security import (
+    MAX_CLOCK_SKEW_S,
+    MAX_SIGNATURE_AGE_S,
+    SIGNATURE_HEADER,
+    SignatureError,
+    receipt_digest,
+    verify_signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +66,10 @@ LEAD_ID_PATTERN = r"^[A-Za-z0-9._:\-]+$"
 MAX_EMPLOYEES = 10_000_000
 # Events carry flat-ish data; far deeper nesting is an attack or a bug, never a CRM field.
 MAX_DEPTH = 32
+# How long a taken-in request is remembered: longer than a signature can stay valid
+# (MAX_SIGNATURE_AGE_S after a t up to MAX_CLOCK_SKEW_S in the future).
+RECEIPT_TTL = timedelta(minutes=10)
+assert RECEIPT_TTL.total_seconds() > MAX_SIGNATURE_AGE_S + MAX_CLOCK_SKEW_S
 
 router = APIRouter(tags=["webhooks"])
 
@@ -154,11 +174,12 @@ class StageConflict(BaseModel):
 
 
 class LeadAccepted(BaseModel):
-    """A posted lead: created (202) or updated (200)."""
+    """A posted lead: created (202), updated (200), or a replay of a request already taken
+    in (200, ``duplicate``: no effect)."""
 
     lead_id: str
     workflow_id: str
-    status: Literal["created", "updated"]
+    status: Literal["created", "updated", "duplicate"]
     cadence: str | None = None
     parked_delivered: int = Field(description="Events that waited for this lead, now delivered")
 
@@ -173,7 +194,8 @@ class EventOutcome(BaseModel):
 
 
 class EventsAccepted(BaseModel):
-    """The answer to `POST /events`: ``duplicate`` (200) when nothing in it was new."""
+    """The answer to `POST /events`: ``duplicate`` (200) when nothing in it was new (or the
+    whole request is a replay of one already taken in)."""
 
     status: Literal["accepted", "duplicate"]
     results: list[EventOutcome]
@@ -220,8 +242,8 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-async def verified_body(request: Request, services: ServicesDep) -> bytes:
-    """The raw body, once its signature checks out (401 otherwise)."""
+async def verified_body(request: Request, services: ServicesDep) -> tuple[bytes, int]:
+    """The raw body and its signature's timestamp, once the signature checks out (401)."""
     body = await _read_body(request)
     try:
         secret = services.settings.require_webhook_secret()
@@ -229,10 +251,67 @@ async def verified_body(request: Request, services: ServicesDep) -> bytes:
         log.error("webhook refused: %s", exc)
         raise _unavailable("the webhook secret is not configured") from None
     try:
-        verify_signature(secret, request.headers.get(SIGNATURE_HEADER), body)
+        timestamp = verify_signature(secret, request.headers.get(SIGNATURE_HEADER), body)
     except SignatureError as exc:
         raise WebhookRefused(401, Problem(detail=str(exc))) from None
-    return body
+    return body, timestamp
+
+
+class Receipt:
+    """A signed request taken in once: ``first`` is False for a replay."""
+
+    def __init__(self, first: bool) -> None:
+        self.first = first
+        self.keep = True
+
+
+@asynccontextmanager
+async def receipt(services: Services, timestamp: int, body: bytes) -> AsyncIterator[Receipt]:
+    """Remember the signed request ``"<t>.<body>"``; forget it when not taken in.
+
+    Yields ``first=False`` when it was already taken in (a replay, or the sender's resend
+    of a request that worked). When the block raises, or sets ``keep = False``, the receipt
+    is dropped, so a resend of a refused or failed request is handled again.
+
+    Raises:
+        WebhookRefused: 503 when the database cannot be reached.
+    """
+    digest = receipt_digest(timestamp, body)
+    now = datetime.now(UTC)
+    try:
+        async with services.sessions() as session:
+            # Opportunistic pruning, in the same transaction: nothing older can be replayed.
+            await session.execute(
+                delete(WebhookReceipt).where(WebhookReceipt.seen_at < now - RECEIPT_TTL)
+            )
+            session.add(WebhookReceipt(digest=digest, seen_at=now))
+            try:
+                await session.commit()
+                first = True
+            except IntegrityError:
+                await session.rollback()
+                first = False
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("webhook not taken: %s", exc, exc_info=True)
+        raise _unavailable("the database is unavailable") from None
+    state = Receipt(first)
+    try:
+        yield state
+    except BaseException:
+        if first:
+            await _forget(services, digest)
+        raise
+    if first and not state.keep:
+        await _forget(services, digest)
+
+
+async def _forget(services: Services, digest: str) -> None:
+    try:
+        async with services.sessions() as session:
+            await session.execute(delete(WebhookReceipt).where(WebhookReceipt.digest == digest))
+            await session.commit()
+    except Exception:  # noqa: BLE001 - the original outcome matters more; it expires anyway
+        log.warning("could not forget webhook receipt %s", digest[:12], exc_info=True)
 
 
 def _reject_constant(name: str) -> float:
@@ -414,7 +493,10 @@ RECORDING_FAILURES = (SQLAlchemyError, OSError, RPCError, TemporalUnavailable, C
     responses={
         200: {
             "model": LeadAccepted,
-            "description": "The lead existed and was updated (as lead.updated)",
+            "description": (
+                "The lead existed and was updated (as lead.updated); or `duplicate`: this "
+                "signed request was already taken in (a replay), and had no second effect"
+            ),
         },
         202: {"model": LeadAccepted, "description": "A new lead: its workflow was started"},
         409: {"model": StageConflict, "description": "The lead is won or closed"},
@@ -430,7 +512,21 @@ RECORDING_FAILURES = (SQLAlchemyError, OSError, RPCError, TemporalUnavailable, C
 )
 async def post_lead(request: Request, services: ServicesDep) -> JSONResponse:
     """Create the lead (202) or update it (200); its parked events are delivered in order."""
-    lead = validate_lead(parse_json(await verified_body(request, services)))
+    body, timestamp = await verified_body(request, services)
+    async with receipt(services, timestamp, body) as taken:
+        lead = validate_lead(parse_json(body))
+        if not taken.first:
+            replay = LeadAccepted(
+                lead_id=lead.id,
+                workflow_id=workflow_id(lead.id),
+                status="duplicate",
+                parked_delivered=0,
+            )
+            return JSONResponse(replay.model_dump(mode="json"), status_code=200)
+        return await _take_lead(services, lead)
+
+
+async def _take_lead(services: Services, lead: PostedLead) -> JSONResponse:
     try:
         async with services.sessions() as session:
             existing = await session.get(LeadRow, lead.id)
@@ -486,7 +582,10 @@ def _why(exc: Exception) -> str:
     responses={
         200: {
             "model": EventsAccepted,
-            "description": "Every event id was seen before: no second effect",
+            "description": (
+                "Every event id was seen before, or this signed request was already taken "
+                "in (a replay): no second effect"
+            ),
         },
         202: {"model": EventsAccepted, "description": "Accepted; per-event statuses in the body"},
         **_COMMON,
@@ -510,7 +609,31 @@ def _why(exc: Exception) -> str:
 )
 async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
     """Record each event, then signal its lead (or park it until the lead exists)."""
-    events, _batch = validate_events(parse_json(await verified_body(request, services)))
+    body, timestamp = await verified_body(request, services)
+    async with receipt(services, timestamp, body) as taken:
+        events, _batch = validate_events(parse_json(body))
+        if not taken.first:
+            replay = EventsAccepted(
+                status="duplicate",
+                results=[
+                    EventOutcome(
+                        index=index,
+                        event_id=event.id,
+                        status="duplicate",
+                        detail="this signed request was already received",
+                    )
+                    for index, event in enumerate(events)
+                ],
+            )
+            return JSONResponse(replay.model_dump(mode="json"), status_code=200)
+        answer = await _take_events(services, events)
+        # An event that failed is sent again by the sender: not a replay then.
+        taken.keep = not any(r.status == "failed" for r in answer.results)
+    fresh = answer.status == "accepted"
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if fresh else 200)
+
+
+async def _take_events(services: Services, events: list[PostedEvent]) -> EventsAccepted:
     try:
         intake = await services.intake()
     except TemporalUnavailable as exc:
@@ -530,8 +653,7 @@ async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
     if all(r.status == "failed" for r in results):
         raise _unavailable(results[0].detail or "unavailable")
     fresh = any(r.status not in ("duplicate", "failed") for r in results)
-    answer = EventsAccepted(status="accepted" if fresh else "duplicate", results=results)
-    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if fresh else 200)
+    return EventsAccepted(status="accepted" if fresh else "duplicate", results=results)
 
 
 def add_schemas(openapi: dict[str, Any]) -> None:
@@ -560,6 +682,8 @@ def add_schemas(openapi: dict[str, Any]) -> None:
         "name": SIGNATURE_HEADER,
         "description": (
             't=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>; several v1= may be '
-            "given; refused when t is more than 300 s old or 60 s in the future"
+            "given; refused when t is more than 300 s old or 60 s in the future. A request "
+            "with the same t and body as one already taken in is a replay: answered 200 "
+            "`duplicate`, with no effect"
         ),
     }
