@@ -325,3 +325,16 @@ async def test_ops_page_lists_parked_events_and_unknown_sends(site: Site) -> Non
     assert "connection dropped after DATA" in page.text and site.ben_lead in page.text
     assert f'href="{UI}/namespaces/default/workflows"' in page.text
     assert reports.status_code == 200 and "olga (ops)" in reports.text  # behind the login too
+
+
+async def test_password_guessing_is_stopped_after_five_failures(site: Site) -> None:
+    async with site.client() as browser:
+        for _ in range(5):
+            wrong = await browser.post("/login", data={"username": "aiko", "password": "guess"})
+            assert wrong.status_code == 401
+        # The right password too is refused now: the guesser cannot tell it found it.
+        held = await browser.post("/login", data={"username": "aiko", "password": PASSWORD})
+        assert held.status_code == 429 and "Too many failed logins" in held.text
+        # The same address trying another name is held as well (per address, not only per user).
+        other = await browser.post("/login", data={"username": "ben", "password": PASSWORD})
+        assert other.status_code == 429

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import defaultdict, deque
 from functools import cache
 from typing import Annotated
 
@@ -22,6 +24,47 @@ from nurture.web.security import (
 )
 
 router = APIRouter(include_in_schema=False)
+
+# Password guessing: after this many failures for one user name, or from one address, within
+# the window, logins answer 429 until the window passes. Kept per process (a restart or
+# another replica starts afresh), which bounds guessing without a shared store.
+MAX_FAILURES = 5
+FAILURE_WINDOW_S = 15 * 60
+# scrypt costs ~40 ms of CPU and 16 MiB each: a few at once, never a pile-up.
+_HASHING = asyncio.Semaphore(4)
+
+
+class _Failures:
+    def __init__(self) -> None:
+        self._seen: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._seen[key]
+        while times and now - times[0] > FAILURE_WINDOW_S:
+            times.popleft()
+        if not times:
+            self._seen.pop(key, None)
+            return deque()
+        return times
+
+    def blocked(self, keys: list[str], now: float) -> bool:
+        return any(len(self._recent(key, now)) >= MAX_FAILURES for key in keys)
+
+    def add(self, keys: list[str], now: float) -> None:
+        for key in keys:
+            self._recent(key, now)
+            self._seen[key].append(now)
+
+    def clear(self, key: str) -> None:
+        self._seen.pop(key, None)
+
+
+def _failures(request: Request) -> _Failures:
+    """The app's failure counts (per app, so each app instance counts its own)."""
+    state = request.app.state
+    if not hasattr(state, "login_failures"):
+        state.login_failures = _Failures()
+    return state.login_failures  # type: ignore[no-any-return]
 
 
 @cache
@@ -47,17 +90,31 @@ async def login(
     next: Annotated[str | None, Form()] = None,
 ) -> Response:
     """Check the password; on success start a fresh session and go on to ``next``."""
-    user = await session.get(User, username.strip())
+    name = username.strip()
+    keys = [f"user:{name.lower()}", f"ip:{request.client.host if request.client else '-'}"]
+    now = time.monotonic()
+    failures = _failures(request)
+    if failures.blocked(keys, now):
+        context = {
+            "next": safe_next(next),
+            "error": "Too many failed logins: wait 15 minutes, or ask ops to reset the password.",
+            "username": username,
+        }
+        return render(request, "login.html", context, status_code=429)
+    user = await session.get(User, name)
     stored = user.password_hash if user is not None else _decoy_hash()
-    # scrypt takes tens of milliseconds of CPU: off the event loop.
-    matches = await asyncio.to_thread(verify_password, password, stored)
+    # scrypt takes tens of milliseconds of CPU: off the event loop, a few at a time.
+    async with _HASHING:
+        matches = await asyncio.to_thread(verify_password, password, stored)
     if user is None or not matches or user.role not in ROLES:
+        failures.add(keys, now)
         context = {
             "next": safe_next(next),
             "error": "Unknown user or wrong password.",
             "username": username,
         }
         return render(request, "login.html", context, status_code=401)
+    failures.clear(keys[0])
     start_session(request, user)
     return RedirectResponse(safe_next(next), status_code=303)
 
