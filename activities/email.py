@@ -38,7 +38,7 @@ from nurture.catalog import CadenceCatalog
 from nurture.db import EmailSend, LeadRow, Suppression, User, utcnow
 from nurture.intake import lead_from_row
 from nurture.links import click_url, unsubscribe_url
-from nurture.rendering import RenderedEmail, Renderer, TemplateProblem
+from nurture.rendering import RenderedEmail, TemplateProblem
 from nurture.settings import Settings
 
 
@@ -205,7 +205,7 @@ class EmailActivities:
             "unsubscribe_url": unsubscribe,
             "link": lambda url: click_url(base, key, lead.id, request.key, str(url)),
         }
-        renderer = Renderer(self.catalog.templates_dir or self.settings.templates_dir)
+        renderer = self.catalog.renderer(self.settings.templates_dir)
         rendered = with_footer(
             renderer.render_email(request.template, context),
             unsubscribe,

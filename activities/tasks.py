@@ -23,7 +23,6 @@ from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
 from nurture.db import CallTask, LeadRow, Opportunity
 from nurture.links import unsubscribe_url
-from nurture.rendering import Renderer
 from nurture.settings import Settings
 
 
@@ -146,7 +145,7 @@ class TaskActivities:
             ),
             "link": lambda url: str(url),
         }
-        renderer = Renderer(self.catalog.templates_dir or self.settings.templates_dir)
+        renderer = self.catalog.renderer(self.settings.templates_dir)
         script = renderer.render_call_script(request.script, context)
         task = CallTask(
             key=request.key,

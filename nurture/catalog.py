@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nurture.cadence import CadenceSet
 from nurture.loader import CadenceSetInvalid, Problem, load_cadence_set
+from nurture.rendering import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,8 @@ class CadenceCatalog:
         self._stamp: tuple[tuple[str, float], ...] | None = None
         self._set: CadenceSet | None = None
         self.problems: list[Problem] = []
+        self._renderer: Renderer | None = None
+        self._renderer_stamp: tuple[tuple[str, float], ...] | None = None
 
     def _signature(self) -> tuple[tuple[str, float], ...]:
         files = sorted(self.cadences_dir.glob("*.yaml"))
@@ -62,3 +65,16 @@ class CadenceCatalog:
             if self.problems and self._set is None:
                 raise CadenceSetInvalid(self.problems)
             return self._set
+
+    def renderer(self, fallback_dir: Path) -> Renderer:
+        """One template renderer, rebuilt only when a file changes.
+
+        A renderer compiles templates once and keeps them: building one per email cost about
+        4 ms of CPU against 0.07 ms reused (bench/leads.py).
+        """
+        with self._lock:
+            stamp = self._signature()
+            if self._renderer is None or stamp != self._renderer_stamp:
+                self._renderer = Renderer(self.templates_dir or Path(fallback_dir))
+                self._renderer_stamp = stamp
+            return self._renderer
