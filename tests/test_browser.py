@@ -16,29 +16,25 @@ from __future__ import annotations
 
 import os
 import secrets
-from pathlib import Path
 
 import httpx
 import pytest
 from conftest import SKELETON_TEMPLATES, write_cadence_set
 from harness import running
 from sqlalchemy import select
-from web_helpers import PASSWORD, LiveServer, add_user, signed, wait_until
+from web_helpers import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    LiveServer,
+    add_user,
+    signed,
+    wait_until,
+)
 
 from nurture.db import CallTask
 from nurture.web import create_app, inbox
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("NURTURE_SKIP_BROWSER") == "1", reason="NURTURE_SKIP_BROWSER=1"

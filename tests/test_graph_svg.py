@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT
-from web_helpers import add_user, asgi_client, log_in
+from web_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, add_user, asgi_client, log_in
 
 from nurture.cadence import Cadence
 from nurture.db import make_engine, session_factory
@@ -34,17 +34,6 @@ from nurture.migrate import migrate
 from nurture.web import create_app
 
 SVG = "{http://www.w3.org/2000/svg}"
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 CONTRACT_CADENCE = {
     "id": "inbound",

@@ -23,22 +23,12 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from reportdata import seed
+from web_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
 from nurture.db import make_engine, session_factory
 from nurture.migrate import migrate
 from nurture.web import reports as report_pages
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 MARCH = "since=2026-03-01&until=2026-03-31"
 
 pytestmark = pytest.mark.skipif(

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,19 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from nurture.auth import hash_password
 from nurture.db import User
 from nurture.web.security import SIGNATURE_HEADER, sign
+
+# Debian's Chromium, driven by Playwright (never a downloaded browser); flags for a closed network.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 PASSWORD = "correct horse"
 
