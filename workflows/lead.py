@@ -265,7 +265,7 @@ class LeadWorkflow:
                     lifecycle.note(state, now, "cadence ended", action.reason)
                     self._publish()
                 case interpreter.Wait():
-                    until = position_resume(position) or action.until
+                    until = position.resume_until or action.until
                     position.resume_until = until
                     state.next_touch_at = until
                     self._set_doing(f"waiting until {_fmt(until)} ({action.reason})")
@@ -613,7 +613,7 @@ class LeadWorkflow:
             )
         if action.wait_for_outcome is None:
             return True
-        until = position_resume(position) or timing.add_duration(
+        until = position.resume_until or timing.add_duration(
             now, action.wait_for_outcome, self._zone, state.playbook.limits
         )
         position.resume_until = until
@@ -915,10 +915,6 @@ class LeadWorkflow:
     def _zone(self):  # type: ignore[no-untyped-def]
         facts = self._state.facts
         return timing.lead_zone(facts.timezone, facts.country)
-
-
-def position_resume(position: Position) -> datetime | None:
-    return position.resume_until
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
