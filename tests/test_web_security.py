@@ -555,3 +555,25 @@ async def test_pages_carry_basic_security_headers(site: Site) -> None:
         answer = await browser.post("/login", data={"username": "aiko", "password": PASSWORD})
         assert answer.status_code == 303 and SESSION_COOKIE in answer.headers["set-cookie"]
         assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+# --- forms: size and origin ----------------------------------------------------------------
+
+
+async def test_an_oversized_form_is_refused_before_it_is_read(site: Site) -> None:
+    huge = {"username": "aiko", "password": "x" * (200 * 1024)}
+    response = await site.client.post("/login", data=huge)
+    assert response.status_code == 413
+    # The webhooks keep their own (larger) limit: a normal signed post still works.
+    body, headers = signed(
+        site.secret, {"id": uid("evt"), "type": "email.opened", "lead_id": uid()}
+    )
+    assert (await site.send("/events", body, headers)).status_code in (200, 202)
+
+
+async def test_a_login_posted_from_another_site_is_refused(site: Site) -> None:
+    form = {"username": "aiko", "password": PASSWORD}
+    evil = await site.client.post("/login", data=form, headers={"Origin": "https://evil.example"})
+    assert evil.status_code == 403 and SESSION_COOKIE not in evil.cookies
+    ours = await site.client.post("/login", data=form, headers={"Origin": "http://test"})
+    assert ours.status_code == 303

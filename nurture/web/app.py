@@ -50,6 +50,7 @@ from nurture.web.security import (
     SESSION_COOKIE,
     SESSION_MAX_AGE_S,
     AppSessionMiddleware,
+    BodyLimitMiddleware,
     LoginRequired,
     OpsDep,
     SecurityHeadersMiddleware,
@@ -137,6 +138,7 @@ def create_app(
         https_only=str(settings.public_url).startswith("https://"),
     )
     # Added last, so outermost: it also covers what the session layer answers.
+    app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_exception_handler(webhooks.WebhookRefused, webhooks.refused_handler)
     app.add_exception_handler(LoginRequired, _to_login)

@@ -18,6 +18,7 @@ from nurture.web.security import (
     ROLES,
     ViewerDep,
     check_csrf,
+    cross_site,
     current_viewer,
     safe_next,
     start_session,
@@ -90,6 +91,10 @@ async def login(
     next: Annotated[str | None, Form()] = None,
 ) -> Response:
     """Check the password; on success start a fresh session and go on to ``next``."""
+    if cross_site(request.headers, request.app.state.settings.public_base):
+        # Another site posting our login form would sign the user in as someone else.
+        context = {"next": "/inbox", "error": "Sign in from this site's own page.", "username": ""}
+        return render(request, "login.html", context, status_code=403)
     name = username.strip()
     keys = [f"user:{name.lower()}", f"ip:{request.client.host if request.client else '-'}"]
     now = time.monotonic()

@@ -21,10 +21,10 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import itsdangerous
 from fastapi import Depends, HTTPException, Request
@@ -280,3 +280,74 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# Forms (login, task outcomes, search) are small; the webhooks have their own, larger limit.
+FORM_BODY_LIMIT = 64 * 1024
+WEBHOOK_PATHS = frozenset({"/leads", "/events"})
+
+
+class BodyLimitMiddleware:
+    """Refuses (413) a request body over ``FORM_BODY_LIMIT`` on every path but the webhooks,
+    before a form parser buffers it: a login form must not be a way to fill the memory."""
+
+    def __init__(self, app: ASGIApp, limit: int = FORM_BODY_LIMIT) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") in WEBHOOK_PATHS:
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _too_large(send)
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _BodyTooLarge:
+            await _too_large(send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _too_large(send: Send) -> None:
+    body = b"request body too large"
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"text/plain"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def cross_site(request_headers: Mapping[str, str], public_url: str) -> bool:
+    """True when a form post comes from another site (its Origin is not ours).
+
+    Browsers send Origin on form posts; a post without one (a script, a test client) is
+    not a cross-site form.
+    """
+    origin = request_headers.get("origin")
+    if not origin or origin == "null":
+        return origin == "null"
+    host = request_headers.get("host", "")
+    ours = {urlsplit(public_url).netloc, host}
+    return urlsplit(origin).netloc not in ours
