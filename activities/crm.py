@@ -14,15 +14,13 @@ refuses a ``t`` older than a few minutes, and drops a repeated payload ``id``.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 
 import httpx
 from temporalio.exceptions import ApplicationError
 
 from nurture.appsecrets import derived_key
+from nurture.signing import sign
 
 OUTBOUND_PURPOSE = "crm-outbound"
 
@@ -40,10 +38,7 @@ def signature(secret: str, body: bytes, timestamp: int | None = None) -> str:
         body: the exact bytes posted.
         timestamp: Unix seconds; now by default.
     """
-    t = int(time.time()) if timestamp is None else timestamp
-    key = outbound_key(secret).encode()
-    mac = hmac.new(key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
+    return sign(outbound_key(secret), body, timestamp)
 
 
 async def post_signed(url: str, secret: str, payload: dict[str, object]) -> None:

@@ -32,9 +32,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.sessions import Session, SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-# Re-exported: the derivation of every key lives in nurture.appsecrets.
 from nurture.appsecrets import derived_key as derived_key
 from nurture.db import User
+
+# Re-exported: the derivation of every key lives in nurture.appsecrets.
+from nurture.signing import compute_signature, sign  # noqa: F401 - re-exported
 from nurture.web.common import SessionDep
 
 log = logging.getLogger(__name__)
@@ -53,17 +55,6 @@ ROLES = ("sdr", "ops")
 
 class SignatureError(Exception):
     """A webhook whose signature is missing, malformed, wrong or out of its time window."""
-
-
-def compute_signature(secret: str, body: bytes, timestamp: int) -> str:
-    """The hex HMAC-SHA256 of ``"<timestamp>.<body>"`` (the ``v1`` value)."""
-    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-
-
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """A complete ``X-Nurture-Signature`` header value for ``body`` (for senders and tests)."""
-    t = int(time.time()) if timestamp is None else timestamp
-    return f"t={t},v1={compute_signature(secret, body, t)}"
 
 
 def verify_signature(secret: str, header: str | None, body: bytes, now: float | None = None) -> int:
