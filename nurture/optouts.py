@@ -21,38 +21,53 @@ from nurture.events import PERSONAL_FIELDS
 PERSONAL_COLUMNS: tuple[str, ...] = (*PERSONAL_FIELDS, "account")
 
 
-async def unsubscribe_address(
-    sessions: async_sessionmaker[AsyncSession], lead_id: str, reason: str, now: datetime
-) -> list[str]:
-    """Suppress the lead's address and mark every lead with it unsubscribed.
+async def suppress_address(
+    sessions: async_sessionmaker[AsyncSession], address: str, reason: str, now: datetime
+) -> dict[str, bool]:
+    """Put ``address`` on the suppression list and mark every lead with it unsubscribed.
 
     Returns:
-        The ids of the *other* leads with that address that were not unsubscribed yet
-        (their workflows must be told too); empty when the lead has no address.
+        Each lead with that address, and whether it was unsubscribed already (the others'
+        workflows must be told).
     """
+    address = address.strip().lower()
     for attempt in (1, 2):
         async with sessions() as session:
-            lead = await session.get(LeadRow, lead_id)
-            if lead is None or not lead.email:
-                return []
-            address = lead.email.strip().lower()
             leads = (
                 await session.scalars(select(LeadRow).where(func.lower(LeadRow.email) == address))
             ).all()
-            others = [row.id for row in leads if row.id != lead_id and not row.unsubscribed]
+            before = {row.id: row.unsubscribed for row in leads}
             for row in leads:
                 row.unsubscribed = True
             if await session.get(Suppression, address) is None:
                 session.add(Suppression(email=address, reason=reason, at=now))
             try:
                 await session.commit()
-                return others
+                return before
             except IntegrityError:
                 # The same address suppressed concurrently: its row is there now.
                 await session.rollback()
                 if attempt == 2:
                     raise
-    return []
+    return {}
+
+
+async def unsubscribe_address(
+    sessions: async_sessionmaker[AsyncSession], lead_id: str, reason: str, now: datetime
+) -> list[str]:
+    """Suppress the lead's current address (see :func:`suppress_address`).
+
+    Returns:
+        The ids of the *other* leads with that address that were not unsubscribed yet;
+        empty when the lead has no address.
+    """
+    async with sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        address = lead.email if lead is not None else None
+    if not address:
+        return []
+    leads = await suppress_address(sessions, address, reason, now)
+    return [other for other, already in leads.items() if other != lead_id and not already]
 
 
 async def mark_do_not_contact(sessions: async_sessionmaker[AsyncSession], lead_id: str) -> None:

@@ -26,15 +26,15 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nurture.appsecrets import link_key
-from nurture.db import EmailSend, EventRow, LeadRow, Suppression
+from nurture.db import EmailSend, EventRow, LeadRow
 from nurture.events import Event
 from nurture.intake import submit_event
 from nurture.links import BadToken, read_token
+from nurture.optouts import suppress_address
 from nurture.temporal import TemporalUnavailable
 from nurture.web.common import Services, ServicesDep, render
 
@@ -203,29 +203,13 @@ async def unsubscribe_address(services: Services, lead_id: str, send_key: object
         The address, or None when there is none (the lead was erased): nothing left to do.
     """
     now = datetime.now(UTC)
-    for attempt in (1, 2):
-        async with services.sessions() as session:
-            lead = await session.get(LeadRow, lead_id)
-            emailed = await emailed_address(session, lead, send_key)
-            if not emailed:
-                return None
-            address = emailed.strip().lower()
-            leads = (
-                await session.scalars(select(LeadRow).where(func.lower(LeadRow.email) == address))
-            ).all()
-            for row in leads:
-                row.unsubscribed = True
-            if await session.get(Suppression, address) is None:
-                session.add(Suppression(email=address, reason="unsubscribe link", at=now))
-            try:
-                await session.commit()
-                break
-            except IntegrityError:
-                # The same address unsubscribed by a concurrent click: its row is there now.
-                await session.rollback()
-                if attempt == 2:
-                    raise
-    lead_ids = [row.id for row in leads]
+    async with services.sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        address = await emailed_address(session, lead, send_key)
+    if not address:
+        return None
+    lead_ids = list(await suppress_address(services.sessions, address, "unsubscribe link", now))
+    address = address.strip().lower()
     try:
         intake = await services.intake()
     except TemporalUnavailable:
