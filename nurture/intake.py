@@ -131,6 +131,14 @@ class Intake:
         self.client = client
         self.sessions = sessions
         self.catalog = catalog
+        self._rule_fields: tuple[CadenceSet, set[str]] | None = None
+
+    def rule_fields(self) -> set[str]:
+        """`rule_fields` of the current set, computed once per version (events are hot)."""
+        cadence_set = self.catalog.current()
+        if self._rule_fields is None or self._rule_fields[0] is not cadence_set:
+            self._rule_fields = (cadence_set, rule_fields(cadence_set))
+        return self._rule_fields[1]
 
     async def submit(self, lead: Lead, *, now: datetime | None = None) -> IntakeResult:
         """Create the lead, or update it when it exists (as `lead.updated`).
@@ -145,7 +153,7 @@ class Intake:
         if stage in ("won", "closed"):
             return IntakeResult(lead.id, wf_id, "closed", stage=stage)
         facts = await self._facts(lead.id)
-        used = rule_fields(cadence_set)
+        used = self.rule_fields()
         facts = facts.model_copy(
             update={"fields": {k: v for k, v in facts.fields.items() if k in used}}
         )
@@ -304,7 +312,7 @@ async def submit_event(intake: Intake, event: Event) -> EventResult:
     for an unknown lead, or when the workflow cannot be reached now)."""
     from temporalio.service import RPCError, RPCStatusCode
 
-    used = rule_fields(intake.catalog.current())
+    used = intake.rule_fields()
     fresh, lead = await record_event(intake.sessions, event)
     if not fresh:
         return EventResult(event.id, "duplicate")

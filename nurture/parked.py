@@ -28,7 +28,6 @@ from nurture.intake import (
     Intake,
     IntakeResult,
     for_workflow,
-    rule_fields,
     submit_event,
 )
 
@@ -96,7 +95,7 @@ async def deliver_parked(intake: Intake, lead_id: str) -> int:
         )
         try:
             # As submit_event does: a lead.updated's personal fields stay out of Temporal.
-            await _signal(handle, for_workflow(event, rule_fields(intake.catalog.current())))
+            await _signal(handle, for_workflow(event, intake.rule_fields()))
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 final = await _final_stage(intake.sessions, lead_id)
