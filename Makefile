@@ -50,7 +50,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	NURTURE_CADENCES_DIR="$(CADENCES)" exec $(PY) starter.py dev
 
+# Debian's Chromium for the browser tests: installed when this user may (see the script).
 test: $(STAMP)
+	@sh scripts/ensure-browser.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -326,12 +326,17 @@ class Routing(_Strict):
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 ClockTime = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+# A window may close at midnight, written "24:00": "00:00" to "24:00" is open all day
+# (with "23:59" the last minute of each day would be closed).
+EndClockTime = Annotated[
+    str, Field(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", description="HH:MM or 24:00")
+]
 
 
 class SendWindow(_Strict):
     days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS[:5]))
     start: ClockTime = "09:00"
-    end: ClockTime = "18:00"
+    end: EndClockTime = "18:00"
 
 
 class Limits(_Strict):

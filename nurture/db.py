@@ -12,6 +12,8 @@ erasing a lead really erases it (CONTRACT.md, "Personal data stays out of Tempor
 from __future__ import annotations
 
 import secrets
+import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -439,12 +441,36 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         # busy_timeout first: switching to WAL itself needs a lock another process may hold.
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _switch_to_wal(cursor)
         # NORMAL is durable across application crashes in WAL mode, and much faster.
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Put the file in WAL mode (a property of the file, kept once set).
+
+    Several processes opening a new file at once all try the switch; it needs an exclusive
+    lock, and SQLite may answer "database is locked" at once instead of waiting for the busy
+    timeout when the other holder could be waiting for us. So: nothing to do when the file
+    is already in WAL mode, else retry until the busy timeout has passed.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.01
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode")
+            if str(cursor.fetchone()[0]).lower() == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.5)
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -10,6 +10,8 @@ then find the schema already at head.
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 from alembic import command
@@ -20,6 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from nurture.db import make_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+# Alembic keeps the running migration in module globals (``alembic.context``), so two
+# upgrades at once in one process corrupt each other ("KeyError: 'script'"). This lock
+# serializes them across event loops and threads: a web app and a worker embedded in one
+# process (``starter.py dev``, the tests) each migrate at start-up.
+_IN_PROCESS = threading.Lock()
 
 # An arbitrary constant naming this app's migration lock among PostgreSQL advisory locks.
 _PG_MIGRATION_LOCK = 0x6E757274  # "nurt"
@@ -48,14 +56,21 @@ async def migrate(url: str, revision: str = "head") -> None:
         revision: The Alembic revision to upgrade to.
     """
     config = alembic_config(url)
-    engine = make_engine(url)
+    # Poll rather than block: the holder may be another task of this very event loop, and a
+    # cancelled waiter must not be left holding the lock.
+    while not _IN_PROCESS.acquire(blocking=False):
+        await asyncio.sleep(0.02)
     try:
-        async with engine.connect() as connection:
-            await lock_for_migration(connection)
-            await connection.run_sync(_upgrade, config, revision)
-            await connection.commit()
+        engine = make_engine(url)
+        try:
+            async with engine.connect() as connection:
+                await lock_for_migration(connection)
+                await connection.run_sync(_upgrade, config, revision)
+                await connection.commit()
+        finally:
+            await engine.dispose()
     finally:
-        await engine.dispose()
+        _IN_PROCESS.release()
 
 
 async def lock_for_migration(connection: AsyncConnection) -> None:

@@ -230,7 +230,7 @@ class _Window:
 
     days: frozenset[int]  # date.weekday() numbers
     start: time
-    end: time
+    end: time | None  # None: the window closes at midnight ("24:00")
     holidays: frozenset[date]
 
     def open_on(self, day: date) -> bool:
@@ -240,7 +240,7 @@ class _Window:
         """Raise when no instant can ever be inside the window (so searches never spin)."""
         if not self.days:
             raise ValueError("limits.send_window.days is empty: the send window never opens")
-        if self.start >= self.end:
+        if self.end is not None and self.start >= self.end:
             raise ValueError(
                 f"limits.send_window: start {self.start:%H:%M} is not before end "
                 f"{self.end:%H:%M}: the send window never opens"
@@ -267,7 +267,7 @@ def _window_from(
     return _Window(
         days=frozenset(WEEKDAYS.index(day) for day in days),
         start=time.fromisoformat(start),
-        end=time.fromisoformat(end),
+        end=None if end == "24:00" else time.fromisoformat(end),
         holidays=frozenset(_parse_holiday(h) for h in holidays),
     )
 
@@ -287,7 +287,12 @@ def _utc(at: datetime, name: str = "at") -> datetime:
 
 def _open(at: datetime, zone: ZoneInfo, window: _Window) -> bool:
     local = at.astimezone(zone)
-    return window.open_on(local.date()) and window.start <= local.time() < window.end
+    clock = local.time()
+    return (
+        window.open_on(local.date())
+        and window.start <= clock
+        and (window.end is None or clock < window.end)
+    )
 
 
 def in_window(at: datetime, zone: ZoneInfo, limits: Limits) -> bool:

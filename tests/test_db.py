@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -100,16 +101,55 @@ async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: st
     assert "ck_email_sends_status" in names
 
 
+# Each process migrates, then writes and reads a row at once (the first thing a web app or
+# worker does): none may see "database is locked" or a half-made schema.
+_MIGRATE_AND_USE = """
+import asyncio, sys
+from nurture.db import LeadRow, make_engine, session_factory
+from nurture.migrate import migrate
+
+async def main(url, lead_id):
+    await migrate(url)
+    engine = make_engine(url)
+    try:
+        async with session_factory(engine)() as db, db.begin():
+            db.add(LeadRow(id=lead_id))
+    finally:
+        await engine.dispose()
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
 async def test_processes_starting_together_migrate_once(database_url: str) -> None:
+    # Real processes (as `make run` and compose start the web app, the worker and the CLI)
+    # and, in this process, several upgrades at once on one event loop.
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _MIGRATE_AND_USE,
+            database_url,
+            f"L-{n}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        for n in range(4)
+    ]
     await asyncio.gather(*(migrate(database_url) for _ in range(3)))
+    outputs = [await process.communicate() for process in processes]
+    for process, (output, _) in zip(processes, outputs, strict=True):
+        assert process.returncode == 0, output.decode(errors="replace")
 
     engine = make_engine(database_url)
     try:
         async with engine.connect() as connection:
             versions = (await connection.execute(text("SELECT * FROM alembic_version"))).all()
+            leads = (await connection.execute(text("SELECT id FROM leads ORDER BY id"))).all()
     finally:
         await engine.dispose()
     assert versions == [("0002",)]
+    assert [row[0] for row in leads] == ["L-0", "L-1", "L-2", "L-3"]
 
 
 async def test_migrations_run_down_and_up_from_the_alembic_command(database_url: str) -> None:

@@ -24,7 +24,15 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT
-from web_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, add_user, asgi_client, log_in
+from web_helpers import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    add_user,
+    asgi_client,
+    browser_unavailable,
+    log_in,
+)
 
 from nurture.cadence import Cadence
 from nurture.db import make_engine, session_factory
@@ -285,12 +293,10 @@ async def test_mql_sdr_picture_artifact() -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "cadence-mql-sdr.svg").write_text(svg, encoding="utf-8")
 
-    if os.environ.get("NURTURE_SKIP_BROWSER") == "1" or not CHROMIUM.exists():
-        pytest.skip("Debian's Chromium is not here: the SVG is written, the PNG is not")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        pytest.skip("Playwright is not installed: the SVG is written, the PNG is not")
+    if reason := browser_unavailable():
+        pytest.skip(f"the SVG is written, the PNG is not: {reason}")
+    from playwright.async_api import async_playwright
+
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

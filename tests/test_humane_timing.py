@@ -42,6 +42,15 @@ def window_playbook(holidays: list[str], extra_limits: str = "") -> str:
     """
 
 
+async def skip_to_saturday_noon_utc(env) -> datetime:  # type: ignore[no-untyped-def]
+    """Move the time-skipping server's clock to the next Saturday 12:00 UTC; returns it."""
+    now = await env.get_current_time()
+    days = (5 - now.weekday()) % 7 or 7
+    target = (now + timedelta(days=days)).replace(hour=12, minute=0, second=0, microsecond=0)
+    await env.sleep(target - now)
+    return await env.get_current_time()
+
+
 def first_opening(after: datetime, zone: str, holidays: set[str]) -> datetime:
     """The first minute at or after ``after`` that is Mon–Fri 09:00–18:00 local, not a holiday."""
     tz = ZoneInfo(zone)
@@ -61,7 +70,9 @@ def first_opening(after: datetime, zone: str, holidays: set[str]) -> datetime:
 async def test_first_email_waits_for_the_window_in_each_leads_zone(
     time_env, make_settings, smtp_sink, tmp_path
 ):
-    now = await time_env.get_current_time()
+    # Fix the clock: skip to the coming Saturday 12:00 UTC (07:00 in New York, 21:00 in
+    # Tokyo), so both leads are outside their window whatever the hour the suite runs at.
+    now = await skip_to_saturday_noon_utc(time_env)
     # The next Monday (in New York) is a holiday: both leads must skip it as a send day.
     ny_today = now.astimezone(ZoneInfo("America/New_York")).date()
     monday = ny_today + timedelta(days=(7 - ny_today.weekday()) % 7 or 7)
@@ -85,16 +96,16 @@ async def test_first_email_waits_for_the_window_in_each_leads_zone(
             view = await stack.until(
                 lead_id, lambda v: v.next_touch_at is not None and v.step == "hello"
             )
-            if at - created > timedelta(minutes=2):
-                assert abs(view.next_touch_at - at) < timedelta(minutes=2), (
-                    lead_id,
-                    view.next_touch_at,
-                    at,
-                )
-                deferral = [h for h in view.history if "deferred" in h.what]
-                assert deferral and (
-                    "outside the send window" in deferral[-1].why or "holiday" in deferral[-1].why
-                )
+            assert at - created > timedelta(hours=2), (lead_id, at, created)
+            assert abs(view.next_touch_at - at) < timedelta(minutes=2), (
+                lead_id,
+                view.next_touch_at,
+                at,
+            )
+            deferral = [h for h in view.history if "deferred" in h.what]
+            assert deferral and (
+                "outside the send window" in deferral[-1].why or "holiday" in deferral[-1].why
+            )
         assert expected["T-NY"] != expected["T-JP"]
 
         # Move past both openings: each email goes out at its own local morning, not before.
@@ -136,7 +147,7 @@ ALWAYS_OPEN_CAPPED = """
     limits:
       max_emails_per_week: 2
       min_gap_between_touches: 20h
-      send_window: {days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "23:59"}
+      send_window: {days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00"}
     sender:
       from: "Acme <hello@acme.example>"
       postal_address: "Acme Inc., 1 Main St, Springfield"

@@ -4,26 +4,21 @@ The pages are served by uvicorn on a free 127.0.0.1 port from a tiny app holding
 report router, over a seeded SQLite file (tests/reportdata.py). JavaScript is off in the
 browser: the pages must read without it. Screenshots go to ``test-artifacts/``.
 
-Chromium and Playwright's Python package are required (CI installs both; Playwright's
-own browser download is never used). Without them this test fails, saying what to
-install, unless ``NURTURE_SKIP_BROWSER=1``.
+Marked ``browser``: see tests/conftest.py for when it runs (Playwright's own browser
+download is never used).
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
+import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from reportdata import seed
-from web_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from web_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LiveServer
 
 from nurture.db import make_engine, session_factory
 from nurture.migrate import migrate
@@ -31,29 +26,7 @@ from nurture.web import reports as report_pages
 
 MARCH = "since=2026-03-01&until=2026-03-31"
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("NURTURE_SKIP_BROWSER") == "1", reason="NURTURE_SKIP_BROWSER=1"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _require_browser() -> None:
-    # Fail, not skip: a report page nobody rendered is a gap CI must not hide.
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        pytest.fail(
-            "Playwright is not installed: `pip install -e .[test]` (or set NURTURE_SKIP_BROWSER=1)"
-        )
-    if not CHROMIUM.exists():
-        pytest.fail(
-            f"{CHROMIUM} is missing: `apt-get install -y chromium` (or set NURTURE_SKIP_BROWSER=1)"
-        )
+pytestmark = pytest.mark.browser
 
 
 def pages_app(url: str) -> FastAPI:
@@ -77,31 +50,11 @@ def pages_app(url: str) -> FastAPI:
 @pytest.fixture
 def serve() -> Iterator[Callable[[str], str]]:
     """Start the pages app on a free port (``serve(database_url) -> base URL``); stop after."""
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-
-    def start(url: str) -> str:
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(pages_app(url), host="127.0.0.1", port=port, log_level="warning")
-        )
-        thread = threading.Thread(target=server.run, name="reports-uvicorn", daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                pytest.fail("uvicorn did not start")
-            time.sleep(0.02)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for server, thread in servers:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with contextlib.ExitStack() as servers:
+        yield lambda url: servers.enter_context(LiveServer(pages_app(url))).url
 
 
 async def test_report_pages_render_their_charts_in_chromium(tmp_path: Path, serve) -> None:
-    _require_browser()
     from playwright.async_api import async_playwright
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}"

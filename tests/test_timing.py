@@ -130,6 +130,10 @@ def test_country_zones_are_real_zones() -> None:
         # A window whose start is not before its end is never open.
         (local(NY, 2026, 12, 24, 12, 0), NY, window("18:00", "09:00"), False),
         (local(NY, 2026, 12, 24, 9, 0), NY, window("09:00", "09:00"), False),
+        # "24:00" closes the window at midnight: 00:00-24:00 is open every minute of the day.
+        (local(NY, 2026, 12, 24, 23, 59, 30), NY, window("00:00", "24:00"), True),
+        (local(NY, 2026, 12, 24, 23, 59, 30), NY, window("00:00", "23:59"), False),
+        (local(NY, 2026, 12, 24, 0, 0), NY, window("00:00", "24:00"), True),
     ],
 )
 def test_in_window(at: datetime, zone: ZoneInfo, limits: Limits, expected: bool) -> None:
