@@ -11,8 +11,9 @@ import shutil
 import socket
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.testservice.v1 import SleepRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -92,9 +94,29 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     )
     try:
         await register_search_attributes(env.client)
+        env.sleep = _patient_sleep(env)  # type: ignore[method-assign]
         yield env
     finally:
         await env.shutdown()
+
+
+# A skip returns only once every workflow and activity task due on the way has run. On a busy
+# machine that can take longer than the RPC's default deadline ("Timeout expired"), which is
+# not a product failure: give the skip a deadline sized for a loaded 2-core machine.
+SKIP_DEADLINE = timedelta(minutes=10)
+
+
+def _patient_sleep(env: WorkflowEnvironment) -> Callable[[timedelta | float], Awaitable[None]]:
+    async def sleep(duration: timedelta | float) -> None:
+        request = SleepRequest()
+        request.duration.FromTimedelta(
+            duration if isinstance(duration, timedelta) else timedelta(seconds=duration)
+        )
+        await env.client.test_service.unlock_time_skipping_with_sleep(
+            request, timeout=SKIP_DEADLINE
+        )
+
+    return sleep
 
 
 @pytest.fixture(scope="session")
