@@ -322,7 +322,9 @@ def _unstorable(value: Any) -> tuple[list[str | int], str] | None:
         elif isinstance(item, dict):
             for key, child in item.items():
                 if not _storable_text(key):
-                    return [*loc, key], "a key with a NUL character or an unpaired surrogate"
+                    # Named escaped: the key itself cannot be encoded into the JSON answer.
+                    shown = key.encode("utf-8", "backslashreplace").decode()
+                    return [*loc, shown], "a key with a NUL character or an unpaired surrogate"
                 stack.append((child, [*loc, key]))
         elif isinstance(item, list):
             stack.extend((child, [*loc, index]) for index, child in enumerate(item))
