@@ -36,6 +36,7 @@ from nurture.appsecrets import link_key
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
 from nurture.db import EmailSend, LeadRow, Suppression, User, utcnow
+from nurture.events import address_key, normalize_email
 from nurture.intake import lead_from_row
 from nurture.links import click_url, unsubscribe_url
 from nurture.rendering import RenderedEmail, TemplateProblem
@@ -107,23 +108,39 @@ class EmailActivities:
                 return am.SendEmailResult(
                     status="paused", detail="sending is paused (NURTURE_SENDING_PAUSED)"
                 )
-            address = lead.email
-            if not address:
+            if not lead.email:
                 return await self._finish(session, row, "skipped", "the lead has no email address")
+            try:
+                # Intake stores one normalized address; a row written before it did (or by
+                # hand) may hold a display name, a list or a line break. Parsed again here,
+                # so the suppression check and the envelope see the one address, and what
+                # can never be sent fails once, visibly, instead of being retried forever.
+                address = normalize_email(lead.email)
+            except ValueError as exc:
+                return await self._finish(
+                    session, row, "failed",
+                    f"the lead's address cannot be sent to: {redact(str(exc), lead.email)}",
+                )  # fmt: skip
             playbook = self.catalog.current().playbook
             key = await link_key(self.settings, self.sessions)
             try:
-                message, rendered = self._build(request, lead, playbook, key)
+                message, rendered = self._build(request, lead, playbook, key, address)
             except TemplateProblem as exc:
                 # Validation renders every template against sample leads; a lead's real data
                 # can still break one. Recorded as failed (visible to ops), never retried.
                 return await self._finish(session, row, "failed", f"template problem: {exc}")
+            except ValueError as exc:
+                # A header the email library refuses (a line break in a value): the same
+                # data gives the same refusal on every attempt, so it is not retried.
+                return await self._finish(
+                    session, row, "failed", f"the message cannot be built: {exc}"
+                )
             # Re-read the lead and the suppression list after rendering, just before the
             # send: an unsubscribe, do-not-contact or erase that landed meanwhile must win.
             await session.refresh(lead)
             if lead.erased_at is not None or lead.do_not_contact or lead.unsubscribed:
                 return await self._finish(session, row, "skipped", "the lead opted out")
-            if await session.get(Suppression, address.lower()) is not None:
+            if await session.get(Suppression, address) is not None:
                 return await self._finish(
                     session, row, "skipped", "the address is on the suppression list"
                 )
@@ -188,11 +205,17 @@ class EmailActivities:
         return await _finish(session, row, status, detail)
 
     async def _suppress(self, session: AsyncSession, address: str, reason: str) -> None:
-        if await session.get(Suppression, address.lower()) is None:
-            session.add(Suppression(email=address.lower(), reason=reason))
+        address = address_key(address)
+        if await session.get(Suppression, address) is None:
+            session.add(Suppression(email=address, reason=reason))
 
     def _build(
-        self, request: am.SendEmailInput, lead: LeadRow, playbook: Playbook, key: str
+        self,
+        request: am.SendEmailInput,
+        lead: LeadRow,
+        playbook: Playbook,
+        key: str,
+        address: str,
     ) -> tuple[EmailMessage, RenderedEmail]:
         """The message, its links signed with ``key`` (the app's link key, never the
         webhook secret: whoever holds that must not be able to make our links)."""
@@ -213,7 +236,7 @@ class EmailActivities:
         )
         message = build_message(
             sender=playbook.sender.from_,
-            to=lead.email or "",
+            to=address,
             rendered=rendered,
             message_id=message_id(request.key, playbook.sender.from_),
             unsubscribe_url=unsubscribe,

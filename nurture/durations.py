@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 DURATION_PATTERN = r"^\s*([1-9][0-9]*)\s*(s|m|h|d|w|business days?)\s*$"
@@ -70,3 +70,20 @@ def parse_duration(text: str) -> ParsedDuration:
     if unit.startswith("business"):
         return ParsedDuration(amount, "bd")
     return ParsedDuration(amount, unit)
+
+
+# The latest deadline pure code computes: "never", in practice. Far enough below
+# datetime.max that showing it in any time zone or adding a day to it cannot overflow, and
+# inside what a protobuf Timestamp (up to 9999-12-31) can carry to Temporal.
+NEVER = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def later(at: datetime, delta: timedelta) -> datetime:
+    """``at + delta``, but never past :data:`NEVER`: total over every aware datetime.
+
+    Deadlines built from times that other systems sent (an event's ``occurred_at``) must
+    not raise in workflow code, where an exception fails the workflow task on every retry.
+    """
+    if at >= NEVER or delta >= NEVER - at:
+        return NEVER
+    return at + delta

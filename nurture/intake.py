@@ -254,7 +254,9 @@ def lead_from_row(row: LeadRow) -> Lead:
         )
     }
     data["fields"] = dict(row.fields or {})
-    return Lead.model_validate(data)
+    # Not validated again: a row written before today's limits (a longer name, an address
+    # with a display name) must still load, for pages, templates and re-posts alike.
+    return Lead.model_construct(**data)
 
 
 @dataclass(frozen=True)

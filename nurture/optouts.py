@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nurture.db import CallTask, EmailSend, EventRow, LeadRow, ReceivedMail, Suppression
-from nurture.events import PERSONAL_FIELDS
+from nurture.events import PERSONAL_FIELDS, address_key
 
 # The lead's contact details (the fields the workflow never carries), and `account`, which
 # is derived from the email domain or the company name.
@@ -30,7 +30,7 @@ async def suppress_address(
         Each lead with that address, and whether it was unsubscribed already (the others'
         workflows must be told).
     """
-    address = address.strip().lower()
+    address = address_key(address)
     for attempt in (1, 2):
         async with sessions() as session:
             leads = (

@@ -11,7 +11,7 @@ from typing import Any
 
 from nurture.cadence import Playbook
 from nurture.conditions import Facts, describe, evaluate
-from nurture.durations import parse_duration
+from nurture.durations import later, parse_duration
 from nurture.events import LeadFacts
 
 
@@ -45,12 +45,16 @@ def apply(score: int, delta: int) -> int:
 def decay_due(
     playbook: Playbook, last_engagement: datetime, last_decay: datetime | None
 ) -> datetime | None:
-    """When the next decay step is due: `after` of silence since the last engagement or decay."""
+    """When the next decay step is due: `after` of silence since the last engagement or decay.
+
+    Total: an engagement dated near the end of time gives :data:`~nurture.durations.NEVER`,
+    not an OverflowError.
+    """
     decay = playbook.scoring.decay
     if decay is None:
         return None
     start = max(last_engagement, last_decay) if last_decay else last_engagement
-    return start + parse_duration(decay.after).calendar
+    return later(start, parse_duration(decay.after).calendar)
 
 
 def decay_points(playbook: Playbook) -> int:

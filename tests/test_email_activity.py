@@ -316,6 +316,73 @@ async def test_opt_outs_are_checked_at_send_time(outbox, sessions, opt_out):
     assert (await outbox.row(request.key)).status == "skipped"
 
 
+@pytest.mark.parametrize(
+    "address",
+    [
+        pytest.param("Sup <sup@supp.example.com>", id="display-name"),
+        pytest.param("<sup@supp.example.com>", id="angle-brackets"),
+        pytest.param("SUP@Supp.Example.COM", id="other-case"),
+        pytest.param("sup@supp.example.com, other@x.example", id="list"),
+    ],
+)
+async def test_a_suppressed_address_gets_nothing_however_it_is_written(outbox, sessions, address):
+    # Rows written before intake normalized addresses (or by hand) still hold these.
+    await add_lead(sessions, "L-1", email=address)
+    async with sessions() as session:
+        session.add(Suppression(email="sup@supp.example.com", reason="unsubscribe link"))
+        await session.commit()
+    request = email_input("L-1")
+
+    result = await outbox.send(request)
+    assert result.status in ("skipped", "failed")
+    assert "sup@supp.example.com" not in result.detail.lower()
+    assert outbox.sink.rcpt_seen == [] and outbox.sink.messages == []
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        pytest.param("mia@example.com\r\nBcc: all@example.com", id="line-break"),
+        pytest.param("Evil <evil@attacker.example>, mia@example.com", id="list"),
+        pytest.param("mia at example dot com", id="not-an-address"),
+    ],
+)
+async def test_an_address_that_can_never_be_sent_to_fails_once_visibly(outbox, sessions, address):
+    await add_lead(sessions, "L-1", email=address, first_name="Mia")
+    request = email_input("L-1")
+
+    result = await run(outbox.acts.send_email, request)  # no exception: nothing to retry
+    assert result.status == "failed"
+    assert result.detail.startswith("the lead's address cannot be sent to: ")
+    assert "mia@example.com" not in result.detail and "attacker" not in result.detail
+    again = await run(outbox.acts.send_email, request)
+    assert (again.status, again.detail) == ("failed", "already failed (no second send)")
+    assert outbox.sink.connections == 0 and outbox.sink.messages == []
+    row = await outbox.row(request.key)
+    assert row.status == "failed" and "cannot be sent to" in (row.error or "")
+
+
+async def test_a_header_the_email_library_refuses_fails_once_visibly(outbox, sessions):
+    # The lead id goes into a header; intake allows no line break in it, a hand-made row may.
+    await add_lead(sessions, "L-1\r\nBcc: all@example.com", **MIA)
+    request = email_input("L-1\r\nBcc: all@example.com")
+
+    result = await run(outbox.acts.send_email, request)  # no exception: nothing to retry
+    assert result.status == "failed"
+    assert result.detail.startswith("the message cannot be built: ")
+    assert outbox.sink.connections == 0
+    assert (await outbox.row(request.key)).status == "failed"
+
+
+async def test_a_lead_stored_before_the_field_limits_is_still_mailed(outbox, sessions):
+    await add_lead(sessions, "L-1", **{**MIA, "first_name": "M" * 5000, "fields": {"k" * 500: 1}})
+    request = email_input("L-1")
+
+    result = await outbox.send(request)
+    assert result.status == "sent", result.detail
+    assert len(outbox.sink.messages) == 1
+
+
 async def test_a_lead_without_email_is_skipped(outbox, sessions):
     await add_lead(sessions, "L-1", first_name="Mia", phone="+1 555 0100")
     request = email_input("L-1")

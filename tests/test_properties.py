@@ -17,11 +17,20 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nurture import scoring
 from nurture.cadence import Cadence, Playbook
 from nurture.conditions import Engagement, Facts
-from nurture.events import CALL_OUTCOMES, EVENT_TYPES, Event, LeadFacts
+from nurture.durations import NEVER, later
+from nurture.events import CALL_OUTCOMES, ENGAGEMENT_TYPES, EVENT_TYPES, Event, LeadFacts
 from nurture.interpreter import CreateCallTask, End, SendEmail, Wait, after, decide, first_step
-from nurture.lifecycle import Transition, apply_decay, apply_event, enter, regrade
+from nurture.lifecycle import (
+    Transition,
+    apply_decay,
+    apply_event,
+    enter,
+    next_decay_at,
+    regrade,
+)
 from nurture.state import FINAL_STAGES, TOUCH_STAGES, LeadState, Position
 
 PLAYBOOK = Playbook.model_validate(
@@ -350,3 +359,60 @@ def test_events_keep_scores_non_negative_and_stages_on_the_contracts_paths(
             assert state.stage == before
         if state.stage in TOUCH_STAGES | {"sql", "lost"}:
             assert state.stage not in FINAL_STAGES
+
+
+# --- deadlines from times other systems sent ---------------------------------------------------
+
+any_time = st.datetimes(
+    min_value=datetime.min, max_value=datetime.max, timezones=st.sampled_from([UTC, *ZONES])
+).filter(lambda at: _representable_in_utc(at))
+
+
+def _representable_in_utc(at: datetime) -> bool:
+    try:
+        at.astimezone(UTC)
+    except OverflowError:
+        return False  # refused when posted ("out of range"); never reaches a workflow
+    return True
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(any_time, st.sampled_from(sorted(ENGAGEMENT_TYPES))), min_size=1, max_size=4
+    ),
+    st.datetimes(
+        min_value=datetime(2026, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
+    ),
+    st.integers(0, 400),
+)
+def test_no_event_time_makes_the_reducer_or_its_deadlines_raise(
+    events: list[tuple[datetime, str]], now: datetime, days_later: int
+) -> None:
+    """Whatever a sender dated its events, the workflow's pure code stays total: a lead
+    whose workflow task raised would fail on every retry (wedged), never to move again."""
+    state = LeadState(facts=LeadFacts(id="L-1", has_email=True), playbook=PLAYBOOK)
+    state.position = Position(cadence=CADENCE, step="hello")
+    for n, (at, kind) in enumerate(events):
+        apply_event(state, Event(id=f"e{n}", type=kind, lead_id="L-1", occurred_at=at), now)
+        due = next_decay_at(state)
+        assert due is None or due <= NEVER
+        # The workflow's timer is the distance to the earliest deadline: it must exist too.
+        assert due is None or isinstance(due - now, timedelta)
+        apply_decay(state, now + timedelta(days=days_later))
+        assert state.score >= 0
+    assert scoring.decay_due(PLAYBOOK, events[-1][0].astimezone(UTC), NEVER) == NEVER
+
+
+@given(any_time, st.timedeltas(min_value=timedelta(0)))
+def test_later_is_total_and_never_past_never(at: datetime, delta: timedelta) -> None:
+    at = at.astimezone(UTC)
+    result = later(at, delta)
+    try:
+        exact: datetime | None = at + delta
+    except OverflowError:
+        exact = None
+    if exact is not None and exact <= NEVER:
+        assert result == exact
+    else:
+        assert result == NEVER

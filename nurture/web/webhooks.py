@@ -18,11 +18,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import zoneinfo
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from functools import cache
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -34,7 +32,6 @@ from pydantic import (
     StrictBool,
     StrictInt,
     ValidationError,
-    field_validator,
 )
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -42,7 +39,7 @@ from temporalio.service import RPCError
 
 from nurture import workflow_id
 from nurture.db import LeadRow, WebhookReceipt
-from nurture.events import Event, Lead
+from nurture.events import Event, IncomingEvent, Lead
 from nurture.loader import CadenceSetInvalid
 from nurture.parked import FINAL_STAGES, accept_event, submit_lead
 from nurture.settings import SettingsError
@@ -77,14 +74,10 @@ router = APIRouter(tags=["webhooks"])
 # --- what may be posted -------------------------------------------------------------------
 
 
-@cache
-def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
-
-
 class PostedLead(Lead):
-    """A lead as posted: :class:`nurture.events.Lead`, with the limits the database and the
-    scheduler need spelled out in the published schema."""
+    """A lead as posted: :class:`nurture.events.Lead` (which holds the limits of every
+    field), strict about JSON types, with the limits the database and the scheduler need
+    spelled out in the published schema."""
 
     model_config = ConfigDict(title="Lead")
 
@@ -92,44 +85,14 @@ class PostedLead(Lead):
     # a boolean (pydantic's lax mode would coerce both).
     employees: StrictInt | None = Field(default=None, ge=0, le=MAX_EMPLOYEES)
     tier_account: StrictBool | None = None
-    timezone: str | None = Field(default=None, description="An IANA time zone, e.g. Asia/Tokyo")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str | None) -> str | None:
-        # A zone the scheduler cannot load would fail the lead's workflow on every attempt.
-        if value is not None and value not in _zones():
-            raise ValueError("not an IANA time zone (for example Europe/Berlin)")
-        return value
 
 
-class PostedEvent(Event):
+class PostedEvent(IncomingEvent):
     """An event as posted (CONTRACT.md, "Leads and events"); unknown keys are ignored."""
 
     model_config = ConfigDict(title="Event")
 
     lead_id: str = Field(min_length=1, max_length=200, pattern=LEAD_ID_PATTERN)
-
-    @field_validator("occurred_at", mode="before")
-    @classmethod
-    def _iso_text(cls, value: object) -> object:
-        # Numbers would be read as Unix seconds or milliseconds, by size: a guess, refused.
-        if value is not None and not isinstance(value, str | datetime):
-            raise ValueError("an ISO 8601 date-time, for example 2026-11-22T10:00:00Z")
-        return value
-
-    @field_validator("occurred_at")
-    @classmethod
-    def _aware_utc(cls, value: datetime | None) -> datetime | None:
-        if value is None:
-            return None
-        # A time without a zone is read as UTC, the zone of every stored timestamp.
-        if value.tzinfo is None or value.utcoffset() is None:
-            value = value.replace(tzinfo=UTC)
-        try:
-            return value.astimezone(UTC)
-        except OverflowError:
-            raise ValueError("out of range") from None
 
 
 class EventBatch(BaseModel):
@@ -359,7 +322,9 @@ def _unstorable(value: Any) -> tuple[list[str | int], str] | None:
         elif isinstance(item, dict):
             for key, child in item.items():
                 if not _storable_text(key):
-                    return [*loc, key], "a key with a NUL character or an unpaired surrogate"
+                    # Named escaped: the key itself cannot be encoded into the JSON answer.
+                    shown = key.encode("utf-8", "backslashreplace").decode()
+                    return [*loc, shown], "a key with a NUL character or an unpaired surrogate"
                 stack.append((child, [*loc, key]))
         elif isinstance(item, list):
             stack.extend((child, [*loc, index]) for index, child in enumerate(item))
