@@ -67,9 +67,16 @@ def parse_duration(text: str) -> ParsedDuration:
         raise DurationError(f"'{text}' is not a duration: {DURATION_HELP}")
     amount = int(match.group(1))
     unit = match.group(2)
-    if unit.startswith("business"):
-        return ParsedDuration(amount, "bd")
-    return ParsedDuration(amount, unit)
+    parsed = ParsedDuration(amount, "bd" if unit.startswith("business") else unit)
+    # Bounded so that every deadline a lead computes from it stays a real date (a wait of
+    # 9999999999d would overflow in workflow code and fail the lead's every task).
+    if amount > MAX_DURATION.days * 86400 or parsed.calendar > MAX_DURATION:
+        raise DurationError(f"'{text}' is longer than {MAX_DURATION.days // 365} years")
+    return parsed
+
+
+# Longer than any nurture wait, recycle timer or follow-up a team writes on purpose.
+MAX_DURATION = timedelta(days=3650)
 
 
 # The latest deadline pure code computes: "never", in practice. Far enough below
