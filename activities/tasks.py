@@ -207,10 +207,10 @@ class TaskActivities:
             ),
         )
 
-    async def _tell_owner_of_handoff(self, request: am.HandoffInput) -> None:
+    async def _tell_owner_of_handoff(self, request: am.HandoffInput, owner: str | None) -> None:
         """Email the lead's owner that it went to sales, once per lead and cycle."""
         playbook = self.catalog.current().playbook
-        sdr = sdr_context(playbook, request.owner)
+        sdr = sdr_context(playbook, owner)
         if self.smtp is None or sdr is None:
             return
         async with self.sessions() as session:
@@ -219,6 +219,10 @@ class TaskActivities:
                 return
             who = lead_label(lead)
             base = self.settings.public_base
+            # An SDR who never called this lead must learn why its handoff reached them.
+            assigned = (
+                "" if request.owner else "You are its owner now (the playbook's assignment rule).\n"
+            )
             await send_notification(
                 session,
                 self.smtp,
@@ -231,6 +235,7 @@ class TaskActivities:
                     subject=f"Tossed up to sales: {who}",
                     text=(
                         f"Hi {sdr['name']},\n\n{who} went to sales: {request.reason}.\n"
+                        f"{assigned}"
                         f"Score {request.score}, grade {request.grade or '-'}, "
                         f"trigger {request.trigger}.\n\n"
                         f"Lead: {base}/leads/{lead.id}\n"
@@ -265,8 +270,15 @@ class TaskActivities:
 
     @activity.defn(name=am.HANDOFF)
     async def handoff(self, request: am.HandoffInput) -> am.HandoffResult:
-        """Record the opportunity (once per lead and cycle) and tell the CRM when configured."""
+        """Record the opportunity (once per lead and cycle), tell its owner, and the CRM when
+        configured.
+
+        A lead that reaches sales without an owner (a hand-raiser, or a score that reached
+        the toss-up before any call task) gets one here, by the same rule as call tasks:
+        sales and the follow-up alerts need someone to answer for it.
+        """
         async with self.sessions() as session:
+            owner = request.owner or await self._assign_owner(session, request.lead_id)
             existing = await session.scalar(
                 select(Opportunity).where(Opportunity.key == request.key)
             )
@@ -277,7 +289,7 @@ class TaskActivities:
                         key=request.key,
                         lead_id=request.lead_id,
                         cycle=request.cycle,
-                        owner=request.owner,
+                        owner=owner,
                         trigger=request.trigger,
                         reason=request.reason,
                         score=request.score,
@@ -290,7 +302,7 @@ class TaskActivities:
                 except IntegrityError:
                     await session.rollback()
                     created = False
-        await self._tell_owner_of_handoff(request)
+        await self._tell_owner_of_handoff(request, owner)
         notified = False
         if self.settings.crm_webhook_url is not None:
             await post_signed(
@@ -301,7 +313,7 @@ class TaskActivities:
                     "id": f"tossup-{request.key}",
                     "lead_id": request.lead_id,
                     "cycle": request.cycle,
-                    "owner": request.owner,
+                    "owner": owner,
                     "trigger": request.trigger,
                     "reason": request.reason,
                     "score": request.score,
@@ -310,7 +322,21 @@ class TaskActivities:
                 },
             )
             notified = True
-        return am.HandoffResult(opportunity_key=request.key, created=created, crm_notified=notified)
+        return am.HandoffResult(
+            opportunity_key=request.key, created=created, crm_notified=notified, owner=owner
+        )
+
+    async def _assign_owner(self, session: AsyncSession, lead_id: str) -> str | None:
+        """Give the lead an SDR by the playbook's rule and keep it (committed on its own, so
+        a retry after a later failure finds the same owner rather than choosing again)."""
+        lead = await session.get(LeadRow, lead_id)
+        if lead is None:
+            return None
+        owner = await choose_owner(session, self.catalog.current().playbook, lead)
+        if owner is not None and lead.owner != owner:
+            lead.owner = owner
+            await session.commit()
+        return owner
 
 
 def lead_label(lead: LeadRow) -> str:

@@ -103,6 +103,9 @@ class HandoffResult(BaseModel):
     opportunity_key: str
     created: bool
     crm_notified: bool = False
+    # The lead's owner with sales: the input's, else the one the playbook's assignment rule
+    # gave it at toss-up. None in histories from before owners were assigned there.
+    owner: str | None = None
 
 
 class TransitionInput(BaseModel):

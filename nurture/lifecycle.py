@@ -63,6 +63,15 @@ def note(state: LeadState, at: datetime, what: str, why: str) -> None:
         del state.history[: len(state.history) - HISTORY_KEEP]
 
 
+def take_owner(state: LeadState, owner: str | None, at: datetime, why: str) -> bool:
+    """Make ``owner`` the lead's owner, noted; False (nothing noted) when nothing changes."""
+    if not owner or owner == state.owner:
+        return False
+    note(state, at, f"owner {owner}", why)
+    state.owner = owner
+    return True
+
+
 def facts_view(state: LeadState, now: datetime) -> Facts:
     """What cadence conditions see now."""
     position = state.position

@@ -7,6 +7,7 @@ with a worker and a real browser, is `test_browser.py`.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web_helpers import PASSWORD, add_user, asgi_client, log_in
@@ -33,6 +35,19 @@ from nurture.web import create_app
 UI = "http://temporal-ui.example:8233"
 
 
+class Clock:
+    """A monotonic clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @dataclass
 class Site:
     app_client: httpx.AsyncClient
@@ -41,10 +56,13 @@ class Site:
     ben_task: str
     aiko_lead: str
     ben_lead: str
+    app: FastAPI
+    clock: Clock
 
-    def client(self) -> httpx.AsyncClient:
-        """A fresh browser (its own cookies) on the same app."""
-        return httpx.AsyncClient(transport=self.app_client._transport, base_url="http://test")
+    def client(self, address: str = "127.0.0.1") -> httpx.AsyncClient:
+        """A fresh browser (its own cookies) on the same app, connecting from ``address``."""
+        transport = httpx.ASGITransport(self.app, client=(address, 50123))
+        return httpx.AsyncClient(transport=transport, base_url="http://test")
 
 
 async def _seed(sessions: async_sessionmaker[AsyncSession]) -> tuple[str, str, str, str]:
@@ -162,9 +180,10 @@ async def site(make_settings, time_env) -> AsyncIterator[Site]:  # type: ignore[
         for user_id, role in (("aiko", "sdr"), ("ben", "sdr"), ("olga", "ops")):
             await add_user(sessions, user_id, role)
         seeded = await _seed(sessions)
-        app = create_app(settings, client=time_env.client, temporal_ui_url=UI)
+        clock = Clock()
+        app = create_app(settings, client=time_env.client, temporal_ui_url=UI, login_clock=clock)
         async with asgi_client(app) as client:
-            yield Site(client, sessions, *seeded)
+            yield Site(client, sessions, *seeded, app=app, clock=clock)
     finally:
         await engine.dispose()
 
@@ -327,6 +346,11 @@ async def test_ops_page_lists_parked_events_and_unknown_sends(site: Site) -> Non
     assert reports.status_code == 200 and "olga (ops)" in reports.text  # behind the login too
 
 
+async def sign_in(browser: httpx.AsyncClient, user_id: str) -> httpx.Response:
+    """Post the right password for ``user_id``."""
+    return await browser.post("/login", data={"username": user_id, "password": PASSWORD})
+
+
 async def test_password_guessing_is_stopped_after_five_failures(site: Site) -> None:
     async with site.client() as browser:
         for _ in range(5):
@@ -335,6 +359,68 @@ async def test_password_guessing_is_stopped_after_five_failures(site: Site) -> N
         # The right password too is refused now: the guesser cannot tell it found it.
         held = await browser.post("/login", data={"username": "aiko", "password": PASSWORD})
         assert held.status_code == 429 and "Too many failed logins" in held.text
-        # The same address trying another name is held as well (per address, not only per user).
+        # A colleague behind the same address still signs in: the lock is on the name.
         other = await browser.post("/login", data={"username": "ben", "password": PASSWORD})
-        assert other.status_code == 429
+        assert other.status_code == 303
+
+
+async def test_an_accounts_lockout_doubles_with_each_failure_and_a_success_clears_it(
+    site: Site,
+) -> None:
+    async with site.client() as browser:
+
+        async def log_in_as_aiko(password: str) -> httpx.Response:
+            return await browser.post("/login", data={"username": "aiko", "password": password})
+
+        for _ in range(5):
+            assert (await log_in_as_aiko("guess")).status_code == 401
+        held = await log_in_as_aiko(PASSWORD)
+        assert held.status_code == 429 and "try again in 1 minute" in held.text
+        site.clock.advance(59)
+        assert (await log_in_as_aiko(PASSWORD)).status_code == 429
+        site.clock.advance(1)
+        # The first failure after the lock locks for twice as long.
+        assert (await log_in_as_aiko("guess")).status_code == 401
+        held = await log_in_as_aiko(PASSWORD)
+        assert held.status_code == 429 and "try again in 2 minutes" in held.text
+        site.clock.advance(119)
+        assert (await log_in_as_aiko(PASSWORD)).status_code == 429
+        site.clock.advance(1)
+        assert (await log_in_as_aiko(PASSWORD)).status_code == 303
+        # A success starts the count afresh: four typos later the right password still works.
+        for _ in range(4):
+            assert (await log_in_as_aiko("guess")).status_code == 401
+        assert (await log_in_as_aiko(PASSWORD)).status_code == 303
+
+
+async def test_guesses_sent_at_once_for_one_name_cannot_slip_past_the_lock(site: Site) -> None:
+    async with site.client() as browser:
+        answers = await asyncio.gather(
+            *(
+                browser.post("/login", data={"username": "aiko", "password": f"guess-{n}"})
+                for n in range(12)
+            )
+        )
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [401] * 5 + [429] * 7
+
+
+async def test_one_address_is_held_only_far_above_what_an_office_produces(site: Site) -> None:
+    async with site.client("10.1.2.3") as office, site.client("10.9.9.9") as elsewhere:
+        # Twenty-five colleagues behind one NAT mistype three times each: nobody is held.
+        for n in range(25):
+            for _ in range(3):
+                wrong = await office.post(
+                    "/login", data={"username": f"colleague-{n}", "password": "typo"}
+                )
+                assert wrong.status_code == 401
+        assert (await sign_in(office, "ben")).status_code == 303
+        # One address spraying names: the hundredth failure in 15 minutes holds the address.
+        for n in range(25):
+            wrong = await office.post("/login", data={"username": f"name-{n}", "password": "x"})
+            assert wrong.status_code == 401
+        held = await sign_in(office, "ben")
+        assert held.status_code == 429 and "from this network" in held.text
+        assert (await sign_in(elsewhere, "aiko")).status_code == 303
+        site.clock.advance(15 * 60)
+        assert (await sign_in(office, "ben")).status_code == 303

@@ -14,7 +14,7 @@ from conftest import SKELETON_TEMPLATES, write_cadence_set
 from harness import eventually, record_histories, running, search_attributes, settled
 from sqlalchemy import select
 
-from nurture.db import CallTask, Opportunity, StageChange
+from nurture.db import CallTask, LeadRow, Opportunity, StageChange
 from nurture.events import Event
 from nurture.intake import submit_event
 from nurture.tasks import complete_task
@@ -326,3 +326,78 @@ async def test_decay_then_regrade_tosses_up(time_env, make_settings, smtp_sink, 
         await submit_event(stack.intake, event(lead, "page.visited", url="/pricing"))
         view = await stack.until(lead, lambda v: v.stage == "sql")
         assert view.score == 47
+
+
+async def _tossed_up_with_owner(time_env, stack, smtp_sink, lead: str, sdr: str):  # type: ignore[no-untyped-def]
+    """The lead is with sales, owned by ``sdr``: in its state, its search attribute, the
+    database and the opportunity; and ``sdr`` got the handoff notification."""
+    view = await stack.until(lead, settled("sql"))
+    assert view.owner == sdr
+    assert any(h.what == f"owner {sdr}" and "toss-up" in h.why for h in view.history)
+
+    async def owner_attribute():  # type: ignore[no-untyped-def]
+        attrs = await search_attributes(time_env.client, lead)
+        return attrs if attrs.get("LeadStage") == "sql" and attrs.get("LeadOwner") else None
+
+    assert (await eventually(owner_attribute))["LeadOwner"] == sdr
+
+    async def opportunity():  # type: ignore[no-untyped-def]
+        async with stack.sessions() as session:
+            return await session.scalar(select(Opportunity).where(Opportunity.lead_id == lead))
+
+    assert (await eventually(opportunity)).owner == sdr
+    async with stack.sessions() as session:
+        assert (await session.get(LeadRow, lead)).owner == sdr
+
+    async def handoff_notices():  # type: ignore[no-untyped-def]
+        return [m for m in smtp_sink.messages if str(m["Subject"]).startswith("Tossed up to sales")]
+
+    (notice,) = await eventually(handoff_notices)
+    assert str(notice["To"]) == f"{sdr}@example.com"
+    assert lead in notice.get_content()
+    return view
+
+
+async def test_a_hand_raiser_gets_an_owner_and_the_owner_hears_of_it(
+    time_env, make_settings, smtp_sink, tmp_path
+):
+    # No call task ever ran for this lead: the toss-up itself must assign its SDR.
+    settings = journey_settings(make_settings, tmp_path)
+    lead = "J-5"
+    async with running(time_env.client, settings) as stack:
+        await stack.add_lead(id=lead, email="ken@kaisha.example", first_name="Ken", country="JP")
+        await stack.until(lead, lambda v: v.step == "pause")
+        assert (await stack.view(lead)).owner is None
+        sent = await submit_event(stack.intake, event(lead, "form.submitted", form="demo"))
+        assert sent.status == "delivered"
+        view = await _tossed_up_with_owner(time_env, stack, smtp_sink, lead, "aiko")
+        assert view.history[-1].what == "owner aiko"
+        await record_histories(time_env.client, lead, "hand-raiser-owner")
+
+
+async def test_a_lead_scored_up_to_sales_gets_an_owner_and_the_owner_hears_of_it(
+    time_env, make_settings, smtp_sink, tmp_path
+):
+    # MQL and toss-up at the same score: the lead goes from nurturing straight to sales,
+    # without the MQL cadence's call task that would have given it an SDR.
+    playbook = PLAYBOOK.replace("mql: {score: 10}", "mql: {score: 40}")
+    settings = journey_settings(make_settings, tmp_path, playbook=playbook)
+    lead = "J-6"
+    async with running(time_env.client, settings) as stack:
+        await stack.add_lead(
+            id=lead,
+            email="ana@bigbank.example",
+            first_name="Ana",
+            country="US",
+            employees=5000,
+            industry="finance",
+        )
+        await stack.until(lead, lambda v: v.step == "pause")
+        for engagement in (
+            event(lead, "webinar.attended"),
+            event(lead, "email.replied"),
+            event(lead, "page.visited", url="https://acme.example/pricing"),
+        ):
+            assert (await submit_event(stack.intake, engagement)).status == "delivered"
+        view = await _tossed_up_with_owner(time_env, stack, smtp_sink, lead, "ben")
+        assert (view.score, view.grade) == (47, "B")

@@ -25,6 +25,7 @@ from nurture.lifecycle import (
     enter,
     next_decay_at,
     regrade,
+    take_owner,
     threshold_transition,
 )
 from nurture.state import TOUCH_STAGES, LeadState, Position
@@ -507,3 +508,15 @@ def test_the_strongest_transition_wins() -> None:
         high = Transition(to=stronger, why="", trigger="t")  # type: ignore[arg-type]
         assert high.stronger_than(low) and not low.stronger_than(high)
         assert low.stronger_than(None)
+
+
+def test_an_owner_is_taken_once_and_noted() -> None:
+    state = lead_state("sql")
+    assert take_owner(state, "aiko", NOW, "assigned at toss-up")
+    assert state.owner == "aiko"
+    assert (state.history[-1].what, state.history[-1].why) == ("owner aiko", "assigned at toss-up")
+    noted = len(state.history)
+    # The same owner again, or none at all, changes nothing and notes nothing.
+    assert not take_owner(state, "aiko", NOW, "again")
+    assert not take_owner(state, None, NOW, "nobody")
+    assert state.owner == "aiko" and len(state.history) == noted

@@ -72,18 +72,26 @@ async def test_three_recycle_cycles_with_hundreds_of_events(
             view = await stack.until(
                 lead, lambda v, c=cycle: v.stage == "recycling" and v.cycle == c + 1, timeout=60
             )
-            await smtp_sink.wait_for(2 + cycle)
+            # Per cycle: the owner's handoff notice and the lead's renewal email.
+            await smtp_sink.wait_for(3 + 2 * cycle)
 
         assert view.cycle == 3 and view.cadence == "recycle-competitor"
         lengths = await run_histories(time_env.client, lead)
         assert len(lengths) >= 9, lengths  # stage boundaries: sql, lost, recycling per cycle
         assert max(lengths) < 4000, lengths
-        # No duplicate sends across the boundaries: one welcome and one renewal per cycle.
-        assert smtp_sink.subjects() == ["Welcome, Lou"] + ["Renewal time?"] * 3
-        assert len({m["Message-ID"] for m in smtp_sink.messages}) == 4
+        # No duplicate sends across the boundaries: one welcome and one renewal per cycle to
+        # the lead; one handoff notice per toss-up to the SDR it was given at the first one
+        # (no country: the whole team's rotation).
+        to_lead = [str(m["Subject"]) for m in smtp_sink.messages if m["To"] == "long@example.com"]
+        assert to_lead == ["Welcome, Lou"] + ["Renewal time?"] * 3
+        to_owner = [str(m["Subject"]) for m in smtp_sink.messages if m["To"] == "aiko@example.com"]
+        assert to_owner == ["Tossed up to sales: Lou"] * 3
+        assert len({m["Message-ID"] for m in smtp_sink.messages}) == len(smtp_sink.messages) == 7
         async with stack.sessions() as session:
             sent = await session.scalar(
-                select(func.count()).select_from(EmailSend).where(EmailSend.lead_id == lead)
+                select(func.count())
+                .select_from(EmailSend)
+                .where(EmailSend.lead_id == lead, EmailSend.cadence != "-")
             )
         assert sent == 4
         await record_histories(time_env.client, lead, "three-recycles")

@@ -319,6 +319,32 @@ async def test_one_opportunity_per_lead_and_cycle(desk):
     )  # fmt: skip
 
 
+async def test_a_lead_reaching_sales_without_an_owner_gets_its_accounts_sdr(desk):
+    # Ben works Initech already (round robin alone would now pick Carol); Mia, of the same
+    # account, hand-raises before any call task was made for her.
+    assert await desk.assign("L-0", email="leo@initech.example", country="US") == "ben"
+    await add_lead(
+        desk.sessions, "L-1", email="mia@initech.example", first_name="Mia", country="US"
+    )
+    request = handoff_input("L-1").model_copy(update={"owner": None})
+    desk.sink.data_faults.append("451 4.3.0 Try again later")
+
+    with pytest.raises(ApplicationError):
+        await run(desk.acts.handoff, request)  # the notification fails: retried
+    retried = await run(desk.acts.handoff, request)
+
+    assert retried.owner == "ben"
+    async with desk.sessions() as session:
+        lead = await session.get(LeadRow, "L-1")
+        opportunity = await session.scalar(select(Opportunity))
+    assert lead is not None and lead.owner == "ben"
+    assert opportunity is not None and opportunity.owner == "ben"
+    handoffs = [m for m in desk.sink.messages if "Tossed up" in str(m["Subject"])]
+    [notice] = handoffs
+    assert notice["To"] == "ben@example.com"
+    assert "You are its owner now" in notice.get_content()
+
+
 async def test_the_crm_gets_a_signed_notification(activity_settings, sessions, faulty_sink, crm):
     settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hooks/nurture")
     desk = make_desk(settings, sessions, faulty_sink)

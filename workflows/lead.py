@@ -704,7 +704,7 @@ class LeadWorkflow:
 
     async def _handoff(self, transition: Transition) -> None:
         state = self._state
-        await workflow.execute_activity(
+        result: am.HandoffResult = await workflow.execute_activity(
             am.HANDOFF,
             am.HandoffInput(
                 key=f"{state.facts.id}|{state.cycle}",
@@ -722,6 +722,13 @@ class LeadWorkflow:
             retry_policy=DEFAULT_RETRY,
             summary=f"toss-up to sales: {transition.why}"[:190],
         )
+        # A lead with no owner gets one at toss-up (the activity applies the playbook's
+        # assignment rule); publishing it is a new command, so runs recorded before keep
+        # replaying without it.
+        if result.owner and result.owner != state.owner and workflow.patched("owner-at-toss-up"):
+            lifecycle.take_owner(
+                state, result.owner, workflow.now(), "assigned at toss-up by the playbook's rule"
+            )
 
     async def _close_tasks(self, status: str, reason: str, task_id: str | None = None) -> None:
         await workflow.execute_activity(

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Literal
 
@@ -86,7 +87,11 @@ async def _redeliver_forever(services: Services) -> None:
 
 
 def create_app(
-    settings: Settings, client: Client | None = None, *, temporal_ui_url: str | None = None
+    settings: Settings,
+    client: Client | None = None,
+    *,
+    temporal_ui_url: str | None = None,
+    login_clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Build the web app for ``settings``; the database engine lives as long as the app.
 
@@ -95,6 +100,8 @@ def create_app(
         client: A Temporal client to use (tests pass theirs); None connects on first use.
         temporal_ui_url: The Temporal Web UI's base for workflow links; default
             ``settings.temporal_ui_url`` (NURTURE_TEMPORAL_UI_URL).
+        login_clock: Seconds on a monotonic clock, for the failed-login throttle's lockouts
+            (tests pass one they move).
     """
     ui_url = temporal_ui_url or str(settings.temporal_ui_url).rstrip("/")
 
@@ -124,6 +131,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.login_throttle = login.LoginThrottle(login_clock)
 
     async def cookie_key() -> str:
         # app.state.sessions exists once the lifespan has started (before any request).

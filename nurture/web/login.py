@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -26,46 +29,136 @@ from nurture.web.security import (
 
 router = APIRouter(include_in_schema=False)
 
-# Password guessing: after this many failures for one user name, or from one address, within
-# the window, logins answer 429 until the window passes. Kept per process (a restart or
-# another replica starts afresh), which bounds guessing without a shared store.
-MAX_FAILURES = 5
-FAILURE_WINDOW_S = 15 * 60
+# Password guessing is throttled per account name, and per address only far above what an
+# office behind one NAT produces: colleagues who share an address must not lock one another
+# out, but one address spraying many names is stopped.
+#
+# Per account: the first failures are free (typos), then each failure locks the name for
+# twice as long as the one before, up to a cap; a correct password clears it, and so does a
+# day without failures. A guesser gets a few dozen tries a day; a user who mistyped waits a
+# minute. Unknown names are counted alike, so the throttle does not tell which names exist.
+ACCOUNT_FREE_FAILURES = 5
+ACCOUNT_FIRST_LOCK_S = 60.0
+ACCOUNT_MAX_LOCK_S = 60 * 60.0
+ACCOUNT_FORGET_S = 24 * 60 * 60.0
+# Per address: a sliding window. A hundred failed logins from one address in a quarter of
+# an hour is far beyond the typos of a whole office.
+ADDRESS_MAX_FAILURES = 100
+ADDRESS_WINDOW_S = 15 * 60.0
+# Counts are kept per process (a restart or another replica starts afresh), which bounds
+# guessing without a shared store; the oldest idle entries go first past these sizes, so
+# a flood of made-up names or addresses cannot grow memory without bound.
+MAX_ACCOUNTS_TRACKED = 50_000
+MAX_ADDRESSES_TRACKED = 10_000
 # scrypt costs ~40 ms of CPU and 16 MiB each: a few at once, never a pile-up.
 _HASHING = asyncio.Semaphore(4)
 
 
-class _Failures:
-    def __init__(self) -> None:
-        self._seen: dict[str, deque[float]] = defaultdict(deque)
+@dataclass(frozen=True)
+class Held:
+    """A login refused before its password is checked: whose failures hold it, how long."""
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._seen[key]
-        while times and now - times[0] > FAILURE_WINDOW_S:
-            times.popleft()
-        if not times:
-            self._seen.pop(key, None)
-            return deque()
-        return times
-
-    def blocked(self, keys: list[str], now: float) -> bool:
-        return any(len(self._recent(key, now)) >= MAX_FAILURES for key in keys)
-
-    def add(self, keys: list[str], now: float) -> None:
-        for key in keys:
-            self._recent(key, now)
-            self._seen[key].append(now)
-
-    def clear(self, key: str) -> None:
-        self._seen.pop(key, None)
+    by: Literal["account", "address"]
+    seconds: float
 
 
-def _failures(request: Request) -> _Failures:
-    """The app's failure counts (per app, so each app instance counts its own)."""
-    state = request.app.state
-    if not hasattr(state, "login_failures"):
-        state.login_failures = _Failures()
-    return state.login_failures  # type: ignore[no-any-return]
+@dataclass(frozen=True)
+class Attempt:
+    """A login let through; already counted as a failure until it succeeds."""
+
+    account: str
+    address: str
+    at: float
+
+
+@dataclass
+class _Account:
+    failures: int = 0
+    last_failure: float = 0.0
+    locked_until: float = 0.0
+
+
+class LoginThrottle:
+    """Failed-login counts per account name and per address, on an injectable clock.
+
+    Each attempt is counted as a failure when it is let through, before its password is
+    checked, and refunded when it succeeds: many guesses sent at once for one name cannot
+    all slip past the lock while the first ones are still hashing.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """Start with no failures; ``clock`` gives seconds (monotonic; tests move it)."""
+        self._clock = clock
+        self._accounts: OrderedDict[str, _Account] = OrderedDict()
+        self._addresses: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def begin(self, account: str, address: str) -> Attempt | Held:
+        """Let an attempt through (counted as a failure until :meth:`succeeded`), or hold it."""
+        now = self._clock()
+        state = self._accounts.get(account)
+        if state is not None and now < state.locked_until:
+            return Held("account", state.locked_until - now)
+        failed = self._recent(address, now)
+        if len(failed) >= ADDRESS_MAX_FAILURES:
+            return Held("address", failed[0] + ADDRESS_WINDOW_S - now)
+        if state is None or now - state.last_failure > ACCOUNT_FORGET_S:
+            state = _Account()
+        state.failures += 1
+        state.last_failure = now
+        if state.failures >= ACCOUNT_FREE_FAILURES:
+            doublings = state.failures - ACCOUNT_FREE_FAILURES
+            # Capped before the power, so a long siege cannot overflow the float.
+            lock = ACCOUNT_FIRST_LOCK_S * 2 ** min(doublings, 32)
+            state.locked_until = now + min(lock, ACCOUNT_MAX_LOCK_S)
+        self._accounts[account] = state
+        self._accounts.move_to_end(account)
+        failed.append(now)
+        self._addresses[address] = failed
+        self._addresses.move_to_end(address)
+        self._trim(now)
+        return Attempt(account, address, now)
+
+    def succeeded(self, attempt: Attempt) -> None:
+        """The password was right: the account starts afresh and the address gets its try back."""
+        self._accounts.pop(attempt.account, None)
+        failed = self._addresses.get(attempt.address)
+        if failed is not None and attempt.at in failed:
+            failed.remove(attempt.at)
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        failed = self._addresses.get(address, deque())
+        while failed and now - failed[0] >= ADDRESS_WINDOW_S:
+            failed.popleft()
+        return failed
+
+    def _trim(self, now: float) -> None:
+        # The least recently failing entries go first, but never one still holding logins.
+        while len(self._accounts) > MAX_ACCOUNTS_TRACKED:
+            name, oldest = next(iter(self._accounts.items()))
+            if now < oldest.locked_until:
+                break
+            del self._accounts[name]
+        while len(self._addresses) > MAX_ADDRESSES_TRACKED:
+            address = next(iter(self._addresses))
+            if len(self._recent(address, now)) >= ADDRESS_MAX_FAILURES:
+                break
+            del self._addresses[address]
+
+
+def _throttle(request: Request) -> LoginThrottle:
+    """The app's throttle (per app, so each app instance counts its own)."""
+    return request.app.state.login_throttle  # type: ignore[no-any-return]
+
+
+def _held_message(held: Held) -> str:
+    minutes = max(1, math.ceil(held.seconds / 60))
+    wait = f"{minutes} minute{'s' if minutes != 1 else ''}"
+    if held.by == "address":
+        return f"Too many failed logins from this network: try again in {wait}."
+    return (
+        f"Too many failed logins for this name: try again in {wait}, "
+        "or ask ops to reset the password."
+    )
 
 
 @cache
@@ -96,15 +189,12 @@ async def login(
         context = {"next": "/inbox", "error": "Sign in from this site's own page.", "username": ""}
         return render(request, "login.html", context, status_code=403)
     name = username.strip()
-    keys = [f"user:{name.lower()}", f"ip:{request.client.host if request.client else '-'}"]
-    now = time.monotonic()
-    failures = _failures(request)
-    if failures.blocked(keys, now):
-        context = {
-            "next": safe_next(next),
-            "error": "Too many failed logins: wait 15 minutes, or ask ops to reset the password.",
-            "username": username,
-        }
+    throttle = _throttle(request)
+    attempt = throttle.begin(name.lower(), request.client.host if request.client else "-")
+    if isinstance(attempt, Held):
+        # Refused before hashing: a held guesser costs no scrypt work, and learns nothing
+        # about the password it sent (a right one is held too).
+        context = {"next": safe_next(next), "error": _held_message(attempt), "username": username}
         return render(request, "login.html", context, status_code=429)
     user = await session.get(User, name)
     stored = user.password_hash if user is not None else _decoy_hash()
@@ -112,14 +202,14 @@ async def login(
     async with _HASHING:
         matches = await asyncio.to_thread(verify_password, password, stored)
     if user is None or not matches or user.role not in ROLES:
-        failures.add(keys, now)
+        # Already counted by `begin`.
         context = {
             "next": safe_next(next),
             "error": "Unknown user or wrong password.",
             "username": username,
         }
         return render(request, "login.html", context, status_code=401)
-    failures.clear(keys[0])
+    throttle.succeeded(attempt)
     start_session(request, user)
     return RedirectResponse(safe_next(next), status_code=303)
 
