@@ -164,7 +164,7 @@ class SmtpSink:
     def subjects(self) -> list[str]:
         return [str(m["Subject"]) for m in self.messages]
 
-    async def wait_for(self, count: int, timeout: float = 30.0) -> list[EmailMessage]:
+    async def wait_for(self, count: int, timeout: float = 120.0) -> list[EmailMessage]:
         """Wait (in real time) until at least ``count`` messages arrived."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -40,7 +40,7 @@ class Stack:
         handle = self.client.get_workflow_handle(workflow_id(lead_id))
         return await handle.query("state", result_type=LeadView)
 
-    async def until(self, lead_id: str, predicate, timeout: float = 30.0) -> LeadView:  # type: ignore[no-untyped-def]
+    async def until(self, lead_id: str, predicate, timeout: float = 120.0) -> LeadView:  # type: ignore[no-untyped-def]
         """Query the lead (real time) until ``predicate(view)`` holds."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -111,7 +111,7 @@ async def search_attributes(client: Client, lead_id: str) -> dict[str, object]:
     return values
 
 
-async def eventually(check, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+async def eventually(check, timeout: float = 120.0):  # type: ignore[no-untyped-def]
     """Await ``check()`` (real time) until it returns something truthy; returns that."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

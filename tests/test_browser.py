@@ -203,4 +203,4 @@ async def _task_of(stack, lead: str) -> str:  # type: ignore[no-untyped-def]
             query = select(CallTask.id).where(CallTask.lead_id == lead, CallTask.owner == "ben")
             return await session.scalar(query)
 
-    return await wait_until(find, timeout=30)
+    return await wait_until(find)

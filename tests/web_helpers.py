@@ -146,7 +146,7 @@ def live_server(app: FastAPI) -> Iterator[LiveServer]:
         yield server
 
 
-async def wait_until(check, timeout: float = 20.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+async def wait_until(check, timeout: float = 120.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
     """Await ``check()`` (real time) until it returns something truthy; returns that."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
