@@ -557,11 +557,7 @@ class LeadMachine:
         a send held by the kill switch and then interrupted keeps its key for the next try.
         """
         state = self._state
-        position = self._position
         visit = self._visit(action.step) + 1
-        key = am.side_effect_key(
-            state.facts.id, state.cycle, position.cadence.id, action.step, visit
-        )
         told_paused = False
         while True:
             if state.unsubscribed:
@@ -571,12 +567,7 @@ class LeadMachine:
             result: am.SendEmailResult = yield Perform(
                 am.SEND_EMAIL,
                 am.SendEmailInput(
-                    key=key,
-                    lead_id=state.facts.id,
-                    cycle=state.cycle,
-                    cadence=position.cadence.id,
-                    step=action.step,
-                    visit=visit,
+                    **self._touch(action.step, visit),
                     template=action.template,
                     owner=state.owner,
                     now=self.now,
@@ -613,6 +604,19 @@ class LeadMachine:
     def _use_visit(self, step: str, visit: int) -> None:
         self._state.visits[f"{self._position.cadence.id}|{step}"] = visit
 
+    def _touch(self, step: str, visit: int) -> dict[str, Any]:
+        """What every touch's input names: where it is, and its idempotency key."""
+        state = self._state
+        cadence = self._position.cadence.id
+        return {
+            "key": am.side_effect_key(state.facts.id, state.cycle, cadence, step, visit),
+            "lead_id": state.facts.id,
+            "cycle": state.cycle,
+            "cadence": cadence,
+            "step": step,
+            "visit": visit,
+        }
+
     def _call(self, action: interpreter.CreateCallTask, *, resuming: bool = False) -> Steps[bool]:
         """Create the SDR's call task; wait for the outcome when the step says so.
 
@@ -627,19 +631,11 @@ class LeadMachine:
         self._use_visit(action.step, visit)
         if not resuming:
             position.last_call_outcome = None
-        key = am.side_effect_key(
-            state.facts.id, state.cycle, position.cadence.id, action.step, visit
-        )
         due_at = timing.add_duration(now, action.due, self._zone, state.playbook.limits)
         result: am.CallTaskResult = yield Perform(
             am.CREATE_CALL_TASK,
             am.CallTaskInput(
-                key=key,
-                lead_id=state.facts.id,
-                cycle=state.cycle,
-                cadence=position.cadence.id,
-                step=action.step,
-                visit=visit,
+                **self._touch(action.step, visit),
                 script=action.script,
                 due_at=due_at,
                 owner=state.owner,
