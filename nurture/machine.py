@@ -160,8 +160,18 @@ class LeadMachine:
     points where the lead's life looks at its input.
     """
 
-    def __init__(self, input: LeadInput) -> None:
+    def __init__(self, input: LeadInput, *, patched: Callable[[str], bool] | None = None) -> None:
+        """Make the machine of one run.
+
+        Args:
+            input: the run's input (a new lead, or the state a continued run carries).
+            patched: whether a versioned change named by its patch id is in effect for this
+                run. The workflow passes ``workflow.patched``, so a change that alters the
+                commands a recorded history expects can keep old runs on the old path (see
+                README, "Upgrading"); by default every change is in effect (the simulator).
+        """
         self.input = input
+        self.patched = patched or _in_effect
         self.state: LeadState | None = input.state
         self.inbox: list[Event] = (
             list(input.state.inbox) if input.state and input.state.inbox else []
@@ -910,6 +920,10 @@ class LeadMachine:
     def _zone(self) -> ZoneInfo:
         facts = self._state.facts
         return timing.lead_zone(facts.timezone, facts.country)
+
+
+def _in_effect(patch_id: str) -> bool:
+    return True
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -32,6 +32,7 @@ import difflib
 import re
 import shlex
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo
@@ -328,6 +329,7 @@ def _wall_time(start: datetime, day: int, wall: time, zone: ZoneInfo) -> datetim
 # --- the run ---------------------------------------------------------------------------
 
 Scripted = ScriptedEvent | ScriptedMigration
+Latency = Callable[[machine.Command], timedelta]
 
 
 def simulate(
@@ -340,6 +342,7 @@ def simulate(
     *,
     max_entries: int = MAX_ENTRIES,
     renderer: Renderer | None = None,
+    latency: Latency | None = None,
 ) -> list[TimelineEntry]:
     """Run one lead through a cadence on a virtual clock, as the lead workflow would.
 
@@ -359,6 +362,11 @@ def simulate(
         max_entries: the most timeline entries (the closing ``stop`` entry included).
         renderer: renders each email and call script as the activities would; without
             one, templates are not checked.
+        latency: how long a command takes live: an activity's run (a :class:`Perform`),
+            how late a timer fires (a :class:`Sleep` that ends by its deadline), the start
+            of the next run (a :class:`ContinueAsNew`). None: no time at all, the dry
+            run's view. The conformance test passes a live run's own latencies, so the
+            simulated history can be compared with the live one to the millisecond.
 
     Returns:
         The lead's history, in time order, ending with a ``stop`` entry that says why.
@@ -370,7 +378,14 @@ def simulate(
     """
     cadence = cadence_set.cadence(cadence_id)
     run = _Simulation(
-        cadence_set, lead, list(script), _aware(start), horizon, max(2, max_entries), renderer
+        cadence_set,
+        lead,
+        list(script),
+        _aware(start),
+        horizon,
+        max(2, max_entries),
+        renderer,
+        latency,
     )
     return run.run(cadence)
 
@@ -400,6 +415,7 @@ class _Simulation:
         horizon: timedelta,
         max_entries: int,
         renderer: Renderer | None,
+        latency: Latency | None,
     ) -> None:
         self.cadence_set = cadence_set
         self.person = lead if isinstance(lead, Lead) else None
@@ -412,6 +428,7 @@ class _Simulation:
         self.max_entries = max_entries
         self.script = self._schedule(script, start)
         self.timeline: list[TimelineEntry] = []
+        self.latency = latency
         self.tasks: dict[str, str] = {}  # call task key -> id, so a retry finds its task
         self.seen: HistoryEntry | None = None  # the last history entry put in the timeline
 
@@ -458,6 +475,7 @@ class _Simulation:
         match command:
             case machine.Perform():
                 result = self._answer(command)
+                self._pass(command)
                 return life.resume(result, now=self.now)
             case machine.Sleep():
                 self._sleep(command)
@@ -471,6 +489,7 @@ class _Simulation:
                 self.seen = (
                     carried.state.history[-1] if carried.state and carried.state.history else None
                 )
+                self._pass(command)
                 return self.life.start(self.now)
             case machine.Finish():
                 raise _Stop(f"the lead is {command.stage}: its workflow completes", self.now)
@@ -480,18 +499,25 @@ class _Simulation:
         """Move the clock to the sleep's deadline or the next scripted input, and deliver."""
         if self.life.has_input():
             return  # as live: a wait for input that is already there returns at once
-        upcoming = [self.script[0][0]] if self.script else []
-        if sleep.until is not None:
-            timeout = sleep.timeout(self.now)
-            assert timeout is not None
-            upcoming.append(self.now + timeout)
+        timeout = sleep.timeout(self.now)
+        fires = self.now + timeout if timeout is not None else None
+        arrives = self.script[0][0] if self.script else None
         doing = self.life.state.doing if self.life.state else "starting"
-        if not upcoming:
+        if fires is None and arrives is None:
             raise _Stop(f"{doing}; no scripted events left", self.now)
-        target = min(upcoming)
+        target = min(t for t in (fires, arrives) if t is not None)
         if target > self.end:
             raise _Stop(f"horizon reached ({_span(self.horizon)}) while {doing}", self.end)
         self.now = max(self.now, target)
+        if target == fires:
+            self._pass(sleep)  # the timer fired
+        else:
+            self._deliver()
+
+    def _pass(self, command: machine.Command) -> None:
+        """Let the time the command takes pass, then hand over what arrived meanwhile."""
+        if self.latency is not None:
+            self.now += self.latency(command)
         self._deliver()
 
     def _deliver(self) -> None:

@@ -111,7 +111,7 @@ def current_details(state: LeadState) -> str:
 class LeadWorkflow:
     @workflow.init
     def __init__(self, input: LeadInput) -> None:
-        self.machine = LeadMachine(input)
+        self.machine = LeadMachine(input, patched=workflow.patched)
         self.published: dict[str, object] = {}
 
     # --- handlers: hand input to the machine ----------------------------------------------
