@@ -25,9 +25,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import write_cadence_set
 from harness import running
 from temporalio.api.common.v1 import WorkflowExecution
@@ -35,6 +35,7 @@ from temporalio.api.enums.v1 import WorkflowExecutionStatus
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
+from test_journeys import CADENCES as JOURNEY_CADENCES
 from test_journeys import PLAYBOOK, TEMPLATES
 
 from nurture import (
@@ -53,7 +54,9 @@ from nurture.rendering import Renderer
 from nurture.simulate import ScriptedEvent, ScriptedMigration, TimelineEntry, simulate
 from nurture.state import HistoryEntry, LeadInput
 
+# The journeys' set, with an inbound cadence that also branches on a click.
 CADENCES = {
+    **JOURNEY_CADENCES,
     "inbound": """
         id: inbound
         name: Inbound
@@ -71,26 +74,6 @@ CADENCES = {
           - {id: rest, type: wait, duration: 10d}
           - {id: last, type: email, template: welcome/last, next: end}
           - {id: thanks, type: email, template: welcome/renewal}
-    """,
-    "mql-sdr": """
-        id: mql-sdr
-        name: MQL SDR
-        steps:
-          - {id: first-call, type: call, script: first-call, wait_for_outcome: 2d}
-          - id: after-call
-            type: branch
-            cases:
-              - when: {call_outcome: [no_answer, voicemail]}
-                goto: missed
-            default: end
-          - {id: missed, type: email, template: welcome/missed}
-    """,
-    "recycle-competitor": """
-        id: recycle-competitor
-        name: Recycle after a competitor
-        steps:
-          - {id: renewal, type: email, template: welcome/renewal}
-          - {id: listen, type: wait, duration: 7d}
     """,
 }
 
@@ -300,13 +283,6 @@ def comparable(entries: list[HistoryEntry] | list[TimelineEntry]) -> list[tuple[
 
 
 @dataclass
-class Journey:
-    cadence_set: CadenceSet
-    renderer: Renderer
-    lead: Lead
-
-
-@dataclass
 class Both:
     """A journey's two histories, comparable, and what the live run was made of."""
 
@@ -324,11 +300,18 @@ Signal = Callable[[str, list[Any]], Awaitable[None]]
 Step = timedelta | tuple[str, list[Any]] | Callable[[WorkflowHandle, Signal], Awaitable[None]]
 
 
-async def through_both(time_env: Any, stack: Any, journey: Journey, steps: list[Step]) -> Both:
+async def through_both(
+    time_env: Any,
+    stack: Any,
+    cadence_set: CadenceSet,
+    renderer: Renderer,
+    lead: Lead,
+    steps: list[Step],
+) -> Both:
     """Run ``steps`` live, then the same inputs in the simulator; returns both histories."""
     client = time_env.client
-    lead_id = journey.lead.id
-    handle = await stack.add_lead(**journey.lead.model_dump(exclude_none=True))
+    lead_id = lead.id
+    handle = await stack.add_lead(**lead.model_dump(exclude_none=True))
     sent: list[tuple[str, list[Any]]] = []
 
     async def signal(name: str, args: list[Any]) -> None:
@@ -350,13 +333,13 @@ async def through_both(time_env: Any, stack: Any, journey: Journey, steps: list[
     timings = live_timings(runs)
     assert [(name, args) for _, name, args in timings.inputs] == sent
     simulated = simulate(
-        journey.cadence_set,
-        journey.cadence_set.playbook.routing.entry[0].cadence,
-        journey.lead,
+        cadence_set,
+        cadence_set.playbook.routing.entry[0].cadence,
+        lead,
         scripted(timings.inputs),
         timings.start,
         end - timings.start,
-        renderer=journey.renderer,
+        renderer=renderer,
         latency=timings.latency,
     )
     assert simulated[-1].what == "stop"
@@ -364,29 +347,28 @@ async def through_both(time_env: Any, stack: Any, journey: Journey, steps: list[
     return Both(comparable(live), comparable(simulated[:-1]), len(runs))
 
 
-def journey(
-    tmp_path: Path,
-    make_settings: Any,
-    lead: Lead,
-    playbook: str = PLAYBOOK,
-    cadences: dict[str, str] = CADENCES,
-) -> tuple[Any, Journey]:
-    cadences_dir, templates_dir = write_cadence_set(tmp_path / "set", playbook, cadences, TEMPLATES)
-    settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
-    cadence_set = load_cadence_set(cadences_dir, templates_dir)
-    return settings, Journey(cadence_set, Renderer(templates_dir), lead)
+@pytest.fixture
+def journey(time_env, make_settings, smtp_sink, tmp_path):  # type: ignore[no-untyped-def]
+    """Run a journey of a lead through both drivers: ``await journey(lead, steps)``."""
+
+    async def run(
+        lead: Lead, steps: list[Step], playbook: str = PLAYBOOK, cadences: dict[str, str] = CADENCES
+    ) -> Both:
+        folders = write_cadence_set(tmp_path / "set", playbook, cadences, TEMPLATES)
+        settings = make_settings(cadences_dir=folders[0], templates_dir=folders[1])
+        cadence_set, renderer = load_cadence_set(*folders), Renderer(folders[1])
+        async with running(time_env.client, settings) as stack:
+            return await through_both(time_env, stack, cadence_set, renderer, lead, steps)
+
+    return run
 
 
 # --- the journeys ---------------------------------------------------------------------------
 
 
-async def test_the_default_path(time_env, make_settings, smtp_sink, tmp_path):
+async def test_the_default_path(journey):
     lead = Lead(id="CF-1", email="ada@example.com", first_name="Ada", country="US")
-    settings, world = journey(tmp_path, make_settings, lead)
-    async with running(time_env.client, settings) as stack:
-        both = await through_both(
-            time_env, stack, world, [timedelta(days=2, hours=1), timedelta(days=11)]
-        )
+    both = await journey(lead, [timedelta(days=2, hours=1), timedelta(days=11)])
     assert both.whats()[2:] == [
         "email welcome: sent",
         "branch",
@@ -397,22 +379,12 @@ async def test_the_default_path(time_env, make_settings, smtp_sink, tmp_path):
     assert both.live == both.simulated
 
 
-async def test_an_early_wake_up_and_a_branch_on_the_click(
-    time_env, make_settings, smtp_sink, tmp_path
-):
+async def test_an_early_wake_up_and_a_branch_on_the_click(journey):
     lead = Lead(id="CF-2", email="bo@example.com", first_name="Bo", country="JP")
-    settings, world = journey(tmp_path, make_settings, lead)
-    async with running(time_env.client, settings) as stack:
-        both = await through_both(
-            time_env,
-            stack,
-            world,
-            [
-                timedelta(hours=5),
-                send(lead.id, "email.clicked", step="welcome"),
-                timedelta(days=1),
-            ],
-        )
+    both = await journey(
+        lead,
+        [timedelta(hours=5), send(lead.id, "email.clicked", step="welcome"), timedelta(days=1)],
+    )
     assert both.whats()[3:] == [
         "score 5",
         "wait pause ended early",
@@ -423,21 +395,17 @@ async def test_an_early_wake_up_and_a_branch_on_the_click(
     assert both.live == both.simulated
 
 
-async def test_unsubscribe_mid_cadence(time_env, make_settings, smtp_sink, tmp_path):
+async def test_unsubscribe_mid_cadence(journey, smtp_sink):
     lead = Lead(id="CF-3", email="cy@example.com", country="US")
-    settings, world = journey(tmp_path, make_settings, lead)
-    async with running(time_env.client, settings) as stack:
-        both = await through_both(
-            time_env,
-            stack,
-            world,
-            [
-                timedelta(hours=3),
-                send(lead.id, "lead.unsubscribed"),
-                timedelta(days=2),
-                timedelta(days=11),
-            ],
-        )
+    both = await journey(
+        lead,
+        [
+            timedelta(hours=3),
+            send(lead.id, "lead.unsubscribed"),
+            timedelta(days=2),
+            timedelta(days=11),
+        ],
+    )
     assert both.whats()[3:] == [
         "unsubscribed",
         "branch",
@@ -449,31 +417,25 @@ async def test_unsubscribe_mid_cadence(time_env, make_settings, smtp_sink, tmp_p
     assert both.live == both.simulated
 
 
-async def test_mql_call_outcome_toss_up_loss_decay_and_recycle(
-    time_env, make_settings, smtp_sink, tmp_path
-):
+async def test_mql_call_outcome_toss_up_loss_decay_and_recycle(journey):
     lead = Lead(
         id="CF-4", email="di@bigco.example", country="US", employees=5000, industry="finance"
     )
-    settings, world = journey(tmp_path, make_settings, lead)
-    async with running(time_env.client, settings) as stack:
-        both = await through_both(
-            time_env,
-            stack,
-            world,
-            [
-                timedelta(hours=2),
-                send(lead.id, "page.visited", url="/pricing"),  # 12 points: MQL
-                timedelta(hours=3),
-                send(lead.id, "call.completed", outcome="no_answer"),
-                timedelta(days=1),
-                send(lead.id, "call.completed", outcome="qualified"),  # toss-up
-                timedelta(days=15),  # the sales follow-up is overdue after 14 days
-                send(lead.id, "opportunity.lost", reason="Competitor"),
-                timedelta(days=181),  # decay on the way; recycles after 180 days
-                timedelta(days=8),
-            ],
-        )
+    both = await journey(
+        lead,
+        [
+            timedelta(hours=2),
+            send(lead.id, "page.visited", url="/pricing"),  # 12 points: MQL
+            timedelta(hours=3),
+            send(lead.id, "call.completed", outcome="no_answer"),
+            timedelta(days=1),
+            send(lead.id, "call.completed", outcome="qualified"),  # toss-up
+            timedelta(days=15),  # the sales follow-up is overdue after 14 days
+            send(lead.id, "opportunity.lost", reason="Competitor"),
+            timedelta(days=181),  # decay on the way; recycles after 180 days
+            timedelta(days=8),
+        ],
+    )
     whats = both.whats()
     for expected in (
         "stage nurturing -> mql",
@@ -492,49 +454,41 @@ async def test_mql_call_outcome_toss_up_loss_decay_and_recycle(
     assert both.live == both.simulated
 
 
-async def test_pause_reassign_and_resume(time_env, make_settings, smtp_sink, tmp_path):
+async def test_pause_reassign_and_resume(journey):
     lead = Lead(id="CF-5", email="ed@example.com", country="US")
-    settings, world = journey(tmp_path, make_settings, lead)
-    async with running(time_env.client, settings) as stack:
-        both = await through_both(
-            time_env,
-            stack,
-            world,
-            [
-                timedelta(hours=1),
-                (SIGNAL_PAUSE, ["customer asked for a break"]),
-                timedelta(days=3),  # the wait ends; the paused lead's email waits
-                send(lead.id, "email.opened"),
-                (SIGNAL_REASSIGN, ["aiko"]),
-                (SIGNAL_RESUME, ["break over"]),
-                timedelta(days=1),
-            ],
-        )
+    both = await journey(
+        lead,
+        [
+            timedelta(hours=1),
+            (SIGNAL_PAUSE, ["customer asked for a break"]),
+            timedelta(days=3),  # the wait ends; the paused lead's email waits
+            send(lead.id, "email.opened"),
+            (SIGNAL_REASSIGN, ["aiko"]),
+            (SIGNAL_RESUME, ["break over"]),
+            timedelta(days=1),
+        ],
+    )
     assert both.whats()[3:8] == ["paused", "branch", "score 1", "owner aiko", "resumed"]
     assert "email nudge: sent" in both.whats()
     assert both.live == both.simulated
 
 
-async def test_a_migration(time_env, make_settings, smtp_sink, tmp_path):
+async def test_a_migration(journey, tmp_path):
     lead = Lead(id="CF-6", email="fay@example.com", country="US")
-    settings, world = journey(tmp_path, make_settings, lead)
-    old = world.cadence_set.cadence("inbound")
-    body = old.model_dump(mode="json", by_alias=True)
+    old = load_cadence_set(*write_cadence_set(tmp_path / "v1", PLAYBOOK, CADENCES, TEMPLATES))
+    body = old.cadence("inbound").model_dump(mode="json", by_alias=True)
     for step in body["steps"]:
         if step["id"] == "pause":
             step["id"] = "breather"
     renamed = Cadence.model_validate(body)
-    async with running(time_env.client, settings) as stack:
-        both = await through_both(
-            time_env,
-            stack,
-            world,
-            [
-                timedelta(hours=1),
-                (SIGNAL_MIGRATE, [renamed, {"pause": "breather"}]),
-                timedelta(days=3),
-            ],
-        )
+    both = await journey(
+        lead,
+        [
+            timedelta(hours=1),
+            (SIGNAL_MIGRATE, [renamed, {"pause": "breather"}]),
+            timedelta(days=3),
+        ],
+    )
     assert both.whats()[3] == f"migrated to inbound version {renamed.version}"
     assert "email nudge: sent" in both.whats()
     assert both.live == both.simulated
@@ -549,16 +503,12 @@ LOOP = """
 """
 
 
-async def test_continue_as_new_on_a_long_history_changes_nothing(
-    time_env, make_settings, smtp_sink, tmp_path
-):
+async def test_continue_as_new_on_a_long_history_changes_nothing(journey, smtp_sink):
     lead = Lead(id="CF-7", email="gus@example.com", country="US")
     playbook = PLAYBOOK.replace("- cadence: inbound", "- cadence: loop")
-    settings, world = journey(tmp_path, make_settings, lead, playbook, {**CADENCES, "loop": LOOP})
-    async with running(time_env.client, settings) as stack:
-        # Hourly touches lengthen the history until the run continues as new on its own
-        # count, in the middle of the cadence, with its visits carried over.
-        both = await through_both(time_env, stack, world, [timedelta(hours=150)])
+    # Hourly touches lengthen the history until the run continues as new on its own count,
+    # in the middle of the cadence, with its visits carried over.
+    both = await journey(lead, [timedelta(hours=150)], playbook, {**CADENCES, "loop": LOOP})
     assert both.runs >= 2
     sent = [what for what in both.whats() if what == "email tick: sent"]
     # One an hour (each hour starts after the last send, so the 151st is a moment too late).
@@ -574,7 +524,8 @@ WINDOWED = PLAYBOOK.replace(
 )
 
 
-async def test_humane_holds_in_the_leads_zone(time_env, make_settings, smtp_sink, tmp_path):
+async def test_humane_holds_in_the_leads_zone(journey, time_env):
+    assert WINDOWED != PLAYBOOK
     # From a Saturday noon UTC, whatever the hour the suite runs at: the first email waits
     # for Monday morning in Tokyo.
     now = await time_env.get_current_time()
@@ -582,12 +533,7 @@ async def test_humane_holds_in_the_leads_zone(time_env, make_settings, smtp_sink
     saturday = (now + timedelta(days=days)).replace(hour=12, minute=0, second=0, microsecond=0)
     await time_env.sleep(saturday - now)
     lead = Lead(id="CF-8", email="hana@example.jp", country="JP")
-    settings, world = journey(tmp_path, make_settings, lead, WINDOWED)
-    assert WINDOWED != PLAYBOOK
-    async with running(time_env.client, settings) as stack:
-        both = await through_both(
-            time_env, stack, world, [timedelta(days=3), timedelta(days=3), timedelta(days=11)]
-        )
+    both = await journey(lead, [timedelta(days=3), timedelta(days=3), timedelta(days=11)], WINDOWED)
     whats = both.whats()
     assert whats[2].startswith("email welcome deferred to ")
     assert "email welcome: sent" in whats and "email last: sent" in whats
