@@ -39,7 +39,7 @@ from nurture.db import EmailSend, LeadRow, Suppression, User, utcnow
 from nurture.events import address_key, normalize_email
 from nurture.intake import lead_from_row
 from nurture.links import click_url, unsubscribe_url
-from nurture.rendering import RenderedEmail, TemplateProblem
+from nurture.rendering import RenderedEmail, TemplateProblem, sdr_context, sender_context
 from nurture.settings import Settings
 
 
@@ -52,22 +52,6 @@ def message_id(key: str, sender: str) -> str:
 def lead_context(row: LeadRow) -> dict[str, Any]:
     """Every lead field for templates; optional ones present and None when missing."""
     return lead_from_row(row).model_dump()
-
-
-def sdr_context(playbook: Playbook, owner: str | None) -> dict[str, Any] | None:
-    for sdr in playbook.team.sdrs:
-        if sdr.id == owner:
-            return {"id": sdr.id, "name": sdr.name, "email": sdr.email}
-    return None
-
-
-def sender_context(playbook: Playbook) -> dict[str, Any]:
-    name, address = parseaddr(playbook.sender.from_)
-    return {
-        "from_": playbook.sender.from_,
-        "name": name or address,
-        "postal_address": playbook.sender.postal_address,
-    }
 
 
 class EmailActivities:

@@ -13,6 +13,7 @@ import os
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import quote
@@ -32,6 +33,8 @@ from jinja2.runtime import missing
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import concat
 from markupsafe import escape
+
+from nurture.cadence import Playbook
 
 TemplateKind = Literal["email", "call"]
 EMAIL_BLOCKS: tuple[str, ...] = ("subject", "text", "html")
@@ -463,6 +466,24 @@ def template_context(
             "link": link,
         }
     )
+
+
+def sdr_context(playbook: Playbook, owner: str | None) -> dict[str, Any] | None:
+    """The ``sdr`` of the context: the owner's id, name and email; None while unassigned."""
+    for sdr in playbook.team.sdrs:
+        if sdr.id == owner:
+            return {"id": sdr.id, "name": sdr.name, "email": sdr.email}
+    return None
+
+
+def sender_context(playbook: Playbook) -> dict[str, Any]:
+    """The ``sender`` of the context, from the playbook."""
+    name, address = parseaddr(playbook.sender.from_)
+    return {
+        "from_": playbook.sender.from_,
+        "name": name or address,
+        "postal_address": playbook.sender.postal_address,
+    }
 
 
 def _normalized(context: Mapping[str, Any]) -> dict[str, Any]:

@@ -320,7 +320,7 @@ def reason_key(text: str | None) -> str:
 
 def _reason_from_stage_change(text: str | None) -> tuple[Literal["lost", "rejected"], str]:
     # The workflow writes "opportunity lost: <reason>" or "sales rejected the handoff: <reason>"
-    # (workflows/lead.py); read back leniently, as older rows may say it differently.
+    # (nurture/lifecycle.py); read back leniently, as older rows may say it differently.
     text = (text or "").strip()
     outcome: Literal["lost", "rejected"] = (
         "rejected" if text.lower().startswith("sales rejected") else "lost"

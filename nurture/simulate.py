@@ -1,17 +1,25 @@
 """A dry run of one lead through a cadence on a virtual clock (`nurture cadences simulate`).
 
-The simulator follows the lead workflow's rules (``workflows/lead.py``) step for step, with
-no Temporal and no I/O: the interpreter decides each cadence step, the lifecycle reducer
-applies each scripted event, and :mod:`nurture.timing` holds touches to the send window,
-holidays, the gap between touches and the weekly email cap. What the workflow does through
-activities (sending an email, creating a call task, handing off to sales) takes no time here
-and always succeeds, so the timeline shows what the playbook and cadence decide, not what a
-mail server did.
+The simulator is the second driver of the lead machine (:mod:`nurture.machine`), the one the
+lead workflow runs: the same code decides every step, hold, wait, event and stage change,
+so a dry run and a live lead agree (``tests/test_conformance.py`` checks that they do). Only
+the edges differ:
 
-Time only moves forward, to the next instant something can happen: a wait's deadline, a
-deferred touch, a decay step or a scripted event. So the run is exact to the second and
-bounded: it stops at the horizon, after :data:`MAX_ENTRIES` timeline entries, when the lead
-is won or closed, or when it rests with no scripted events left.
+- the clock is virtual: a sleep moves it to its deadline or to the next scripted input,
+  whichever comes first, and activities take no time;
+- activities are answered here: an email is "sent" once its template renders for the
+  simulated lead (with its owner, so with no ``sdr`` before the first call task, as live),
+  and "failed" with the template's problem when it would fail at send time; a call task
+  gets an id and the owner the playbook's assignment gives a lone lead; handoffs, records,
+  notifications, closing tasks and erasure succeed; a cadence loads from the set;
+- scripted events are handed to the machine as signals are, and so are ops controls
+  (pause, resume, reassign) and migrations.
+
+The timeline is the lead's history as the live lead records it (``leads show``), each entry
+with the lead's local time too, ending with a ``stop`` entry that says why the run ended:
+the lead is won or closed, the horizon is reached, :data:`MAX_ENTRIES` entries or
+:data:`MAX_STEPS` steps, or it waits with no scripted input left. A continue-as-new is
+followed, as live, by a fresh run of the machine from the carried state.
 
 Scripts use the CLI's ``--events`` SPEC (see :func:`parse_script`)::
 
@@ -24,24 +32,30 @@ import difflib
 import re
 import shlex
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from nurture import interpreter, lifecycle, timing
-from nurture.cadence import Cadence, CadenceSet
-from nurture.durations import parse_duration
-from nurture.events import CALL_OUTCOMES, EVENT_TYPES, Event, EventType, LeadFacts
-from nurture.lifecycle import Transition
-from nurture.state import FINAL_STAGES, TOUCH_STAGES, LeadState, Position
+from nurture import activity_models as am
+from nurture import machine, timing
+from nurture.cadence import Cadence, CadenceSet, Playbook
+from nurture.conditions import Facts
+from nurture.events import CALL_OUTCOMES, EVENT_TYPES, Event, EventType, Lead, LeadFacts
+from nurture.interpreter import entry_cadence
+from nurture.rendering import Renderer, TemplateProblem, sdr_context, sender_context
+from nurture.state import HistoryEntry, LeadInput
 
 __all__ = [
+    "CONTROLS",
     "DEFAULT_HORIZON",
     "MAX_ENTRIES",
+    "MAX_STEPS",
     "ScriptError",
     "ScriptedEvent",
+    "ScriptedMigration",
     "TimelineEntry",
     "parse_script",
     "simulate",
@@ -50,36 +64,43 @@ __all__ = [
 DEFAULT_HORIZON = timedelta(days=120)
 MAX_ENTRIES = 500
 """A timeline never grows beyond this many entries (a cadence that loops stays readable)."""
+MAX_STEPS = 20_000
+"""A run never takes more machine steps than this: a cadence that loops without leaving a
+trace in the history (a wait that only goes back to itself) still ends, quickly."""
 
 _DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # not %a: locale-free
 
 
 class TimelineEntry(BaseModel):
-    """One thing that happened to the simulated lead.
+    """One entry of the simulated lead's history.
 
     Attributes:
         at: the instant, UTC.
         local: the same instant on the lead's wall clock, e.g. ``Mon 2026-11-23 09:00 EST``.
-        step: the cadence step concerned, if any.
-        action: what happened, e.g. ``email inbound/welcome``, ``wait until ...``,
-            ``deferred: <reasons>``, ``branch engaged -> first-call``, ``stage nurturing -> mql``,
-            ``cadence mql-sdr``, ``end``, ``event email.clicked@welcome``, ``stop``.
-        why: the reason, in the words the lead's history would use.
+        what: what happened, in the live history's words: ``email hello: sent``,
+            ``branch``, ``stage nurturing -> mql``, ``email follow-up deferred to ...``;
+            the last entry is ``stop``.
+        why: the reason, as the live history gives it.
     """
 
     at: datetime
     local: str
-    step: str | None = None
-    action: str
+    what: str
     why: str = ""
 
 
+ControlType = Literal["pause", "resume", "reassign"]
+CONTROLS: tuple[str, ...] = ("pause", "resume", "reassign")
+"""Ops controls a script can give, as `leads pause|resume|reassign` would."""
+
+
 class ScriptedEvent(BaseModel):
-    """An event the simulated lead does (or the CRM posts) at a scripted time.
+    """An event the simulated lead does (or the CRM posts), or an ops control, at a time.
 
     Attributes:
         at: when it happens (aware; UTC recommended).
-        type: the event type (CONTRACT.md, "Leads and events").
+        type: the event type (CONTRACT.md, "Leads and events"), or a control: ``pause``,
+            ``resume`` (data ``why``) or ``reassign`` (data ``owner``).
         data: the event's data, e.g. ``{"step": "welcome"}`` or ``{"outcome": "no_answer"}``.
         id: the event id; default ``sim-<n>`` by position in the script. Repeating an id
             scripts a duplicate delivery, which must change nothing.
@@ -90,7 +111,7 @@ class ScriptedEvent(BaseModel):
     """
 
     at: datetime
-    type: EventType
+    type: EventType | ControlType
     data: dict[str, Any] = Field(default_factory=dict)
     id: str | None = None
     day: int | None = None
@@ -101,6 +122,8 @@ class ScriptedEvent(BaseModel):
         data = dict(self.data)
         if self.type == "call.completed" and "outcome" in data:
             text = f"call:{data.pop('outcome')}"
+        elif self.type == "reassign" and "owner" in data:
+            text = f"reassign:{data.pop('owner')}"
         else:
             text = self.type
             if data.get("step") is not None:
@@ -115,12 +138,27 @@ class ScriptedEvent(BaseModel):
         return _aware(self.at)
 
 
+class ScriptedMigration(BaseModel):
+    """Ops move the lead to another version of its cadence (`cadences migrate`) at ``at``."""
+
+    at: datetime
+    cadence: Cadence
+    step_map: dict[str, str] = Field(default_factory=dict)
+
+    def label(self) -> str:
+        return f"migrate to {self.cadence.id} version {self.cadence.version}"
+
+    def resolve(self, start: datetime, zone: ZoneInfo) -> datetime:
+        return _aware(self.at)
+
+
 # --- the script --------------------------------------------------------------------------
 
 _EXPECTED = (
     "expected 'day N [HH:MM] EVENT [key=value ...]', 'hour N EVENT ...' or "
     "'minute N EVENT ...', where EVENT is an event type (email.clicked), TYPE@STEP "
-    "(email.clicked@welcome) or call:OUTCOME (call:no_answer)"
+    "(email.clicked@welcome), call:OUTCOME (call:no_answer), or a control: pause, resume, "
+    "reassign:OWNER"
 )
 _UNITS = {"day": timedelta(days=1), "hour": timedelta(hours=1), "minute": timedelta(minutes=1)}
 _WALL = re.compile(r"^(\d{1,2}):(\d{2})$")
@@ -146,6 +184,8 @@ def parse_script(
         TYPE             an event type, e.g. page.visited
         TYPE@STEP        data.step, e.g. email.clicked@welcome
         call:OUTCOME     call.completed with data.outcome, e.g. call:no_answer
+        pause | resume   ops pause or resume the lead (why="..." says why)
+        reassign:OWNER   ops give the lead to an SDR, e.g. reassign:ben
         key=value ...    data; numbers and true/false are typed; quote values with spaces
                          (reason="no budget"); id=EVT sets the event id instead
 
@@ -236,6 +276,13 @@ def _parse_item(number: int, item: str, start: datetime, zone: ZoneInfo) -> Scri
 
 
 def _parse_event(token: str, bad: Any) -> tuple[str, dict[str, Any]]:
+    if token in ("pause", "resume"):
+        return token, {}
+    if token.startswith("reassign:"):
+        owner = token.partition(":")[2].strip()
+        if not owner:
+            bad("'reassign:' names no owner (reassign:OWNER)")
+        return "reassign", {"owner": owner}
     if token.startswith("call:"):
         outcome = token.partition(":")[2].strip().lower()
         if outcome not in CALL_OUTCOMES:
@@ -281,48 +328,65 @@ def _wall_time(start: datetime, day: int, wall: time, zone: ZoneInfo) -> datetim
 
 # --- the run ---------------------------------------------------------------------------
 
+Scripted = ScriptedEvent | ScriptedMigration
+Latency = Callable[[machine.Command], timedelta]
+
 
 def simulate(
     cadence_set: CadenceSet,
     cadence_id: str,
-    lead: LeadFacts,
-    script: list[ScriptedEvent],
+    lead: Lead | LeadFacts,
+    script: list[ScriptedEvent] | list[Scripted],
     start: datetime,
     horizon: timedelta = DEFAULT_HORIZON,
     *,
     max_entries: int = MAX_ENTRIES,
+    renderer: Renderer | None = None,
+    latency: Latency | None = None,
 ) -> list[TimelineEntry]:
     """Run one lead through a cadence on a virtual clock, as the lead workflow would.
 
-    The lead starts in ``cadence_id`` in stage ``nurturing``. Scripted events are applied at
-    their times with :func:`nurture.lifecycle.apply_event`, so scoring, MQL, toss-up,
-    ``exit_on`` and ``until_any`` wake-ups behave as in the workflow. Touches wait for
-    :func:`nurture.timing.earliest_touch` (deferrals appear with their reasons). Stage changes
-    follow the playbook: MQL switches to ``routing.mql_cadence``; a toss-up puts the lead
-    with sales (no touches; the follow-up check fires after ``sales_follow_up``); won and
-    closed stop; lost waits the recycle timer, then runs the recycle cadence. A call step with
-    ``wait_for_outcome`` takes a scripted ``call.completed`` that arrives before its deadline,
-    else times out.
+    The lead starts in ``cadence_id`` in stage ``nurturing`` and lives by the lead machine:
+    scoring, MQL, toss-up, ``exit_on`` and ``until_any`` wake-ups, send windows, holidays
+    and caps, the sales follow-up, loss and recycle, pause and migration, decay.
 
     Args:
         cadence_set: the validated playbook and cadences.
         cadence_id: the cadence to start in.
-        lead: the lead's decision fields (``has_email=False`` skips every email, as live).
-        script: events to apply; see :func:`parse_script`.
+        lead: the lead; its decision fields drive the rules (``has_email=False``, or no
+            address, skips every email, as live), and a full :class:`Lead` also gives the
+            names its templates print.
+        script: events, controls and migrations to give the lead; see :func:`parse_script`.
         start: the virtual clock's start (aware; naive means UTC).
         horizon: how far the run goes.
         max_entries: the most timeline entries (the closing ``stop`` entry included).
+        renderer: renders each email and call script as the activities would; without
+            one, templates are not checked.
+        latency: how long a command takes live: an activity's run (a :class:`Perform`),
+            how late a timer fires (a :class:`Sleep` that ends by its deadline), the start
+            of the next run (a :class:`ContinueAsNew`). None: no time at all, the dry
+            run's view. The conformance test passes a live run's own latencies, so the
+            simulated history can be compared with the live one to the millisecond.
 
     Returns:
-        The timeline, in time order, ending with a ``stop`` entry that says why it ended.
+        The lead's history, in time order, ending with a ``stop`` entry that says why.
 
     Raises:
         KeyError: ``cadence_id`` is not in the set.
-        ValueError: a scripted event before the start; a cadence the playbook routes to is
+        ValueError: a scripted input before the start; a cadence the playbook routes to is
             missing; a send window that never opens.
     """
     cadence = cadence_set.cadence(cadence_id)
-    run = _Simulation(cadence_set, lead, script, _aware(start), horizon, max(2, max_entries))
+    run = _Simulation(
+        cadence_set,
+        lead,
+        list(script),
+        _aware(start),
+        horizon,
+        max(2, max_entries),
+        renderer,
+        latency,
+    )
     return run.run(cadence)
 
 
@@ -335,40 +399,43 @@ class _Stop(Exception):
         self.at = at
 
 
-class _Simulation:
-    """The lead workflow's loop with a virtual clock instead of Temporal.
+# The links a simulated email carries: nothing is signed, nothing is sent.
+_SIMULATED_BASE = "https://simulation.invalid"
 
-    Method for method it mirrors ``LeadWorkflow``: ``_run_cadence``, ``_touch_allowed``,
-    ``_call``, ``_wait``, ``_drain`` and ``_apply_pending`` follow the same rules in the same
-    order, so a difference between a simulation and a live lead is a bug in one of them.
-    """
+
+class _Simulation:
+    """The lead machine driven by a virtual clock, a script and simulated activities."""
 
     def __init__(
         self,
         cadence_set: CadenceSet,
-        lead: LeadFacts,
-        script: list[ScriptedEvent],
+        lead: Lead | LeadFacts,
+        script: list[Scripted],
         start: datetime,
         horizon: timedelta,
         max_entries: int,
+        renderer: Renderer | None,
+        latency: Latency | None,
     ) -> None:
         self.cadence_set = cadence_set
-        self.zone = timing.lead_zone(lead.timezone, lead.country)
+        self.person = lead if isinstance(lead, Lead) else None
+        self.facts = lead.facts() if isinstance(lead, Lead) else lead
+        self.zone = timing.lead_zone(self.facts.timezone, self.facts.country)
+        self.renderer = renderer
         self.now = start
         self.end = start + horizon
         self.horizon = horizon
         self.max_entries = max_entries
-        self.state = LeadState(facts=lead, playbook=cadence_set.playbook, created_at=start)
-        self.pending: Transition | None = None
-        self.woken_by: str | None = None
-        self.wake_on: frozenset[str] = frozenset()
-        self.timeline: list[TimelineEntry] = []
         self.script = self._schedule(script, start)
+        self.timeline: list[TimelineEntry] = []
+        self.latency = latency
+        self.tasks: dict[str, str] = {}  # call task key -> id, so a retry finds its task
+        self.seen: HistoryEntry | None = None  # the last history entry put in the timeline
 
     def _schedule(
-        self, script: list[ScriptedEvent], start: datetime
-    ) -> deque[tuple[datetime, Event, str]]:
-        timed: list[tuple[datetime, Event, str]] = []
+        self, script: list[Scripted], start: datetime
+    ) -> deque[tuple[datetime, int, Scripted]]:
+        timed: list[tuple[datetime, int, Scripted]] = []
         for n, scripted in enumerate(script, start=1):
             at = scripted.resolve(start, self.zone)
             if at < start:
@@ -376,373 +443,223 @@ class _Simulation:
                     f"scripted event {n} ({scripted.label()}) at {at:%Y-%m-%d %H:%M} UTC is before "
                     f"the start {start:%Y-%m-%d %H:%M} UTC"
                 )
-            event = Event(
-                id=scripted.id or f"sim-{n}",
-                type=scripted.type,
-                lead_id=self.state.facts.id,
-                occurred_at=at,
-                data=dict(scripted.data),
-            )
-            timed.append((at, event, scripted.label()))
-        # sorted() is stable: events scripted for the same instant arrive in written order.
+            timed.append((at, n, scripted))
+        # sorted() is stable: inputs scripted for the same instant arrive in written order.
         return deque(sorted(timed, key=lambda item: item[0]))
 
-    # --- the process ----------------------------------------------------------------------
+    # --- the driver -----------------------------------------------------------------------
 
     def run(self, cadence: Cadence) -> list[TimelineEntry]:
-        state = self.state
+        playbook = self.cadence_set.playbook
+        routed, why = entry_cadence(playbook, Facts(lead=self.facts, now=self.now))
+        if routed != cadence.id:
+            why = f"chosen for the simulation (routing would choose {routed})"
+        self.life = machine.LeadMachine(
+            LeadInput(facts=self.facts, playbook=playbook, cadence=cadence, routing_reason=why)
+        )
         try:
-            lifecycle.regrade(state, self.now)
-            self._add(
-                "lead created",
-                f"grade {state.grade} ({'; '.join(state.grade_why)}); zone {self.zone}",
-            )
-            self._enter_cadence(cadence, "simulation start")
-            while state.stage not in FINAL_STAGES:
-                if state.pending_cadence is not None:
-                    self._load_pending_cadence()
-                if state.stage in TOUCH_STAGES:
-                    self._run_cadence()
-                elif state.stage == "sql":
-                    self._with_sales()
-                elif state.stage == "lost":
-                    self._wait_to_recycle()
-                if self.pending is not None:
-                    self._apply_pending()
-            stop = _Stop(f"the lead is {state.stage}: its workflow completes", self.now)
-        except _Stop as raised:
-            stop = raised
-        self.timeline.append(self._entry("stop", stop.why, step=None, at=stop.at))
+            self._deliver()
+            command: machine.Command = self.life.start(self.now)
+            for _ in range(MAX_STEPS):
+                self._collect()
+                command = self._perform(command)
+            raise _Stop(f"{MAX_STEPS} steps of the lead's life reached", self.now)
+        except _Stop as stop:
+            self._collect(limit=False)
+            self.timeline.append(self._entry("stop", stop.why, stop.at))
         return self.timeline
 
-    def _run_cadence(self) -> None:
-        """Run cadence steps until a stage change is pending; rest when the cadence ends."""
-        state = self.state
-        while self.pending is None:
-            position = state.position
-            if position is None or position.step is None:
-                self._rest()
-                return
-            decision = interpreter.decide(
-                position.cadence,
-                position.step,
-                lifecycle.facts_view(state, self.now),
-                playbook=state.playbook,
-                zone=self.zone,
-            )
-            for taken in decision.trail:
-                step, _, rest = taken.partition(": ")
-                why, _, target = rest.rpartition(" -> ")
-                self._add(f"branch {step} -> {target}", why, step=step)
-            action = decision.action
-            position.step = action.step
-            match action:
-                case interpreter.End():
-                    position.step = None
-                    state.next_touch_at = None
-                    self._add("end", action.reason, step=action.step)
-                case interpreter.Wait():
-                    until = position.resume_until or action.until
-                    position.resume_until = until
-                    state.next_touch_at = until
-                    self._add(f"wait until {self._local(until)}", action.reason, step=action.step)
-                    woke = self._wait(
-                        until, frozenset(action.wake_on), f"waiting in step {action.step}"
-                    )
-                    if woke == "interrupted":
-                        return
-                    position.resume_until = None
-                    if woke == "woken":
-                        self._add(
-                            f"wait {action.step} ended early",
-                            f"{self.woken_by} arrived",
-                            step=action.step,
-                        )
-                    position.step = interpreter.after(position.cadence, action.step)
-                case interpreter.SendEmail():
-                    if not self._touch_allowed("email", action.step):
-                        return
-                    self._send_email(action)
-                    position.step = interpreter.after(position.cadence, action.step)
-                case interpreter.CreateCallTask():
-                    if not self._touch_allowed("call", action.step):
-                        return
-                    if not self._call(action):
-                        return
-                    position.step = interpreter.after(position.cadence, action.step)
-
-    def _rest(self) -> None:
-        """The cadence is over: the lead rests in its stage, listening for events."""
-        self.state.next_touch_at = None
-        self._wait(None, frozenset(), f"resting in {self.state.stage} (cadence done)")
-
-    def _with_sales(self) -> None:
-        state = self.state
-        follow_up = state.playbook.thresholds.sales_follow_up
-        deadline = (state.tossed_up_at or self.now) + parse_duration(follow_up).calendar
-        if self.now < deadline:
-            self._add(
-                "with sales",
-                f"no touches; sales follow-up check {self._local(deadline)}",
-                step=None,
-            )
-            if self._wait(deadline, frozenset(), "with sales") == "interrupted":
-                return
-            self._add(
-                "sales follow-up overdue",
-                f"no outcome {follow_up} after the toss-up; owner and ops alerted",
-                step=None,
-            )
-        self._wait(None, frozenset(), "with sales, waiting for the outcome")
-
-    def _wait_to_recycle(self) -> None:
-        state = self.state
-        until = state.recycle_at or self.now
-        state.next_touch_at = until
-        self._add(
-            f"recycle timer until {self._local(until)}", f"lost ({state.lost_reason})", step=None
-        )
-        result = self._wait(until, frozenset(), f"lost ({state.lost_reason}), waiting to recycle")
-        if result == "timer" and self.pending is None:
-            self.pending = Transition(
-                to="recycling",
-                why=f"recycle timer for {state.lost_reason} elapsed",
-                trigger="timer",
-            )
-
-    # --- waiting --------------------------------------------------------------------------
-
-    def _wait(self, until: datetime | None, wake_on: frozenset[str], why: str) -> str:
-        """Move the clock to ``until`` while applying events; interruptible by stage changes.
-
-        Returns "timer", "woken" (an event in ``wake_on``) or "interrupted" (a stage change
-        is pending, or the cadence was stopped), exactly as the workflow's ``_wait``.
-
-        Raises:
-            _Stop: the horizon comes first, or nothing is left that could ever end the wait.
-        """
-        self.wake_on = wake_on
-        self.woken_by = None
-        in_step = self._in_cadence_step()
-        try:
-            while True:
-                self._drain()
-                if self.pending is not None or (in_step and not self._in_cadence_step()):
-                    return "interrupted"
-                if self.woken_by is not None:
-                    return "woken"
-                if until is not None and self.now >= until:
-                    return "timer"
-                before = self.state.score
-                if lifecycle.apply_decay(self.state, self.now):
-                    self.state.history.clear()
-                    decay = self.state.playbook.scoring.decay
-                    silence = f"no engagement for {decay.after}" if decay else "decay"
-                    self._add("decay", f"score {before} -> {self.state.score}: {silence}")
-                    continue
-                upcoming = [until, lifecycle.next_decay_at(self.state)]
-                if self.script:
-                    upcoming.append(self.script[0][0])
-                deadlines = [at for at in upcoming if at is not None]
-                if not deadlines:
-                    raise _Stop(f"{why}; no scripted events left", self.now)
-                target = min(deadlines)
-                if target > self.end:
-                    raise _Stop(f"horizon reached ({_span(self.horizon)}) while {why}", self.end)
-                self.now = max(self.now, target)
-        finally:
-            self.wake_on = frozenset()
-
-    def _in_cadence_step(self) -> bool:
-        position = self.state.position
-        return (
-            self.state.stage in TOUCH_STAGES and position is not None and position.step is not None
-        )
-
-    def _drain(self) -> None:
-        """Apply every scripted event due by now, in order (the workflow's ``_drain``)."""
-        state = self.state
-        while self.script and self.script[0][0] <= self.now:
-            _at, event, label = self.script.popleft()
-            effect = lifecycle.apply_event(state, event, self.now)
-            notes = self._notes()
-            step = state.position.step if state.position else None
-            if effect.duplicate:
-                self._add(
-                    f"event {label}", f"duplicate event id {event.id}: no second effect", step=step
+    def _perform(self, command: machine.Command) -> machine.Command:
+        """Carry out one command; returns the machine's next."""
+        life = self.life
+        match command:
+            case machine.Perform():
+                result = self._answer(command)
+                self._pass(command)
+                return life.resume(result, now=self.now)
+            case machine.Sleep():
+                self._sleep(command)
+                return life.resume(now=self.now)
+            case machine.Publish():
+                return life.resume(now=self.now)
+            case machine.ContinueAsNew():
+                # As live: the next run starts from the carried input, as serialized.
+                carried = LeadInput.model_validate_json(command.input.model_dump_json())
+                self.life = machine.LeadMachine(carried)
+                self.seen = (
+                    carried.state.history[-1] if carried.state and carried.state.history else None
                 )
-                continue
-            self._add(f"event {label}", notes or "recorded", step=step)
-            if effect.transition is not None and effect.transition.stronger_than(self.pending):
-                self.pending = effect.transition
-            if effect.exit_cadence and state.position is not None and self.pending is None:
-                self._add("cadence stopped", effect.exit_cadence, step=state.position.step)
-                state.position.step = None
-                state.position.resume_until = None
-            if effect.wake_type and effect.wake_type in self.wake_on:
-                self.woken_by = effect.wake_type
+                self._pass(command)
+                return self.life.start(self.now)
+            case machine.Finish():
+                raise _Stop(f"the lead is {command.stage}: its workflow completes", self.now)
+        raise AssertionError(f"unknown command {command!r}")  # pragma: no cover
 
-    # --- touches --------------------------------------------------------------------------
+    def _sleep(self, sleep: machine.Sleep) -> None:
+        """Move the clock to the sleep's deadline or the next scripted input, and deliver."""
+        if self.life.has_input():
+            return  # as live: a wait for input that is already there returns at once
+        timeout = sleep.timeout(self.now)
+        fires = self.now + timeout if timeout is not None else None
+        arrives = self.script[0][0] if self.script else None
+        doing = self.life.state.doing if self.life.state else "starting"
+        if fires is None and arrives is None:
+            raise _Stop(f"{doing}; no scripted events left", self.now)
+        target = min(t for t in (fires, arrives) if t is not None)
+        if target > self.end:
+            raise _Stop(f"horizon reached ({_span(self.horizon)}) while {doing}", self.end)
+        self.now = max(self.now, target)
+        if target == fires:
+            self._pass(sleep)  # the timer fired
+        else:
+            self._deliver()
 
-    def _touch_allowed(self, channel: str, step: str) -> bool:
-        """Hold a touch until it is humane; False when a stage change or a stop interrupts."""
-        state = self.state
-        while True:
-            self._drain()
-            if self.pending is not None or not self._in_cadence_step():
-                return False
-            state.emails_sent = timing.prune_sends(state.emails_sent, self.now)
-            slot = timing.earliest_touch(
-                self.now,
-                self.zone,
-                state.playbook.limits,
-                channel=channel,  # type: ignore[arg-type]
-                emails_sent=state.emails_sent,
-                last_touch=state.last_touch_at,
-            )
-            if slot.at <= self.now:
-                return True
-            state.next_touch_at = slot.at
-            self._add(
-                f"deferred: {'; '.join(slot.reasons)}",
-                f"{channel} {step} deferred to {self._local(slot.at)}",
-                step=step,
-            )
-            if self._wait(slot.at, frozenset(), f"{channel} {step} deferred") == "interrupted":
-                return False
+    def _pass(self, command: machine.Command) -> None:
+        """Let the time the command takes pass, then hand over what arrived meanwhile."""
+        if self.latency is not None:
+            self.now += self.latency(command)
+        self._deliver()
 
-    def _send_email(self, action: interpreter.SendEmail) -> None:
-        state = self.state
-        position = self._position
-        visit = position.visits.get(action.step, 0) + 1
-        position.visits[action.step] = visit
-        if state.unsubscribed or not state.facts.has_email:
-            why = "unsubscribed" if state.unsubscribed else "the lead has no email address"
-            self._add(f"email {action.template} skipped", why, step=action.step)
-            return
-        state.emails_sent.append(self.now)
-        state.last_touch_at = self.now
-        again = f" (visit {visit})" if visit > 1 else ""
-        self._add(f"email {action.template}", action.reason + again, step=action.step)
+    def _deliver(self) -> None:
+        """Hand every scripted input due by now to the machine, as signals are."""
+        while self.script and self.script[0][0] <= self.now:
+            at, n, scripted = self.script.popleft()
+            if isinstance(scripted, ScriptedMigration):
+                self.life.migrate(scripted.cadence, dict(scripted.step_map))
+            elif scripted.type in CONTROLS:
+                self.life.control(machine.Control(scripted.type), _control_value(scripted))
+            else:
+                self.life.receive_event(
+                    Event(
+                        id=scripted.id or f"sim-{n}",
+                        type=scripted.type,  # type: ignore[arg-type]
+                        lead_id=self.facts.id,
+                        occurred_at=at,
+                        data=dict(scripted.data),
+                    )
+                )
 
-    def _call(self, action: interpreter.CreateCallTask) -> bool:
-        """Create the SDR's call task; wait for the outcome when the step says so."""
-        state = self.state
-        position = self._position
-        visit = position.visits.get(action.step, 0) + 1
-        position.visits[action.step] = visit
-        position.last_call_outcome = None
-        due_at = timing.add_duration(self.now, action.due, self.zone, state.playbook.limits)
-        state.last_touch_at = self.now
-        why = action.reason + (f" (visit {visit})" if visit > 1 else "")
-        if action.wait_for_outcome is None:
-            self._add(
-                f"call task {action.script} (due {self._local(due_at)})", why, step=action.step
-            )
-            return True
-        # As live: business days count send-window days in the lead's zone.
-        until = position.resume_until or timing.add_duration(
-            self.now, action.wait_for_outcome, self.zone, state.playbook.limits
-        )
-        position.resume_until = until
-        state.next_touch_at = until
-        self._add(
-            f"call task {action.script} (due {self._local(due_at)})",
-            f"{why}; waits for the outcome until {self._local(until)}",
-            step=action.step,
-        )
-        outcome = self._wait(
-            until, frozenset({"call.completed"}), f"waiting for the outcome of {action.step}"
-        )
-        if outcome == "interrupted":
-            return False
-        position.resume_until = None
-        if outcome == "timer":
-            self._add(
-                "no call outcome",
-                f"waited {action.wait_for_outcome}; task marked overdue",
-                step=action.step,
-            )
-        return True
+    # --- simulated activities -------------------------------------------------------------
 
-    # --- transitions ----------------------------------------------------------------------
+    def _answer(self, command: machine.Perform) -> Any:
+        request: Any = command.input
+        match command.activity:
+            case am.SEND_EMAIL:
+                return self._send_email(request)
+            case am.CREATE_CALL_TASK:
+                return self._create_call_task(request)
+            case am.LOAD_CADENCE:
+                return self._load_cadence(request)
+            case am.HANDOFF:
+                # As live: a lead reaching sales without an owner gets one by the rule.
+                owner = request.owner or _lone_lead_owner(self._playbook, self.facts.country)
+                return am.HandoffResult(opportunity_key=request.key, created=True, owner=owner)
+        return None  # record, notify, close tasks, erase: they succeed and return nothing
 
-    def _apply_pending(self) -> None:
-        state = self.state
-        transition = self.pending
-        assert transition is not None
-        self.pending = None
-        if transition.to == "sql" and state.stage == "nurturing":
-            # Reaching toss-up straight from nurturing records the MQL passage too.
-            self._add(
-                "stage nurturing -> mql", f"passed on the way to sql: {transition.why}", step=None
-            )
-            state.stage = "mql"
-        before = state.stage
-        lifecycle.enter(state, transition, self.now)
-        closing = [h.why for h in state.history if h.what == "closed"]
-        self._notes()
-        if transition.to == "lost" and state.stage == "closed":
-            # A loss whose reason recycles `never`: the funnel sees the loss, then the close.
-            self._add(f"stage {before} -> lost", transition.why, step=None)
-            self._add("stage lost -> closed", closing[0] if closing else transition.why, step=None)
-            return
-        self._add(f"stage {before} -> {state.stage}", transition.why, step=None)
+    def _send_email(self, request: am.SendEmailInput) -> am.SendEmailResult:
+        if self.renderer is not None:
+            try:
+                self.renderer.render_email(request.template, self._context(request.owner))
+            except TemplateProblem as exc:
+                # What the email activity records for such a send: failed, never retried.
+                return am.SendEmailResult(status="failed", detail=f"template problem: {exc}")
+        return am.SendEmailResult(status="sent")
 
-    def _load_pending_cadence(self) -> None:
-        state = self.state
-        cadence_id = state.pending_cadence
-        assert cadence_id is not None
+    def _create_call_task(self, request: am.CallTaskInput) -> am.CallTaskResult:
+        owner = request.owner or _lone_lead_owner(self._playbook, self.facts.country)
+        if self.renderer is not None:
+            try:
+                self.renderer.render_call_script(request.script, self._context(owner))
+            except TemplateProblem as exc:
+                raise _Stop(
+                    f"the call script of step {request.step} fails to render: {exc}; the live "
+                    "lead would wait on its call task until the template is fixed",
+                    self.now,
+                ) from None
+        task_id = self.tasks.setdefault(request.key, f"T-sim{len(self.tasks) + 1}")
+        return am.CallTaskResult(task_id=task_id, owner=owner, created=True)
+
+    def _load_cadence(self, request: am.LoadCadenceInput) -> am.CadenceSnapshot:
         try:
-            cadence = self.cadence_set.cadence(cadence_id)
+            cadence = self.cadence_set.cadence(request.cadence_id)
         except KeyError:
+            stage = self.life.state.stage if self.life.state else "new"
             raise ValueError(
-                f"the playbook routes a {state.stage} lead to cadence '{cadence_id}', "
+                f"the playbook routes a {stage} lead to cadence '{request.cadence_id}', "
                 "which is not in the cadence set"
             ) from None
-        state.pending_cadence = None
-        why = f"stage {state.stage}"
-        if state.stage == "recycling" and state.lost_reason:
-            why += f" (lost: {state.lost_reason})"
-        self._enter_cadence(cadence, why)
+        return am.CadenceSnapshot(cadence=cadence, playbook=self.cadence_set.playbook)
 
-    def _enter_cadence(self, cadence: Cadence, why: str) -> None:
-        self.state.position = Position(
-            cadence=cadence, step=interpreter.first_step(cadence), visits={}, entered_at=self.now
+    def _context(self, owner: str | None) -> dict[str, Any]:
+        """The template context the activities build, for the simulated lead as it is now."""
+        state = self.life.state
+        facts = state.facts if state else self.facts
+        lead: dict[str, Any] = (
+            self.person.model_dump()
+            if self.person is not None
+            else {"email": "lead@example.com" if facts.has_email else None}
         )
-        self._add(f"cadence {cadence.id}", f"{why} (version {cadence.version})", step=None)
+        lead.update(facts.model_dump(exclude={"has_email", "fields"}))
+        lead["fields"] = {**lead.get("fields", {}), **facts.fields}
+        return {
+            "lead": lead,
+            "sdr": sdr_context(self._playbook, owner),
+            "sender": sender_context(self._playbook),
+            "unsubscribe_url": f"{_SIMULATED_BASE}/u/simulated",
+            "link": lambda url: f"{_SIMULATED_BASE}/c/simulated?to={url}",
+        }
+
+    @property
+    def _playbook(self) -> Playbook:
+        state = self.life.state
+        return state.playbook if state else self.cadence_set.playbook
 
     # --- the timeline ---------------------------------------------------------------------
 
-    @property
-    def _position(self) -> Position:
-        assert self.state.position is not None
-        return self.state.position
+    def _collect(self, *, limit: bool = True) -> None:
+        """Put the history entries the machine wrote since the last look into the timeline."""
+        state = self.life.state
+        history = state.history if state else []
+        first = 0
+        if self.seen is not None:
+            # Identity, not position: the history is bounded and drops its oldest entries.
+            first = next(
+                (i + 1 for i in range(len(history) - 1, -1, -1) if history[i] is self.seen), 0
+            )
+        for entry in history[first:]:
+            if len(self.timeline) >= self.max_entries - 1:
+                if limit:
+                    raise _Stop(f"{self.max_entries} timeline entries reached", self.now)
+                break
+            self.timeline.append(self._entry(entry.what, entry.why, entry.at))
+        if history:
+            self.seen = history[-1]
 
-    def _notes(self) -> str:
-        """What the reducer wrote to the lead's history since the last call, then forget it:
-        the simulation reports it once, in the timeline, and the history stays small."""
-        notes = "; ".join(f"{h.what}: {h.why}" if h.why else h.what for h in self.state.history)
-        self.state.history.clear()
-        return notes
-
-    def _local(self, at: datetime) -> str:
+    def _entry(self, what: str, why: str, at: datetime) -> TimelineEntry:
         local = at.astimezone(self.zone)
-        return f"{_DAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M} {local.tzname()}"
+        stamp = f"{_DAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M} {local.tzname()}"
+        return TimelineEntry(at=at, local=stamp, what=what, why=why)
 
-    def _entry(
-        self, action: str, why: str, *, step: str | None, at: datetime | None = None
-    ) -> TimelineEntry:
-        when = at or self.now
-        return TimelineEntry(at=when, local=self._local(when), step=step, action=action, why=why)
 
-    def _add(
-        self, action: str, why: str, *, step: str | None = None, at: datetime | None = None
-    ) -> None:
-        self.timeline.append(self._entry(action, why, step=step, at=at))
-        # Keep one place for the closing `stop` entry inside the limit.
-        if len(self.timeline) >= self.max_entries - 1:
-            raise _Stop(f"{self.max_entries} timeline entries reached", self.now)
+def _control_value(scripted: ScriptedEvent) -> str:
+    """What the control's signal carries: the new owner, or why (the CLI's defaults)."""
+    if scripted.type == "reassign":
+        return str(scripted.data.get("owner") or "")
+    default = "paused by ops" if scripted.type == "pause" else "resumed by ops"
+    return str(scripted.data.get("why") or default)
+
+
+def _lone_lead_owner(playbook: Playbook, country: str | None) -> str | None:
+    """The SDR the assignment rule gives a lead with no account and no owner yet.
+
+    Round robin in the lead's territory (``activities.tasks.choose_owner``): with no other
+    leads counted, the first SDR covering its country, else the first of the team.
+    """
+    sdrs = playbook.team.sdrs
+    code = (country or "").upper()
+    local = [s for s in sdrs if code and code in {t.upper() for t in s.territories}]
+    pool = local or sdrs
+    return pool[0].id if pool else None
 
 
 def _span(delta: timedelta) -> str:

@@ -12,11 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
+from nurture.machine import LeadMachine, Sleep
 from worker import SANDBOX
 from workflows.lead import LeadWorkflow
 
@@ -43,13 +43,13 @@ async def test_recorded_history_replays(path: Path):
 
 async def test_a_reordered_step_fails_replay(monkeypatch):
     """The same workflow with one step moved (a pause before every email) must not replay."""
-    original = LeadWorkflow._send_email
+    original = LeadMachine._send_email
 
-    async def pause_then_send(self, action):  # type: ignore[no-untyped-def]
-        await workflow.sleep(timedelta(seconds=1))
-        await original(self, action)
+    def pause_then_send(self, action):  # type: ignore[no-untyped-def]
+        yield Sleep(self.now + timedelta(seconds=1), "a pause before the email")
+        return (yield from original(self, action))
 
-    monkeypatch.setattr(LeadWorkflow, "_send_email", pause_then_send)
+    monkeypatch.setattr(LeadMachine, "_send_email", pause_then_send)
     # Unsandboxed, so the patched class is the one replayed (the sandbox re-imports modules).
     replayer = Replayer(
         workflows=[LeadWorkflow],

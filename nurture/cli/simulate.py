@@ -21,6 +21,7 @@ from rich.table import Table
 from nurture.events import Lead
 from nurture.interpreter import SpinError
 from nurture.loader import CadenceSetInvalid, load_cadence_set
+from nurture.rendering import Renderer
 from nurture.settings import SettingsError, load_settings
 from nurture.simulate import TimelineEntry, parse_script
 from nurture.simulate import simulate as run_simulation
@@ -66,10 +67,11 @@ def simulate(
             metavar="SPEC",
             help=(
                 "Comma-separated scripted events: 'day N [HH:MM]', 'hour N' or 'minute N', then "
-                "an event type (page.visited), TYPE@STEP (email.clicked@welcome) or "
-                "call:OUTCOME (call:no_answer), then key=value data. HH:MM is the lead's local "
-                "time. Example: 'day 1 email.clicked@welcome, day 5 10:30 page.visited "
-                "url=/pricing, day 40 lead.updated employees=5000'."
+                "an event type (page.visited), TYPE@STEP (email.clicked@welcome), "
+                "call:OUTCOME (call:no_answer) or an ops control (pause, resume, "
+                "reassign:OWNER), then key=value data. HH:MM is the lead's local time. "
+                "Example: 'day 1 email.clicked@welcome, day 5 10:30 page.visited "
+                "url=/pricing, day 40 lead.updated employees=5000, day 41 pause'."
             ),
         ),
     ] = None,
@@ -84,14 +86,18 @@ def simulate(
     ] = None,
     days: Annotated[int, typer.Option("--days", min=1, help="How many days to simulate.")] = 120,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print the timeline as JSON instead of a table.")
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the history as JSON (as `leads show` prints it) instead of a table.",
+        ),
     ] = False,
 ) -> None:
-    """Dry-run a lead through a cadence on a virtual clock and print the timeline.
+    """Dry-run a lead through a cadence on a virtual clock and print its history.
 
-    It follows the lead workflow's rules: windows, holidays, caps, scores, stages, recycling.
-
-    Nothing is sent and nothing is stored.
+    The lead lives by the same machine as a live lead: windows, holidays, caps, scores,
+    stages, recycling. Every email and call script is rendered for the lead, so a template
+    that would fail at send time shows. Nothing is sent and nothing is stored.
     """
     try:
         settings = load_settings()
@@ -117,7 +123,8 @@ def simulate(
         )
         raise typer.Exit(1)
 
-    facts = _read_lead(lead).facts()
+    person = _read_lead(lead)
+    facts = person.facts()
     begin = _parse_start(start) if start is not None else next_monday_morning(datetime.now(UTC))
     zone = lead_zone(facts.timezone, facts.country)
     try:
@@ -126,7 +133,13 @@ def simulate(
         raise typer.BadParameter(str(exc), param_hint="--events") from None
     try:
         timeline = run_simulation(
-            cadence_set, cadence_id, facts, script, begin, timedelta(days=days)
+            cadence_set,
+            cadence_id,
+            person,
+            script,
+            begin,
+            timedelta(days=days),
+            renderer=Renderer(settings.templates_dir),
         )
     except (ValueError, SpinError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -196,15 +209,8 @@ def _print_table(timeline: list[TimelineEntry], title: str) -> None:
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("UTC", no_wrap=True)
     table.add_column("lead time", no_wrap=True)
-    table.add_column("step")
-    table.add_column("action")
+    table.add_column("what")
     table.add_column("why")
     for entry in timeline:
-        table.add_row(
-            f"{entry.at:%Y-%m-%d %H:%M}",
-            entry.local,
-            entry.step or "",
-            entry.action,
-            entry.why,
-        )
+        table.add_row(f"{entry.at:%Y-%m-%d %H:%M}", entry.local, entry.what, entry.why)
     console.print(table)
