@@ -32,6 +32,7 @@ from sqlalchemy import (
     event,
     false,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -403,6 +404,24 @@ class WebhookReceipt(Base):
 
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+def insert_or_ignore(model: type[Base], dialect_name: str) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` into ``model``'s table, spelled for the dialect.
+
+    The one place that knows both spellings. Concurrent writers of the same key then never
+    fail on the unique constraint: one row wins and the others learn it from the statement's
+    ``RETURNING`` (or rowcount), instead of an ``IntegrityError`` that ends their transaction.
+
+    Args:
+        model: The mapped class whose table is written.
+        dialect_name: ``session.bind.dialect.name`` (``sqlite`` or ``postgresql``).
+    """
+    if dialect_name == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing()
+    if dialect_name == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing()
+    raise ValueError(f"no upsert for the {dialect_name} dialect")
 
 
 def make_engine(url: str) -> AsyncEngine:

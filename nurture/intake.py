@@ -22,7 +22,7 @@ from nurture import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
 from nurture.cadence import CadenceSet
 from nurture.catalog import CadenceCatalog
 from nurture.conditions import Facts, fields_used
-from nurture.db import LeadRow
+from nurture.db import LeadRow, insert_or_ignore
 from nurture.events import PERSONAL_FIELDS, Event, Lead, LeadFacts
 from nurture.interpreter import entry_cadence
 from nurture.optouts import erase_personal_data, mark_do_not_contact, unsubscribe_address
@@ -195,19 +195,31 @@ class Intake:
     async def _upsert(self, lead: Lead) -> tuple[bool, str | None, bool]:
         """Write the lead's row; returns (existed, stage, decision facts changed).
 
+        Safe when the same lead is posted or imported several times at once: the row is
+        created with ``INSERT ... ON CONFLICT DO NOTHING`` (one creator wins, the others
+        update the row it made), then read locked, so concurrent updates of one lead apply
+        one after the other instead of failing on the primary key.
+
         A won, closed or erased lead's row is left as it is (an erased lead's personal data
         never comes back through a re-post).
         """
         given = lead.model_dump(include=lead.model_fields_set | {"id"})
         async with self.sessions() as session:
-            row = await session.get(LeadRow, lead.id)
-            existed = row is not None
-            if row is not None and (row.stage in ("won", "closed") or row.erased_at is not None):
-                return True, "closed" if row.erased_at is not None else row.stage, False
-            if row is None:
-                row = LeadRow(id=lead.id, fields={})
-                session.add(row)
-            before = _decision_view(row)
+            created = await session.scalar(
+                insert_or_ignore(LeadRow, session.get_bind().dialect.name)
+                .values(id=lead.id, fields={})
+                .returning(LeadRow.id)
+            )
+            # FOR UPDATE on PostgreSQL; on SQLite the insert above already holds the
+            # database's write lock until commit.
+            row = await session.get(LeadRow, lead.id, with_for_update=True)
+            assert row is not None
+            existed = created is None
+            if existed and (row.stage in ("won", "closed") or row.erased_at is not None):
+                final = "closed" if row.erased_at is not None else row.stage
+                await session.rollback()
+                return True, final, False
+            before = _decision_view(row) if existed else None
             for name, value in given.items():
                 if name == "fields":
                     row.fields = {**(row.fields or {}), **(value or {})}

@@ -92,39 +92,24 @@ def add(
 @app.command("import")
 def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
     """Import leads from a CSV (our columns or a Salesforce lead export); idempotent by id."""
-    from nurture.csvimport import read_leads
+    from nurture.csvimport import ImportReport, import_rows, read_leads
 
     rows = list(read_leads(file))
 
-    async def run() -> tuple[int, int, list[str]]:
-        created = updated = 0
-        problems: list[str] = []
+    async def run() -> ImportReport:
         async with context() as ctx:
             intake = await ctx.intake()
             with Progress() as progress:
                 task = progress.add_task(f"importing {file.name}", total=len(rows))
-                for row in rows:
-                    if row.lead is None:
-                        problems.append(f"{file}:{row.number}: {row.error}")
-                    else:
-                        result = (await submit_lead(intake, row.lead)).result
-                        if result.status == "created":
-                            created += 1
-                        elif result.status == "updated":
-                            updated += 1
-                        else:
-                            problems.append(
-                                f"{file}:{row.number}: lead {row.lead.id} is "
-                                f"{result.stage}; not changed"
-                            )
-                    progress.advance(task)
-        return created, updated, problems
+                return await import_rows(intake, file, rows, lambda: progress.advance(task))
 
-    created, updated, problems = asyncio.run(run())
-    for line in problems:
+    report = asyncio.run(run())
+    for line in report.refused:
         typer.echo(line, err=True)
-    typer.echo(f"{created} created, {updated} updated, {len(problems)} not imported")
-    if problems:
+    typer.echo(
+        f"{report.created} created, {report.updated} updated, {len(report.refused)} not imported"
+    )
+    if report.refused:
         raise typer.Exit(1)
 
 
