@@ -96,6 +96,8 @@ class ImportReport:
 
     created: int = 0
     updated: int = 0
+    # Recorded while Temporal could not be reached: the web app's sweep starts them.
+    waiting: int = 0
     # `file:line: why`, in file order.
     refused: list[str] = field(default_factory=list)
 
@@ -134,6 +136,8 @@ async def import_rows(
                     report.created += 1
                 elif result.status == "updated":
                     report.updated += 1
+                elif result.status == "pending_start":
+                    report.waiting += 1
                 else:
                     report.refused.append(
                         f"{path}:{row.number}: lead {row.lead.id} is {result.stage}; not changed"

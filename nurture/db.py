@@ -156,6 +156,7 @@ class LeadRow(Base):
         Index("ix_leads_owner_stage", "owner", "stage"),
         Index("ix_leads_stage", "stage"),
         Index("ix_leads_next_touch_at", "next_touch_at"),
+        Index("ix_leads_started_at", "started_at"),
     )
 
     id: Mapped[str] = mapped_column(primary_key=True)
@@ -186,6 +187,18 @@ class LeadRow(Base):
     erased_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Set once its workflow is known to exist. Empty: taken in while Temporal could not be
+    # reached, and waiting for the redelivery sweep (nurture.parked) to start it.
+    started_at: Mapped[datetime | None]
+
+    @property
+    def waiting_to_start(self) -> bool:
+        """Recorded, but its workflow not started yet (and it is not won, closed or erased)."""
+        return (
+            self.started_at is None
+            and self.stage not in ("won", "closed")
+            and self.erased_at is None
+        )
 
 
 class StageChange(Base):

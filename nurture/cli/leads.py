@@ -106,8 +106,10 @@ def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False, readab
     report = asyncio.run(run())
     for line in report.refused:
         typer.echo(line, err=True)
+    waiting = f"{report.waiting} waiting to start, " if report.waiting else ""
     typer.echo(
-        f"{report.created} created, {report.updated} updated, {len(report.refused)} not imported"
+        f"{report.created} created, {report.updated} updated, {waiting}"
+        f"{len(report.refused)} not imported"
     )
     if report.refused:
         raise typer.Exit(1)
@@ -139,16 +141,18 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
 
     from nurture.temporal import TemporalUnavailable, connect
 
-    try:
-        client = await connect(ctx.settings)
-        view = await client.get_workflow_handle(workflow_id(lead_id)).query(
-            "state", result_type=LeadView, rpc_timeout=timedelta(seconds=15)
-        )
-        return view.to_json()
-    except (RPCError, TemporalUnavailable):
-        # The workflow cannot answer (Temporal or its worker is down, or it completed long
-        # ago): the app database's projection and stage log still tell the story.
-        pass
+    waiting = row.waiting_to_start
+    if not waiting:
+        try:
+            client = await connect(ctx.settings)
+            view = await client.get_workflow_handle(workflow_id(lead_id)).query(
+                "state", result_type=LeadView, rpc_timeout=timedelta(seconds=15)
+            )
+            return view.to_json()
+        except (RPCError, TemporalUnavailable):
+            # The workflow cannot answer (Temporal or its worker is down, or it completed
+            # long ago): the app database's projection and stage log still tell the story.
+            pass
     async with ctx.sessions() as session:
         changes = (
             await session.scalars(
@@ -164,6 +168,7 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
         "step": row.step,
         "owner": row.owner,
         "next_touch_at": row.next_touch_at.isoformat() if row.next_touch_at else None,
+        "doing": WAITING_TO_START if waiting else "",
         "history": [
             {
                 "at": c.at.isoformat(),
@@ -171,8 +176,17 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
                 "why": c.reason or "",
             }
             for c in changes
-        ],
+        ]
+        + (
+            [{"at": row.created_at.isoformat(), "what": "waiting to start", "why": WAITING_WHY}]
+            if waiting
+            else []
+        ),
     }
+
+
+WAITING_TO_START = "waiting to start: its workflow is started when Temporal can be reached"
+WAITING_WHY = "recorded while the workflow service could not be reached"
 
 
 @app.command("find")

@@ -16,6 +16,7 @@ on the first request; every response gets basic security headers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -68,17 +69,31 @@ HEALTH_TIMEOUT_S = 5.0
 
 
 REDELIVER_EVERY_S = 30.0
+# The sweep is nobody's request: it may wait longer on Temporal than a webhook does.
+SWEEP_TEMPORAL_TIMEOUT_S = 10.0
 
 
-async def _redeliver_forever(services: Services) -> None:
-    """Deliver events that were recorded but could not be signaled (Temporal was down):
-    a recorded event never waits for a human."""
-    from nurture.parked import redeliver
+async def _redeliver_forever(services: Services, every_s: float) -> None:
+    """Start leads and deliver events that were recorded while Temporal could not be
+    reached: a recorded lead or event never waits for a human."""
+    from nurture.parked import START_GRACE, redeliver
+    from nurture.temporal import TemporalGate
 
+    gate = services.gate
     while True:
-        await asyncio.sleep(REDELIVER_EVERY_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every_s):
+                await gate.tripped.wait()
+        if gate.tripped.is_set():
+            # A request just found Temporal unreachable (or slow): try again once its cooldown
+            # and the sweep's grace for fresh leads have passed, not a whole round later.
+            gate.tripped.clear()
+            await asyncio.sleep(max(gate.cooldown_s, START_GRACE.total_seconds()) + 1)
         try:
-            count = await redeliver(await services.intake())
+            # Its own gate: the requests' gate may be shut for a cooldown; the sweep is the
+            # one that tries anyway.
+            intake = (await services.intake()).via(TemporalGate(SWEEP_TEMPORAL_TIMEOUT_S))
+            count = await redeliver(intake)
             if count:
                 log.info("redelivered %d parked events", count)
         except Exception:  # noqa: BLE001 - keep sweeping; the next round retries
@@ -86,7 +101,11 @@ async def _redeliver_forever(services: Services) -> None:
 
 
 def create_app(
-    settings: Settings, client: Client | None = None, *, temporal_ui_url: str | None = None
+    settings: Settings,
+    client: Client | None = None,
+    *,
+    temporal_ui_url: str | None = None,
+    redeliver_every_s: float = REDELIVER_EVERY_S,
 ) -> FastAPI:
     """Build the web app for ``settings``; the database engine lives as long as the app.
 
@@ -95,6 +114,8 @@ def create_app(
         client: A Temporal client to use (tests pass theirs); None connects on first use.
         temporal_ui_url: The Temporal Web UI's base for workflow links; default
             ``settings.temporal_ui_url`` (NURTURE_TEMPORAL_UI_URL).
+        redeliver_every_s: How often the sweep starts waiting leads and delivers parked
+            events (:func:`nurture.parked.redeliver`).
     """
     ui_url = temporal_ui_url or str(settings.temporal_ui_url).rstrip("/")
 
@@ -110,7 +131,7 @@ def create_app(
             temporal=TemporalLink(settings, client),
             temporal_ui_url=ui_url,
         )
-        sweeper = asyncio.create_task(_redeliver_forever(app.state.services))
+        sweeper = asyncio.create_task(_redeliver_forever(app.state.services, redeliver_every_s))
         try:
             yield
         finally:

@@ -174,14 +174,16 @@ class StageConflict(BaseModel):
 
 
 class LeadAccepted(BaseModel):
-    """A posted lead: created (202), updated (200), or a replay of a request already taken
-    in (200, ``duplicate``: no effect)."""
+    """A posted lead: created (202), recorded and waiting to start (202, ``pending_start``:
+    Temporal could not be reached; its workflow starts when it can), updated (200), or a
+    replay of a request already taken in (200, ``duplicate``: no effect)."""
 
     lead_id: str
     workflow_id: str
-    status: Literal["created", "updated", "duplicate"]
+    status: Literal["created", "pending_start", "updated", "duplicate"]
     cadence: str | None = None
     parked_delivered: int = Field(description="Events that waited for this lead, now delivered")
+    detail: str | None = None
 
 
 class EventOutcome(BaseModel):
@@ -480,7 +482,13 @@ _COMMON: dict[int | str, dict[str, Any]] = {
         "model": ValidationProblem,
         "description": "Invalid body; every bad field (and batch item) named",
     },
-    503: {"model": Problem, "description": "Nothing could be recorded (database or Temporal down)"},
+    503: {
+        "model": Problem,
+        "description": (
+            "Nothing could be recorded (the database is unreachable, or the cadence files "
+            "have problems); send it again later"
+        ),
+    },
 }
 RECORDING_FAILURES = (SQLAlchemyError, OSError, RPCError, TemporalUnavailable, CadenceSetInvalid)
 
@@ -498,7 +506,13 @@ RECORDING_FAILURES = (SQLAlchemyError, OSError, RPCError, TemporalUnavailable, C
                 "signed request was already taken in (a replay), and had no second effect"
             ),
         },
-        202: {"model": LeadAccepted, "description": "A new lead: its workflow was started"},
+        202: {
+            "model": LeadAccepted,
+            "description": (
+                "A new lead: its workflow was started; or `pending_start`: recorded while the "
+                "workflow service could not be reached, started as soon as it can be"
+            ),
+        },
         409: {"model": StageConflict, "description": "The lead is won or closed"},
         **_COMMON,
     },
@@ -538,7 +552,6 @@ async def _take_lead(services: Services, lead: PostedLead) -> JSONResponse:
         submitted = await submit_lead(intake, lead)
     except RECORDING_FAILURES as exc:
         log.warning("lead %s not taken: %s", lead.id, exc, exc_info=True)
-        # Its row may be written, but it is not being nurtured: a resend finishes the job.
         raise _unavailable(_why(exc), "the lead was not taken in") from None
     result = submitted.result
     if result.status == "closed":
@@ -549,10 +562,17 @@ async def _take_lead(services: Services, lead: PostedLead) -> JSONResponse:
         status=result.status,
         cadence=result.cadence,
         parked_delivered=submitted.delivered,
+        detail=PENDING_START if result.status == "pending_start" else None,
     )
     return JSONResponse(
-        answer.model_dump(mode="json"), status_code=202 if result.status == "created" else 200
+        answer.model_dump(mode="json"), status_code=200 if result.status == "updated" else 202
     )
+
+
+PENDING_START = (
+    "recorded; the workflow service cannot be reached now, so its workflow starts (and the "
+    "events waiting for it are delivered) as soon as it can: no need to send it again"
+)
 
 
 def _conflict(lead_id: str, stage: str) -> WebhookRefused:
