@@ -437,7 +437,23 @@ def insert_or_ignore(model: type[Base], dialect_name: str) -> Any:
     raise ValueError(f"no upsert for the {dialect_name} dialect")
 
 
-def make_engine(url: str) -> AsyncEngine:
+# SQLAlchemy's own default: enough for a short-lived tool (a CLI command, a migration).
+# Long-running processes size their pool from their own concurrency (worker.py, the web app).
+DEFAULT_POOL_SIZE = 5
+
+
+def pool_overflow(pool_size: int) -> int:
+    """Connections opened beyond ``pool_size`` in a burst (closed again when returned).
+
+    Headroom for the few paths that briefly hold a second session inside a first (reading
+    the app secret on first use, for one): SQLAlchemy's default 10, or a quarter of a large
+    pool, kept small so that the pools of a worker and a web app together stay under
+    PostgreSQL's default 100 connections.
+    """
+    return max(10, pool_size // 4)
+
+
+def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
     """Create an async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``.
 
     For a SQLite file, the parent directory is created, and every new connection gets WAL
@@ -449,19 +465,26 @@ def make_engine(url: str) -> AsyncEngine:
 
     Args:
         url: An async SQLAlchemy URL.
+        pool_size: Connections kept open: the number of things the process does with the
+            database at once (the worker: one per activity slot), so none of them waits for
+            a connection, or times out waiting (QueuePool limit) under a flood; plus
+            :func:`pool_overflow` in bursts.
 
     Returns:
         The engine; the caller disposes of it (``await engine.dispose()``).
     """
     sa_url = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": pool_overflow(pool_size)}
     if sa_url.get_backend_name() != "sqlite":
         # pre_ping: a restarted PostgreSQL should cost one retry, not a failed activity.
-        return create_async_engine(sa_url, pool_pre_ping=True, hide_parameters=True)
+        return create_async_engine(sa_url, pool_pre_ping=True, hide_parameters=True, **pool)
 
     database = sa_url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
+    in_memory = not database or database == ":memory:" or "mode=memory" in database
+    if not in_memory and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(sa_url, hide_parameters=True)
+    # An in-memory database gets a single-connection pool of its own, with no size to set.
+    engine = create_async_engine(sa_url, hide_parameters=True, **({} if in_memory else pool))
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     return engine
 

@@ -68,6 +68,9 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
 
 
+# Requests using the database at once before others queue (and wait, not fail) for a
+# connection. The web app's own size: its concurrency is its requests, not activity slots.
+WEB_DB_POOL_SIZE = 20
 REDELIVER_EVERY_S = 30.0
 # The sweep is nobody's request: it may wait longer on Temporal than a webhook does.
 SWEEP_TEMPORAL_TIMEOUT_S = 10.0
@@ -121,7 +124,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=WEB_DB_POOL_SIZE)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
         app.state.services = Services(
