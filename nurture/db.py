@@ -27,6 +27,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     event,
@@ -419,7 +420,7 @@ class WebhookReceipt(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-def insert_or_ignore(model: type[Base], dialect_name: str) -> Any:
+def insert_or_ignore(model: type[Base] | Table, dialect_name: str) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` into ``model``'s table, spelled for the dialect.
 
     The one place that knows both spellings. Concurrent writers of the same key then never
@@ -427,7 +428,8 @@ def insert_or_ignore(model: type[Base], dialect_name: str) -> Any:
     ``RETURNING`` (or rowcount), instead of an ``IntegrityError`` that ends their transaction.
 
     Args:
-        model: The mapped class whose table is written.
+        model: The mapped class whose table is written (ORM statement), or the table itself
+            (Core: cheaper for many plain rows at once).
         dialect_name: ``session.bind.dialect.name`` (``sqlite`` or ``postgresql``).
     """
     if dialect_name == "postgresql":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -27,6 +28,7 @@ from nurture.catalog import CadenceCatalog
 from nurture.conditions import Facts, fields_used
 from nurture.db import LeadRow, insert_or_ignore
 from nurture.events import PERSONAL_FIELDS, Event, Lead, LeadFacts
+from nurture.ingest import EventWriter
 from nurture.interpreter import entry_cadence
 from nurture.optouts import erase_personal_data, mark_do_not_contact, unsubscribe_address
 from nurture.settings import Settings
@@ -34,6 +36,9 @@ from nurture.state import LeadInput
 from nurture.temporal import TemporalGate, TemporalUnavailable
 
 log = logging.getLogger(__name__)
+
+# How stale the rule fields an event is filtered with may be (see Intake.rule_fields).
+RULE_FIELDS_RECHECK_S = 1.0
 
 FREE_MAIL = frozenset(
     {
@@ -156,17 +161,33 @@ class Intake:
         sessions: async_sessionmaker[AsyncSession],
         catalog: CadenceCatalog,
         gate: TemporalGate | None = None,
+        writer: EventWriter | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.sessions = sessions
         self.catalog = catalog
         self.gate = gate or TemporalGate()
+        # The web app's group-commit writer: events' marks join its next transaction.
+        self.writer = writer
         self._rule_fields: tuple[CadenceSet, set[str]] | None = None
+        self._rule_fields_checked = 0.0
 
     def rule_fields(self) -> set[str]:
-        """`rule_fields` of the current set, computed once per version (events are hot)."""
+        """`rule_fields` of the current set, computed once per version (events are hot).
+
+        The set is asked for at most once per :data:`RULE_FIELDS_RECHECK_S`: asking means
+        listing and stat-ing every cadence and template file, which cost more than the rest
+        of an event's handling in a webhook flood. An edit reaches events that much later.
+        """
+        now = time.monotonic()
+        if (
+            self._rule_fields is not None
+            and now < self._rule_fields_checked + RULE_FIELDS_RECHECK_S
+        ):
+            return self._rule_fields[1]
         cadence_set = self.catalog.current()
+        self._rule_fields_checked = now
         if self._rule_fields is None or self._rule_fields[0] is not cadence_set:
             self._rule_fields = (cadence_set, rule_fields(cadence_set))
         return self._rule_fields[1]
@@ -250,8 +271,9 @@ class Intake:
 
     def via(self, gate: TemporalGate) -> Intake:
         """The same intake with its Temporal calls through ``gate`` (the sweep's own)."""
-        other = Intake(self.settings, self.client, self.sessions, self.catalog, gate)
+        other = Intake(self.settings, self.client, self.sessions, self.catalog, gate, self.writer)
         other._rule_fields = self._rule_fields
+        other._rule_fields_checked = self._rule_fields_checked
         return other
 
     async def mark_started(self, lead_id: str) -> bool:
@@ -300,8 +322,15 @@ class Intake:
             )
         except TemporalUnavailable:
             return "parked"
-        await _mark(self.sessions, event.id, "delivered")
+        await self.mark(event.id, "delivered")
         return "delivered"
+
+    async def mark(self, event_id: str, status: str) -> None:
+        """Set a recorded event's status (through the writer when there is one)."""
+        if self.writer is not None:
+            await self.writer.mark(event_id, status)
+        else:
+            await _mark(self.sessions, event_id, status)
 
     async def _upsert(self, lead: Lead) -> _Upserted:
         """Write the lead's row: whether it existed, its stage, whether decision facts changed.
@@ -442,6 +471,12 @@ async def submit_event(intake: Intake, event: Event) -> EventResult:
     fresh, lead = await record_event(intake.sessions, event)
     if not fresh:
         return EventResult(event.id, "duplicate")
+    return await dispatch_event(intake, event, lead)
+
+
+async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> EventResult:
+    """What follows the recording of a new event (``lead``: its lead's row as read then, or
+    None): opt-outs applied at once, then the signal, or the event left parked."""
     if lead is None:
         return EventResult(event.id, "parked")
     now = event.occurred_at or datetime.now(UTC)
@@ -470,7 +505,7 @@ async def submit_event(intake: Intake, event: Event) -> EventResult:
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND and final:
             # The workflow has completed: the event is recorded, not signaled.
-            await _mark(intake.sessions, event.id, "recorded")
+            await intake.mark(event.id, "recorded")
             return EventResult(event.id, "recorded")
         # Not delivered now (the workflow not started yet, or gone): the event is durable
         # and stays parked until `nurture.parked.redeliver` delivers it.

@@ -32,8 +32,9 @@ from nurture.intake import (
     EventResult,
     Intake,
     IntakeResult,
+    dispatch_event,
     for_workflow,
-    submit_event,
+    record_event,
 )
 from nurture.temporal import TemporalUnavailable
 
@@ -139,21 +140,33 @@ async def accept_event(intake: Intake, event: Event) -> EventResult:
     Returns the event's status as it stands afterwards: `delivered`, `parked`, `recorded`
     or `duplicate`.
     """
-    result = await submit_event(intake, event)
-    if result.status == "duplicate":
+    fresh, lead = await record_event(intake.sessions, event)
+    return await accept_recorded(intake, event, fresh=fresh, lead=lead)
+
+
+async def accept_recorded(
+    intake: Intake, event: Event, *, fresh: bool, lead: LeadRow | None
+) -> EventResult:
+    """What :func:`accept_event` does once the event is recorded (``fresh``: it was new;
+    ``lead``: its lead's row as read in the same transaction). The web app records a whole
+    flood of events in a few transactions (:mod:`nurture.ingest`), then calls this."""
+    if not fresh:
         if event.type == "lead.updated":
             # A retry after a creation that failed half-way: finish it from the stored event.
             await _create_from_stored(intake, event.id)
-        return result
-    if result.status != "parked":
+        return EventResult(event.id, "duplicate")
+    result = await dispatch_event(intake, event, lead)
+    if result.status != "parked" or (lead is not None and not lead.waiting_to_start):
+        # Delivered, recorded, or parked because Temporal did not answer (the sweep's job).
         return result
     try:
         mine: list[str] = []
         if event.type == "lead.updated":
             mine = (await submit_lead(intake, lead_from_update(event))).delivered_ids
         elif await _lead_exists(intake.sessions, event.lead_id):
-            # The lead was created while this event was being recorded, after the creating
-            # request had looked for parked events: deliver it here, or nobody would.
+            # The lead was created (or started) while this event was being recorded, after
+            # the creating request had looked for parked events: deliver it here, or nobody
+            # would until the next sweep.
             mine = await deliver_parked(intake, event.lead_id)
         if event.id in mine:
             return EventResult(event.id, "delivered")

@@ -35,6 +35,7 @@ from temporalio.client import Client
 from nurture.appsecrets import session_key
 from nurture.catalog import CadenceCatalog
 from nurture.db import ReceivedMail, make_engine, session_factory
+from nurture.ingest import EventWriter
 from nurture.mailsink import list_mail, parse_mail
 from nurture.settings import Settings
 from nurture.web import cadences, inbox, links, login, pages, reports, webhooks
@@ -127,18 +128,21 @@ def create_app(
         engine = make_engine(settings.database_url, pool_size=WEB_DB_POOL_SIZE)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        writer = EventWriter(app.state.sessions, webhooks.RECEIPT_TTL)
         app.state.services = Services(
             settings=settings,
             sessions=app.state.sessions,
             catalog=CadenceCatalog(settings.cadences_dir, settings.templates_dir),
             temporal=TemporalLink(settings, client),
             temporal_ui_url=ui_url,
+            writer=writer,
         )
         sweeper = asyncio.create_task(_redeliver_forever(app.state.services, redeliver_every_s))
         try:
             yield
         finally:
             sweeper.cancel()
+            await writer.close()
             await engine.dispose()
 
     app = FastAPI(

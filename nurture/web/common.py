@@ -25,6 +25,7 @@ from starlette.responses import Response
 from temporalio.client import Client
 
 from nurture.catalog import CadenceCatalog
+from nurture.ingest import EventWriter
 from nurture.intake import Intake
 from nurture.settings import Settings
 from nurture.temporal import TemporalGate, TemporalUnavailable, connect
@@ -94,6 +95,8 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     catalog: CadenceCatalog
     temporal: TemporalLink
+    # The group-commit writer of the event path (nurture.ingest).
+    writer: EventWriter
     temporal_ui_url: str = DEFAULT_TEMPORAL_UI_URL
     gate: TemporalGate = field(
         default_factory=lambda: TemporalGate(
@@ -113,7 +116,9 @@ class Services:
         """
         if self._intake is None:
             client = await self.temporal.client()
-            self._intake = Intake(self.settings, client, self.sessions, self.catalog, self.gate)
+            self._intake = Intake(
+                self.settings, client, self.sessions, self.catalog, self.gate, self.writer
+            )
         return self._intake
 
     def workflow_url(self, workflow_id: str) -> str:
