@@ -13,7 +13,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from conftest import ROOT, binary, free_port, search_attribute_keys
@@ -41,6 +41,8 @@ async def temporal_on(port: int, db_file: Path | None = None) -> AsyncIterator[W
         dev_server_existing_path=binary("temporal"),
         dev_server_database_filename=str(db_file) if db_file else None,
         search_attributes=search_attribute_keys(),  # type: ignore[arg-type]
+        # The default 5 s is too short on a busy machine (it failed this test there).
+        dev_server_startup_timeout=timedelta(seconds=60),
     )
     try:
         yield env
