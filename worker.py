@@ -37,7 +37,10 @@ SANDBOX = SandboxedWorkflowRunner(
 @contextlib.asynccontextmanager
 async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
     """A worker with every workflow and activity, its resources closed on exit."""
-    engine = make_engine(settings.database_url)
+    slots = settings.max_concurrent_activities
+    # One connection per activity slot: a flood of activities (each may hold its session
+    # through an SMTP send) then never waits for, or times out on, the pool.
+    engine = make_engine(settings.database_url, pool_size=slots)
     sessions = session_factory(engine)
     smtp = SmtpSender(
         settings.smtp_host,
@@ -65,6 +68,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
             tasks.handoff,
         ],
         workflow_runner=SANDBOX,
+        max_concurrent_activities=slots,
     )
     try:
         yield worker

@@ -1,15 +1,23 @@
-"""Reading leads from CSV: our own columns, and a Salesforce lead export's column names."""
+"""Reading leads from CSV (our own columns, and a Salesforce lead export's column names),
+and taking them in row by row."""
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from nurture.events import Lead
+
+if TYPE_CHECKING:
+    from nurture.intake import Intake
+
+log = logging.getLogger(__name__)
 
 # Salesforce lead export headers (and a few common variants) -> our field names.
 COLUMN_ALIASES: dict[str, str] = {
@@ -80,3 +88,59 @@ def read_leads(path: Path) -> Iterator[Row]:
                     for e in exc.errors()
                 )
                 yield Row(number, None, problems)
+
+
+@dataclass
+class ImportReport:
+    """What an import did: counts, and each row it did not take in, with why."""
+
+    created: int = 0
+    updated: int = 0
+    # Recorded while Temporal could not be reached: the web app's sweep starts them.
+    waiting: int = 0
+    # `file:line: why`, in file order.
+    refused: list[str] = field(default_factory=list)
+
+
+async def import_rows(
+    intake: Intake,
+    path: Path,
+    rows: Iterable[Row],
+    advance: Callable[[], None] = lambda: None,
+) -> ImportReport:
+    """Take in each row (:func:`nurture.parked.submit_lead`), never stopping at one that fails.
+
+    A row that cannot be a lead, a lead that is won or closed, and a row whose write failed
+    are each reported with their line; every other row is in. Safe to run while other
+    imports of overlapping files run (the intake's upsert is).
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+    from temporalio.service import RPCError
+
+    from nurture.parked import submit_lead
+
+    report = ImportReport()
+    for row in rows:
+        if row.lead is None:
+            report.refused.append(f"{path}:{row.number}: {row.error}")
+        else:
+            try:
+                result = (await submit_lead(intake, row.lead)).result
+            except (SQLAlchemyError, OSError, RPCError) as exc:
+                log.warning("row %s of %s not imported", row.number, path, exc_info=True)
+                report.refused.append(
+                    f"{path}:{row.number}: lead {row.lead.id} not imported: {type(exc).__name__}"
+                )
+            else:
+                if result.status == "created":
+                    report.created += 1
+                elif result.status == "updated":
+                    report.updated += 1
+                elif result.status == "pending_start":
+                    report.waiting += 1
+                else:
+                    report.refused.append(
+                        f"{path}:{row.number}: lead {row.lead.id} is {result.stage}; not changed"
+                    )
+        advance()
+    return report

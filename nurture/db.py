@@ -29,11 +29,13 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     TypeDecorator,
     event,
     false,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -157,6 +159,7 @@ class LeadRow(Base):
         Index("ix_leads_owner_stage", "owner", "stage"),
         Index("ix_leads_stage", "stage"),
         Index("ix_leads_next_touch_at", "next_touch_at"),
+        Index("ix_leads_started_at", "started_at"),
     )
 
     id: Mapped[str] = mapped_column(primary_key=True)
@@ -187,6 +190,18 @@ class LeadRow(Base):
     erased_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # Set once its workflow is known to exist. Empty: taken in while Temporal could not be
+    # reached, and waiting for the redelivery sweep (nurture.parked) to start it.
+    started_at: Mapped[datetime | None]
+
+    @property
+    def waiting_to_start(self) -> bool:
+        """Recorded, but its workflow not started yet (and it is not won, closed or erased)."""
+        return (
+            self.started_at is None
+            and self.stage not in ("won", "closed")
+            and self.erased_at is None
+        )
 
 
 class StageChange(Base):
@@ -407,7 +422,42 @@ class WebhookReceipt(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-def make_engine(url: str) -> AsyncEngine:
+def insert_or_ignore(model: type[Base] | Table, dialect_name: str) -> Any:
+    """``INSERT ... ON CONFLICT DO NOTHING`` into ``model``'s table, spelled for the dialect.
+
+    The one place that knows both spellings. Concurrent writers of the same key then never
+    fail on the unique constraint: one row wins and the others learn it from the statement's
+    ``RETURNING`` (or rowcount), instead of an ``IntegrityError`` that ends their transaction.
+
+    Args:
+        model: The mapped class whose table is written (ORM statement), or the table itself
+            (Core: cheaper for many plain rows at once).
+        dialect_name: ``session.bind.dialect.name`` (``sqlite`` or ``postgresql``).
+    """
+    if dialect_name == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing()
+    if dialect_name == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing()
+    raise ValueError(f"no upsert for the {dialect_name} dialect")
+
+
+# SQLAlchemy's own default: enough for a short-lived tool (a CLI command, a migration).
+# Long-running processes size their pool from their own concurrency (worker.py, the web app).
+DEFAULT_POOL_SIZE = 5
+
+
+def pool_overflow(pool_size: int) -> int:
+    """Connections opened beyond ``pool_size`` in a burst (closed again when returned).
+
+    Headroom for the few paths that briefly hold a second session inside a first (reading
+    the app secret on first use, for one): SQLAlchemy's default 10, or a quarter of a large
+    pool, kept small so that the pools of a worker and a web app together stay under
+    PostgreSQL's default 100 connections.
+    """
+    return max(10, pool_size // 4)
+
+
+def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
     """Create an async engine for ``sqlite+aiosqlite://`` or ``postgresql+asyncpg://``.
 
     For a SQLite file, the parent directory is created, and every new connection gets WAL
@@ -419,19 +469,26 @@ def make_engine(url: str) -> AsyncEngine:
 
     Args:
         url: An async SQLAlchemy URL.
+        pool_size: Connections kept open: the number of things the process does with the
+            database at once (the worker: one per activity slot), so none of them waits for
+            a connection, or times out waiting (QueuePool limit) under a flood; plus
+            :func:`pool_overflow` in bursts.
 
     Returns:
         The engine; the caller disposes of it (``await engine.dispose()``).
     """
     sa_url = make_url(url)
+    pool = {"pool_size": pool_size, "max_overflow": pool_overflow(pool_size)}
     if sa_url.get_backend_name() != "sqlite":
         # pre_ping: a restarted PostgreSQL should cost one retry, not a failed activity.
-        return create_async_engine(sa_url, pool_pre_ping=True, hide_parameters=True)
+        return create_async_engine(sa_url, pool_pre_ping=True, hide_parameters=True, **pool)
 
     database = sa_url.database or ""
-    if database and database != ":memory:" and not database.startswith("file:"):
+    in_memory = not database or database == ":memory:" or "mode=memory" in database
+    if not in_memory and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(sa_url, hide_parameters=True)
+    # An in-memory database gets a single-connection pool of its own, with no size to set.
+    engine = create_async_engine(sa_url, hide_parameters=True, **({} if in_memory else pool))
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     return engine
 

@@ -8,6 +8,10 @@ app, and any other intake path that wants the same promise, calls :func:`submit_
 Delivery is safe to run twice at once: each event is claimed with a conditional update
 (`parked` -> `delivered`) before it is signaled, so it is signaled once; and the workflow
 ignores an event id it has already seen anyway.
+
+The same sweep (:func:`redeliver`, run by the web app) finishes what a Temporal outage left
+half-done: it starts the workflows of leads recorded while Temporal could not be reached
+(:func:`start_waiting`), then delivers the events that waited for them or whose signal failed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,9 +32,11 @@ from nurture.intake import (
     EventResult,
     Intake,
     IntakeResult,
+    dispatch_event,
     for_workflow,
-    submit_event,
+    record_event,
 )
+from nurture.temporal import TemporalUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,9 @@ FINAL_STAGES = frozenset({"won", "closed"})
 # A lead's row is written just before its workflow starts: a signal in that gap finds no
 # workflow. Waiting this long (in total) covers the gap without holding a request for long.
 START_GAP_RETRIES = (0.1, 0.3, 0.6)
+# Longer than a request takes to write a lead and try its start (a second or so on Temporal,
+# see nurture.web.common), so the sweep never races a creation in flight.
+START_GRACE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -44,33 +54,43 @@ class LeadSubmitted:
     """What :func:`submit_lead` did: the intake's result and how many parked events it delivered."""
 
     result: IntakeResult
-    delivered: int
+    delivered_ids: list[str]
+
+    @property
+    def delivered(self) -> int:
+        return len(self.delivered_ids)
 
 
 async def submit_lead(intake: Intake, lead: Lead) -> LeadSubmitted:
     """Create or update ``lead`` (see :meth:`Intake.submit`), then deliver its parked events.
 
     Delivery runs for an update too: it costs one query, and it finishes the job when an
-    earlier creation stopped between starting the workflow and delivering.
+    earlier creation stopped between starting the workflow and delivering. A lead waiting
+    to start (Temporal unreachable) keeps its events parked for the sweep.
 
     Raises:
-        CadenceSetInvalid, RPCError, SQLAlchemyError: as :meth:`Intake.submit` does.
+        CadenceSetInvalid, SQLAlchemyError: as :meth:`Intake.submit` does.
     """
     result = await intake.submit(lead)
-    delivered = 0
-    if result.status != "closed":
+    delivered: list[str] = []
+    if result.status in ("created", "updated"):
         delivered = await deliver_parked(intake, lead.id)
     return LeadSubmitted(result, delivered)
 
 
-async def deliver_parked(intake: Intake, lead_id: str) -> int:
-    """Signal the lead's parked events to its workflow, oldest first; returns how many.
+async def deliver_parked(intake: Intake, lead_id: str) -> list[str]:
+    """Signal the lead's parked events to its workflow, oldest first; returns the ids this
+    call delivered (not those another request or the sweep had in hand).
 
-    An event that cannot be delivered because the workflow is not there stays parked (or,
-    for a won or closed lead, is marked `recorded`); a Temporal outage stops the loop with
-    the rest still parked, and raises.
+    Nothing happens for a lead that does not exist or waits to start. An event that cannot
+    be delivered because the workflow is not there stays parked (or, for a won or closed
+    lead, is marked `recorded`); when Temporal cannot be reached the loop stops with the
+    rest still parked, for the next sweep.
     """
     async with intake.sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        if lead is None or lead.waiting_to_start:
+            return []
         rows = (
             await session.scalars(
                 select(EventRow)
@@ -80,7 +100,7 @@ async def deliver_parked(intake: Intake, lead_id: str) -> int:
             )
         ).all()
     handle = intake.client.get_workflow_handle(workflow_id(lead_id))
-    delivered = 0
+    delivered: list[str] = []
     for row in rows:
         if not await _claim(intake.sessions, row.id):
             continue  # another request delivered it meanwhile
@@ -95,18 +115,22 @@ async def deliver_parked(intake: Intake, lead_id: str) -> int:
         )
         try:
             # As submit_event does: a lead.updated's personal fields stay out of Temporal.
-            await _signal(handle, for_workflow(event, intake.rule_fields()))
+            await _signal(intake, handle, for_workflow(event, intake.rule_fields()))
+        except TemporalUnavailable:
+            await _set_status(intake.sessions, row.id, "parked")
+            log.info("Temporal unreachable; parked events of %s wait for the next sweep", lead_id)
+            return delivered
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
                 final = await _final_stage(intake.sessions, lead_id)
                 await _set_status(intake.sessions, row.id, "recorded" if final else "parked")
                 if final:
                     continue
-                log.warning("lead %s has no workflow yet; %s stays parked", lead_id, row.id)
+                log.warning("lead %s has no workflow; %s stays parked", lead_id, row.id)
                 return delivered
             await _set_status(intake.sessions, row.id, "parked")
             raise
-        delivered += 1
+        delivered.append(row.id)
     return delivered
 
 
@@ -116,22 +140,40 @@ async def accept_event(intake: Intake, event: Event) -> EventResult:
     Returns the event's status as it stands afterwards: `delivered`, `parked`, `recorded`
     or `duplicate`.
     """
-    result = await submit_event(intake, event)
-    if result.status == "duplicate":
+    fresh, lead = await record_event(intake.sessions, event)
+    return await accept_recorded(intake, event, fresh=fresh, lead=lead)
+
+
+async def accept_recorded(
+    intake: Intake, event: Event, *, fresh: bool, lead: LeadRow | None
+) -> EventResult:
+    """What :func:`accept_event` does once the event is recorded (``fresh``: it was new;
+    ``lead``: its lead's row as read in the same transaction). The web app records a whole
+    flood of events in a few transactions (:mod:`nurture.ingest`), then calls this."""
+    if not fresh:
         if event.type == "lead.updated":
             # A retry after a creation that failed half-way: finish it from the stored event.
             await _create_from_stored(intake, event.id)
-        return result
-    if result.status != "parked":
+        return EventResult(event.id, "duplicate")
+    result = await dispatch_event(intake, event, lead)
+    if result.status != "parked" or (lead is not None and not lead.waiting_to_start):
+        # Delivered, recorded, or parked because Temporal did not answer (the sweep's job).
         return result
     try:
+        mine: list[str] = []
         if event.type == "lead.updated":
-            await submit_lead(intake, lead_from_update(event))
+            mine = (await submit_lead(intake, lead_from_update(event))).delivered_ids
         elif await _lead_exists(intake.sessions, event.lead_id):
-            # The lead was created while this event was being recorded, after the creating
-            # request had looked for parked events: deliver it here, or nobody would.
-            await deliver_parked(intake, event.lead_id)
-        return EventResult(event.id, await _status(intake.sessions, event.id))  # type: ignore[arg-type]
+            # The lead was created (or started) while this event was being recorded, after
+            # the creating request had looked for parked events: deliver it here, or nobody
+            # would until the next sweep.
+            mine = await deliver_parked(intake, event.lead_id)
+        if event.id in mine:
+            return EventResult(event.id, "delivered")
+        status = await _status(intake.sessions, event.id)
+        # `delivered` by someone else may still be in flight (claimed by the sweep, which
+        # parks it again if Temporal does not answer): promise only what is certain.
+        return EventResult(event.id, "recorded" if status == "recorded" else "parked")
     except Exception:
         # The event is durable and stays parked (listed for ops, delivered when the lead is
         # created or the `lead.updated` is sent again): whatever stopped the follow-up, the
@@ -162,10 +204,10 @@ async def _create_from_stored(intake: Intake, event_id: str) -> None:
     await submit_lead(intake, lead_from_update(stored))
 
 
-async def _signal(handle, event: Event) -> None:  # type: ignore[no-untyped-def]
+async def _signal(intake: Intake, handle, event: Event) -> None:  # type: ignore[no-untyped-def]
     for delay in (*START_GAP_RETRIES, None):
         try:
-            await handle.signal(SIGNAL_EVENT, event)
+            await intake.gate.call(lambda: handle.signal(SIGNAL_EVENT, event))
             return
         except RPCError as exc:
             if exc.status != RPCStatusCode.NOT_FOUND or delay is None:
@@ -213,18 +255,59 @@ async def _final_stage(sessions: async_sessionmaker[AsyncSession], lead_id: str)
         return lead is not None and lead.stage in FINAL_STAGES
 
 
-async def redeliver(intake: Intake, limit: int = 500) -> int:
-    """Deliver parked events of leads that exist (a signal that failed while Temporal was
-    unreachable, or a creation that stopped half-way); returns how many were delivered.
+async def start_waiting(intake: Intake, limit: int = 500) -> int:
+    """Start the workflows of leads recorded while Temporal could not be reached, oldest
+    first, and deliver the events that waited for them; returns how many were started.
 
-    Run periodically by the web app, so no recorded event waits for a human.
+    A lead written in the last :data:`START_GRACE` is left alone: the request that wrote it
+    may be starting it right now, and answers `created` only if it is the one that does.
+    Stops at the first lead that cannot be started (Temporal still unreachable): the next
+    sweep goes on from there.
     """
+    async with intake.sessions() as session:
+        lead_ids = (
+            await session.scalars(
+                select(LeadRow.id)
+                .where(
+                    LeadRow.started_at.is_(None),
+                    LeadRow.stage.not_in(FINAL_STAGES),
+                    LeadRow.erased_at.is_(None),
+                    LeadRow.updated_at < utcnow() - START_GRACE,
+                )
+                .order_by(LeadRow.created_at, LeadRow.id)
+                .limit(limit)
+            )
+        ).all()
+    started = 0
+    for lead_id in lead_ids:
+        result = await intake.start(lead_id)
+        if result.status == "pending_start":
+            log.warning(
+                "Temporal unreachable; %d lead(s) wait to start until the next sweep",
+                len(lead_ids) - started,
+            )
+            break
+        # `closed`: its workflow exists and has completed; either way it is no longer waiting.
+        await intake.mark_started(lead_id)
+        started += 1
+        await deliver_parked(intake, lead_id)
+    return started
+
+
+async def redeliver(intake: Intake, limit: int = 500) -> int:
+    """Start leads waiting to start, then deliver parked events of started leads (a signal
+    that failed while Temporal was unreachable, or a creation that stopped half-way);
+    returns how many events were delivered.
+
+    Run periodically by the web app, so no recorded lead or event waits for a human.
+    """
+    await start_waiting(intake, limit)
     async with intake.sessions() as session:
         lead_ids = (
             await session.scalars(
                 select(EventRow.lead_id)
                 .join(LeadRow, LeadRow.id == EventRow.lead_id)
-                .where(EventRow.status == "parked")
+                .where(EventRow.status == "parked", LeadRow.started_at.is_not(None))
                 .distinct()
                 .limit(limit)
             )
@@ -232,10 +315,9 @@ async def redeliver(intake: Intake, limit: int = 500) -> int:
     delivered = 0
     for lead_id in lead_ids:
         try:
-            delivered += await deliver_parked(intake, lead_id)
+            delivered += len(await deliver_parked(intake, lead_id))
         except RPCError:
-            log.warning(
-                "Temporal unreachable; parked events of %s wait for the next round", lead_id
-            )
+            log.warning("parked events of %s wait for the next sweep", lead_id, exc_info=True)
+        if intake.gate.shut:
             break
     return delivered

@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     # Where ops open a lead's workflow from its page (the dev server's UI by default).
     temporal_ui_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8233")
     sending_paused: bool = False
+    # Activities one worker runs at once; its database pool is sized from this (worker.py).
+    max_concurrent_activities: int = Field(default=40, ge=1, le=1000)
 
     @field_validator("database_url")
     @classmethod

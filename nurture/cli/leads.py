@@ -92,39 +92,26 @@ def add(
 @app.command("import")
 def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
     """Import leads from a CSV (our columns or a Salesforce lead export); idempotent by id."""
-    from nurture.csvimport import read_leads
+    from nurture.csvimport import ImportReport, import_rows, read_leads
 
     rows = list(read_leads(file))
 
-    async def run() -> tuple[int, int, list[str]]:
-        created = updated = 0
-        problems: list[str] = []
+    async def run() -> ImportReport:
         async with context() as ctx:
             intake = await ctx.intake()
             with Progress() as progress:
                 task = progress.add_task(f"importing {file.name}", total=len(rows))
-                for row in rows:
-                    if row.lead is None:
-                        problems.append(f"{file}:{row.number}: {row.error}")
-                    else:
-                        result = (await submit_lead(intake, row.lead)).result
-                        if result.status == "created":
-                            created += 1
-                        elif result.status == "updated":
-                            updated += 1
-                        else:
-                            problems.append(
-                                f"{file}:{row.number}: lead {row.lead.id} is "
-                                f"{result.stage}; not changed"
-                            )
-                    progress.advance(task)
-        return created, updated, problems
+                return await import_rows(intake, file, rows, lambda: progress.advance(task))
 
-    created, updated, problems = asyncio.run(run())
-    for line in problems:
+    report = asyncio.run(run())
+    for line in report.refused:
         typer.echo(line, err=True)
-    typer.echo(f"{created} created, {updated} updated, {len(problems)} not imported")
-    if problems:
+    waiting = f"{report.waiting} waiting to start, " if report.waiting else ""
+    typer.echo(
+        f"{report.created} created, {report.updated} updated, {waiting}"
+        f"{len(report.refused)} not imported"
+    )
+    if report.refused:
         raise typer.Exit(1)
 
 
@@ -154,16 +141,18 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
 
     from nurture.temporal import TemporalUnavailable, connect
 
-    try:
-        client = await connect(ctx.settings)
-        view = await client.get_workflow_handle(workflow_id(lead_id)).query(
-            "state", result_type=LeadView, rpc_timeout=timedelta(seconds=15)
-        )
-        return view.to_json()
-    except (RPCError, TemporalUnavailable):
-        # The workflow cannot answer (Temporal or its worker is down, or it completed long
-        # ago): the app database's projection and stage log still tell the story.
-        pass
+    waiting = row.waiting_to_start
+    if not waiting:
+        try:
+            client = await connect(ctx.settings)
+            view = await client.get_workflow_handle(workflow_id(lead_id)).query(
+                "state", result_type=LeadView, rpc_timeout=timedelta(seconds=15)
+            )
+            return view.to_json()
+        except (RPCError, TemporalUnavailable):
+            # The workflow cannot answer (Temporal or its worker is down, or it completed
+            # long ago): the app database's projection and stage log still tell the story.
+            pass
     async with ctx.sessions() as session:
         changes = (
             await session.scalars(
@@ -179,6 +168,7 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
         "step": row.step,
         "owner": row.owner,
         "next_touch_at": row.next_touch_at.isoformat() if row.next_touch_at else None,
+        "doing": WAITING_TO_START if waiting else "",
         "history": [
             {
                 "at": c.at.isoformat(),
@@ -186,8 +176,17 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
                 "why": c.reason or "",
             }
             for c in changes
-        ],
+        ]
+        + (
+            [{"at": row.created_at.isoformat(), "what": "waiting to start", "why": WAITING_WHY}]
+            if waiting
+            else []
+        ),
     }
+
+
+WAITING_TO_START = "waiting to start: its workflow is started when Temporal can be reached"
+WAITING_WHY = "recorded while the workflow service could not be reached"
 
 
 @app.command("find")

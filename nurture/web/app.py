@@ -16,6 +16,7 @@ on the first request; every response gets basic security headers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -35,6 +36,7 @@ from temporalio.client import Client
 from nurture.appsecrets import session_key
 from nurture.catalog import CadenceCatalog
 from nurture.db import ReceivedMail, make_engine, session_factory
+from nurture.ingest import EventWriter
 from nurture.mailsink import list_mail, parse_mail
 from nurture.settings import Settings
 from nurture.web import cadences, inbox, links, login, pages, reports, webhooks
@@ -68,18 +70,35 @@ log = logging.getLogger(__name__)
 HEALTH_TIMEOUT_S = 5.0
 
 
+# Requests using the database at once before others queue (and wait, not fail) for a
+# connection. The web app's own size: its concurrency is its requests, not activity slots.
+WEB_DB_POOL_SIZE = 20
 REDELIVER_EVERY_S = 30.0
+# The sweep is nobody's request: it may wait longer on Temporal than a webhook does.
+SWEEP_TEMPORAL_TIMEOUT_S = 10.0
 
 
-async def _redeliver_forever(services: Services) -> None:
-    """Deliver events that were recorded but could not be signaled (Temporal was down):
-    a recorded event never waits for a human."""
-    from nurture.parked import redeliver
+async def _redeliver_forever(services: Services, every_s: float) -> None:
+    """Start leads and deliver events that were recorded while Temporal could not be
+    reached: a recorded lead or event never waits for a human."""
+    from nurture.parked import START_GRACE, redeliver
+    from nurture.temporal import TemporalGate
 
+    gate = services.gate
     while True:
-        await asyncio.sleep(REDELIVER_EVERY_S)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every_s):
+                await gate.tripped.wait()
+        if gate.tripped.is_set():
+            # A request just found Temporal unreachable (or slow): try again once its cooldown
+            # and the sweep's grace for fresh leads have passed, not a whole round later.
+            gate.tripped.clear()
+            await asyncio.sleep(max(gate.cooldown_s, START_GRACE.total_seconds()) + 1)
         try:
-            count = await redeliver(await services.intake())
+            # Its own gate: the requests' gate may be shut for a cooldown; the sweep is the
+            # one that tries anyway.
+            intake = (await services.intake()).via(TemporalGate(SWEEP_TEMPORAL_TIMEOUT_S))
+            count = await redeliver(intake)
             if count:
                 log.info("redelivered %d parked events", count)
         except Exception:  # noqa: BLE001 - keep sweeping; the next round retries
@@ -92,6 +111,7 @@ def create_app(
     *,
     temporal_ui_url: str | None = None,
     login_clock: Callable[[], float] = time.monotonic,
+    redeliver_every_s: float = REDELIVER_EVERY_S,
 ) -> FastAPI:
     """Build the web app for ``settings``; the database engine lives as long as the app.
 
@@ -102,26 +122,31 @@ def create_app(
             ``settings.temporal_ui_url`` (NURTURE_TEMPORAL_UI_URL).
         login_clock: Seconds on a monotonic clock, for the failed-login throttle's lockouts
             (tests pass one they move).
+        redeliver_every_s: How often the sweep starts waiting leads and delivers parked
+            events (:func:`nurture.parked.redeliver`).
     """
     ui_url = temporal_ui_url or str(settings.temporal_ui_url).rstrip("/")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=WEB_DB_POOL_SIZE)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
+        writer = EventWriter(app.state.sessions, webhooks.RECEIPT_TTL)
         app.state.services = Services(
             settings=settings,
             sessions=app.state.sessions,
             catalog=CadenceCatalog(settings.cadences_dir, settings.templates_dir),
             temporal=TemporalLink(settings, client),
             temporal_ui_url=ui_url,
+            writer=writer,
         )
-        sweeper = asyncio.create_task(_redeliver_forever(app.state.services))
+        sweeper = asyncio.create_task(_redeliver_forever(app.state.services, redeliver_every_s))
         try:
             yield
         finally:
             sweeper.cancel()
+            await writer.close()
             await engine.dispose()
 
     app = FastAPI(

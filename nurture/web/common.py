@@ -1,9 +1,11 @@
 """What every part of the web app shares: templates, the database session, the Temporal link.
 
 The app's long-lived resources live in one :class:`Services` object in ``app.state``, made by
-the lifespan (never at import). The Temporal client is connected on first use, so the app
-starts, serves its health check and records webhooks while Temporal is still coming up; a
-test injects its own client instead.
+the lifespan (never at import). The Temporal client connects lazily (on its first call), so
+the app starts, serves its health check and records webhooks while Temporal is down or still
+coming up; a test injects its own client instead. Calls on a request's path go through one
+:class:`~nurture.temporal.TemporalGate`: bounded to about a second, and skipped for a few
+seconds after one found Temporal unreachable.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,15 +25,22 @@ from starlette.responses import Response
 from temporalio.client import Client
 
 from nurture.catalog import CadenceCatalog
+from nurture.ingest import EventWriter
 from nurture.intake import Intake
 from nurture.settings import Settings
-from nurture.temporal import TemporalUnavailable, connect
+from nurture.temporal import TemporalGate, TemporalUnavailable, connect
 
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-# A request must not hang on an unreachable Temporal: the sender retries a 503 later.
+# A lazy connect does no I/O; the bound only guards against a client that would.
 TEMPORAL_CONNECT_TIMEOUT_S = 5.0
+# A webhook sender gives up (and retries) after a few seconds: a start or signal that takes
+# longer than this is left to the redelivery sweep, and the request answers at once.
+REQUEST_TEMPORAL_TIMEOUT_S = 1.0
+# After a call found Temporal unreachable, requests record and park without trying it for
+# this long, so a flood during an outage does not wait a second per request.
+REQUEST_TEMPORAL_COOLDOWN_S = 5.0
 DEFAULT_TEMPORAL_UI_URL = "http://localhost:8233"
 
 templates = Jinja2Templates(directory=TEMPLATES_DIR)
@@ -69,7 +78,7 @@ class TemporalLink:
             if self._client is None:
                 try:
                     async with asyncio.timeout(TEMPORAL_CONNECT_TIMEOUT_S):
-                        self._client = await connect(self._settings)
+                        self._client = await connect(self._settings, lazy=True)
                 except TimeoutError as exc:
                     raise TemporalUnavailable(
                         f"no answer from the Temporal server at {self._settings.temporal_address} "
@@ -86,15 +95,31 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     catalog: CadenceCatalog
     temporal: TemporalLink
+    # The group-commit writer of the event path (nurture.ingest).
+    writer: EventWriter
     temporal_ui_url: str = DEFAULT_TEMPORAL_UI_URL
+    gate: TemporalGate = field(
+        default_factory=lambda: TemporalGate(
+            timeout_s=REQUEST_TEMPORAL_TIMEOUT_S, cooldown_s=REQUEST_TEMPORAL_COOLDOWN_S
+        )
+    )
+    _intake: Intake | None = None
 
     async def intake(self) -> Intake:
-        """An :class:`Intake` on the app's client (connecting it if needed).
+        """The app's one :class:`Intake` on its client, its calls through :attr:`gate`.
+
+        One for the app's life, not one per request: it caches what every event needs
+        (the rule fields of the current cadence set).
 
         Raises:
-            TemporalUnavailable: when Temporal cannot be reached.
+            TemporalUnavailable: when a client cannot even be made.
         """
-        return Intake(self.settings, await self.temporal.client(), self.sessions, self.catalog)
+        if self._intake is None:
+            client = await self.temporal.client()
+            self._intake = Intake(
+                self.settings, client, self.sessions, self.catalog, self.gate, self.writer
+            )
+        return self._intake
 
     def workflow_url(self, workflow_id: str) -> str:
         """The lead's workflow in the Temporal Web UI."""

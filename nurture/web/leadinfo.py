@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 QUERY_TIMEOUT = timedelta(seconds=3)
 RECENT_EMAILS = 5
 NO_ANSWER = "the workflow did not answer; showing the database's copy"
+WAITING_TO_START = (
+    "waiting to start: recorded while the workflow service could not be reached; its "
+    "workflow starts, and the events waiting for it are delivered, as soon as it can be"
+)
 
 
 @dataclass
@@ -66,6 +70,9 @@ async def query_states(
     """Each lead's workflow `state`, queried concurrently; (None, why not) where it fails."""
     if not lead_ids:
         return {}
+    if services.gate.shut:
+        # A request just found Temporal unreachable: do not make the page wait to learn it.
+        return {lead_id: (None, NO_ANSWER) for lead_id in lead_ids}
     try:
         # Once for all: an unreachable server must cost one connect timeout, not one per lead.
         client = await services.temporal.client()
@@ -158,6 +165,10 @@ async def lead_with_state(
     info = await load_lead(services, session, lead_id, history=history)
     if info is None:
         return None
+    if info.row.waiting_to_start:
+        # No workflow to ask yet: say what it is waiting for instead of "did not answer".
+        info.doing = "waiting to start"
+        return apply_state(info, None, WAITING_TO_START)
     view, problem = (await query_states(services, [lead_id]))[lead_id]
     return apply_state(info, view, problem)
 

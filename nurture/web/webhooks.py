@@ -15,6 +15,7 @@ resend of the very same bytes is not mistaken for a replay.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -40,8 +41,10 @@ from temporalio.service import RPCError
 from nurture import workflow_id
 from nurture.db import LeadRow, WebhookReceipt
 from nurture.events import Event, IncomingEvent, Lead
+from nurture.ingest import Taken
+from nurture.intake import Intake
 from nurture.loader import CadenceSetInvalid
-from nurture.parked import FINAL_STAGES, accept_event, submit_lead
+from nurture.parked import FINAL_STAGES, accept_recorded, submit_lead
 from nurture.settings import SettingsError
 from nurture.temporal import TemporalUnavailable
 from nurture.web.common import Services, ServicesDep
@@ -137,14 +140,16 @@ class StageConflict(BaseModel):
 
 
 class LeadAccepted(BaseModel):
-    """A posted lead: created (202), updated (200), or a replay of a request already taken
-    in (200, ``duplicate``: no effect)."""
+    """A posted lead: created (202), recorded and waiting to start (202, ``pending_start``:
+    Temporal could not be reached; its workflow starts when it can), updated (200), or a
+    replay of a request already taken in (200, ``duplicate``: no effect)."""
 
     lead_id: str
     workflow_id: str
-    status: Literal["created", "updated", "duplicate"]
+    status: Literal["created", "pending_start", "updated", "duplicate"]
     cadence: str | None = None
     parked_delivered: int = Field(description="Events that waited for this lead, now delivered")
+    detail: str | None = None
 
 
 class EventOutcome(BaseModel):
@@ -445,7 +450,13 @@ _COMMON: dict[int | str, dict[str, Any]] = {
         "model": ValidationProblem,
         "description": "Invalid body; every bad field (and batch item) named",
     },
-    503: {"model": Problem, "description": "Nothing could be recorded (database or Temporal down)"},
+    503: {
+        "model": Problem,
+        "description": (
+            "Nothing could be recorded (the database is unreachable, or the cadence files "
+            "have problems); send it again later"
+        ),
+    },
 }
 RECORDING_FAILURES = (SQLAlchemyError, OSError, RPCError, TemporalUnavailable, CadenceSetInvalid)
 
@@ -463,7 +474,13 @@ RECORDING_FAILURES = (SQLAlchemyError, OSError, RPCError, TemporalUnavailable, C
                 "signed request was already taken in (a replay), and had no second effect"
             ),
         },
-        202: {"model": LeadAccepted, "description": "A new lead: its workflow was started"},
+        202: {
+            "model": LeadAccepted,
+            "description": (
+                "A new lead: its workflow was started; or `pending_start`: recorded while the "
+                "workflow service could not be reached, started as soon as it can be"
+            ),
+        },
         409: {"model": StageConflict, "description": "The lead is won or closed"},
         **_COMMON,
     },
@@ -503,7 +520,6 @@ async def _take_lead(services: Services, lead: PostedLead) -> JSONResponse:
         submitted = await submit_lead(intake, lead)
     except RECORDING_FAILURES as exc:
         log.warning("lead %s not taken: %s", lead.id, exc, exc_info=True)
-        # Its row may be written, but it is not being nurtured: a resend finishes the job.
         raise _unavailable(_why(exc), "the lead was not taken in") from None
     result = submitted.result
     if result.status == "closed":
@@ -514,10 +530,17 @@ async def _take_lead(services: Services, lead: PostedLead) -> JSONResponse:
         status=result.status,
         cadence=result.cadence,
         parked_delivered=submitted.delivered,
+        detail=PENDING_START if result.status == "pending_start" else None,
     )
     return JSONResponse(
-        answer.model_dump(mode="json"), status_code=202 if result.status == "created" else 200
+        answer.model_dump(mode="json"), status_code=200 if result.status == "updated" else 202
     )
+
+
+PENDING_START = (
+    "recorded; the workflow service cannot be reached now, so its workflow starts (and the "
+    "events waiting for it are delivered) as soon as it can: no need to send it again"
+)
 
 
 def _conflict(lead_id: str, stage: str) -> WebhookRefused:
@@ -575,50 +598,77 @@ def _why(exc: Exception) -> str:
 async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
     """Record each event, then signal its lead (or park it until the lead exists)."""
     body, timestamp = await verified_body(request, services)
-    async with receipt(services, timestamp, body) as taken:
-        events, _batch = validate_events(parse_json(body))
-        if not taken.first:
-            replay = EventsAccepted(
-                status="duplicate",
-                results=[
-                    EventOutcome(
-                        index=index,
-                        event_id=event.id,
-                        status="duplicate",
-                        detail="this signed request was already received",
-                    )
-                    for index, event in enumerate(events)
-                ],
-            )
-            return JSONResponse(replay.model_dump(mode="json"), status_code=200)
-        answer = await _take_events(services, events)
-        # An event that failed is sent again by the sender: not a replay then.
-        taken.keep = not any(r.status == "failed" for r in answer.results)
-    fresh = answer.status == "accepted"
-    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if fresh else 200)
-
-
-async def _take_events(services: Services, events: list[PostedEvent]) -> EventsAccepted:
+    posted, _batch = validate_events(parse_json(body))
+    events = [Event.model_validate(event.model_dump()) for event in posted]
+    digest = receipt_digest(timestamp, body)
     try:
         intake = await services.intake()
+        # The request's receipt (the replay guard) and its events, durable together in a
+        # transaction shared with the requests that arrived meanwhile (nurture.ingest).
+        taken = await services.writer.take(digest, events)
     except TemporalUnavailable as exc:
         log.warning("events not taken: %s", exc)
         raise _unavailable(_why(exc)) from None
-    results: list[EventOutcome] = []
-    for index, event in enumerate(events):
-        try:
-            outcome = await accept_event(intake, Event.model_validate(event.model_dump()))
-        except RECORDING_FAILURES as exc:
-            log.warning("event %s not recorded: %s", event.id, exc, exc_info=True)
-            results.append(
-                EventOutcome(index=index, event_id=event.id, status="failed", detail=_why(exc))
-            )
-            continue
-        results.append(EventOutcome(index=index, event_id=event.id, status=outcome.status))
-    if all(r.status == "failed" for r in results):
-        raise _unavailable(results[0].detail or "unavailable")
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("events not recorded: %s", exc, exc_info=True)
+        raise _unavailable("the database is unavailable") from None
+    if taken.replay:
+        replay = EventsAccepted(
+            status="duplicate",
+            results=[
+                EventOutcome(
+                    index=index,
+                    event_id=event.id,
+                    status="duplicate",
+                    detail="this signed request was already received",
+                )
+                for index, event in enumerate(events)
+            ],
+        )
+        return JSONResponse(replay.model_dump(mode="json"), status_code=200)
+    results = await _dispatch_events(intake, events, taken)
+    if any(r.status == "failed" for r in results):
+        # An event that failed is sent again by the sender: not a replay then.
+        await _forget(services, digest)
+        if all(r.status == "failed" for r in results):
+            raise _unavailable(results[0].detail or "unavailable")
     fresh = any(r.status not in ("duplicate", "failed") for r in results)
-    return EventsAccepted(status="accepted" if fresh else "duplicate", results=results)
+    answer = EventsAccepted(status="accepted" if fresh else "duplicate", results=results)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if fresh else 200)
+
+
+# Leads of one batch signaled at once, at most: a batch of 500 events must not open 500
+# calls to Temporal together.
+DISPATCH_CONCURRENCY = 16
+
+
+async def _dispatch_events(intake: Intake, events: list[Event], taken: Taken) -> list[EventOutcome]:
+    """Signal (or park) each recorded event: one lead's events in the order posted, leads
+    side by side (a batch used to wait for one signal after another)."""
+    results: list[EventOutcome | None] = [None] * len(events)
+    by_lead: dict[str, list[int]] = {}
+    for index, event in enumerate(events):
+        by_lead.setdefault(event.lead_id, []).append(index)
+    limit = asyncio.Semaphore(DISPATCH_CONCURRENCY)
+
+    async def one_lead(indexes: list[int]) -> None:
+        async with limit:
+            for index in indexes:
+                event = events[index]
+                try:
+                    outcome = await accept_recorded(
+                        intake, event, fresh=taken.fresh[index], lead=taken.leads[index]
+                    )
+                except RECORDING_FAILURES as exc:
+                    log.warning("event %s not handed over: %s", event.id, exc, exc_info=True)
+                    results[index] = EventOutcome(
+                        index=index, event_id=event.id, status="failed", detail=_why(exc)
+                    )
+                    continue
+                results[index] = EventOutcome(index=index, event_id=event.id, status=outcome.status)
+
+    await asyncio.gather(*(one_lead(indexes) for indexes in by_lead.values()))
+    return [r for r in results if r is not None]
 
 
 def add_schemas(openapi: dict[str, Any]) -> None:
