@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.smtp import DeliveryUnknown, PermanentSmtpError, SmtpSender, TransientSmtpError
 from nurture import activity_models as am
+from nurture import keys
 from nurture.appsecrets import link_key
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
@@ -256,7 +257,7 @@ class EmailActivities:
                 self.settings,
                 playbook,
                 Notification(
-                    key=f"notify|{request.key}",
+                    key=keys.notification(request.key),
                     lead_id=request.lead_id,
                     recipients=recipients,
                     subject=request.subject,

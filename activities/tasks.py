@@ -18,6 +18,7 @@ from activities.email import (
 )
 from activities.smtp import SmtpSender
 from nurture import activity_models as am
+from nurture import keys
 from nurture.appsecrets import link_key
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
@@ -197,7 +198,7 @@ class TaskActivities:
             self.settings,
             playbook,
             Notification(
-                key=f"notify|{task.key}",
+                key=keys.notification(task.key),
                 lead_id=task.lead_id,
                 recipients=[sdr["email"]],
                 subject=f"Call task {task.id}: {who}",
@@ -229,7 +230,7 @@ class TaskActivities:
                 self.settings,
                 playbook,
                 Notification(
-                    key=f"notify|handoff|{request.key}",
+                    key=keys.handoff_notification(request.key),
                     lead_id=request.lead_id,
                     recipients=[sdr["email"]],
                     subject=f"Tossed up to sales: {who}",
@@ -310,7 +311,7 @@ class TaskActivities:
                 self.settings.require_webhook_secret(),
                 {
                     "type": "lead.tossed_up",
-                    "id": f"tossup-{request.key}",
+                    "id": keys.crm_toss_up(request.key),
                     "lead_id": request.lead_id,
                     "cycle": request.cycle,
                     "owner": owner,

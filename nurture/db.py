@@ -59,7 +59,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-STAGES: tuple[str, ...] = ("nurturing", "mql", "sql", "lost", "recycling", "won", "closed")
 # `sending`: handed to SMTP, reply not yet recorded (a crash here means `unknown`).
 SEND_STATUSES: tuple[str, ...] = ("queued", "sending", "sent", "failed", "unknown", "skipped")
 TASK_STATUSES: tuple[str, ...] = ("open", "done", "cancelled")
@@ -71,20 +70,6 @@ ROLES: tuple[str, ...] = ("sdr", "ops")
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime (the only kind stored here)."""
     return datetime.now(UTC)
-
-
-def touch_key(lead_id: str, cycle: int, cadence: str, step: str, visit: int) -> str:
-    """The idempotency key of an email or call: ``<lead>|<cycle>|<cadence>|<step>|<visit>``.
-
-    Built from the business position of the touch, never the run id, so a retried or
-    continued-as-new workflow finds the row it already wrote (CONTRACT.md, "Idempotency").
-    """
-    return f"{lead_id}|{cycle}|{cadence}|{step}|{visit}"
-
-
-def opportunity_key(lead_id: str, cycle: int) -> str:
-    """The idempotency key of a toss-up: one opportunity per lead and cycle."""
-    return f"{lead_id}|{cycle}"
 
 
 def new_task_id() -> str:
@@ -216,7 +201,7 @@ class StageChange(Base):
 
 
 class EmailSend(Base):
-    """The outbox: one row per email touch, unique by :func:`touch_key`.
+    """The outbox: one row per email touch, unique by :func:`nurture.keys.touch`.
 
     The unique ``key`` is what makes a retried send activity harmless: the second insert
     is refused and the activity reads the first row's status instead.
@@ -251,7 +236,7 @@ class EmailSend(Base):
 
 
 class CallTask(Base):
-    """A call for an SDR's inbox, unique by :func:`touch_key`; ``id`` is short and readable."""
+    """A call for an SDR's inbox, unique by :func:`nurture.keys.touch`; a short, readable ``id``."""
 
     __tablename__ = "call_tasks"
     __table_args__ = (
@@ -325,7 +310,7 @@ class Suppression(Base):
 
 
 class Opportunity(Base):
-    """A toss-up to sales, unique per lead and cycle (:func:`opportunity_key`)."""
+    """A toss-up to sales, unique per lead and cycle (:func:`nurture.keys.opportunity`)."""
 
     __tablename__ = "opportunities"
     __table_args__ = (

@@ -25,8 +25,8 @@ from nurture.db import (
     LeadRow,
     Suppression,
     make_engine,
-    touch_key,
 )
+from nurture.keys import touch as touch_key
 from nurture.migrate import alembic_config, migrate
 
 # database_url, migrated_url, sessions: fresh databases (SQLite; PostgreSQL when configured).
