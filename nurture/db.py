@@ -14,9 +14,10 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -33,7 +34,9 @@ from sqlalchemy import (
     TypeDecorator,
     event,
     false,
+    select,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -390,6 +393,58 @@ class WebhookReceipt(Base):
 
     digest: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+RowT = TypeVar("RowT", bound=Base)
+
+
+async def insert_once(
+    session: AsyncSession, model: type[RowT], key: Mapping[str, Any], **values: Any
+) -> tuple[RowT, bool]:
+    """The row of ``model`` with the unique ``key``: the stored one, else a new one of ``values``.
+
+    Safe when several callers race for one key, on SQLite and PostgreSQL alike: the insert
+    is an ``INSERT ... ON CONFLICT (key) DO NOTHING``, so a loser's transaction neither
+    fails nor has to be rolled back (which would also drop its other pending changes, and
+    expire every row it loaded); it reads the winner's row instead. A conflict on any
+    other constraint (a missing lead, say) still raises.
+
+    Nothing is committed here: the caller commits the new row together with whatever
+    belongs with it, and only then do other callers see it (on PostgreSQL a concurrent
+    insert of the same key waits for that commit, then finds the row).
+
+    Args:
+        session: an open session.
+        model: the mapped class, with a unique constraint (or primary key) on ``key``'s
+            columns.
+        key: the unique columns and their values.
+        **values: the other columns of a new row (column defaults fill the rest).
+
+    Returns:
+        The row, and whether this call inserted it.
+    """
+    where = [getattr(model, column) == value for column, value in key.items()]
+    found = await session.scalar(select(model).where(*where))
+    if found is not None:
+        return found, False
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = (
+        dialect.insert(model)
+        .values(**key, **values)
+        .on_conflict_do_nothing(index_elements=list(key))
+        .returning(model)
+    )
+    inserted = await session.scalar(statement)
+    if inserted is not None:
+        return inserted, True
+    # Another caller inserted it since the first look; its row is committed by now (the
+    # conflict is only reported once the other transaction is over).
+    found = await session.scalar(
+        select(model).where(*where).execution_options(populate_existing=True)
+    )
+    if found is None:
+        raise LookupError(f"{model.__tablename__}: the row of {dict(key)} vanished at once")
+    return found, False
 
 
 def make_engine(url: str) -> AsyncEngine:
