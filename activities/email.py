@@ -1,21 +1,13 @@
-"""Email: render apart from sending, and send each touch at most once.
+"""Email: render apart from sending; cadence emails and notifications go through one outbox.
 
-The outbox row (unique key lead + cycle + cadence + step + visit) is the truth: a send found
-`sent`, `failed`, `skipped` or `unknown` is never sent again, whatever Temporal retries. A
-row found `sending` means an earlier attempt died while handing the message over: its fate
-is unknowable, so it becomes `unknown` for a human to decide (`sends list --status unknown`).
-Only one attempt can take a row from `queued` to `sending` (a compare-and-set in the
-database), so even two overlapping attempts send once.
-
-Results and errors go into the workflow history, so they never carry the recipient's
-address (CONTRACT.md, "Personal data stays out of Temporal"); the outbox row keeps the
-server's full words until the lead is erased.
+:class:`activities.outbox.Outbox` sends each key at most once, whatever Temporal retries;
+this module decides what a cadence email or a notification says, and when it must not go
+out (no address, an opt-out, a template that cannot render).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from email.headerregistry import Address
@@ -24,18 +16,18 @@ from email.utils import formatdate, parseaddr
 from html import escape as html_escape
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
-from activities.smtp import DeliveryUnknown, PermanentSmtpError, SmtpSender, TransientSmtpError
+from activities.outbox import Entry, Letter, NotSent, Outbox, paused_error, redact
+from activities.smtp import PermanentSmtpError, SmtpSender
 from nurture import activity_models as am
+from nurture import keys
 from nurture.appsecrets import link_key
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
-from nurture.db import EmailSend, LeadRow, Suppression, User, utcnow
+from nurture.db import LeadRow, Suppression, User, insert_once
 from nurture.events import address_key, normalize_email
 from nurture.intake import lead_from_row
 from nurture.links import click_url, unsubscribe_url
@@ -71,11 +63,13 @@ class EmailActivities:
 
     @activity.defn(name=am.SEND_EMAIL)
     async def send_email(self, request: am.SendEmailInput) -> am.SendEmailResult:
-        """Send one cadence email, at most once per key.
+        """Send one cadence email, at most once per key (see :class:`Outbox`).
+
+        Returns ``paused`` under the kill switch: the workflow waits and asks again.
 
         Raises:
-            ApplicationError: ``SendingPaused`` or ``TransientSmtpError``, both retryable:
-                nothing was sent, and the outbox row stays ``queued`` for the next attempt.
+            ApplicationError: ``TransientSmtpError``, retryable: nothing was sent, and the
+                outbox row stays ``queued`` for the next attempt.
         """
         async with self.sessions() as session:
             lead = await session.get(LeadRow, request.lead_id)
@@ -83,115 +77,64 @@ class EmailActivities:
                 return am.SendEmailResult(
                     status="skipped", detail="the lead has no record (erased?)"
                 )
-            row = await self._claim(session, request)
-            if row.status != "queued":
-                return await _already_done(session, row)
-            if self.settings.sending_paused:
-                # The kill switch: nothing is sent and the row stays queued; the workflow
-                # waits (still applying events, so an opt-out meanwhile wins) and asks again.
-                return am.SendEmailResult(
-                    status="paused", detail="sending is paused (NURTURE_SENDING_PAUSED)"
-                )
-            if not lead.email:
-                return await self._finish(session, row, "skipped", "the lead has no email address")
-            try:
-                # Intake stores one normalized address; a row written before it did (or by
-                # hand) may hold a display name, a list or a line break. Parsed again here,
-                # so the suppression check and the envelope see the one address, and what
-                # can never be sent fails once, visibly, instead of being retried forever.
-                address = normalize_email(lead.email)
-            except ValueError as exc:
-                return await self._finish(
-                    session, row, "failed",
-                    f"the lead's address cannot be sent to: {redact(str(exc), lead.email)}",
-                )  # fmt: skip
-            playbook = self.catalog.current().playbook
-            key = await link_key(self.settings, self.sessions)
-            try:
-                message, rendered = self._build(request, lead, playbook, key, address)
-            except TemplateProblem as exc:
-                # Validation renders every template against sample leads; a lead's real data
-                # can still break one. Recorded as failed (visible to ops), never retried.
-                return await self._finish(session, row, "failed", f"template problem: {exc}")
-            except ValueError as exc:
-                # A header the email library refuses (a line break in a value): the same
-                # data gives the same refusal on every attempt, so it is not retried.
-                return await self._finish(
-                    session, row, "failed", f"the message cannot be built: {exc}"
-                )
-            # Re-read the lead and the suppression list after rendering, just before the
-            # send: an unsubscribe, do-not-contact or erase that landed meanwhile must win.
-            await session.refresh(lead)
-            if lead.erased_at is not None or lead.do_not_contact or lead.unsubscribed:
-                return await self._finish(session, row, "skipped", "the lead opted out")
-            if await session.get(Suppression, address) is not None:
-                return await self._finish(
-                    session, row, "skipped", "the address is on the suppression list"
-                )
-            taken = await _take(
-                session, row, to_address=address, subject=rendered.subject,
-                message_id=message["Message-ID"],
+            entry = Entry(
+                key=request.key, lead_id=request.lead_id, template=request.template,
+                cycle=request.cycle, cadence=request.cadence, step=request.step,
+                visit=request.visit,
             )  # fmt: skip
-            if not taken:
-                return await _lost_race(session, row)
+            outbox = Outbox(session, self.smtp, self.settings.sending_paused)
+            return await outbox.send(entry, lambda: self._prepare(session, request, lead))
 
-            try:
-                reply = await self.smtp.send(
-                    message, parseaddr(playbook.sender.from_)[1], [address]
-                )
-            except TransientSmtpError as exc:
-                row.status = "queued"
-                row.error = str(exc)
-                await session.commit()
-                raise ApplicationError(
-                    f"temporary SMTP failure, will retry: {redact(str(exc), address)}",
-                    type="TransientSmtpError",
-                ) from exc
-            except PermanentSmtpError as exc:
-                if exc.bad_address:
-                    await self._suppress(session, address, f"bounced: {exc}")
-                    lead.unsubscribed = True
-                return await self._finish(session, row, "failed", str(exc))
-            except DeliveryUnknown as exc:
-                return await self._finish(session, row, "unknown", str(exc))
-            row.smtp_reply = reply
-            row.sent_at = utcnow()
-            return await self._finish(session, row, "sent", f"accepted by the mail server: {reply}")
-
-    async def _claim(self, session: AsyncSession, request: am.SendEmailInput) -> EmailSend:
-        existing = await session.scalar(select(EmailSend).where(EmailSend.key == request.key))
-        if existing is not None:
-            return existing
-        row = EmailSend(
-            key=request.key,
-            lead_id=request.lead_id,
-            cycle=request.cycle,
-            cadence=request.cadence,
-            step=request.step,
-            visit=request.visit,
-            template=request.template,
-            status="queued",
-        )
-        session.add(row)
+    async def _prepare(
+        self, session: AsyncSession, request: am.SendEmailInput, lead: LeadRow
+    ) -> Letter | NotSent:
+        """The lead's email, or why it must not go out."""
+        if not lead.email:
+            return NotSent("skipped", "the lead has no email address")
         try:
-            await session.commit()
-        except IntegrityError:
-            # Another attempt claimed the key first: use its row.
-            await session.rollback()
-            claimed = await session.scalar(select(EmailSend).where(EmailSend.key == request.key))
-            assert claimed is not None
-            return claimed
-        return row
+            # Intake stores one normalized address; a row written before it did (or by
+            # hand) may hold a display name, a list or a line break. Parsed again here,
+            # so the suppression check and the envelope see the one address, and what
+            # can never be sent fails once, visibly, instead of being retried forever.
+            address = normalize_email(lead.email)
+        except ValueError as exc:
+            return NotSent(
+                "failed", f"the lead's address cannot be sent to: {redact(str(exc), lead.email)}"
+            )
+        playbook = self.catalog.current().playbook
+        key = await link_key(self.settings, self.sessions)
+        try:
+            message, rendered = self._build(request, lead, playbook, key, address)
+        except TemplateProblem as exc:
+            # Validation renders every template against sample leads; a lead's real data
+            # can still break one. Recorded as failed (visible to ops), never retried.
+            return NotSent("failed", f"template problem: {exc}")
+        except ValueError as exc:
+            # A header the email library refuses (a line break in a value): the same
+            # data gives the same refusal on every attempt, so it is not retried.
+            return NotSent("failed", f"the message cannot be built: {exc}")
+        # Re-read the lead and the suppression list after rendering, just before the
+        # send: an unsubscribe, do-not-contact or erase that landed meanwhile must win.
+        await session.refresh(lead)
+        if lead.erased_at is not None or lead.do_not_contact or lead.unsubscribed:
+            return NotSent("skipped", "the lead opted out")
+        if await session.get(Suppression, address) is not None:
+            return NotSent("skipped", "the address is on the suppression list")
 
-    async def _finish(
-        self, session: AsyncSession, row: EmailSend, status: str, detail: str
-    ) -> am.SendEmailResult:
-        return await _finish(session, row, status, detail)
+        async def bounced(exc: PermanentSmtpError) -> None:
+            if exc.bad_address:
+                await insert_once(
+                    session, Suppression, {"email": address_key(address)}, reason=f"bounced: {exc}"
+                )
+                lead.unsubscribed = True
 
-    async def _suppress(self, session: AsyncSession, address: str, reason: str) -> None:
-        address = address_key(address)
-        if await session.get(Suppression, address) is None:
-            session.add(Suppression(email=address, reason=reason))
+        return Letter(
+            message=message,
+            subject=rendered.subject,
+            envelope_from=parseaddr(playbook.sender.from_)[1],
+            recipients=[address],
+            on_refused=bounced,
+        )
 
     def _build(
         self,
@@ -256,7 +199,7 @@ class EmailActivities:
                 self.settings,
                 playbook,
                 Notification(
-                    key=f"notify|{request.key}",
+                    key=keys.notification(request.key),
                     lead_id=request.lead_id,
                     recipients=recipients,
                     subject=request.subject,
@@ -286,10 +229,7 @@ async def send_notification(
     playbook: Playbook,
     notification: Notification,
 ) -> str:
-    """Send an internal notification at most once, with its own outbox row.
-
-    The same rules as a cadence email: a row found ``sending`` becomes ``unknown`` (never
-    resent), the kill switch holds it back, and a 4xx is retried by Temporal.
+    """Send an internal notification at most once, through the outbox like a cadence email.
 
     Args:
         session: an open session; the lead row (``notification.lead_id``) must exist.
@@ -305,140 +245,34 @@ async def send_notification(
         ApplicationError: ``SendingPaused`` or ``TransientSmtpError`` (retryable; the row
             stays ``queued``).
     """
-    row = await session.scalar(select(EmailSend).where(EmailSend.key == notification.key))
-    if row is not None and row.status != "queued":
-        return (await _already_done(session, row)).status
-    if settings.sending_paused:
-        raise ApplicationError("sending is paused (NURTURE_SENDING_PAUSED)", type="SendingPaused")
-    if row is None:
-        row = EmailSend(
-            key=notification.key, lead_id=notification.lead_id, cycle=0, cadence="-",
-            step=notification.step, visit=1, template="notify", status="queued",
-        )  # fmt: skip
-        session.add(row)
-        try:
-            await session.commit()
-        except IntegrityError:
-            # A concurrent attempt claimed the key: it sends, this one reports its status.
-            await session.rollback()
-            claimed = await session.scalar(
-                select(EmailSend).where(EmailSend.key == notification.key)
-            )
-            assert claimed is not None
-            return claimed.status
     sender = playbook.sender.from_
-    message = build_message(
-        sender=sender,
-        to=", ".join(notification.recipients),
-        rendered=RenderedEmail(subject=notification.subject, text=notification.text, html=None),
-        message_id=message_id(notification.key, sender),
-        unsubscribe_url=None,
-        reply_to=None,
-        date=notification.now,
-    )
-    taken = await _take(
-        session, row, to_address=", ".join(notification.recipients),
-        subject=notification.subject, message_id=message["Message-ID"],
-    )  # fmt: skip
-    if not taken:
-        return (await _lost_race(session, row)).status
-    try:
-        reply = await smtp.send(message, parseaddr(sender)[1], notification.recipients)
-    except TransientSmtpError as exc:
-        row.status = "queued"
-        row.error = str(exc)
-        await session.commit()
-        raise ApplicationError(
-            f"temporary SMTP failure, will retry: {exc}", type="TransientSmtpError"
-        ) from exc
-    except PermanentSmtpError as exc:
-        return (await _finish(session, row, "failed", str(exc))).status
-    except DeliveryUnknown as exc:
-        return (await _finish(session, row, "unknown", str(exc))).status
-    row.smtp_reply = reply
-    row.sent_at = utcnow()
-    return (await _finish(session, row, "sent", f"accepted by the mail server: {reply}")).status
 
-
-async def _finish(
-    session: AsyncSession, row: EmailSend, status: str, detail: str
-) -> am.SendEmailResult:
-    """Record the outcome; the result's detail goes to Temporal, so without the address.
-
-    The outbox row keeps the server's full words (erase clears them); the workflow history
-    must not hold contact details (CONTRACT.md, "Personal data stays out of Temporal"), and
-    servers often quote the recipient (``550 5.1.1 <ann@x.example>: no such user``).
-    """
-    row.status = status
-    if status != "sent":
-        row.error = detail
-    await session.commit()
-    return am.SendEmailResult(
-        status=status,  # type: ignore[arg-type]
-        message_id=row.message_id,
-        detail=redact(detail, row.to_address),
-    )
-
-
-async def _take(session: AsyncSession, row: EmailSend, **values: str | None) -> bool:
-    """Move ``row`` from ``queued`` to ``sending`` unless another attempt already did.
-
-    A compare-and-set in the database, not a read then a write: two attempts of the same
-    activity can overlap (a start-to-close timeout lets Temporal start a retry while the
-    first attempt still runs), and both may have read ``queued``. Only the one whose update
-    matched goes on to SMTP.
-    """
-    # End the read transaction first: SQLite upgrades a fresh one to a writer cleanly.
-    await session.commit()
-    result = await session.execute(
-        update(EmailSend)
-        .where(EmailSend.id == row.id, EmailSend.status == "queued")
-        .values(status="sending", attempts=EmailSend.attempts + 1, **values)
-        .execution_options(synchronize_session=False)
-    )
-    await session.commit()
-    await session.refresh(row)
-    return result.rowcount == 1  # type: ignore[attr-defined]
-
-
-async def _lost_race(session: AsyncSession, row: EmailSend) -> am.SendEmailResult:
-    """The result for an attempt that found another one sending the same message."""
-    if row.status == "sending":
-        # The other attempt is still talking to the server: its outcome will be recorded by
-        # it; this attempt must neither send nor overwrite the row.
-        return am.SendEmailResult(
-            status="unknown",
-            message_id=row.message_id,
-            detail="another attempt is handing this message over right now (no second send)",
+    async def prepare() -> Letter:
+        message = build_message(
+            sender=sender,
+            to=", ".join(notification.recipients),
+            rendered=RenderedEmail(subject=notification.subject, text=notification.text, html=None),
+            message_id=message_id(notification.key, sender),
+            unsubscribe_url=None,
+            reply_to=None,
+            date=notification.now,
         )
-    return await _already_done(session, row)
+        return Letter(
+            message=message,
+            subject=notification.subject,
+            envelope_from=parseaddr(sender)[1],
+            recipients=notification.recipients,
+        )
 
-
-async def _already_done(session: AsyncSession, row: EmailSend) -> am.SendEmailResult:
-    """The result for a row an earlier attempt already took past ``queued``: never resent.
-
-    ``sending`` means that attempt died while handing the message over (the worker crashed
-    or was cancelled mid-send): whether it went out cannot be known, so it becomes
-    ``unknown`` for a human to decide (``sends list --status unknown``).
-    """
-    if row.status == "sending":
-        row.status = "unknown"
-        row.error = "an earlier attempt stopped while handing the message over; not resent"
-        await session.commit()
-    return am.SendEmailResult(
-        status=row.status,  # type: ignore[arg-type]
-        message_id=row.message_id,
-        detail=f"already {row.status} (no second send)",
-    )
-
-
-def redact(text: str, addresses: str | None) -> str:
-    """``text`` with each of ``addresses`` (comma-separated) replaced by ``<address>``."""
-    for address in (addresses or "").split(","):
-        address = address.strip()
-        if address:
-            text = re.sub(re.escape(address), "<address>", text, flags=re.IGNORECASE)
-    return text
+    entry = Entry(
+        key=notification.key, lead_id=notification.lead_id, template="notify",
+        step=notification.step,
+    )  # fmt: skip
+    result = await Outbox(session, smtp, settings.sending_paused).send(entry, prepare)
+    if result.status == "paused":
+        # Its callers' results (none, a task, an opportunity) cannot say "paused".
+        raise paused_error(result)
+    return result.status
 
 
 def with_footer(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -18,10 +17,11 @@ from activities.email import (
 )
 from activities.smtp import SmtpSender
 from nurture import activity_models as am
+from nurture import keys
 from nurture.appsecrets import link_key
 from nurture.cadence import Playbook
 from nurture.catalog import CadenceCatalog
-from nurture.db import CallTask, LeadRow, Opportunity
+from nurture.db import CallTask, LeadRow, Opportunity, insert_once
 from nurture.links import unsubscribe_url
 from nurture.settings import Settings
 
@@ -132,7 +132,6 @@ class TaskActivities:
         if lead is None:
             raise ApplicationError(f"lead {request.lead_id} has no record", type="LeadMissing")
         owner = request.owner or await choose_owner(session, playbook, lead)
-        lead.owner = owner
         context = {
             "lead": lead_context(lead),
             "sdr": sdr_context(playbook, owner),
@@ -147,28 +146,18 @@ class TaskActivities:
         }
         renderer = self.catalog.renderer(self.settings.templates_dir)
         script = renderer.render_call_script(request.script, context)
-        task = CallTask(
-            key=request.key,
-            lead_id=request.lead_id,
-            cycle=request.cycle,
-            cadence=request.cadence,
-            step=request.step,
-            visit=request.visit,
-            owner=owner,
-            status="open",
-            due_at=request.due_at,
+        task, created = await insert_once(
+            session, CallTask, {"key": request.key}, lead_id=request.lead_id,
+            cycle=request.cycle, cadence=request.cadence, step=request.step,
+            visit=request.visit, owner=owner, status="open", due_at=request.due_at,
             script=script,
-        )
-        session.add(task)
-        try:
-            await session.commit()
-        except IntegrityError:
-            # A concurrent attempt created it first: use that one.
-            await session.rollback()
-            existing = await session.scalar(select(CallTask).where(CallTask.key == request.key))
-            assert existing is not None
-            return existing, False
-        return task, True
+        )  # fmt: skip
+        if created:
+            # In the task's transaction: a concurrent attempt that created it first chose
+            # the owner, and this one must not overwrite it.
+            lead.owner = owner
+        await session.commit()
+        return task, created
 
     async def _notify_owner(
         self, session: AsyncSession, playbook: Playbook, task: CallTask, request: am.CallTaskInput
@@ -197,7 +186,7 @@ class TaskActivities:
             self.settings,
             playbook,
             Notification(
-                key=f"notify|{task.key}",
+                key=keys.notification(task.key),
                 lead_id=task.lead_id,
                 recipients=[sdr["email"]],
                 subject=f"Call task {task.id}: {who}",
@@ -229,7 +218,7 @@ class TaskActivities:
                 self.settings,
                 playbook,
                 Notification(
-                    key=f"notify|handoff|{request.key}",
+                    key=keys.handoff_notification(request.key),
                     lead_id=request.lead_id,
                     recipients=[sdr["email"]],
                     subject=f"Tossed up to sales: {who}",
@@ -279,29 +268,13 @@ class TaskActivities:
         """
         async with self.sessions() as session:
             owner = request.owner or await self._assign_owner(session, request.lead_id)
-            existing = await session.scalar(
-                select(Opportunity).where(Opportunity.key == request.key)
-            )
-            created = existing is None
-            if created:
-                session.add(
-                    Opportunity(
-                        key=request.key,
-                        lead_id=request.lead_id,
-                        cycle=request.cycle,
-                        owner=owner,
-                        trigger=request.trigger,
-                        reason=request.reason,
-                        score=request.score,
-                        grade=request.grade,
-                        created_at=request.now,
-                    )
-                )
-                try:
-                    await session.commit()
-                except IntegrityError:
-                    await session.rollback()
-                    created = False
+            _opportunity, created = await insert_once(
+                session, Opportunity, {"key": request.key}, lead_id=request.lead_id,
+                cycle=request.cycle, owner=owner, trigger=request.trigger,
+                reason=request.reason, score=request.score, grade=request.grade,
+                created_at=request.now,
+            )  # fmt: skip
+            await session.commit()
         await self._tell_owner_of_handoff(request, owner)
         notified = False
         if self.settings.crm_webhook_url is not None:
@@ -310,7 +283,7 @@ class TaskActivities:
                 self.settings.require_webhook_secret(),
                 {
                     "type": "lead.tossed_up",
-                    "id": f"tossup-{request.key}",
+                    "id": keys.crm_toss_up(request.key),
                     "lead_id": request.lead_id,
                     "cycle": request.cycle,
                     "owner": owner,

@@ -24,14 +24,6 @@ ERASE_LEAD = "erase_lead"
 NOTIFY = "notify"
 
 
-def side_effect_key(lead_id: str, cycle: int, cadence: str, step: str, visit: int) -> str:
-    """The idempotency key of a touch: lead + cycle + cadence + step + visit (CONTRACT.md).
-
-    Never the run id: continue-as-new changes it, and a retry must find the same key.
-    """
-    return f"{lead_id}|{cycle}|{cadence}|{step}|{visit}"
-
-
 class LoadCadenceInput(BaseModel):
     cadence_id: str
 

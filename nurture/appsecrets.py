@@ -18,10 +18,9 @@ import hmac
 import secrets
 import weakref
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nurture.db import AppSecret
+from nurture.db import AppSecret, insert_once
 from nurture.settings import Settings
 
 # The row of `app_secrets` that keys sessions and links when NURTURE_APP_SECRET is unset.
@@ -61,21 +60,13 @@ async def app_secret(sessions: Sessions, name: str) -> str:
 
 
 async def _load_or_create(sessions: Sessions, name: str) -> str:
-    for _attempt in range(3):
-        async with sessions() as session:
-            row = await session.get(AppSecret, name)
-            if row is not None:
-                return row.value
-            value = secrets.token_hex(32)
-            session.add(AppSecret(name=name, value=value))
-            try:
-                await session.commit()
-            except IntegrityError:
-                # Another process made it first: read theirs on the next round.
-                await session.rollback()
-                continue
-            return value
-    raise RuntimeError(f"could neither read nor create the app secret {name!r}")
+    async with sessions() as session:
+        # Another process making it at the same time wins or loses; both read one value.
+        row, _created = await insert_once(
+            session, AppSecret, {"name": name}, value=secrets.token_hex(32)
+        )
+        await session.commit()
+        return row.value
 
 
 async def app_key(settings: Settings, sessions: Sessions, purpose: str) -> str:

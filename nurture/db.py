@@ -14,9 +14,10 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     TypeDecorator,
     event,
     false,
+    select,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
@@ -61,7 +63,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-STAGES: tuple[str, ...] = ("nurturing", "mql", "sql", "lost", "recycling", "won", "closed")
 # `sending`: handed to SMTP, reply not yet recorded (a crash here means `unknown`).
 SEND_STATUSES: tuple[str, ...] = ("queued", "sending", "sent", "failed", "unknown", "skipped")
 TASK_STATUSES: tuple[str, ...] = ("open", "done", "cancelled")
@@ -73,20 +74,6 @@ ROLES: tuple[str, ...] = ("sdr", "ops")
 def utcnow() -> datetime:
     """The current time as an aware UTC datetime (the only kind stored here)."""
     return datetime.now(UTC)
-
-
-def touch_key(lead_id: str, cycle: int, cadence: str, step: str, visit: int) -> str:
-    """The idempotency key of an email or call: ``<lead>|<cycle>|<cadence>|<step>|<visit>``.
-
-    Built from the business position of the touch, never the run id, so a retried or
-    continued-as-new workflow finds the row it already wrote (CONTRACT.md, "Idempotency").
-    """
-    return f"{lead_id}|{cycle}|{cadence}|{step}|{visit}"
-
-
-def opportunity_key(lead_id: str, cycle: int) -> str:
-    """The idempotency key of a toss-up: one opportunity per lead and cycle."""
-    return f"{lead_id}|{cycle}"
 
 
 def new_task_id() -> str:
@@ -231,7 +218,7 @@ class StageChange(Base):
 
 
 class EmailSend(Base):
-    """The outbox: one row per email touch, unique by :func:`touch_key`.
+    """The outbox: one row per email touch, unique by :func:`nurture.keys.touch`.
 
     The unique ``key`` is what makes a retried send activity harmless: the second insert
     is refused and the activity reads the first row's status instead.
@@ -266,7 +253,7 @@ class EmailSend(Base):
 
 
 class CallTask(Base):
-    """A call for an SDR's inbox, unique by :func:`touch_key`; ``id`` is short and readable."""
+    """A call for an SDR's inbox, unique by :func:`nurture.keys.touch`; a short, readable ``id``."""
 
     __tablename__ = "call_tasks"
     __table_args__ = (
@@ -340,7 +327,7 @@ class Suppression(Base):
 
 
 class Opportunity(Base):
-    """A toss-up to sales, unique per lead and cycle (:func:`opportunity_key`)."""
+    """A toss-up to sales, unique per lead and cycle (:func:`nurture.keys.opportunity`)."""
 
     __tablename__ = "opportunities"
     __table_args__ = (
@@ -422,7 +409,9 @@ class WebhookReceipt(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-def insert_or_ignore(model: type[Base] | Table, dialect_name: str) -> Any:
+def insert_or_ignore(
+    model: type[Base] | Table, dialect_name: str, on: list[str] | None = None
+) -> Any:
     """``INSERT ... ON CONFLICT DO NOTHING`` into ``model``'s table, spelled for the dialect.
 
     The one place that knows both spellings. Concurrent writers of the same key then never
@@ -433,12 +422,63 @@ def insert_or_ignore(model: type[Base] | Table, dialect_name: str) -> Any:
         model: The mapped class whose table is written (ORM statement), or the table itself
             (Core: cheaper for many plain rows at once).
         dialect_name: ``session.bind.dialect.name`` (``sqlite`` or ``postgresql``).
+        on: The unique columns whose conflict is ignored (default: any unique conflict).
     """
     if dialect_name == "postgresql":
-        return postgresql.insert(model).on_conflict_do_nothing()
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=on)
     if dialect_name == "sqlite":
-        return sqlite.insert(model).on_conflict_do_nothing()
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=on)
     raise ValueError(f"no upsert for the {dialect_name} dialect")
+
+
+RowT = TypeVar("RowT", bound=Base)
+
+
+async def insert_once(
+    session: AsyncSession, model: type[RowT], key: Mapping[str, Any], **values: Any
+) -> tuple[RowT, bool]:
+    """The row of ``model`` with the unique ``key``: the stored one, else a new one of ``values``.
+
+    Safe when several callers race for one key, on SQLite and PostgreSQL alike: the insert
+    is an ``INSERT ... ON CONFLICT (key) DO NOTHING``, so a loser's transaction neither
+    fails nor has to be rolled back (which would also drop its other pending changes, and
+    expire every row it loaded); it reads the winner's row instead. A conflict on any
+    other constraint (a missing lead, say) still raises.
+
+    Nothing is committed here: the caller commits the new row together with whatever
+    belongs with it, and only then do other callers see it (on PostgreSQL a concurrent
+    insert of the same key waits for that commit, then finds the row).
+
+    Args:
+        session: an open session.
+        model: the mapped class, with a unique constraint (or primary key) on ``key``'s
+            columns.
+        key: the unique columns and their values.
+        **values: the other columns of a new row (column defaults fill the rest).
+
+    Returns:
+        The row, and whether this call inserted it.
+    """
+    where = [getattr(model, column) == value for column, value in key.items()]
+    found = await session.scalar(select(model).where(*where))
+    if found is not None:
+        return found, False
+    statement = (
+        insert_or_ignore(model, session.get_bind().dialect.name, on=list(key))
+        .values(**key, **values)
+        .returning(model)
+    )
+    inserted = await session.scalar(statement)
+    if inserted is not None:
+        return inserted, True
+    # Another caller inserted it since the first look; its row is committed by now (the
+    # conflict is only reported once the other transaction is over).
+    found = await session.scalar(
+        select(model).where(*where).execution_options(populate_existing=True)
+    )
+    if found is None:
+        raise LookupError(f"{model.__tablename__}: the row of {dict(key)} vanished at once")
+    return found, False
 
 
 # SQLAlchemy's own default: enough for a short-lived tool (a CLI command, a migration).

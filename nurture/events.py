@@ -12,7 +12,7 @@ import zoneinfo
 from datetime import UTC, datetime, timedelta
 from email.utils import getaddresses
 from functools import cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -25,81 +25,13 @@ from pydantic import (
     model_validator,
 )
 
-EVENT_TYPES: tuple[str, ...] = (
-    "lead.updated",
-    "email.opened",
-    "email.clicked",
-    "email.replied",
-    "email.bounced",
-    "page.visited",
-    "form.submitted",
-    "webinar.registered",
-    "webinar.attended",
-    "meeting.booked",
-    "call.completed",
-    "handoff.rejected",
-    "opportunity.won",
-    "opportunity.lost",
-    "lead.unsubscribed",
-    "lead.do_not_contact",
-    "lead.erased",
-)
-
-EventType = Literal[
-    "lead.updated",
-    "email.opened",
-    "email.clicked",
-    "email.replied",
-    "email.bounced",
-    "page.visited",
-    "form.submitted",
-    "webinar.registered",
-    "webinar.attended",
-    "meeting.booked",
-    "call.completed",
-    "handoff.rejected",
-    "opportunity.won",
-    "opportunity.lost",
-    "lead.unsubscribed",
-    "lead.do_not_contact",
-    "lead.erased",
-]
-
-# Engagement: behaviour that scores and can wake a wait.
-ENGAGEMENT_TYPES: frozenset[str] = frozenset(
-    {
-        "email.opened",
-        "email.clicked",
-        "email.replied",
-        "page.visited",
-        "form.submitted",
-        "webinar.registered",
-        "webinar.attended",
-        "meeting.booked",
-    }
-)
-
-CALL_OUTCOMES: tuple[str, ...] = (
-    "connected",
-    "qualified",
-    "meeting_booked",
-    "voicemail",
-    "no_answer",
-    "wrong_number",
-    "not_interested",
-    "call_back_later",
-)
-CallOutcome = Literal[
-    "connected",
-    "qualified",
-    "meeting_booked",
-    "voicemail",
-    "no_answer",
-    "wrong_number",
-    "not_interested",
-    "call_back_later",
-]
-TOSS_UP_OUTCOMES: frozenset[str] = frozenset({"qualified", "meeting_booked"})
+# Re-exported: the vocabulary is defined in nurture.vocabulary, and read from here too.
+from nurture.vocabulary import CALL_OUTCOMES as CALL_OUTCOMES
+from nurture.vocabulary import ENGAGEMENT_TYPES as ENGAGEMENT_TYPES
+from nurture.vocabulary import EVENT_TYPES as EVENT_TYPES
+from nurture.vocabulary import TOSS_UP_OUTCOMES as TOSS_UP_OUTCOMES
+from nurture.vocabulary import CallOutcome as CallOutcome
+from nurture.vocabulary import EventType
 
 # Lead fields that identify a person: never in workflow input, ids or search attributes.
 PERSONAL_FIELDS: tuple[str, ...] = ("email", "first_name", "last_name", "company", "title", "phone")

@@ -29,7 +29,7 @@ from nurture.state import (
 )
 
 # When several events ask for different stages at once, the strongest wins.
-_PRIORITY: dict[str, int] = {"closed": 6, "won": 5, "sql": 4, "lost": 3, "recycling": 2, "mql": 1}
+_PRIORITY: dict[Stage, int] = {"closed": 6, "won": 5, "sql": 4, "lost": 3, "recycling": 2, "mql": 1}
 
 
 class Transition(BaseModel):

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 
 from nurture import activity_models as am
-from nurture import interpreter, lifecycle, timing
+from nurture import interpreter, keys, lifecycle, timing
 from nurture.cadence import Cadence
 from nurture.durations import parse_duration
 from nurture.events import Event
@@ -394,7 +394,7 @@ class LeadMachine:
                 f"no outcome {follow_up} after the toss-up; owner and ops alerted",
             )
             yield from self._notify(
-                f"{state.facts.id}|{state.cycle}|follow-up",
+                keys.sales_follow_up(state.facts.id, state.cycle),
                 [state.owner or "ops", "ops"],
                 f"Lead {state.facts.id}: no sales outcome yet",
                 f"Lead {state.facts.id} was tossed up on {_fmt(state.tossed_up_at)} "
@@ -609,17 +609,17 @@ class LeadMachine:
 
     def _visit(self, step: str) -> int:
         """How many times ``step`` of the current cadence ran in this cycle."""
-        return self._state.visits.get(f"{self._position.cadence.id}|{step}", 0)
+        return self._state.visits.get(keys.visit_counter(self._position.cadence.id, step), 0)
 
     def _use_visit(self, step: str, visit: int) -> None:
-        self._state.visits[f"{self._position.cadence.id}|{step}"] = visit
+        self._state.visits[keys.visit_counter(self._position.cadence.id, step)] = visit
 
     def _touch(self, step: str, visit: int) -> dict[str, Any]:
         """What every touch's input names: where it is, and its idempotency key."""
         state = self._state
         cadence = self._position.cadence.id
         return {
-            "key": am.side_effect_key(state.facts.id, state.cycle, cadence, step, visit),
+            "key": keys.touch(state.facts.id, state.cycle, cadence, step, visit),
             "lead_id": state.facts.id,
             "cycle": state.cycle,
             "cadence": cadence,
@@ -742,7 +742,7 @@ class LeadMachine:
                 yield from self._erase()
             if before == "sql":
                 yield from self._notify(
-                    f"{state.facts.id}|{state.cycle}|closed",
+                    keys.closed_with_sales(state.facts.id, state.cycle),
                     [state.owner or "ops", "ops"],
                     f"Lead {state.facts.id} closed",
                     f"Lead {state.facts.id} was with sales and is now closed: {transition.why}.",
@@ -755,7 +755,7 @@ class LeadMachine:
         result: am.HandoffResult = yield Perform(
             am.HANDOFF,
             am.HandoffInput(
-                key=f"{state.facts.id}|{state.cycle}",
+                key=keys.opportunity(state.facts.id, state.cycle),
                 lead_id=state.facts.id,
                 cycle=state.cycle,
                 owner=state.owner,

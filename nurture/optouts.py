@@ -10,10 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nurture.db import CallTask, EmailSend, EventRow, LeadRow, ReceivedMail, Suppression
+from nurture.db import (
+    CallTask,
+    EmailSend,
+    EventRow,
+    LeadRow,
+    ReceivedMail,
+    Suppression,
+    insert_once,
+)
 from nurture.events import PERSONAL_FIELDS, address_key
 
 # The lead's contact details (the fields the workflow never carries), and `account`, which
@@ -31,25 +38,17 @@ async def suppress_address(
         workflows must be told).
     """
     address = address_key(address)
-    for attempt in (1, 2):
-        async with sessions() as session:
-            leads = (
-                await session.scalars(select(LeadRow).where(func.lower(LeadRow.email) == address))
-            ).all()
-            before = {row.id: row.unsubscribed for row in leads}
-            for row in leads:
-                row.unsubscribed = True
-            if await session.get(Suppression, address) is None:
-                session.add(Suppression(email=address, reason=reason, at=now))
-            try:
-                await session.commit()
-                return before
-            except IntegrityError:
-                # The same address suppressed concurrently: its row is there now.
-                await session.rollback()
-                if attempt == 2:
-                    raise
-    return {}
+    async with sessions() as session:
+        leads = (
+            await session.scalars(select(LeadRow).where(func.lower(LeadRow.email) == address))
+        ).all()
+        before = {row.id: row.unsubscribed for row in leads}
+        for row in leads:
+            row.unsubscribed = True
+        # The same address suppressed concurrently keeps its first reason and time.
+        await insert_once(session, Suppression, {"email": address}, reason=reason, at=now)
+        await session.commit()
+        return before
 
 
 async def unsubscribe_address(

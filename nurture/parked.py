@@ -37,10 +37,10 @@ from nurture.intake import (
     record_event,
 )
 from nurture.temporal import TemporalUnavailable
+from nurture.vocabulary import FINAL_STAGES
 
 log = logging.getLogger(__name__)
 
-FINAL_STAGES = frozenset({"won", "closed"})
 # A lead's row is written just before its workflow starts: a signal in that gap finds no
 # workflow. Waiting this long (in total) covers the gap without holding a request for long.
 START_GAP_RETRIES = (0.1, 0.3, 0.6)

@@ -37,16 +37,15 @@ from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nurture.db import CallTask, EmailSend, EventRow, LeadRow, Opportunity, StageChange
+from nurture.vocabulary import TOUCH_STAGES, Stage
 
 GroupBy = Literal["source", "cadence", "step", "owner", "cycle"]
 GROUPINGS: tuple[str, ...] = get_args(GroupBy)
 FUNNEL_STAGES: tuple[str, ...] = ("lead", "mql", "sql", "won")
-# The stages a lead is touched in: a next touch due there and not done is a lead in a gap.
-TOUCH_STAGES: tuple[str, ...] = ("nurturing", "mql", "recycling")
 # CONTRACT.md: "a lead is stuck when its next touch is overdue by more than an hour".
 STUCK_AFTER = timedelta(hours=1)
 # Stages a lead stays in for a while, in the order a lead meets them (time-in-stage rows).
-DWELL_STAGES: tuple[str, ...] = ("nurturing", "recycling", "mql", "sql", "lost")
+DWELL_STAGES: tuple[Stage, ...] = ("nurturing", "recycling", "mql", "sql", "lost")
 EMAIL_EVENTS: tuple[str, ...] = ("email.opened", "email.clicked", "email.replied")
 # The label of a missing group value, so it stays visible rather than silently dropped.
 NONE_LABEL = "(none)"
@@ -586,7 +585,7 @@ async def stuck_leads(session: AsyncSession, *, now: datetime | None = None) -> 
             LeadRow.owner,
             LeadRow.next_touch_at,
         )
-        .where(LeadRow.stage.in_(TOUCH_STAGES), LeadRow.next_touch_at < now - STUCK_AFTER)
+        .where(LeadRow.stage.in_(sorted(TOUCH_STAGES)), LeadRow.next_touch_at < now - STUCK_AFTER)
         .order_by(LeadRow.next_touch_at, LeadRow.id)
     )
     return [

@@ -8,17 +8,18 @@ need plus a recent window.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from nurture.cadence import Cadence, Playbook
 from nurture.events import Event, LeadFacts
 
-Stage = Literal["nurturing", "mql", "sql", "won", "lost", "recycling", "closed"]
-STAGES: tuple[str, ...] = ("nurturing", "mql", "sql", "won", "lost", "recycling", "closed")
-TOUCH_STAGES: frozenset[str] = frozenset({"nurturing", "mql", "recycling"})
-FINAL_STAGES: frozenset[str] = frozenset({"won", "closed"})
+# Re-exported: the stages are defined in nurture.vocabulary, and read from here too.
+from nurture.vocabulary import FINAL_STAGES as FINAL_STAGES
+from nurture.vocabulary import STAGES as STAGES
+from nurture.vocabulary import TOUCH_STAGES as TOUCH_STAGES
+from nurture.vocabulary import Stage
 
 HISTORY_KEEP = 200
 SEEN_EVENTS_KEEP = 1000

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
 from nurture import activity_models as am
+from nurture import keys
 from nurture.catalog import CadenceCatalog
 from nurture.db import LeadRow
 from nurture.intake import account_of
@@ -153,7 +154,7 @@ def email_input(
 ) -> am.SendEmailInput:
     """The workflow's input for one email touch (visit 1 of cycle 0 unless told)."""
     values: dict[str, Any] = {"cycle": 0, "cadence": "touches", "visit": 1, "now": NOW, **extra}
-    key = am.side_effect_key(lead_id, values["cycle"], values["cadence"], step, values["visit"])
+    key = keys.touch(lead_id, values["cycle"], values["cadence"], step, values["visit"])
     return am.SendEmailInput(key=key, lead_id=lead_id, step=step, template=template, **values)
 
 
@@ -168,7 +169,7 @@ def call_input(lead_id: str, step: str = "intro-call", **extra: Any) -> am.CallT
         "now": NOW,
         **extra,
     }
-    key = am.side_effect_key(lead_id, values["cycle"], values["cadence"], step, values["visit"])
+    key = keys.touch(lead_id, values["cycle"], values["cadence"], step, values["visit"])
     return am.CallTaskInput(key=key, lead_id=lead_id, step=step, **values)
 
 

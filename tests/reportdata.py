@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from nurture import keys
 from nurture.db import CallTask, EmailSend, EventRow, LeadRow, Opportunity, StageChange
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -77,7 +78,7 @@ def _send(
     to: str | None = "x@example.com",
 ) -> EmailSend:
     return EmailSend(
-        key=f"{lead_id}|{cycle}|{cadence}|{step}|1",
+        key=keys.touch(lead_id, cycle, cadence, step, 1),
         lead_id=lead_id,
         cycle=cycle,
         cadence=cadence,
@@ -106,7 +107,7 @@ def _task(
     visit: int = 1,
 ) -> CallTask:
     return CallTask(
-        key=f"{lead_id}|{cycle}|{cadence}|{step}|{visit}",
+        key=keys.touch(lead_id, cycle, cadence, step, visit),
         lead_id=lead_id,
         cycle=cycle,
         cadence=cadence,
@@ -143,7 +144,7 @@ def _opportunity(
     reason: str | None = None,
 ) -> Opportunity:
     return Opportunity(
-        key=f"{lead_id}|{cycle}",
+        key=keys.opportunity(lead_id, cycle),
         lead_id=lead_id,
         cycle=cycle,
         owner=owner,

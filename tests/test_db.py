@@ -18,15 +18,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nurture.db import (
+    AppSecret,
     Base,
     CallTask,
     EmailSend,
     EventRow,
     LeadRow,
+    Opportunity,
     Suppression,
+    insert_once,
     make_engine,
-    touch_key,
 )
+from nurture.keys import touch as touch_key
 from nurture.migrate import alembic_config, migrate
 
 # database_url, migrated_url, sessions: fresh databases (SQLite; PostgreSQL when configured).
@@ -198,6 +201,53 @@ async def test_email_send_key_refuses_a_duplicate(sessions: Sessions) -> None:
     assert [(r.key, r.status, r.attempts) for r in rows] == [
         ("L-1|1|inbound|welcome|1", "queued", 0)
     ]
+
+
+async def test_insert_once_gives_concurrent_callers_the_same_row(sessions: Sessions) -> None:
+    async with sessions() as db, db.begin():
+        db.add(LeadRow(id="L-1"))
+
+    async def claim(owner: str) -> tuple[int, str | None, bool]:
+        async with sessions() as db:
+            row, created = await insert_once(
+                db, Opportunity, {"key": "L-1|0"}, lead_id="L-1", cycle=0, owner=owner,
+                trigger="threshold",
+            )  # fmt: skip
+            await db.commit()
+            return row.id, row.owner, created
+
+    claims = await asyncio.gather(*(claim(f"sdr-{n}") for n in range(8)))
+
+    assert sum(created for _id, _owner, created in claims) == 1
+    [winner] = [(row_id, owner) for row_id, owner, created in claims if created]
+    assert {(row_id, owner) for row_id, owner, _created in claims} == {winner}
+    async with sessions() as db:
+        rows = (await db.scalars(select(Opportunity))).all()
+    assert [(r.id, r.owner, r.trigger) for r in rows] == [(*winner, "threshold")]
+
+
+async def test_insert_once_keeps_the_callers_other_changes(sessions: Sessions) -> None:
+    async with sessions() as db, db.begin():
+        db.add(LeadRow(id="L-1"))
+        db.add(AppSecret(name="link", value="first"))
+
+    async with sessions() as db:
+        lead = await db.get(LeadRow, "L-1")
+        assert lead is not None
+        lead.owner = "ben"  # pending when the key turns out to be taken
+        secret, created = await insert_once(db, AppSecret, {"name": "link"}, value="second")
+        await db.commit()
+    assert (secret.value, created) == ("first", False)
+
+    async with sessions() as db:
+        lead = await db.get(LeadRow, "L-1")
+        assert lead is not None and lead.owner == "ben"
+        # Only a conflict on the key is a "found": a send for a missing lead still fails.
+        with pytest.raises(IntegrityError):
+            await insert_once(
+                db, EmailSend, {"key": "L-404|0|inbound|welcome|1"}, lead_id="L-404", cycle=0,
+                cadence="inbound", step="welcome", visit=1, template="welcome/first",
+            )  # fmt: skip
 
 
 async def test_constraints_hold_on_both_databases(sessions: Sessions) -> None:

@@ -415,6 +415,32 @@ async def test_the_kill_switch_holds_every_send_until_lifted(
     await lifted.acts.smtp.close()
 
 
+async def test_the_kill_switch_holds_a_notification_the_same_way(
+    activity_settings, sessions, faulty_sink
+):
+    await add_lead(sessions, "L-1", **MIA)
+    notice = am.NotifyInput(
+        key="L-1|0|follow-up", lead_id="L-1", to=["ben"], subject="Lead L-1: no outcome",
+        text="No sales outcome yet.", now=NOW,
+    )  # fmt: skip
+    paused = make_outbox(activity_settings(sending_paused=True), sessions, faulty_sink)
+
+    # Raised, not answered: a notification has no result to say "paused" in, so Temporal's
+    # retry is its wait. The outbox row is held exactly like a cadence email's.
+    with pytest.raises(ApplicationError) as raised:
+        await run(paused.acts.notify, notice)
+    assert raised.value.type == "SendingPaused" and not raised.value.non_retryable
+    assert faulty_sink.connections == 0
+    assert (await paused.row("notify|L-1|0|follow-up")).status == "queued"
+
+    lifted = make_outbox(activity_settings(), sessions, faulty_sink)
+    for _ in range(2):  # the retry after the switch is lifted, and one more
+        await run(lifted.acts.notify, notice)
+    assert [m["Subject"] for m in faulty_sink.messages] == ["Lead L-1: no outcome"]
+    assert (await lifted.row("notify|L-1|0|follow-up")).status == "sent"
+    await lifted.acts.smtp.close()
+
+
 # --- what the recipient gets -----------------------------------------------------------
 
 

@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from activities.smtp import SmtpSender
 from activities.tasks import TaskActivities
 from nurture import activity_models as am
+from nurture import keys
 from nurture.db import CallTask, EmailSend, LeadRow, Opportunity
 from nurture.settings import Settings
 
@@ -296,7 +297,7 @@ async def crm() -> AsyncIterator[FakeCrm]:
 
 def handoff_input(lead_id: str, cycle: int = 0) -> am.HandoffInput:
     return am.HandoffInput(
-        key=f"{lead_id}|{cycle}", lead_id=lead_id, cycle=cycle, owner="ben",
+        key=keys.opportunity(lead_id, cycle), lead_id=lead_id, cycle=cycle, owner="ben",
         trigger="form.submitted:demo", reason="hand-raiser: demo form", score=55, grade="B",
         now=NOW,
     )  # fmt: skip

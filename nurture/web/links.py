@@ -29,6 +29,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nurture import keys
 from nurture.appsecrets import link_key
 from nurture.db import EmailSend, EventRow, LeadRow
 from nurture.events import Event
@@ -284,9 +285,9 @@ async def record_click(
     data: dict[str, object] = {"url": url}
     if key:
         data["key"] = key
-        parts = key.split("|")
-        if len(parts) == 5:  # lead|cycle|cadence|step|visit (nurture.db.touch_key)
-            data["cadence"], data["step"] = parts[2], parts[3]
+        where = keys.touch_step(key)
+        if where is not None:
+            data["cadence"], data["step"] = where
     async with services.sessions() as session:
         lead = await session.get(LeadRow, lead_id)
         if lead is None or lead.erased_at is not None:
