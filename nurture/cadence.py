@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Any, Literal, Union
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, NamedTuple, Protocol, Union
 
 from pydantic import (
     AfterValidator,
@@ -217,6 +218,64 @@ Step = Annotated[
 STEP_TYPES: tuple[str, ...] = ("email", "call", "wait", "branch", "exit")
 
 
+class Edge(NamedTuple):
+    """One way out of a step: where the cadence may go once the step has run."""
+
+    source: str
+    target: str  # a step id, or END
+    # "next": an email, call or wait step is done; "goto": a branch case matched;
+    # "default": no branch case matched.
+    via: Literal["next", "goto", "default"]
+    # Where the target is written inside the step (("cases", 0, "goto"), ("next",)); None
+    # when nothing is written and the cadence goes on to the step below (or ends).
+    key: tuple[str | int, ...] | None
+
+
+class _Linked(Protocol):
+    """What a step needs for its edges: a step model, or the loader's view of a step that
+    failed the schema (so jumps are still checked in a file with other mistakes)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def type(self) -> str | None: ...
+    @property
+    def next(self) -> str | None: ...
+
+
+def step_edges(steps: Sequence[_Linked]) -> list[list[Edge]]:
+    """Where each step can go next, in the order of ``steps``: the one place that says it.
+
+    A step goes to its ``next``, else the step below, else ``end``; a branch tries its cases
+    in order, then its ``default`` (else where it would go on by itself); an exit goes
+    nowhere. The last item of ``steps`` only serves as the step below the one before it.
+    """
+    out: list[list[Edge]] = []
+    for i, step in enumerate(steps):
+        if step.next is not None:
+            onward = Edge(step.id, step.next, "next", ("next",))
+        else:
+            below = steps[i + 1].id if i + 1 < len(steps) else END
+            onward = Edge(step.id, below, "next", None)
+        if step.type == "exit":
+            out.append([])
+        elif step.type == "branch":
+            branch: Any = step  # BranchStep, or a view of one with the same names
+            edges = [
+                Edge(step.id, case.goto, "goto", ("cases", j, "goto"))
+                for j, case in enumerate(branch.cases)
+                if case.goto is not None
+            ]
+            if branch.default is not None:
+                edges.append(Edge(step.id, branch.default, "default", ("default",)))
+            else:
+                edges.append(onward._replace(via="default"))
+            out.append(edges)
+        else:
+            out.append([onward])
+    return out
+
+
 class Cadence(_Strict):
     """One cadence file: an ordered list of steps with jumps."""
 
@@ -238,13 +297,22 @@ class Cadence(_Strict):
                 return i
         raise KeyError(f"cadence '{self.id}' has no step '{step_id}'")
 
-    def following(self, step_id: str) -> str:
-        """The step after ``step_id``: its ``next``, else the one below it, else ``end``."""
-        step = self.step(step_id)
-        if step.next is not None:
-            return step.next
+    def edges(self) -> dict[str, list[Edge]]:
+        """Where each step can go next, by step id (see :func:`step_edges`)."""
+        return {step.id: out for step, out in zip(self.steps, step_edges(self.steps), strict=True)}
+
+    def edges_from(self, step_id: str) -> list[Edge]:
+        """Where ``step_id`` can go next: a branch's cases in order then its otherwise; one
+        edge for email, call and wait steps; none for an exit."""
         i = self.index(step_id)
-        return self.steps[i + 1].id if i + 1 < len(self.steps) else END
+        return step_edges(self.steps[i : i + 2])[0]
+
+    def following(self, step_id: str) -> str:
+        """Where the cadence goes once ``step_id`` (not a branch, not an exit) is done."""
+        for edge in self.edges_from(step_id):
+            if edge.via == "next":
+                return edge.target
+        raise KeyError(f"step '{step_id}' of cadence '{self.id}' does not go on by itself")
 
     @property
     def version(self) -> str:

@@ -32,8 +32,10 @@ from nurture.cadence import (
     WEEKDAYS,
     Cadence,
     CadenceSet,
+    Edge,
     Grading,
     Playbook,
+    step_edges,
 )
 from nurture.events import CALL_OUTCOMES, EVENT_TYPES
 from nurture.rendering import Renderer
@@ -710,6 +712,31 @@ class _Step:
     def where(self) -> str:
         return f"step '{self.id}'" if not self.id.startswith("#") else f"step {self.id}"
 
+    # The names step_edges() reads, from the plain data (a jump that is not text is none).
+    @property
+    def next(self) -> str | None:
+        return _text(self.raw.get("next"))
+
+    @property
+    def default(self) -> str | None:
+        return _text(self.raw.get("default"))
+
+    @property
+    def cases(self) -> list[_Case]:
+        cases = self.raw.get("cases")
+        if not isinstance(cases, list):
+            return []
+        return [_Case(_text(c.get("goto")) if isinstance(c, dict) else None) for c in cases]
+
+
+@dataclass(frozen=True)
+class _Case:
+    goto: str | None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
 
 @dataclass
 class _StepGraph:
@@ -776,36 +803,21 @@ class _StepGraph:
         yield from self._unreachable(ids)
         yield from self._spinning_loops(ids)
 
-    def following(self, step: _Step) -> str:
-        nxt = step.raw.get("next")
-        if isinstance(nxt, str):
-            return nxt
-        return self.steps[step.index + 1].id if step.index + 1 < len(self.steps) else END
+    def edges(self) -> dict[str, list[Edge]]:
+        """Where each step can go next (duplicate ids: the first step's edges)."""
+        out: dict[str, list[Edge]] = {}
+        for step, edges in zip(self.steps, step_edges(self.steps), strict=True):
+            out.setdefault(step.id, edges)
+        return out
 
     def successors(self, step: _Step) -> list[str]:
         """The steps a step can lead to, as the interpreter runs it (``end`` is no step)."""
-        if step.type == "exit":
-            return []
-        if step.type == "branch":
-            out = [t for _p, key, t in self._jumps(step) if key == "goto"]
-            default = step.raw.get("default")
-            out.append(default if isinstance(default, str) else self.following(step))
-        else:
-            out = [self.following(step)]
-        return [target for target in out if target != END]
+        return [e.target for e in self.edges()[step.id] if e.target != END]
 
     def _jumps(self, step: _Step) -> Iterator[tuple[DataPath, str, str]]:
-        if isinstance(step.raw.get("next"), str):
-            yield (*step.path, "next"), "next", step.raw["next"]
-        if step.type != "branch":
-            return
-        if isinstance(step.raw.get("default"), str):
-            yield (*step.path, "default"), "default", step.raw["default"]
-        cases = step.raw.get("cases")
-        if isinstance(cases, list):
-            for j, case in enumerate(cases):
-                if isinstance(case, dict) and isinstance(case.get("goto"), str):
-                    yield (*step.path, "cases", j, "goto"), "goto", case["goto"]
+        for edge in self.edges()[step.id]:
+            if edge.key is not None:
+                yield (*step.path, *edge.key), str(edge.key[-1]), edge.target
 
     def _conditions(self, step: _Step) -> Iterator[tuple[DataPath, Any]]:
         cases = step.raw.get("cases") if step.type == "branch" else None
