@@ -6,9 +6,12 @@ workflow (which receives a snapshot of them). Pure: no I/O, no temporalio.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import date
 from typing import Annotated, Any, Literal, NamedTuple, Protocol, Union
 
 from pydantic import (
@@ -18,11 +21,15 @@ from pydantic import (
     Discriminator,
     Field,
     Tag,
+    ValidationError,
     WithJsonSchema,
+    field_validator,
+    model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from nurture.durations import DURATION_PATTERN, parse_duration
-from nurture.events import CallOutcome, EventType
+from nurture.events import EVENT_TYPES, PERSONAL_FIELDS, CallOutcome, EventType
 
 
 def _check_duration(value: str) -> str:
@@ -43,6 +50,41 @@ END = "end"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- rules across fields ------------------------------------------------------------------
+#
+# What a field's type cannot say (a grade that names no band, a send window that never
+# opens) is checked by the models too, so every user of them (the loader, a snapshot built
+# in a test, the workflow's input) gets the same answer. A rule's error has the type
+# RULE_ERROR, its location is the data path of what is wrong (no union tags), and its
+# message is for the person who wrote the file, as it stands.
+
+RULE_ERROR = "rule"
+Loc = tuple[str | int, ...]
+
+
+def rule_error(loc: Loc, message: str, value: Any = None) -> InitErrorDetails:
+    """One broken rule at ``loc`` (relative to the model that checks it)."""
+    return {"type": PydanticCustomError(RULE_ERROR, message), "loc": loc, "input": value}
+
+
+def raise_rules(model: type[BaseModel], errors: Sequence[InitErrorDetails]) -> None:
+    """Raise ``errors`` at their own locations (a plain ValueError would point at the model)."""
+    if errors:
+        raise ValidationError.from_exception_data(model.__name__, list(errors))
+
+
+def unknown_grade(grade: Any, bands: Iterable[str]) -> str:
+    return (
+        f"grade '{grade}' is not in grading.bands ({', '.join(sorted(bands))}): use one of "
+        "them or add the band"
+    )
+
+
+def _did_you_mean(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 # --- conditions -------------------------------------------------------------------------
@@ -165,6 +207,43 @@ Condition = Annotated[
 AllCondition.model_rebuild()
 AnyCondition.model_rebuild()
 NotCondition.model_rebuild()
+
+
+def walk_conditions(loc: Loc, condition: Any) -> Iterator[tuple[Loc, Any]]:
+    """Every condition inside ``condition`` (itself included), with its data path."""
+    yield loc, condition
+    if isinstance(condition, AllCondition | AnyCondition):
+        key = "all" if isinstance(condition, AllCondition) else "any"
+        for i, inner in enumerate(getattr(condition, key)):
+            yield from walk_conditions((*loc, key, i), inner)
+    elif isinstance(condition, NotCondition):
+        yield from walk_conditions((*loc, "not"), condition.not_)
+
+
+def condition_rules(
+    loc: Loc, condition: Any, bands: Iterable[str] | None
+) -> list[InitErrorDetails]:
+    """A condition's grades must name bands; its fields must reach the workflow."""
+    errors: list[InitErrorDetails] = []
+    for at, inner in walk_conditions(loc, condition):
+        if isinstance(inner, GradeCondition) and bands is not None:
+            known = set(bands)
+            for i, grade in enumerate(inner.grade_in):
+                if grade not in known:
+                    errors.append(
+                        rule_error((*at, "grade_in", i), unknown_grade(grade, known), grade)
+                    )
+        if isinstance(inner, FieldCondition) and inner.field in PERSONAL_FIELDS:
+            errors.append(
+                rule_error(
+                    (*at, "field"),
+                    f"field '{inner.field}' never reaches the workflow (personal data stays "
+                    "out of it), so this rule never matches: decide on country, industry, "
+                    "employees, tier_account, source or a free field",
+                    inner.field,
+                )
+            )
+    return errors
 
 
 # --- steps ------------------------------------------------------------------------------
@@ -348,6 +427,15 @@ class Grading(_Strict):
     rules: list[GradingRule] = Field(default_factory=list)
     bands: dict[str, int] = Field(default_factory=lambda: {"A": 70, "B": 40, "C": 20, "D": 0})
 
+    @field_validator("bands")
+    @classmethod
+    def _some_band(cls, bands: dict[str, int]) -> dict[str, int]:
+        if not bands:
+            raise PydanticCustomError(
+                RULE_ERROR, "no bands: define at least one, e.g. {A: 70, B: 40, C: 0}"
+            )
+        return bands
+
     def band(self, points: int) -> str:
         """The best band whose floor ``points`` reaches; the lowest band otherwise."""
         ordered = sorted(self.bands.items(), key=lambda kv: kv[1], reverse=True)
@@ -366,11 +454,35 @@ class TossUpThreshold(_Strict):
     grades: list[str] = Field(default_factory=list, description="Empty: any grade.")
 
 
+def _check_hand_raiser(item: str) -> str:
+    if item in EVENT_TYPES:
+        return item
+    event, sep, form = item.partition(":")
+    if not sep:
+        message = (
+            f"'{item}' is not an event type{_did_you_mean(item, EVENT_TYPES)}: write an event "
+            "type or form.submitted:<form>"
+        )
+    elif event != "form.submitted":
+        message = (
+            f"'{item}': only form.submitted takes a ':<form>' suffix; write an event type "
+            "or form.submitted:<form>"
+        )
+    elif not form.strip():
+        message = f"'{item}' names no form: write form.submitted:<form>, e.g. form.submitted:demo"
+    else:
+        return item
+    raise PydanticCustomError(RULE_ERROR, message)
+
+
+HandRaiser = Annotated[str, AfterValidator(_check_hand_raiser)]
+
+
 class Thresholds(_Strict):
     mql: MqlThreshold
     toss_up: TossUpThreshold
     sales_follow_up: Duration = "14d"
-    hand_raisers: list[str] = Field(
+    hand_raisers: list[HandRaiser] = Field(
         default_factory=list, description="Event types, or type:form for form.submitted."
     )
 
@@ -390,6 +502,32 @@ class Routing(_Strict):
     mql_cadence: str
     recycle: dict[str, RecycleRule | Literal["never"]] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _entry_order(self) -> Routing:
+        """First match wins, so a rule after a catch-all never applies, and a list without
+        one leaves some leads with no cadence."""
+        errors: list[InitErrorDetails] = []
+        catch_all = next((i for i, r in enumerate(self.entry) if r.when is None), None)
+        if catch_all is None:
+            errors.append(
+                rule_error(
+                    ("entry", len(self.entry) - 1),
+                    "the last entry rule has a 'when', so a lead that matches no rule gets no "
+                    "cadence: end the list with a rule that has only 'cadence:'",
+                )
+            )
+        else:
+            errors.extend(
+                rule_error(
+                    ("entry", i),
+                    f"this rule never applies: rule [{catch_all}] above has no 'when' and "
+                    "takes every lead (move the catch-all rule last)",
+                )
+                for i in range(catch_all + 1, len(self.entry))
+            )
+        raise_rules(Routing, errors)
+        return self
+
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -406,12 +544,53 @@ class SendWindow(_Strict):
     start: ClockTime = "09:00"
     end: EndClockTime = "18:00"
 
+    @field_validator("days")
+    @classmethod
+    def _some_day(cls, days: list[str]) -> list[str]:
+        if not days:
+            raise PydanticCustomError(
+                RULE_ERROR,
+                "no days: the window is never open; list days, e.g. [mon, tue, wed, thu, fri]",
+            )
+        return days
+
+    @model_validator(mode="after")
+    def _opens(self) -> SendWindow:
+        if self.start >= self.end:  # HH:MM text sorts as time does
+            at = "start" if "start" in self.model_fields_set else "end"
+            raise_rules(
+                SendWindow,
+                [
+                    rule_error(
+                        (at,),
+                        f"start {self.start} is not before end {self.end}: the window would be "
+                        "empty (it cannot cross midnight); make start earlier than end",
+                    )
+                ],
+            )
+        return self
+
+
+def _check_iso_date(text: str) -> str:
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            date.fromisoformat(text)
+            return text
+    except ValueError:
+        pass
+    raise PydanticCustomError(
+        RULE_ERROR, f"'{text}' is not an ISO date: write YYYY-MM-DD, e.g. 2026-12-25"
+    )
+
+
+IsoDate = Annotated[str, AfterValidator(_check_iso_date)]
+
 
 class Limits(_Strict):
     max_emails_per_week: int | None = Field(default=None, ge=1)
     min_gap_between_touches: Duration | None = None
     send_window: SendWindow = Field(default_factory=SendWindow)
-    holidays: list[str] = Field(default_factory=list, description="ISO dates, YYYY-MM-DD.")
+    holidays: list[IsoDate] = Field(default_factory=list, description="ISO dates, YYYY-MM-DD.")
 
 
 class Sdr(_Strict):
@@ -425,6 +604,24 @@ class Team(_Strict):
     sdrs: list[Sdr] = Field(default_factory=list)
     assignment: Literal["round_robin"] = "round_robin"
     call_due: Duration = "1 business day"
+
+    @model_validator(mode="after")
+    def _one_id_each(self) -> Team:
+        first: dict[str, int] = {}
+        errors: list[InitErrorDetails] = []
+        for i, sdr in enumerate(self.sdrs):
+            if sdr.id in first:
+                errors.append(
+                    rule_error(
+                        ("sdrs", i, "id"),
+                        f"SDR id '{sdr.id}' is used twice (first at team.sdrs[{first[sdr.id]}]): "
+                        "give each SDR their own id",
+                        sdr.id,
+                    )
+                )
+            first.setdefault(sdr.id, i)
+        raise_rules(Team, errors)
+        return self
 
 
 class Sender(_Strict):
@@ -445,6 +642,22 @@ class Playbook(_Strict):
     limits: Limits = Field(default_factory=Limits)
     team: Team = Field(default_factory=Team)
     sender: Sender
+
+    @model_validator(mode="after")
+    def _grades_name_bands(self) -> Playbook:
+        bands = set(self.grading.bands)
+        errors = [
+            rule_error(("thresholds", "toss_up", "grades", i), unknown_grade(grade, bands), grade)
+            for i, grade in enumerate(self.thresholds.toss_up.grades)
+            if grade not in bands
+        ]
+        for i, rule in enumerate(self.grading.rules):
+            errors.extend(condition_rules(("grading", "rules", i, "when"), rule.when, bands))
+        for i, entry in enumerate(self.routing.entry):
+            if entry.when is not None:
+                errors.extend(condition_rules(("routing", "entry", i, "when"), entry.when, bands))
+        raise_rules(Playbook, errors)
+        return self
 
     @property
     def version(self) -> str:

@@ -18,7 +18,6 @@ import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -28,6 +27,7 @@ from pydantic_core import ErrorDetails
 from nurture.cadence import (
     CONDITION_KEYS,
     END,
+    RULE_ERROR,
     STEP_TYPES,
     WEEKDAYS,
     Cadence,
@@ -36,6 +36,7 @@ from nurture.cadence import (
     Grading,
     Playbook,
     step_edges,
+    unknown_grade,
 )
 from nurture.events import CALL_OUTCOMES, EVENT_TYPES
 from nurture.rendering import Renderer
@@ -308,7 +309,9 @@ class _Run:
             for error in _humane_errors(Cadence, exc, doc.data):
                 where, prefix = _cadence_where(data, error.path)
                 line = doc.line_of(error.line_path)
-                message = f"{prefix}: {error.message}" if prefix else error.message
+                # A rule's message names what it is about; a field error needs its field.
+                named = prefix and error.kind != RULE_ERROR
+                message = f"{prefix}: {error.message}" if named else error.message
                 self.problem(cf.file, line, where, message)
         cadence_id = data.get("id")
         if isinstance(cadence_id, str) and cadence_id != cf.path.stem:
@@ -384,8 +387,6 @@ class _Run:
                 self.problem(
                     pf.file, doc.line_of(error.line_path), _dotted(error.path), error.message
                 )
-        for line_path, message in _playbook_problems(doc.data):
-            self.problem(pf.file, doc.line_of(line_path), _dotted(line_path), message)
         return model
 
     def _check_routing(self, pf: _PlaybookFile) -> None:
@@ -465,6 +466,10 @@ def _humane_errors(root: type[BaseModel], exc: ValidationError, data: Any) -> li
     out: list[_Error] = []
     union_groups: dict[DataPath, list[tuple[ErrorDetails, ResolvedLocation]]] = {}
     for error in exc.errors():
+        if error["type"] == RULE_ERROR:  # the models' own rules: already a data path
+            loc = tuple(error["loc"])
+            out.append(_Error(loc, loc, error["msg"], RULE_ERROR))
+            continue
         resolved = resolve_location(root, tuple(error["loc"]))
         if resolved.union_path is not None:
             union_groups.setdefault(resolved.union_path, []).append((error, resolved))
@@ -988,180 +993,4 @@ def _grade_problems(
         return
     for i, grade in enumerate(grades):
         if str(grade) not in bands:
-            yield (*path, "grade_in", i), _unknown_grade(grade, bands)
-
-
-def _unknown_grade(grade: Any, bands: set[str]) -> str:
-    return (
-        f"grade '{grade}' is not in grading.bands ({', '.join(sorted(bands))}): use one of "
-        "them or add the band"
-    )
-
-
-# --- the playbook's own rules ---------------------------------------------------------------
-
-
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _playbook_problems(data: dict[str, Any]) -> Iterator[tuple[DataPath, str]]:
-    """What the playbook schema cannot say by itself."""
-    grading = data.get("grading")
-    bands_raw = grading.get("bands") if isinstance(grading, dict) else None
-    bands = {str(k) for k in bands_raw} if isinstance(bands_raw, dict) else set(DEFAULT_BANDS)
-    if isinstance(bands_raw, dict) and not bands_raw:
-        yield ("grading", "bands"), "no bands: define at least one, e.g. {A: 70, B: 40, C: 0}"
-
-    thresholds = data.get("thresholds")
-    if isinstance(thresholds, dict):
-        toss_up = thresholds.get("toss_up")
-        grades = toss_up.get("grades") if isinstance(toss_up, dict) else None
-        if isinstance(grades, list):
-            for i, grade in enumerate(grades):
-                if str(grade) not in bands:
-                    yield ("thresholds", "toss_up", "grades", i), _unknown_grade(grade, bands)
-        raisers = thresholds.get("hand_raisers")
-        if isinstance(raisers, list):
-            for i, item in enumerate(raisers):
-                if isinstance(item, str) and (message := _hand_raiser_problem(item)):
-                    yield ("thresholds", "hand_raisers", i), message
-                elif not isinstance(item, str):
-                    yield (
-                        ("thresholds", "hand_raisers", i),
-                        (f"expected an event type or form.submitted:<form>, got {_describe(item)}"),
-                    )
-
-    for path, condition in _playbook_conditions(data):
-        yield from _grade_problems(path, condition, bands)
-
-    routing = data.get("routing")
-    entry = routing.get("entry") if isinstance(routing, dict) else None
-    if isinstance(entry, list) and entry:
-        catch_all: int | None = None
-        for i, rule in enumerate(entry):
-            if not isinstance(rule, dict):
-                continue
-            if catch_all is not None:
-                yield (
-                    ("routing", "entry", i),
-                    (
-                        f"this rule never applies: rule [{catch_all}] above has no 'when' and "
-                        "takes every lead (move the catch-all rule last)"
-                    ),
-                )
-            elif rule.get("when") is None:
-                catch_all = i
-        last = entry[-1]
-        if catch_all is None and isinstance(last, dict) and last.get("when") is not None:
-            yield (
-                ("routing", "entry", len(entry) - 1),
-                (
-                    "the last entry rule has a 'when', so a lead that matches no rule gets no "
-                    "cadence: end the list with a rule that has only 'cadence:'"
-                ),
-            )
-
-    limits = data.get("limits")
-    if isinstance(limits, dict):
-        window = limits.get("send_window")
-        if isinstance(window, dict):
-            yield from _window_problems(window)
-        holidays = limits.get("holidays")
-        if isinstance(holidays, list):
-            for i, day in enumerate(holidays):
-                if isinstance(day, str) and not _is_iso_date(day):
-                    yield (
-                        ("limits", "holidays", i),
-                        (f"'{day}' is not an ISO date: write YYYY-MM-DD, e.g. 2026-12-25"),
-                    )
-
-    team = data.get("team")
-    sdrs = team.get("sdrs") if isinstance(team, dict) else None
-    if isinstance(sdrs, list):
-        first: dict[str, int] = {}
-        for i, sdr in enumerate(sdrs):
-            sdr_id = sdr.get("id") if isinstance(sdr, dict) else None
-            if not isinstance(sdr_id, str):
-                continue
-            if sdr_id in first:
-                yield (
-                    ("team", "sdrs", i, "id"),
-                    (
-                        f"SDR id '{sdr_id}' is used twice (first at team.sdrs[{first[sdr_id]}]): "
-                        "give each SDR their own id"
-                    ),
-                )
-            else:
-                first[sdr_id] = i
-
-
-def _playbook_conditions(data: dict[str, Any]) -> Iterator[tuple[DataPath, dict[str, Any]]]:
-    grading = data.get("grading")
-    rules = grading.get("rules") if isinstance(grading, dict) else None
-    routing = data.get("routing")
-    entry = routing.get("entry") if isinstance(routing, dict) else None
-    for section, items in (
-        (("grading", "rules"), rules),
-        (("routing", "entry"), entry),
-    ):
-        if isinstance(items, list):
-            for i, item in enumerate(items):
-                if isinstance(item, dict) and "when" in item:
-                    yield from _walk_conditions((*section, i, "when"), item["when"])
-
-
-def _hand_raiser_problem(item: str) -> str | None:
-    if item in EVENT_TYPES:
-        return None
-    event, sep, form = item.partition(":")
-    if sep:
-        if event != "form.submitted":
-            return (
-                f"'{item}': only form.submitted takes a ':<form>' suffix; write an event type "
-                "or form.submitted:<form>"
-            )
-        if not form.strip():
-            return f"'{item}' names no form: write form.submitted:<form>, e.g. form.submitted:demo"
-        return None
-    return (
-        f"'{item}' is not an event type{_did_you_mean(item, EVENT_TYPES)}: write an event type "
-        "or form.submitted:<form>"
-    )
-
-
-def _window_problems(window: dict[str, Any]) -> Iterator[tuple[DataPath, str]]:
-    base: DataPath = ("limits", "send_window")
-    days = window.get("days")
-    if isinstance(days, list) and not days:
-        yield (
-            (*base, "days"),
-            ("no days: the window is never open; list days, e.g. [mon, tue, wed, thu, fri]"),
-        )
-    start = window.get("start", "09:00")
-    end = window.get("end", "18:00")
-    clock = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-    if (
-        isinstance(start, str)
-        and isinstance(end, str)
-        and clock.match(start)
-        and clock.match(end)
-        and start >= end
-    ):
-        at = (*base, "start") if "start" in window else (*base, "end")
-        yield (
-            at,
-            (
-                f"start {start} is not before end {end}: the window would be empty (it cannot "
-                "cross midnight); make start earlier than end"
-            ),
-        )
-
-
-def _is_iso_date(text: str) -> bool:
-    if not _ISO_DATE.match(text):
-        return False
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
+            yield (*path, "grade_in", i), unknown_grade(grade, bands)

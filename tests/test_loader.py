@@ -8,9 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from nurture.cadence import Cadence, CadenceSet, EmailStep, FieldCondition, WaitStep
+from nurture.cadence import Cadence, CadenceSet, EmailStep, FieldCondition, Playbook, WaitStep
 from nurture.cli.cadences import app as cadences_app
 from nurture.durations import DURATION_HELP
 from nurture.loader import (
@@ -217,6 +218,28 @@ def test_load_cadence_set_raises_with_every_problem(tmp_path: Path) -> None:
     assert "2 problems" in text
     assert "goto 'nudj' names no step (did you mean 'nudge'?)" in text
     assert "wait_for_outcome: '2 days' is not a duration" in text
+
+
+def test_the_playbook_rules_hold_for_a_playbook_built_without_the_loader(tmp_path: Path) -> None:
+    data = load_yaml((base_set(tmp_path) / "cadences" / "playbook.yaml").read_text()).data
+    data["limits"]["send_window"] = {"start": "18:00", "end": "09:00"}
+    data["thresholds"]["toss_up"]["grades"] = ["A", "Z"]
+
+    with pytest.raises(ValidationError) as caught:
+        Playbook.model_validate(data)
+
+    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [
+        ("rule", ("limits", "send_window", "start")),
+    ]
+    data["limits"]["send_window"] = {"start": "09:00", "end": "24:00"}
+    with pytest.raises(ValidationError) as caught:
+        Playbook.model_validate(data)
+    assert [(e["loc"], e["msg"]) for e in caught.value.errors()] == [
+        (
+            ("thresholds", "toss_up", "grades", 1),
+            "grade 'Z' is not in grading.bands (A, B, C): use one of them or add the band",
+        )
+    ]
 
 
 def test_yaml_1_2_keeps_no_and_clock_times_as_strings(tmp_path: Path) -> None:
