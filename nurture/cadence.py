@@ -12,7 +12,7 @@ import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import date
-from typing import Annotated, Any, Literal, NamedTuple, Protocol, Union
+from typing import Annotated, Any, Literal, NamedTuple, Protocol, Union, get_args
 
 from pydantic import (
     AfterValidator,
@@ -22,11 +22,15 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
     WithJsonSchema,
+    WrapValidator,
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
+from pydantic_core.core_schema import ErrorType
 
 from nurture.durations import DURATION_PATTERN, parse_duration
 from nurture.events import EVENT_TYPES, PERSONAL_FIELDS, CallOutcome, EventType
@@ -210,14 +214,16 @@ NotCondition.model_rebuild()
 
 
 def walk_conditions(loc: Loc, condition: Any) -> Iterator[tuple[Loc, Any]]:
-    """Every condition inside ``condition`` (itself included), with its data path."""
+    """Every condition inside ``condition`` (itself included), with its data path.
+
+    Reads by name, so it walks the models and the loose view of a cadence alike."""
+    if condition is None:
+        return
     yield loc, condition
-    if isinstance(condition, AllCondition | AnyCondition):
-        key = "all" if isinstance(condition, AllCondition) else "any"
-        for i, inner in enumerate(getattr(condition, key)):
+    for key in ("all", "any"):
+        for i, inner in enumerate(getattr(condition, key, None) or []):
             yield from walk_conditions((*loc, key, i), inner)
-    elif isinstance(condition, NotCondition):
-        yield from walk_conditions((*loc, "not"), condition.not_)
+    yield from walk_conditions((*loc, "not"), getattr(condition, "not_", None))
 
 
 def condition_rules(
@@ -226,21 +232,23 @@ def condition_rules(
     """A condition's grades must name bands; its fields must reach the workflow."""
     errors: list[InitErrorDetails] = []
     for at, inner in walk_conditions(loc, condition):
-        if isinstance(inner, GradeCondition) and bands is not None:
+        grades = getattr(inner, "grade_in", None)
+        if grades and bands is not None:
             known = set(bands)
-            for i, grade in enumerate(inner.grade_in):
-                if grade not in known:
+            for i, grade in enumerate(grades):
+                if str(grade) not in known:
                     errors.append(
                         rule_error((*at, "grade_in", i), unknown_grade(grade, known), grade)
                     )
-        if isinstance(inner, FieldCondition) and inner.field in PERSONAL_FIELDS:
+        name = getattr(inner, "field", None)
+        if isinstance(name, str) and name in PERSONAL_FIELDS:
             errors.append(
                 rule_error(
                     (*at, "field"),
-                    f"field '{inner.field}' never reaches the workflow (personal data stays "
+                    f"field '{name}' never reaches the workflow (personal data stays "
                     "out of it), so this rule never matches: decide on country, industry, "
                     "employees, tier_account, source or a free field",
-                    inner.field,
+                    name,
                 )
             )
     return errors
@@ -295,6 +303,289 @@ Step = Annotated[
     Union[EmailStep, CallStep, WaitStep, BranchStep, ExitStep], Field(discriminator="type")
 ]
 STEP_TYPES: tuple[str, ...] = ("email", "call", "wait", "branch", "exit")
+
+
+# --- the rules of a cadence's steps ------------------------------------------------------
+#
+# They run on a loose view of the steps (a value of the wrong type reads as absent), so a
+# file with a schema mistake in one step still has its jumps, reachability and loops
+# checked: a marketer sees every problem at once.
+
+
+def _absent_if_invalid(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    try:
+        return handler(value)
+    except ValidationError:
+        return None
+
+
+_Text = Annotated[str | None, WrapValidator(_absent_if_invalid)]
+_LOOSE = ConfigDict(extra="ignore", from_attributes=True, populate_by_name=True, frozen=True)
+
+
+class _LooseCondition(BaseModel):
+    model_config = _LOOSE
+
+    event: _Text = None
+    step: _Text = None
+    field: _Text = None
+    grade_in: Annotated[list[Any] | None, WrapValidator(_absent_if_invalid)] = None
+    all: Annotated[list[_MaybeCondition] | None, WrapValidator(_absent_if_invalid)] = None
+    any: Annotated[list[_MaybeCondition] | None, WrapValidator(_absent_if_invalid)] = None
+    not_: _MaybeCondition = Field(default=None, alias="not")
+
+
+_MaybeCondition = Annotated[_LooseCondition | None, WrapValidator(_absent_if_invalid)]
+_LooseCondition.model_rebuild()
+
+
+class _LooseCase(BaseModel):
+    model_config = _LOOSE
+
+    goto: _Text = None
+    when: _MaybeCondition = None
+
+
+class _LooseStep(BaseModel):
+    """A step as far as jumps and conditions go; ``id`` is ``#<n>`` when it has none."""
+
+    model_config = _LOOSE
+
+    id: _Text = None
+    type: _Text = None
+    next: _Text = None
+    default: _Text = None
+    cases: Annotated[
+        list[Annotated[_LooseCase | None, WrapValidator(_absent_if_invalid)]] | None,
+        WrapValidator(_absent_if_invalid),
+    ] = None
+
+
+def _loose_steps(data: Any) -> list[_LooseStep] | None:
+    raw = data.get("steps") if isinstance(data, dict) else getattr(data, "steps", None)
+    if not isinstance(raw, list | tuple):
+        return None
+    steps = []
+    for i, item in enumerate(raw):
+        try:
+            step = _LooseStep.model_validate(item)
+        except ValidationError:
+            step = _LooseStep()
+        if not step.id:
+            step = step.model_copy(update={"id": f"#{i + 1}"})
+        if step.type == "branch":
+            cases = [c or _LooseCase() for c in step.cases or []]
+            step = step.model_copy(update={"cases": cases})
+        steps.append(step)
+    return steps
+
+
+def _where_to(target: str, names: Sequence[str], *, with_end: bool = True) -> str:
+    choices = [*names, END] if with_end else list(names)
+    suggestion = _did_you_mean(target, choices)
+    if suggestion:
+        return suggestion
+    listing = ", ".join(f"'{n}'" for n in names)
+    tail = ", or 'end'" if with_end else ""
+    return f" (steps: {listing}{tail})" if names else ""
+
+
+def step_rules(steps: Sequence[Any], bands: Iterable[str] | None) -> list[InitErrorDetails]:
+    """Ids, jumps, what conditions name, reachability and loops of a cadence's steps.
+
+    ``steps`` are step models, or the loose view of a file that failed the schema: both
+    have the names read here."""
+    errors: list[InitErrorDetails] = []
+    ids: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        assert step.id is not None
+        if step.id == END:
+            errors.append(
+                rule_error(
+                    ("steps", i, "id"),
+                    "'end' is reserved (a jump to 'end' ends the cadence): rename this step",
+                )
+            )
+        if step.id in ids:
+            errors.append(
+                rule_error(
+                    ("steps", i, "id"),
+                    f"step id '{step.id}' is used twice (first as step #{ids[step.id] + 1}): "
+                    "give each step its own id",
+                )
+            )
+        ids.setdefault(step.id, i)
+    names = [s for s in ids if not s.startswith("#")]
+    edges = step_edges(steps)
+    for i, (step, out) in enumerate(zip(steps, edges, strict=True)):
+        for edge in out:
+            if edge.key is not None and edge.target != END and edge.target not in ids:
+                errors.append(
+                    rule_error(
+                        ("steps", i, *edge.key),
+                        f"{edge.key[-1]} '{edge.target}' names no step"
+                        f"{_where_to(edge.target, names)}",
+                        edge.target,
+                    )
+                )
+        if step.type != "branch":
+            continue
+        for j, case in enumerate(step.cases or []):
+            for at, condition in walk_conditions(("steps", i, "cases", j, "when"), case.when):
+                errors.extend(_event_step_rules(at, condition, steps, ids, names))
+            errors.extend(condition_rules(("steps", i, "cases", j, "when"), case.when, bands))
+    if len(ids) < len(steps):
+        # Duplicate ids make jumps ambiguous: reachability and loops would mislead.
+        return errors
+    successors = {
+        s.id: [e.target for e in out if e.target in ids and e.target != END]
+        for s, out in zip(steps, edges, strict=True)
+    }
+    errors.extend(_unreachable(steps, successors))
+    errors.extend(_spinning(steps, successors))
+    return errors
+
+
+def _event_step_rules(
+    at: Loc, condition: Any, steps: Sequence[_LooseStep], ids: dict[str, int], names: list[str]
+) -> list[InitErrorDetails]:
+    named, event = getattr(condition, "step", None), getattr(condition, "event", None)
+    if event is None or named is None:
+        return []
+    if named not in ids:
+        message = (
+            f"event condition step '{named}' names no step{_where_to(named, names, with_end=False)}"
+        )
+        return [rule_error((*at, "step"), message, named)]
+    kind = steps[ids[named]].type
+    if event.startswith("email.") and kind in STEP_TYPES and kind != "email":
+        return [
+            rule_error(
+                (*at, "step"),
+                f"event condition step '{named}' is a {kind} step, which sends no email: name "
+                f"the email step that {event} is about",
+                named,
+            )
+        ]
+    return []
+
+
+def _unreachable(
+    steps: Sequence[_LooseStep], successors: dict[Any, list[str]]
+) -> list[InitErrorDetails]:
+    if not steps:
+        return []
+    seen = {steps[0].id}
+    todo = [steps[0].id]
+    while todo:
+        for target in successors[todo.pop()]:
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return [
+        rule_error(
+            ("steps", i),
+            "never reached: no step leads to it (point a next, goto or default at it, or "
+            "remove it)",
+        )
+        for i, step in enumerate(steps)
+        if step.id not in seen and step.id != END  # a step named 'end': reported above
+    ]
+
+
+def _spinning(
+    steps: Sequence[_LooseStep], successors: dict[Any, list[str]]
+) -> list[InitErrorDetails]:
+    """Cycles made only of email and branch steps: nothing in them waits for time."""
+    index = {s.id: i for i, s in enumerate(steps)}
+    fast = {s.id for s in steps if s.type in ("email", "branch")}
+    edges = {str(s): [t for t in successors[s] if t in fast] for s in fast}
+    errors: list[InitErrorDetails] = []
+    for component in _strongly_connected(edges):
+        if len(component) == 1 and component[0] not in edges[component[0]]:
+            continue
+        members = sorted(component, key=index.__getitem__)
+        emails = any(steps[index[m]].type == "email" for m in members)
+        effect = "sends emails in a tight loop" if emails else "loops forever at once"
+        if len(members) > 1:
+            listed = ", ".join(f"'{m}'" for m in members)
+            message = f"steps {listed} form a loop with no wait or call step: it {effect}"
+        else:
+            message = (
+                f"step '{members[0]}' leads back to itself with no wait or call step: it {effect}"
+            )
+        errors.append(
+            rule_error(("steps", index[members[0]]), f"{message} (put a wait step in the loop)")
+        )
+    return errors
+
+
+def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iteratively (a cadence can be long; no recursion limit worries)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[list[str]] = []
+    counter = 0
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on_stack.add(node)
+            recurse = False
+            targets = edges.get(node, [])
+            for j in range(i, len(targets)):
+                target = targets[j]
+                if target not in index:
+                    work.append((node, j + 1))
+                    work.append((target, 0))
+                    recurse = True
+                    break
+                if target in on_stack:
+                    low[node] = min(low[node], index[target])
+            if recurse:
+                continue
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                components.append(component)
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    return components
+
+
+def _as_init_error(error: ErrorDetails) -> InitErrorDetails:
+    """A schema error, to be raised again beside the rules' errors."""
+    if error["type"] in _KNOWN_ERRORS:
+        out: InitErrorDetails = {
+            "type": error["type"],
+            "loc": error["loc"],
+            "input": error["input"],
+        }  # type: ignore[typeddict-item]
+        if "ctx" in error:
+            out["ctx"] = error["ctx"]
+        return out
+    return {
+        "type": PydanticCustomError(error["type"], error["msg"]),
+        "loc": error["loc"],
+        "input": error["input"],
+    }
+
+
+_KNOWN_ERRORS = frozenset(get_args(ErrorType))
 
 
 class Edge(NamedTuple):
@@ -363,6 +654,35 @@ class Cadence(_Strict):
     description: str | None = None
     exit_on: list[EventType] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _steps_hold_together(
+        cls, data: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Cadence:
+        """With ``authoring`` in the validation context (the loader checking a file): ids are
+        unique, jumps name steps, event conditions name email steps, grades name the
+        context's ``bands``, fields reach the workflow, every step is reached and no loop
+        spins; and these run even when the schema failed, so a file's problems come out all
+        at once. Without it (a snapshot of a checked file, a picture of a broken one, a
+        table in a test) only the schema applies."""
+        context = info.context or {}
+        if not context.get("authoring"):
+            return handler(data)
+        schema: list[InitErrorDetails] = []
+        model: Cadence | None = None
+        steps: Sequence[Any] | None
+        try:
+            model = handler(data)
+        except ValidationError as exc:
+            schema = [_as_init_error(e) for e in exc.errors()]
+            steps = _loose_steps(data)
+        else:
+            steps = model.steps
+        rules = step_rules(steps, context.get("bands")) if steps else []
+        raise_rules(cls, schema + rules)
+        assert model is not None
+        return model
 
     def step(self, step_id: str) -> EmailStep | CallStep | WaitStep | BranchStep | ExitStep:
         for step in self.steps:

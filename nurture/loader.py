@@ -13,6 +13,7 @@ traceback. Three kinds of checks run on each file:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
@@ -26,17 +27,13 @@ from pydantic_core import ErrorDetails
 
 from nurture.cadence import (
     CONDITION_KEYS,
-    END,
     RULE_ERROR,
     STEP_TYPES,
     WEEKDAYS,
     Cadence,
     CadenceSet,
-    Edge,
     Grading,
     Playbook,
-    step_edges,
-    unknown_grade,
 )
 from nurture.events import CALL_OUTCOMES, EVENT_TYPES
 from nurture.rendering import Renderer
@@ -304,8 +301,12 @@ class _Run:
         data: dict[str, Any] = doc.data
         model: Cadence | None = None
         try:
-            model = Cadence.model_validate(data)
+            model = Cadence.model_validate(data, context={"authoring": True, "bands": bands})
         except ValidationError as exc:
+            with contextlib.suppress(ValidationError):
+                # The schema alone: a cadence whose only problems are in how its steps hold
+                # together can still be drawn (with its bad jumps shown) while it is fixed.
+                model = Cadence.model_validate(data)
             for error in _humane_errors(Cadence, exc, doc.data):
                 where, prefix = _cadence_where(data, error.path)
                 line = doc.line_of(error.line_path)
@@ -322,17 +323,14 @@ class _Run:
                 f"id '{cadence_id}' does not match the file name '{cf.path.name}': rename the "
                 f"file to {cadence_id}{cf.path.suffix} or set id: {cf.path.stem}",
             )
-        graph = _StepGraph.from_data(data)
-        for line_path, where, message in graph.problems(bands):
-            self.problem(cf.file, doc.line_of(line_path), where, message)
         if self.renderer is not None:
-            for line_path, where, message in self._template_problems(graph):
+            for line_path, where, message in self._template_problems(_steps_of(data)):
                 self.problem(cf.file, doc.line_of(line_path), where, message)
         return model
 
-    def _template_problems(self, graph: _StepGraph) -> Iterator[tuple[DataPath, str, str]]:
+    def _template_problems(self, steps: list[_Step]) -> Iterator[tuple[DataPath, str, str]]:
         assert self.renderer is not None
-        for step in graph.steps:
+        for step in steps:
             if step.type == "email":
                 kind: Literal["email", "call"] = "email"
                 key = "template"
@@ -699,7 +697,7 @@ def _cadence_where(data: dict[str, Any], path: DataPath) -> tuple[str, str]:
     return "cadence", _dotted(path, root="")
 
 
-# --- the step graph -----------------------------------------------------------------------
+# --- the steps, for the template checks ----------------------------------------------------
 
 
 @dataclass
@@ -717,280 +715,23 @@ class _Step:
     def where(self) -> str:
         return f"step '{self.id}'" if not self.id.startswith("#") else f"step {self.id}"
 
-    # The names step_edges() reads, from the plain data (a jump that is not text is none).
-    @property
-    def next(self) -> str | None:
-        return _text(self.raw.get("next"))
 
-    @property
-    def default(self) -> str | None:
-        return _text(self.raw.get("default"))
-
-    @property
-    def cases(self) -> list[_Case]:
-        cases = self.raw.get("cases")
-        if not isinstance(cases, list):
-            return []
-        return [_Case(_text(c.get("goto")) if isinstance(c, dict) else None) for c in cases]
-
-
-@dataclass(frozen=True)
-class _Case:
-    goto: str | None
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-@dataclass
-class _StepGraph:
-    """The steps of a cadence as plain data: jumps, reachability and loops."""
-
-    steps: list[_Step]
-
-    @classmethod
-    def from_data(cls, data: dict[str, Any]) -> _StepGraph:
-        raw_steps = data.get("steps")
-        steps: list[_Step] = []
-        if isinstance(raw_steps, list):
-            for i, raw in enumerate(raw_steps):
-                if not isinstance(raw, dict):
-                    raw = {}
-                step_id = raw.get("id")
-                step_type = raw.get("type")
-                steps.append(
-                    _Step(
-                        index=i,
-                        id=step_id if isinstance(step_id, str) and step_id else f"#{i + 1}",
-                        type=step_type if isinstance(step_type, str) else None,
-                        raw=raw,
-                    )
+def _steps_of(data: dict[str, Any]) -> list[_Step]:
+    """The steps of a cadence as written (an id-less step is ``#<n>``)."""
+    raw_steps = data.get("steps")
+    steps: list[_Step] = []
+    if isinstance(raw_steps, list):
+        for i, raw in enumerate(raw_steps):
+            if not isinstance(raw, dict):
+                raw = {}
+            step_id = raw.get("id")
+            step_type = raw.get("type")
+            steps.append(
+                _Step(
+                    index=i,
+                    id=step_id if isinstance(step_id, str) and step_id else f"#{i + 1}",
+                    type=step_type if isinstance(step_type, str) else None,
+                    raw=raw,
                 )
-        return cls(steps)
-
-    def problems(self, bands: set[str] | None) -> Iterator[tuple[DataPath, str, str]]:
-        ids: dict[str, _Step] = {}
-        duplicated = False
-        for step in self.steps:
-            if step.id == END:
-                yield (
-                    (*step.path, "id"),
-                    step.where,
-                    ("'end' is reserved (a jump to 'end' ends the cadence): rename this step"),
-                )
-            if step.id in ids:
-                duplicated = True
-                first = ids[step.id]
-                yield (
-                    (*step.path, "id"),
-                    step.where,
-                    (
-                        f"step id '{step.id}' is used twice (first as step #{first.index + 1}): "
-                        "give each step its own id"
-                    ),
-                )
-            else:
-                ids[step.id] = step
-        names = [s for s in ids if not s.startswith("#")]
-        for step in self.steps:
-            for path, key, target in self._jumps(step):
-                if target != END and target not in ids:
-                    yield (
-                        path,
-                        step.where,
-                        (f"{key} '{target}' names no step{_suggest_step(target, names)}"),
-                    )
-            for path, condition in self._conditions(step):
-                yield from self._condition_problems(step, path, condition, ids, bands)
-        if duplicated:
-            return  # jumps are ambiguous; the loop and reachability checks would mislead
-        yield from self._unreachable(ids)
-        yield from self._spinning_loops(ids)
-
-    def edges(self) -> dict[str, list[Edge]]:
-        """Where each step can go next (duplicate ids: the first step's edges)."""
-        out: dict[str, list[Edge]] = {}
-        for step, edges in zip(self.steps, step_edges(self.steps), strict=True):
-            out.setdefault(step.id, edges)
-        return out
-
-    def successors(self, step: _Step) -> list[str]:
-        """The steps a step can lead to, as the interpreter runs it (``end`` is no step)."""
-        return [e.target for e in self.edges()[step.id] if e.target != END]
-
-    def _jumps(self, step: _Step) -> Iterator[tuple[DataPath, str, str]]:
-        for edge in self.edges()[step.id]:
-            if edge.key is not None:
-                yield (*step.path, *edge.key), str(edge.key[-1]), edge.target
-
-    def _conditions(self, step: _Step) -> Iterator[tuple[DataPath, Any]]:
-        cases = step.raw.get("cases") if step.type == "branch" else None
-        if isinstance(cases, list):
-            for j, case in enumerate(cases):
-                if isinstance(case, dict) and "when" in case:
-                    yield from _walk_conditions((*step.path, "cases", j, "when"), case["when"])
-
-    def _condition_problems(
-        self,
-        step: _Step,
-        path: DataPath,
-        condition: dict[str, Any],
-        ids: dict[str, _Step],
-        bands: set[str] | None,
-    ) -> Iterator[tuple[DataPath, str, str]]:
-        named = condition.get("step")
-        if "event" in condition and isinstance(named, str):
-            names = [s for s in ids if not s.startswith("#")]
-            if named not in ids:
-                yield (
-                    (*path, "step"),
-                    step.where,
-                    (
-                        f"event condition step '{named}' names no step"
-                        f"{_suggest_step(named, names, with_end=False)}"
-                    ),
-                )
-            elif (
-                isinstance(condition["event"], str)
-                and condition["event"].startswith("email.")
-                and ids[named].type in STEP_TYPES
-                and ids[named].type != "email"
-            ):
-                yield (
-                    (*path, "step"),
-                    step.where,
-                    (
-                        f"event condition step '{named}' is a {ids[named].type} step, which sends "
-                        f"no email: name the email step that {condition['event']} is about"
-                    ),
-                )
-        yield from ((p, step.where, m) for p, m in _grade_problems(path, condition, bands))
-
-    def _unreachable(self, ids: dict[str, _Step]) -> Iterator[tuple[DataPath, str, str]]:
-        if not self.steps:
-            return
-        seen = {self.steps[0].id}
-        todo = [self.steps[0]]
-        while todo:
-            for target in self.successors(todo.pop()):
-                if target in ids and target not in seen:
-                    seen.add(target)
-                    todo.append(ids[target])
-        for step in self.steps:
-            if step.id not in seen and step.id != END:  # a step named 'end': reported above
-                yield (
-                    step.path,
-                    step.where,
-                    (
-                        "never reached: no step leads to it (point a next, "
-                        "goto or default at it, or remove it)"
-                    ),
-                )
-
-    def _spinning_loops(self, ids: dict[str, _Step]) -> Iterator[tuple[DataPath, str, str]]:
-        """Cycles made only of email and branch steps: nothing in them waits for time."""
-        fast = {s.id for s in self.steps if s.type in ("email", "branch")}
-        edges = {
-            s.id: [t for t in self.successors(s) if t in fast] for s in self.steps if s.id in fast
-        }
-        for component in _strongly_connected(edges):
-            looped = len(component) > 1 or component[0] in edges[component[0]]
-            if not looped:
-                continue
-            members = sorted((ids[c] for c in component), key=lambda s: s.index)
-            names = ", ".join(f"'{s.id}'" for s in members)
-            emails = any(s.type == "email" for s in members)
-            effect = "sends emails in a tight loop" if emails else "loops forever at once"
-            yield (
-                members[0].path,
-                members[0].where,
-                (
-                    f"steps {names} form a loop with no wait or call step: it {effect} "
-                    "(put a wait step in the loop)"
-                    if len(members) > 1
-                    else f"step '{members[0].id}' leads back to itself with no wait or call step: "
-                    f"it {effect} (put a wait step in the loop)"
-                ),
             )
-
-
-def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:
-    """Tarjan's algorithm, iteratively (a cadence can be long; no recursion limit worries)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    components: list[list[str]] = []
-    counter = 0
-    for root in edges:
-        if root in index:
-            continue
-        work = [(root, 0)]
-        while work:
-            node, i = work.pop()
-            if i == 0:
-                index[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            recurse = False
-            targets = edges.get(node, [])
-            for j in range(i, len(targets)):
-                target = targets[j]
-                if target not in index:
-                    work.append((node, j + 1))
-                    work.append((target, 0))
-                    recurse = True
-                    break
-                if target in on_stack:
-                    low[node] = min(low[node], index[target])
-            if recurse:
-                continue
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                components.append(component)
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return components
-
-
-def _suggest_step(target: str, names: Sequence[str], *, with_end: bool = True) -> str:
-    choices = [*names, END] if with_end else list(names)
-    suggestion = _did_you_mean(target, choices)
-    if suggestion:
-        return suggestion
-    listing = ", ".join(f"'{n}'" for n in names)
-    tail = ", or 'end'" if with_end else ""
-    return f" (steps: {listing}{tail})" if names else ""
-
-
-def _walk_conditions(path: DataPath, condition: Any) -> Iterator[tuple[DataPath, dict[str, Any]]]:
-    """Every condition mapping inside ``condition``, with its path (all/any/not nest)."""
-    if not isinstance(condition, dict):
-        return
-    yield path, condition
-    for key in ("all", "any"):
-        if isinstance(condition.get(key), list):
-            for i, inner in enumerate(condition[key]):
-                yield from _walk_conditions((*path, key, i), inner)
-    if "not" in condition:
-        yield from _walk_conditions((*path, "not"), condition["not"])
-
-
-def _grade_problems(
-    path: DataPath, condition: dict[str, Any], bands: set[str] | None
-) -> Iterator[tuple[DataPath, str]]:
-    grades = condition.get("grade_in")
-    if bands is None or not isinstance(grades, list):
-        return
-    for i, grade in enumerate(grades):
-        if str(grade) not in bands:
-            yield (*path, "grade_in", i), unknown_grade(grade, bands)
+    return steps

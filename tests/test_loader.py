@@ -242,6 +242,45 @@ def test_the_playbook_rules_hold_for_a_playbook_built_without_the_loader(tmp_pat
     ]
 
 
+def test_the_step_rules_are_the_cadence_models_own_when_a_file_is_checked() -> None:
+    data = {
+        "id": "c",
+        "name": "C",
+        "steps": [
+            {"id": "hello", "type": "email", "template": "t/hello", "next": "bye"},
+            {
+                "id": "check",
+                "type": "branch",
+                "cases": [{"when": {"grade_in": ["Z"]}, "goto": "hello"}],
+            },
+        ],
+    }
+
+    with pytest.raises(ValidationError) as caught:
+        Cadence.model_validate(data, context={"authoring": True, "bands": ["A", "B"]})
+
+    assert [(e["type"], e["loc"], e["msg"]) for e in caught.value.errors()] == [
+        (
+            "rule",
+            ("steps", 0, "next"),
+            "next 'bye' names no step (steps: 'hello', 'check', or 'end')",
+        ),
+        (
+            "rule",
+            ("steps", 1, "cases", 0, "when", "grade_in", 0),
+            "grade 'Z' is not in grading.bands (A, B): use one of them or add the band",
+        ),
+        (
+            "rule",
+            ("steps", 1),
+            "never reached: no step leads to it (point a next, goto or default at it, or remove it)",
+        ),
+    ]
+    # A snapshot (or a picture of a broken file) is held to the schema alone.
+    assert [s.id for s in Cadence.model_validate(data).steps] == ["hello", "check"]
+    assert Cadence.model_validate(data).edges()["hello"][0].target == "bye"
+
+
 def test_yaml_1_2_keeps_no_and_clock_times_as_strings(tmp_path: Path) -> None:
     path = write(
         tmp_path / "norway.yaml",
