@@ -822,6 +822,17 @@ class Routing(_Strict):
     mql_cadence: str
     recycle: dict[str, RecycleRule | Literal["never"]] = Field(default_factory=dict)
 
+    def roles(self) -> dict[str, list[str]]:
+        """What each cadence it names is for: ``entry``, ``MQL``, ``recycle: <reason>``."""
+        roles: dict[str, list[str]] = {}
+        for rule in self.entry:
+            roles.setdefault(rule.cadence, []).append("entry")
+        roles.setdefault(self.mql_cadence, []).append("MQL")
+        for reason, recycle in self.recycle.items():
+            if isinstance(recycle, RecycleRule):
+                roles.setdefault(recycle.cadence, []).append(f"recycle: {reason}")
+        return {cadence: list(dict.fromkeys(names)) for cadence, names in roles.items()}
+
     @model_validator(mode="after")
     def _entry_order(self) -> Routing:
         """First match wins, so a rule after a catch-all never applies, and a list without

@@ -82,6 +82,8 @@ class ValidationReport:
     """What a validation run found: the problems, and what was read without problems."""
 
     problems: list[Problem] = field(default_factory=list)
+    # Worth a look, but the set still works (exit 0): a cadence no lead can enter.
+    warnings: list[Problem] = field(default_factory=list)
     playbook: Playbook | None = None
     cadences: dict[str, Cadence] = field(default_factory=dict)
     cadence_files: int = 0
@@ -151,6 +153,7 @@ def validate_report(paths: Sequence[Path], templates_dir: Path | None) -> Valida
     run.check()
     report = run.report
     report.problems = sorted(set(report.problems))
+    report.warnings = sorted(set(report.warnings))
     return report
 
 
@@ -258,6 +261,8 @@ class _Run:
         for playbook in self.playbooks:
             if playbook.doc is not None:
                 self._check_routing(playbook)
+            if playbook.model is not None:
+                self._check_used(playbook, playbook.model)
         if len(self.playbooks) == 1 and self.playbooks[0].model is not None:
             self.report.playbook = self.playbooks[0].model
         for cadence in self.cadence_files:
@@ -431,6 +436,26 @@ class _Run:
                 f"cadence '{cadence_id}' is not in the set{suggestion}: {existing} or add "
                 f"{pf.path.parent / cadence_id}.yaml",
             )
+
+    def _check_used(self, pf: _PlaybookFile, playbook: Playbook) -> None:
+        """A cadence beside the playbook that routing never names: no lead can enter it."""
+        used = playbook.routing.roles()
+        folder = pf.path.parent.resolve()
+        for cf in self.cadence_files:
+            cadence_id = cf.cadence_id
+            if cf.doc is None or cadence_id is None or cf.path.parent.resolve() != folder:
+                continue
+            if cadence_id not in used:
+                self.report.warnings.append(
+                    Problem(
+                        cf.file,
+                        cf.doc.line_of(("id",)),
+                        "cadence",
+                        f"warning: no routing rule uses '{cadence_id}' (routing.entry, "
+                        "routing.mql_cadence, routing.recycle), so no lead ever enters it: "
+                        "route to it or remove the file",
+                    )
+                )
 
 
 def _yaml_files(folder: Path) -> list[Path]:

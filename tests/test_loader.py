@@ -20,6 +20,7 @@ from nurture.loader import (
     load_cadence,
     load_cadence_set,
     validate_paths,
+    validate_report,
 )
 from nurture.yamlio import YamlSyntaxError, load_yaml
 
@@ -412,6 +413,33 @@ def test_cli_validate_exits_1_and_prints_each_problem(
         "cadences/inbound.yaml:32: step 'after-call': goto 'nudj' names no step "
         "(did you mean 'nudge'?)"
     ]
+
+
+def test_cli_validate_warns_of_a_cadence_no_routing_rule_uses_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = base_set(tmp_path)
+    spare = (work / "cadences" / "inbound.yaml").read_text().replace("id: inbound", "id: spare")
+    write(work / "cadences" / "spare.yaml", spare)
+    monkeypatch.chdir(work)
+
+    result = runner.invoke(cadences_app, ["validate", "cadences", "--templates", "templates"])
+
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "cadences/spare.yaml:1: cadence: warning: no routing rule uses 'spare' (routing.entry, "
+        "routing.mql_cadence, routing.recycle), so no lead ever enters it: route to it or "
+        "remove the file",
+        "ok: 2 cadences, playbook valid, 1 warning",
+    ]
+    # Routing to it (here as a recycle cadence) settles it.
+    playbook = work / "cadences" / "playbook.yaml"
+    playbook.write_text(
+        playbook.read_text().replace(
+            "default: {after: 30d, cadence: inbound}", "default: {after: 30d, cadence: spare}"
+        )
+    )
+    assert validate_report([Path("cadences")], Path("templates")).warnings == []
 
 
 def test_cli_schema_writes_both_schemas(tmp_path: Path) -> None:
