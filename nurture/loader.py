@@ -6,9 +6,11 @@ traceback. Three kinds of checks run on each file:
 
 1. YAML syntax (ruamel, YAML 1.2, with lines: :mod:`nurture.yamlio`);
 2. the pydantic models of :mod:`nurture.cadence`, whose errors are rewritten for humans;
-3. what a schema cannot say (jumps to missing steps, unreachable steps, loops that would
-   spin, references between files, templates). These read the plain YAML data rather than
-   the models, so they still run, and still report, when step 2 found a problem.
+   the models also hold the rules across fields (jumps, reachability, spinning loops,
+   grades, send window: validated with the ``authoring`` context), whose errors arrive
+   with the data path of what is wrong and are only placed on their line here;
+3. what only the set of files can say: routing to cadences that are not in the set, two
+   files with one id, a cadence no routing rule uses (a warning), and templates.
 """
 
 from __future__ import annotations
