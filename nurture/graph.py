@@ -17,6 +17,7 @@ from nurture.cadence import (
     EmailStep,
     ExitStep,
     WaitStep,
+    step_edges,
 )
 from nurture.conditions import describe
 
@@ -54,18 +55,11 @@ def mermaid(cadence: Cadence) -> str:
         return missing[step_id]
 
     edges = [f"    {START_NODE} --> {ids[cadence.steps[0].id]}"]
-    for step in cadence.steps:
+    for step, out in zip(cadence.steps, step_edges(cadence.steps), strict=True):
         source = ids[step.id]
-        if isinstance(step, ExitStep):
-            continue
-        if isinstance(step, BranchStep):
-            for case in step.cases:
-                label = _escape(_shorten(describe_condition(case.when)))
-                edges.append(f'    {source} -->|"{label}"| {target(case.goto)}')
-            fallback = step.default if step.default is not None else cadence.following(step.id)
-            edges.append(f'    {source} -->|"otherwise"| {target(fallback)}')
-            continue
-        edges.append(f"    {source} --> {target(cadence.following(step.id))}")
+        for edge, label in zip(out, _labels(step), strict=True):
+            arrow = f'-->|"{_escape(_shorten(label))}"|' if label else "-->"
+            edges.append(f"    {source} {arrow} {target(edge.target)}")
     lines.extend(edges)
     if uses_end:
         lines.append(f'    {END_NODE}((("end")))')
@@ -73,6 +67,13 @@ def mermaid(cadence: Cadence) -> str:
         lines.append(f'    {node}["missing step: {_escape(step_id)}"]')
         lines.append(f"    style {node} stroke-dasharray: 5 5")
     return "\n".join(lines) + "\n"
+
+
+def _labels(step: object) -> list[str]:
+    """The labels of a step's edges, in the order of ``Cadence.edges()``."""
+    if isinstance(step, BranchStep):
+        return [describe_condition(case.when) for case in step.cases] + ["otherwise"]
+    return [] if isinstance(step, ExitStep) else [""]
 
 
 def describe_condition(condition: object) -> str:

@@ -39,6 +39,7 @@ from nurture.cadence import (
     EmailStep,
     ExitStep,
     WaitStep,
+    step_edges,
 )
 from nurture.graph import describe_condition
 
@@ -181,24 +182,22 @@ def _below(cadence: Cadence, index: int) -> str:
 def _flows(cadence: Cadence) -> list[tuple[int, list[Jump], str | None]]:
     """Per step: its jumps, and the label of its straight arrow down (None: no arrow)."""
     out: list[tuple[int, list[Jump], str | None]] = []
-    for index, step in enumerate(cadence.steps):
+    for index, (step, edges) in enumerate(
+        zip(cadence.steps, step_edges(cadence.steps), strict=True)
+    ):
         below = _below(cadence, index)
         step_jumps: list[Jump] = []
         straight: str | None = None
-        if isinstance(step, BranchStep):
-            for case in step.cases:
-                step_jumps.append(Jump(step.id, case.goto, "goto", describe_condition(case.when)))
-            fallback = step.default if step.default is not None else (step.next or below)
-            if fallback == below:
-                straight = "otherwise"
+        for edge in edges:
+            if edge.via == "goto":
+                assert isinstance(step, BranchStep) and edge.key is not None
+                label = describe_condition(step.cases[int(edge.key[1])].when)
+                step_jumps.append(Jump(step.id, edge.target, "goto", label))
+            elif edge.target == below:
+                straight = "otherwise" if edge.via == "default" else ""
             else:
-                step_jumps.append(Jump(step.id, fallback, "default", "otherwise"))
-        elif not isinstance(step, ExitStep):
-            following = step.next if step.next is not None else below
-            if following == below:
-                straight = ""
-            else:
-                step_jumps.append(Jump(step.id, following, "next", "next"))
+                label = "otherwise" if edge.via == "default" else "next"
+                step_jumps.append(Jump(step.id, edge.target, edge.via, label))
         out.append((index, step_jumps, straight))
     return out
 

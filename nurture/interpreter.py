@@ -165,12 +165,12 @@ def decide(
 
 
 def _branch_target(cadence: Cadence, step: BranchStep, facts: Facts) -> tuple[str, str]:
-    for case in step.cases:
+    *gotos, otherwise = cadence.edges_from(step.id)
+    for case, edge in zip(step.cases, gotos, strict=True):
         if evaluate(case.when, facts):
-            return case.goto, describe(case.when)
-    if step.default is not None:
-        return step.default, "no case matched (default)"
-    return after(cadence, step.id), "no case matched"
+            return edge.target, describe(case.when)
+    written = " (default)" if otherwise.key == ("default",) else ""
+    return otherwise.target, f"no case matched{written}"
 
 
 def entry_cadence(playbook: Playbook, facts: Facts) -> tuple[str, str]:

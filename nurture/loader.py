@@ -6,19 +6,21 @@ traceback. Three kinds of checks run on each file:
 
 1. YAML syntax (ruamel, YAML 1.2, with lines: :mod:`nurture.yamlio`);
 2. the pydantic models of :mod:`nurture.cadence`, whose errors are rewritten for humans;
-3. what a schema cannot say (jumps to missing steps, unreachable steps, loops that would
-   spin, references between files, templates). These read the plain YAML data rather than
-   the models, so they still run, and still report, when step 2 found a problem.
+   the models also hold the rules across fields (jumps, reachability, spinning loops,
+   grades, send window: validated with the ``authoring`` context), whose errors arrive
+   with the data path of what is wrong and are only placed on their line here;
+3. what only the set of files can say: routing to cadences that are not in the set, two
+   files with one id, a cadence no routing rule uses (a warning), and templates.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -27,7 +29,7 @@ from pydantic_core import ErrorDetails
 
 from nurture.cadence import (
     CONDITION_KEYS,
-    END,
+    RULE_ERROR,
     STEP_TYPES,
     WEEKDAYS,
     Cadence,
@@ -82,6 +84,8 @@ class ValidationReport:
     """What a validation run found: the problems, and what was read without problems."""
 
     problems: list[Problem] = field(default_factory=list)
+    # Worth a look, but the set still works (exit 0): a cadence no lead can enter.
+    warnings: list[Problem] = field(default_factory=list)
     playbook: Playbook | None = None
     cadences: dict[str, Cadence] = field(default_factory=dict)
     cadence_files: int = 0
@@ -151,6 +155,7 @@ def validate_report(paths: Sequence[Path], templates_dir: Path | None) -> Valida
     run.check()
     report = run.report
     report.problems = sorted(set(report.problems))
+    report.warnings = sorted(set(report.warnings))
     return report
 
 
@@ -258,6 +263,8 @@ class _Run:
         for playbook in self.playbooks:
             if playbook.doc is not None:
                 self._check_routing(playbook)
+            if playbook.model is not None:
+                self._check_used(playbook, playbook.model)
         if len(self.playbooks) == 1 and self.playbooks[0].model is not None:
             self.report.playbook = self.playbooks[0].model
         for cadence in self.cadence_files:
@@ -301,12 +308,18 @@ class _Run:
         data: dict[str, Any] = doc.data
         model: Cadence | None = None
         try:
-            model = Cadence.model_validate(data)
+            model = Cadence.model_validate(data, context={"authoring": True, "bands": bands})
         except ValidationError as exc:
+            with contextlib.suppress(ValidationError):
+                # The schema alone: a cadence whose only problems are in how its steps hold
+                # together can still be drawn (with its bad jumps shown) while it is fixed.
+                model = Cadence.model_validate(data)
             for error in _humane_errors(Cadence, exc, doc.data):
                 where, prefix = _cadence_where(data, error.path)
                 line = doc.line_of(error.line_path)
-                message = f"{prefix}: {error.message}" if prefix else error.message
+                # A rule's message names what it is about; a field error needs its field.
+                named = prefix and error.kind != RULE_ERROR
+                message = f"{prefix}: {error.message}" if named else error.message
                 self.problem(cf.file, line, where, message)
         cadence_id = data.get("id")
         if isinstance(cadence_id, str) and cadence_id != cf.path.stem:
@@ -317,17 +330,14 @@ class _Run:
                 f"id '{cadence_id}' does not match the file name '{cf.path.name}': rename the "
                 f"file to {cadence_id}{cf.path.suffix} or set id: {cf.path.stem}",
             )
-        graph = _StepGraph.from_data(data)
-        for line_path, where, message in graph.problems(bands):
-            self.problem(cf.file, doc.line_of(line_path), where, message)
         if self.renderer is not None:
-            for line_path, where, message in self._template_problems(graph):
+            for line_path, where, message in self._template_problems(_steps_of(data)):
                 self.problem(cf.file, doc.line_of(line_path), where, message)
         return model
 
-    def _template_problems(self, graph: _StepGraph) -> Iterator[tuple[DataPath, str, str]]:
+    def _template_problems(self, steps: list[_Step]) -> Iterator[tuple[DataPath, str, str]]:
         assert self.renderer is not None
-        for step in graph.steps:
+        for step in steps:
             if step.type == "email":
                 kind: Literal["email", "call"] = "email"
                 key = "template"
@@ -382,8 +392,6 @@ class _Run:
                 self.problem(
                     pf.file, doc.line_of(error.line_path), _dotted(error.path), error.message
                 )
-        for line_path, message in _playbook_problems(doc.data):
-            self.problem(pf.file, doc.line_of(line_path), _dotted(line_path), message)
         return model
 
     def _check_routing(self, pf: _PlaybookFile) -> None:
@@ -431,6 +439,26 @@ class _Run:
                 f"{pf.path.parent / cadence_id}.yaml",
             )
 
+    def _check_used(self, pf: _PlaybookFile, playbook: Playbook) -> None:
+        """A cadence beside the playbook that routing never names: no lead can enter it."""
+        used = playbook.routing.roles()
+        folder = pf.path.parent.resolve()
+        for cf in self.cadence_files:
+            cadence_id = cf.cadence_id
+            if cf.doc is None or cadence_id is None or cf.path.parent.resolve() != folder:
+                continue
+            if cadence_id not in used:
+                self.report.warnings.append(
+                    Problem(
+                        cf.file,
+                        cf.doc.line_of(("id",)),
+                        "cadence",
+                        f"warning: no routing rule uses '{cadence_id}' (routing.entry, "
+                        "routing.mql_cadence, routing.recycle), so no lead ever enters it: "
+                        "route to it or remove the file",
+                    )
+                )
+
 
 def _yaml_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
@@ -463,6 +491,10 @@ def _humane_errors(root: type[BaseModel], exc: ValidationError, data: Any) -> li
     out: list[_Error] = []
     union_groups: dict[DataPath, list[tuple[ErrorDetails, ResolvedLocation]]] = {}
     for error in exc.errors():
+        if error["type"] == RULE_ERROR:  # the models' own rules: already a data path
+            loc = tuple(error["loc"])
+            out.append(_Error(loc, loc, error["msg"], RULE_ERROR))
+            continue
         resolved = resolve_location(root, tuple(error["loc"]))
         if resolved.union_path is not None:
             union_groups.setdefault(resolved.union_path, []).append((error, resolved))
@@ -692,7 +724,7 @@ def _cadence_where(data: dict[str, Any], path: DataPath) -> tuple[str, str]:
     return "cadence", _dotted(path, root="")
 
 
-# --- the step graph -----------------------------------------------------------------------
+# --- the steps, for the template checks ----------------------------------------------------
 
 
 @dataclass
@@ -711,445 +743,22 @@ class _Step:
         return f"step '{self.id}'" if not self.id.startswith("#") else f"step {self.id}"
 
 
-@dataclass
-class _StepGraph:
-    """The steps of a cadence as plain data: jumps, reachability and loops."""
-
-    steps: list[_Step]
-
-    @classmethod
-    def from_data(cls, data: dict[str, Any]) -> _StepGraph:
-        raw_steps = data.get("steps")
-        steps: list[_Step] = []
-        if isinstance(raw_steps, list):
-            for i, raw in enumerate(raw_steps):
-                if not isinstance(raw, dict):
-                    raw = {}
-                step_id = raw.get("id")
-                step_type = raw.get("type")
-                steps.append(
-                    _Step(
-                        index=i,
-                        id=step_id if isinstance(step_id, str) and step_id else f"#{i + 1}",
-                        type=step_type if isinstance(step_type, str) else None,
-                        raw=raw,
-                    )
+def _steps_of(data: dict[str, Any]) -> list[_Step]:
+    """The steps of a cadence as written (an id-less step is ``#<n>``)."""
+    raw_steps = data.get("steps")
+    steps: list[_Step] = []
+    if isinstance(raw_steps, list):
+        for i, raw in enumerate(raw_steps):
+            if not isinstance(raw, dict):
+                raw = {}
+            step_id = raw.get("id")
+            step_type = raw.get("type")
+            steps.append(
+                _Step(
+                    index=i,
+                    id=step_id if isinstance(step_id, str) and step_id else f"#{i + 1}",
+                    type=step_type if isinstance(step_type, str) else None,
+                    raw=raw,
                 )
-        return cls(steps)
-
-    def problems(self, bands: set[str] | None) -> Iterator[tuple[DataPath, str, str]]:
-        ids: dict[str, _Step] = {}
-        duplicated = False
-        for step in self.steps:
-            if step.id == END:
-                yield (
-                    (*step.path, "id"),
-                    step.where,
-                    ("'end' is reserved (a jump to 'end' ends the cadence): rename this step"),
-                )
-            if step.id in ids:
-                duplicated = True
-                first = ids[step.id]
-                yield (
-                    (*step.path, "id"),
-                    step.where,
-                    (
-                        f"step id '{step.id}' is used twice (first as step #{first.index + 1}): "
-                        "give each step its own id"
-                    ),
-                )
-            else:
-                ids[step.id] = step
-        names = [s for s in ids if not s.startswith("#")]
-        for step in self.steps:
-            for path, key, target in self._jumps(step):
-                if target != END and target not in ids:
-                    yield (
-                        path,
-                        step.where,
-                        (f"{key} '{target}' names no step{_suggest_step(target, names)}"),
-                    )
-            for path, condition in self._conditions(step):
-                yield from self._condition_problems(step, path, condition, ids, bands)
-        if duplicated:
-            return  # jumps are ambiguous; the loop and reachability checks would mislead
-        yield from self._unreachable(ids)
-        yield from self._spinning_loops(ids)
-
-    def following(self, step: _Step) -> str:
-        nxt = step.raw.get("next")
-        if isinstance(nxt, str):
-            return nxt
-        return self.steps[step.index + 1].id if step.index + 1 < len(self.steps) else END
-
-    def successors(self, step: _Step) -> list[str]:
-        """The steps a step can lead to, as the interpreter runs it (``end`` is no step)."""
-        if step.type == "exit":
-            return []
-        if step.type == "branch":
-            out = [t for _p, key, t in self._jumps(step) if key == "goto"]
-            default = step.raw.get("default")
-            out.append(default if isinstance(default, str) else self.following(step))
-        else:
-            out = [self.following(step)]
-        return [target for target in out if target != END]
-
-    def _jumps(self, step: _Step) -> Iterator[tuple[DataPath, str, str]]:
-        if isinstance(step.raw.get("next"), str):
-            yield (*step.path, "next"), "next", step.raw["next"]
-        if step.type != "branch":
-            return
-        if isinstance(step.raw.get("default"), str):
-            yield (*step.path, "default"), "default", step.raw["default"]
-        cases = step.raw.get("cases")
-        if isinstance(cases, list):
-            for j, case in enumerate(cases):
-                if isinstance(case, dict) and isinstance(case.get("goto"), str):
-                    yield (*step.path, "cases", j, "goto"), "goto", case["goto"]
-
-    def _conditions(self, step: _Step) -> Iterator[tuple[DataPath, Any]]:
-        cases = step.raw.get("cases") if step.type == "branch" else None
-        if isinstance(cases, list):
-            for j, case in enumerate(cases):
-                if isinstance(case, dict) and "when" in case:
-                    yield from _walk_conditions((*step.path, "cases", j, "when"), case["when"])
-
-    def _condition_problems(
-        self,
-        step: _Step,
-        path: DataPath,
-        condition: dict[str, Any],
-        ids: dict[str, _Step],
-        bands: set[str] | None,
-    ) -> Iterator[tuple[DataPath, str, str]]:
-        named = condition.get("step")
-        if "event" in condition and isinstance(named, str):
-            names = [s for s in ids if not s.startswith("#")]
-            if named not in ids:
-                yield (
-                    (*path, "step"),
-                    step.where,
-                    (
-                        f"event condition step '{named}' names no step"
-                        f"{_suggest_step(named, names, with_end=False)}"
-                    ),
-                )
-            elif (
-                isinstance(condition["event"], str)
-                and condition["event"].startswith("email.")
-                and ids[named].type in STEP_TYPES
-                and ids[named].type != "email"
-            ):
-                yield (
-                    (*path, "step"),
-                    step.where,
-                    (
-                        f"event condition step '{named}' is a {ids[named].type} step, which sends "
-                        f"no email: name the email step that {condition['event']} is about"
-                    ),
-                )
-        yield from ((p, step.where, m) for p, m in _grade_problems(path, condition, bands))
-
-    def _unreachable(self, ids: dict[str, _Step]) -> Iterator[tuple[DataPath, str, str]]:
-        if not self.steps:
-            return
-        seen = {self.steps[0].id}
-        todo = [self.steps[0]]
-        while todo:
-            for target in self.successors(todo.pop()):
-                if target in ids and target not in seen:
-                    seen.add(target)
-                    todo.append(ids[target])
-        for step in self.steps:
-            if step.id not in seen and step.id != END:  # a step named 'end': reported above
-                yield (
-                    step.path,
-                    step.where,
-                    (
-                        "never reached: no step leads to it (point a next, "
-                        "goto or default at it, or remove it)"
-                    ),
-                )
-
-    def _spinning_loops(self, ids: dict[str, _Step]) -> Iterator[tuple[DataPath, str, str]]:
-        """Cycles made only of email and branch steps: nothing in them waits for time."""
-        fast = {s.id for s in self.steps if s.type in ("email", "branch")}
-        edges = {
-            s.id: [t for t in self.successors(s) if t in fast] for s in self.steps if s.id in fast
-        }
-        for component in _strongly_connected(edges):
-            looped = len(component) > 1 or component[0] in edges[component[0]]
-            if not looped:
-                continue
-            members = sorted((ids[c] for c in component), key=lambda s: s.index)
-            names = ", ".join(f"'{s.id}'" for s in members)
-            emails = any(s.type == "email" for s in members)
-            effect = "sends emails in a tight loop" if emails else "loops forever at once"
-            yield (
-                members[0].path,
-                members[0].where,
-                (
-                    f"steps {names} form a loop with no wait or call step: it {effect} "
-                    "(put a wait step in the loop)"
-                    if len(members) > 1
-                    else f"step '{members[0].id}' leads back to itself with no wait or call step: "
-                    f"it {effect} (put a wait step in the loop)"
-                ),
             )
-
-
-def _strongly_connected(edges: dict[str, list[str]]) -> list[list[str]]:
-    """Tarjan's algorithm, iteratively (a cadence can be long; no recursion limit worries)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    on_stack: set[str] = set()
-    stack: list[str] = []
-    components: list[list[str]] = []
-    counter = 0
-    for root in edges:
-        if root in index:
-            continue
-        work = [(root, 0)]
-        while work:
-            node, i = work.pop()
-            if i == 0:
-                index[node] = low[node] = counter
-                counter += 1
-                stack.append(node)
-                on_stack.add(node)
-            recurse = False
-            targets = edges.get(node, [])
-            for j in range(i, len(targets)):
-                target = targets[j]
-                if target not in index:
-                    work.append((node, j + 1))
-                    work.append((target, 0))
-                    recurse = True
-                    break
-                if target in on_stack:
-                    low[node] = min(low[node], index[target])
-            if recurse:
-                continue
-            if low[node] == index[node]:
-                component = []
-                while True:
-                    member = stack.pop()
-                    on_stack.discard(member)
-                    component.append(member)
-                    if member == node:
-                        break
-                components.append(component)
-            if work:
-                parent = work[-1][0]
-                low[parent] = min(low[parent], low[node])
-    return components
-
-
-def _suggest_step(target: str, names: Sequence[str], *, with_end: bool = True) -> str:
-    choices = [*names, END] if with_end else list(names)
-    suggestion = _did_you_mean(target, choices)
-    if suggestion:
-        return suggestion
-    listing = ", ".join(f"'{n}'" for n in names)
-    tail = ", or 'end'" if with_end else ""
-    return f" (steps: {listing}{tail})" if names else ""
-
-
-def _walk_conditions(path: DataPath, condition: Any) -> Iterator[tuple[DataPath, dict[str, Any]]]:
-    """Every condition mapping inside ``condition``, with its path (all/any/not nest)."""
-    if not isinstance(condition, dict):
-        return
-    yield path, condition
-    for key in ("all", "any"):
-        if isinstance(condition.get(key), list):
-            for i, inner in enumerate(condition[key]):
-                yield from _walk_conditions((*path, key, i), inner)
-    if "not" in condition:
-        yield from _walk_conditions((*path, "not"), condition["not"])
-
-
-def _grade_problems(
-    path: DataPath, condition: dict[str, Any], bands: set[str] | None
-) -> Iterator[tuple[DataPath, str]]:
-    grades = condition.get("grade_in")
-    if bands is None or not isinstance(grades, list):
-        return
-    for i, grade in enumerate(grades):
-        if str(grade) not in bands:
-            yield (*path, "grade_in", i), _unknown_grade(grade, bands)
-
-
-def _unknown_grade(grade: Any, bands: set[str]) -> str:
-    return (
-        f"grade '{grade}' is not in grading.bands ({', '.join(sorted(bands))}): use one of "
-        "them or add the band"
-    )
-
-
-# --- the playbook's own rules ---------------------------------------------------------------
-
-
-_ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def _playbook_problems(data: dict[str, Any]) -> Iterator[tuple[DataPath, str]]:
-    """What the playbook schema cannot say by itself."""
-    grading = data.get("grading")
-    bands_raw = grading.get("bands") if isinstance(grading, dict) else None
-    bands = {str(k) for k in bands_raw} if isinstance(bands_raw, dict) else set(DEFAULT_BANDS)
-    if isinstance(bands_raw, dict) and not bands_raw:
-        yield ("grading", "bands"), "no bands: define at least one, e.g. {A: 70, B: 40, C: 0}"
-
-    thresholds = data.get("thresholds")
-    if isinstance(thresholds, dict):
-        toss_up = thresholds.get("toss_up")
-        grades = toss_up.get("grades") if isinstance(toss_up, dict) else None
-        if isinstance(grades, list):
-            for i, grade in enumerate(grades):
-                if str(grade) not in bands:
-                    yield ("thresholds", "toss_up", "grades", i), _unknown_grade(grade, bands)
-        raisers = thresholds.get("hand_raisers")
-        if isinstance(raisers, list):
-            for i, item in enumerate(raisers):
-                if isinstance(item, str) and (message := _hand_raiser_problem(item)):
-                    yield ("thresholds", "hand_raisers", i), message
-                elif not isinstance(item, str):
-                    yield (
-                        ("thresholds", "hand_raisers", i),
-                        (f"expected an event type or form.submitted:<form>, got {_describe(item)}"),
-                    )
-
-    for path, condition in _playbook_conditions(data):
-        yield from _grade_problems(path, condition, bands)
-
-    routing = data.get("routing")
-    entry = routing.get("entry") if isinstance(routing, dict) else None
-    if isinstance(entry, list) and entry:
-        catch_all: int | None = None
-        for i, rule in enumerate(entry):
-            if not isinstance(rule, dict):
-                continue
-            if catch_all is not None:
-                yield (
-                    ("routing", "entry", i),
-                    (
-                        f"this rule never applies: rule [{catch_all}] above has no 'when' and "
-                        "takes every lead (move the catch-all rule last)"
-                    ),
-                )
-            elif rule.get("when") is None:
-                catch_all = i
-        last = entry[-1]
-        if catch_all is None and isinstance(last, dict) and last.get("when") is not None:
-            yield (
-                ("routing", "entry", len(entry) - 1),
-                (
-                    "the last entry rule has a 'when', so a lead that matches no rule gets no "
-                    "cadence: end the list with a rule that has only 'cadence:'"
-                ),
-            )
-
-    limits = data.get("limits")
-    if isinstance(limits, dict):
-        window = limits.get("send_window")
-        if isinstance(window, dict):
-            yield from _window_problems(window)
-        holidays = limits.get("holidays")
-        if isinstance(holidays, list):
-            for i, day in enumerate(holidays):
-                if isinstance(day, str) and not _is_iso_date(day):
-                    yield (
-                        ("limits", "holidays", i),
-                        (f"'{day}' is not an ISO date: write YYYY-MM-DD, e.g. 2026-12-25"),
-                    )
-
-    team = data.get("team")
-    sdrs = team.get("sdrs") if isinstance(team, dict) else None
-    if isinstance(sdrs, list):
-        first: dict[str, int] = {}
-        for i, sdr in enumerate(sdrs):
-            sdr_id = sdr.get("id") if isinstance(sdr, dict) else None
-            if not isinstance(sdr_id, str):
-                continue
-            if sdr_id in first:
-                yield (
-                    ("team", "sdrs", i, "id"),
-                    (
-                        f"SDR id '{sdr_id}' is used twice (first at team.sdrs[{first[sdr_id]}]): "
-                        "give each SDR their own id"
-                    ),
-                )
-            else:
-                first[sdr_id] = i
-
-
-def _playbook_conditions(data: dict[str, Any]) -> Iterator[tuple[DataPath, dict[str, Any]]]:
-    grading = data.get("grading")
-    rules = grading.get("rules") if isinstance(grading, dict) else None
-    routing = data.get("routing")
-    entry = routing.get("entry") if isinstance(routing, dict) else None
-    for section, items in (
-        (("grading", "rules"), rules),
-        (("routing", "entry"), entry),
-    ):
-        if isinstance(items, list):
-            for i, item in enumerate(items):
-                if isinstance(item, dict) and "when" in item:
-                    yield from _walk_conditions((*section, i, "when"), item["when"])
-
-
-def _hand_raiser_problem(item: str) -> str | None:
-    if item in EVENT_TYPES:
-        return None
-    event, sep, form = item.partition(":")
-    if sep:
-        if event != "form.submitted":
-            return (
-                f"'{item}': only form.submitted takes a ':<form>' suffix; write an event type "
-                "or form.submitted:<form>"
-            )
-        if not form.strip():
-            return f"'{item}' names no form: write form.submitted:<form>, e.g. form.submitted:demo"
-        return None
-    return (
-        f"'{item}' is not an event type{_did_you_mean(item, EVENT_TYPES)}: write an event type "
-        "or form.submitted:<form>"
-    )
-
-
-def _window_problems(window: dict[str, Any]) -> Iterator[tuple[DataPath, str]]:
-    base: DataPath = ("limits", "send_window")
-    days = window.get("days")
-    if isinstance(days, list) and not days:
-        yield (
-            (*base, "days"),
-            ("no days: the window is never open; list days, e.g. [mon, tue, wed, thu, fri]"),
-        )
-    start = window.get("start", "09:00")
-    end = window.get("end", "18:00")
-    clock = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]$")
-    if (
-        isinstance(start, str)
-        and isinstance(end, str)
-        and clock.match(start)
-        and clock.match(end)
-        and start >= end
-    ):
-        at = (*base, "start") if "start" in window else (*base, "end")
-        yield (
-            at,
-            (
-                f"start {start} is not before end {end}: the window would be empty (it cannot "
-                "cross midnight); make start earlier than end"
-            ),
-        )
-
-
-def _is_iso_date(text: str) -> bool:
-    if not _ISO_DATE.match(text):
-        return False
-    try:
-        date.fromisoformat(text)
-    except ValueError:
-        return False
-    return True
+    return steps

@@ -8,9 +8,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from nurture.cadence import Cadence, CadenceSet, EmailStep, FieldCondition, WaitStep
+from nurture.cadence import Cadence, CadenceSet, EmailStep, FieldCondition, Playbook, WaitStep
 from nurture.cli.cadences import app as cadences_app
 from nurture.durations import DURATION_HELP
 from nurture.loader import (
@@ -19,6 +20,7 @@ from nurture.loader import (
     load_cadence,
     load_cadence_set,
     validate_paths,
+    validate_report,
 )
 from nurture.yamlio import YamlSyntaxError, load_yaml
 
@@ -219,6 +221,67 @@ def test_load_cadence_set_raises_with_every_problem(tmp_path: Path) -> None:
     assert "wait_for_outcome: '2 days' is not a duration" in text
 
 
+def test_the_playbook_rules_hold_for_a_playbook_built_without_the_loader(tmp_path: Path) -> None:
+    data = load_yaml((base_set(tmp_path) / "cadences" / "playbook.yaml").read_text()).data
+    data["limits"]["send_window"] = {"start": "18:00", "end": "09:00"}
+    data["thresholds"]["toss_up"]["grades"] = ["A", "Z"]
+
+    with pytest.raises(ValidationError) as caught:
+        Playbook.model_validate(data)
+
+    assert [(e["type"], e["loc"]) for e in caught.value.errors()] == [
+        ("rule", ("limits", "send_window", "start")),
+    ]
+    data["limits"]["send_window"] = {"start": "09:00", "end": "24:00"}
+    with pytest.raises(ValidationError) as caught:
+        Playbook.model_validate(data)
+    assert [(e["loc"], e["msg"]) for e in caught.value.errors()] == [
+        (
+            ("thresholds", "toss_up", "grades", 1),
+            "grade 'Z' is not in grading.bands (A, B, C): use one of them or add the band",
+        )
+    ]
+
+
+def test_the_step_rules_are_the_cadence_models_own_when_a_file_is_checked() -> None:
+    data = {
+        "id": "c",
+        "name": "C",
+        "steps": [
+            {"id": "hello", "type": "email", "template": "t/hello", "next": "bye"},
+            {
+                "id": "check",
+                "type": "branch",
+                "cases": [{"when": {"grade_in": ["Z"]}, "goto": "hello"}],
+            },
+        ],
+    }
+
+    with pytest.raises(ValidationError) as caught:
+        Cadence.model_validate(data, context={"authoring": True, "bands": ["A", "B"]})
+
+    assert [(e["type"], e["loc"], e["msg"]) for e in caught.value.errors()] == [
+        (
+            "rule",
+            ("steps", 0, "next"),
+            "next 'bye' names no step (steps: 'hello', 'check', or 'end')",
+        ),
+        (
+            "rule",
+            ("steps", 1, "cases", 0, "when", "grade_in", 0),
+            "grade 'Z' is not in grading.bands (A, B): use one of them or add the band",
+        ),
+        (
+            "rule",
+            ("steps", 1),
+            "never reached: no step leads to it (point a next, goto or default at it, or remove it)",
+        ),
+    ]
+    # A snapshot (or a picture of a broken file) is held to the schema alone.
+    assert [s.id for s in Cadence.model_validate(data).steps] == ["hello", "check"]
+    assert Cadence.model_validate(data).edges()["hello"][0].target == "bye"
+
+
 def test_yaml_1_2_keeps_no_and_clock_times_as_strings(tmp_path: Path) -> None:
     path = write(
         tmp_path / "norway.yaml",
@@ -350,6 +413,33 @@ def test_cli_validate_exits_1_and_prints_each_problem(
         "cadences/inbound.yaml:32: step 'after-call': goto 'nudj' names no step "
         "(did you mean 'nudge'?)"
     ]
+
+
+def test_cli_validate_warns_of_a_cadence_no_routing_rule_uses_and_exits_0(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = base_set(tmp_path)
+    spare = (work / "cadences" / "inbound.yaml").read_text().replace("id: inbound", "id: spare")
+    write(work / "cadences" / "spare.yaml", spare)
+    monkeypatch.chdir(work)
+
+    result = runner.invoke(cadences_app, ["validate", "cadences", "--templates", "templates"])
+
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "cadences/spare.yaml:1: cadence: warning: no routing rule uses 'spare' (routing.entry, "
+        "routing.mql_cadence, routing.recycle), so no lead ever enters it: route to it or "
+        "remove the file",
+        "ok: 2 cadences, playbook valid, 1 warning",
+    ]
+    # Routing to it (here as a recycle cadence) settles it.
+    playbook = work / "cadences" / "playbook.yaml"
+    playbook.write_text(
+        playbook.read_text().replace(
+            "default: {after: 30d, cadence: inbound}", "default: {after: 30d, cadence: spare}"
+        )
+    )
+    assert validate_report([Path("cadences")], Path("templates")).warnings == []
 
 
 def test_cli_schema_writes_both_schemas(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def validate(
     settings = _settings_or_exit()
     targets = list(paths) if paths else [settings.cadences_dir]
     report = validate_report(targets, templates or settings.templates_dir)
-    for problem in report.problems:
+    for problem in sorted([*report.problems, *report.warnings]):
         typer.echo(str(problem))
     if report.problems:
         count = len(report.problems)
@@ -61,6 +61,9 @@ def validate(
     summary = f"ok: {report.cadence_files} cadences"
     if report.playbook_files:
         summary += ", playbook valid"
+    if report.warnings:
+        count = len(report.warnings)
+        summary += f", {count} warning{'s' if count != 1 else ''}"
     typer.echo(summary)
 
 

@@ -73,16 +73,7 @@ def load_set(catalog: CadenceCatalog) -> LoadedSet:
 
 def cadence_roles(playbook: Playbook | None) -> dict[str, list[str]]:
     """What the playbook uses each cadence for: ``entry``, ``MQL``, ``recycle: <reason>``."""
-    roles: dict[str, list[str]] = {}
-    if playbook is None:
-        return roles
-    for rule in playbook.routing.entry:
-        roles.setdefault(rule.cadence, []).append("entry")
-    roles.setdefault(playbook.routing.mql_cadence, []).append("MQL")
-    for reason, recycle in playbook.routing.recycle.items():
-        if isinstance(recycle, RecycleRule):
-            roles.setdefault(recycle.cadence, []).append(f"recycle: {reason}")
-    return {cadence: list(dict.fromkeys(names)) for cadence, names in roles.items()}
+    return playbook.routing.roles() if playbook is not None else {}
 
 
 def playbook_summary(playbook: Playbook) -> dict[str, object]:
