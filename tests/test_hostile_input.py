@@ -7,89 +7,27 @@ the real worker on the time-skipping server and the aiosmtpd sink.
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from harness import Stack, running, search_attributes
-from sqlalchemy import func, select
+from harness import search_attributes
 from temporalio.client import Client
-from web_helpers import asgi_client, post_signed
+from webhookfixtures import Web, uid
 
 from nurture import SIGNAL_EVENT, workflow_id
-from nurture.db import EmailSend, EventRow, LeadRow, Suppression, make_engine, session_factory
+from nurture.db import EventRow, LeadRow, Suppression, make_engine, session_factory
 from nurture.events import Event
-from nurture.migrate import migrate
 from nurture.optouts import unsubscribe_address
-from nurture.settings import Settings
-from nurture.web import create_app
 from nurture.web.security import SIGNATURE_HEADER, sign
-
-
-def uid(prefix: str = "L") -> str:
-    return f"{prefix}-{secrets.token_hex(4)}"
 
 
 def iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-@dataclass
-class Web:
-    client: httpx.AsyncClient
-    settings: Settings
-    secret: str
-
-    async def post(self, path: str, payload: object) -> httpx.Response:
-        return await post_signed(self.client, self.secret, path, payload)
-
-    async def count(self, table: type) -> int:
-        engine = make_engine(self.settings.database_url)
-        try:
-            async with session_factory(engine)() as session:
-                return int(await session.scalar(select(func.count()).select_from(table)) or 0)
-        finally:
-            await engine.dispose()
-
-    async def lead(self, lead_id: str) -> LeadRow | None:
-        engine = make_engine(self.settings.database_url)
-        try:
-            async with session_factory(engine)() as session:
-                return await session.get(LeadRow, lead_id)
-        finally:
-            await engine.dispose()
-
-    async def sends(self, lead_id: str) -> list[EmailSend]:
-        engine = make_engine(self.settings.database_url)
-        try:
-            async with session_factory(engine)() as session:
-                rows = await session.scalars(select(EmailSend).where(EmailSend.lead_id == lead_id))
-                return list(rows.all())
-        finally:
-            await engine.dispose()
-
-
-@pytest.fixture
-async def web(make_settings, time_env) -> AsyncIterator[Web]:  # type: ignore[no-untyped-def]
-    """The app alone (no worker): enough for validation."""
-    settings = make_settings()
-    await migrate(settings.database_url)
-    async with asgi_client(create_app(settings, client=time_env.client)) as client:
-        yield Web(client, settings, settings.require_webhook_secret())
-
-
-@pytest.fixture
-async def stack_web(make_settings, time_env) -> AsyncIterator[tuple[Web, Stack]]:  # type: ignore[no-untyped-def]
-    """The app plus a real worker on the time-skipping server."""
-    settings = make_settings()
-    async with (
-        running(time_env.client, settings) as stack,
-        asgi_client(create_app(settings, client=time_env.client)) as client,
-    ):
-        yield Web(client, settings, settings.require_webhook_secret()), stack
+# web, stack_web: the app in-process, alone or with a worker (tests/webhookfixtures.py).
+pytest_plugins = ["webhookfixtures"]
 
 
 def fields_named(response: httpx.Response) -> list[str]:
