@@ -63,7 +63,7 @@ async def choose_owner(session: AsyncSession, playbook: Playbook, lead: LeadRow)
     if not sdrs:
         return None
     country = (lead.country or "").upper()
-    local = [s for s in sdrs if country and country in {t.upper() for t in s.territories}]
+    local = playbook.team.covering(country)
     if local:
         pool, in_territory = local, func.upper(LeadRow.country) == country
     else:

@@ -86,7 +86,7 @@ routing:
   recycle:
     default: {after: 30d, cadence: rest}
 limits:
-  send_window: {days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "23:59"}
+  send_window: {days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00"}
 team:
   sdrs:
     - {id: ben, name: Ben Carter, email: ben@example.com, territories: [US]}

@@ -936,6 +936,15 @@ class Team(_Strict):
     assignment: Literal["round_robin"] = "round_robin"
     call_due: Duration = "1 business day"
 
+    def covering(self, country: str | None) -> list[Sdr]:
+        """The SDRs whose territories include ``country`` (any case), in playbook order.
+
+        The assignment rule's pool: the live round robin (``activities.tasks``) and the
+        simulator both start from it, and fall back to the whole team when it is empty.
+        """
+        code = (country or "").upper()
+        return [s for s in self.sdrs if code and code in {t.upper() for t in s.territories}]
+
     @model_validator(mode="after")
     def _one_id_each(self) -> Team:
         first: dict[str, int] = {}

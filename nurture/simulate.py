@@ -655,10 +655,7 @@ def _lone_lead_owner(playbook: Playbook, country: str | None) -> str | None:
     Round robin in the lead's territory (``activities.tasks.choose_owner``): with no other
     leads counted, the first SDR covering its country, else the first of the team.
     """
-    sdrs = playbook.team.sdrs
-    code = (country or "").upper()
-    local = [s for s in sdrs if code and code in {t.upper() for t in s.territories}]
-    pool = local or sdrs
+    pool = playbook.team.covering(country) or playbook.team.sdrs
     return pool[0].id if pool else None
 
 
