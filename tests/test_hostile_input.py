@@ -587,7 +587,12 @@ async def test_odd_but_valid_bodies_are_taken_and_leave_no_lead_stuck(stack_web,
         )
         assert view.history, lead["id"]
         assert await failed_workflow_tasks(stack.client, lead["id"]) == [], lead["id"]
-    sends = {lead["id"]: [s.status for s in await web.sends(lead["id"])] for lead in ODD_LEADS}
+    # The lead's own first email: a qualified call tosses ODD-UNICODE up, and the SDR's
+    # toss-up notice (kept in the same table) may or may not have gone out by now.
+    sends = {
+        lead["id"]: [s.status for s in await web.sends(lead["id"]) if s.step == "hello"]
+        for lead in ODD_LEADS
+    }
     assert sends == {lead["id"]: ["sent"] for lead in ODD_LEADS}
     assert ["ünïcode@bücher.example"] in [rcpts for _, rcpts in smtp_sink.envelopes]
     row = await web.lead("ODD-IDN")
