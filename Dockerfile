@@ -22,8 +22,6 @@ subprocess.check_call([sys.executable, '-m', 'pip', 'install', *deps])"
 # The code and the files marketers edit. Listed one by one so that a local .venv or
 # .data never ends up in the image.
 COPY nurture/ nurture/
-COPY workflows/ workflows/
-COPY activities/ activities/
 COPY cadences/ cadences/
 COPY templates/ templates/
 COPY worker.py starter.py ./

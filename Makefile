@@ -23,7 +23,7 @@ STAMP := $(VENV)/.installed
 help:
 	@echo "make run        start the embedded stack on $(CADENCES) (make run CADENCES=cadences for the real set)"
 	@echo "make test       run the test suite (PYTEST_ARGS=... passes arguments to pytest)"
-	@echo "make lint       ruff check and format check (installs ruff into $(VENV) on first use)"
+	@echo "make lint       ruff check, format check, and the import contracts (lint-imports)"
 	@echo "make venv       create $(VENV) and install the project with its dev and test extras"
 	@echo "make clean      remove .data/ (the embedded stack's state: Temporal, app database, mail) and caches; keeps $(VENV)"
 	@echo "make distclean  clean, and remove $(VENV) and build output too"
@@ -59,6 +59,7 @@ lint: $(STAMP)
 	@$(PY) -m ruff --version >/dev/null 2>&1 || $(PIP) install -q ruff
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf .data .pytest_cache .hypothesis .ruff_cache .mypy_cache test-artifacts

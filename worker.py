@@ -14,22 +14,22 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.email import EmailActivities
-from activities.smtp import SmtpSender
-from activities.storage import StorageActivities
-from activities.tasks import TaskActivities
-from nurture.catalog import CadenceCatalog
-from nurture.db import make_engine, session_factory
-from nurture.migrate import migrate
+from nurture.activities.email import EmailActivities
+from nurture.activities.handoff import TaskActivities
+from nurture.activities.storage import StorageActivities
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.database import make_engine, session_factory
+from nurture.adapters.schema import migrate
+from nurture.adapters.smtp import SmtpSender
+from nurture.adapters.temporal import TemporalUnavailable, connect
 from nurture.settings import Settings, SettingsError, load_settings
-from nurture.temporal import TemporalUnavailable, connect
-from workflows.lead import LeadWorkflow
+from nurture.workflows.lead import LeadWorkflow
 
 # The domain modules the workflow uses are pure: pass them through the sandbox instead of
 # re-importing them for every workflow run.
 SANDBOX = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "nurture", "pydantic", "pydantic_core"
+        "nurture.domain", "pydantic", "pydantic_core"
     )
 )
 

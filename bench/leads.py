@@ -7,7 +7,7 @@ against bare Temporal measured at the same time (the server's CPU sets most limi
   with the WAL pragmas of the embedded set-up), with the contract's search attributes;
 - an aiosmtpd sink in a child process (so it does not compete for the GIL) that counts
   what it accepts;
-- a fresh SQLite app database, migrated with ``nurture.migrate.migrate``;
+- a fresh SQLite app database, migrated with ``nurture.adapters.schema.migrate``;
 - a tiny cadence set in a temporary folder: a playbook whose send window is always open,
   with no caps and no minimum gap, and one cadence ``email -> wait 1s -> email``;
 - the real worker from ``worker.build_worker`` and the real ``Intake``, wired as
@@ -78,14 +78,14 @@ from temporalio.worker import Worker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nurture import SEARCH_ATTRIBUTES, SIGNAL_EVENT, workflow_id  # noqa: E402
-from nurture.catalog import CadenceCatalog  # noqa: E402
-from nurture.db import EmailSend, make_engine, session_factory  # noqa: E402
-from nurture.events import Event, Lead  # noqa: E402
-from nurture.intake import Intake, submit_event  # noqa: E402
-from nurture.migrate import migrate  # noqa: E402
+from nurture.adapters.catalog import CadenceCatalog  # noqa: E402
+from nurture.adapters.database import EmailSend, make_engine, session_factory  # noqa: E402
+from nurture.adapters.schema import migrate  # noqa: E402
+from nurture.domain.events import Event, Lead  # noqa: E402
+from nurture.domain.names import SEARCH_ATTRIBUTES, SIGNAL_EVENT, workflow_id  # noqa: E402
+from nurture.domain.state import LeadView  # noqa: E402
+from nurture.services.intake import Intake, submit_event  # noqa: E402
 from nurture.settings import load_settings  # noqa: E402
-from nurture.state import LeadView  # noqa: E402
 from worker import SANDBOX, build_worker  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -395,7 +395,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
         path = templates_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(body).strip() + "\n", encoding="utf-8")
-    database_url = f"sqlite+aiosqlite:///{folder / 'nurture.db'}"
+    database_url = f"sqlite+aiosqlite:///{folder / 'nurture.adapters.database'}"
     settings = load_settings(
         database_url=database_url,
         smtp_host=HOST,

@@ -53,7 +53,7 @@ from webhooks import (  # noqa: E402 - the same helpers as the ingest benchmark
     wait_port,
 )
 
-from nurture import SEARCH_ATTRIBUTES  # noqa: E402
+from nurture.domain.names import SEARCH_ATTRIBUTES  # noqa: E402
 
 
 def start_temporal(port: int) -> subprocess.Popen[bytes]:

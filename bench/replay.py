@@ -27,8 +27,8 @@ from temporalio.client import WorkflowHistory  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.worker import Replayer  # noqa: E402
 
+from nurture.workflows.lead import LeadWorkflow  # noqa: E402
 from worker import SANDBOX  # noqa: E402
-from workflows.lead import LeadWorkflow  # noqa: E402
 
 
 async def measure(rounds: int) -> None:

@@ -2,7 +2,7 @@
 
 Both modes send the same N real messages (built by the email activity's ``build_message``:
 text and html parts, list-unsubscribe headers) to the same local aiosmtpd sink, in one run,
-through the same code (:class:`activities.smtp.SmtpSender`), so that only reuse differs:
+through the same code (:class:`nurture.adapters.smtp.SmtpSender`), so that only reuse differs:
 
 - ``pooled``: one ``SmtpSender`` for all messages, as the worker uses it (one connection);
 - ``per-message``: a new ``SmtpSender`` (so a new ``aiosmtplib.SMTP``) for every message:
@@ -54,9 +54,9 @@ from typing import Any
 # Run as a script from anywhere: make the repository importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from activities.email import build_message, message_id  # noqa: E402
-from activities.smtp import SmtpSender  # noqa: E402
-from nurture.rendering import RenderedEmail  # noqa: E402
+from nurture.activities.email import build_message, message_id  # noqa: E402
+from nurture.adapters.smtp import SmtpSender  # noqa: E402
+from nurture.domain.rendering import RenderedEmail  # noqa: E402
 
 HOST = "127.0.0.1"
 SENDER = "Acme <hello@acme.example>"

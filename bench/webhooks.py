@@ -64,8 +64,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nurture import SEARCH_ATTRIBUTES  # noqa: E402
-from nurture.signing import sign  # noqa: E402
+from nurture.adapters.signing import sign  # noqa: E402
+from nurture.domain.names import SEARCH_ATTRIBUTES  # noqa: E402
 
 SECRET = "bench-webhook-secret"
 
@@ -298,7 +298,7 @@ async def app_db_counts(database_url: str, tree: Path) -> tuple[int, int]:
         f"""
         import asyncio
         from sqlalchemy import func, select
-        from nurture.db import EventRow, make_engine, session_factory
+        from nurture.adapters.database import EventRow, make_engine, session_factory
         async def main():
             engine = make_engine({database_url!r})
             async with session_factory(engine)() as s:
@@ -396,8 +396,8 @@ async def _one_round(  # noqa: PLR0913 - one linear script
         async def get_health(conn: Conn, n: int) -> tuple[int, bytes]:
             return await conn.request("GET", "/health")
 
-        from nurture import SIGNAL_EVENT, workflow_id
-        from nurture.events import Event
+        from nurture.domain.events import Event
+        from nurture.domain.names import SIGNAL_EVENT, workflow_id
 
         async def bare_signal(_conn: Conn, n: int) -> tuple[int, bytes]:
             handle = client.get_workflow_handle(workflow_id(leads[n % len(leads)]))

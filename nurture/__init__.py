@@ -1,32 +1,12 @@
-"""Lead nurture orchestrator: the domain (cadences, scoring, timing), storage, web app and CLI.
+"""Lead nurture orchestrator: every B2B lead as one durable Temporal workflow.
 
-This package imports nothing from `workflows` or `activities`; they depend on it.
+The packages, in the one direction their imports point (checked by `make lint`):
+
+- ``nurture.domain``: the lead's life as pure code (cadences, scoring, timing, the lead
+  machine); no I/O, nothing from Temporal; the only package passed through the sandbox.
+- ``nurture.workflows``: the lead workflow, which drives the machine with Temporal.
+- ``nurture.adapters``: the outside world (database, Temporal client, SMTP, secrets, files).
+- ``nurture.services``: what the product does with them (intake, opt-outs, reports...).
+- ``nurture.activities``: the workflow's side effects, built on the services and adapters.
+- ``nurture.web`` and ``nurture.cli``: the web app and the command line.
 """
-
-# Temporal names shared by the workflow, the starter and the web app (CONTRACT.md).
-WORKFLOW_NAME = "LeadWorkflow"
-SIGNAL_EVENT = "event"
-QUERY_STATE = "state"
-
-
-def workflow_id(lead_id: str) -> str:
-    """The workflow id of a lead: `lead-<lead id>` (the CRM id carries no PII)."""
-    return f"lead-{lead_id}"
-
-
-# The contract's search attributes and their types, registered by `make run`, the tests and
-# docker-compose. No PII in any of them.
-SEARCH_ATTRIBUTES: dict[str, str] = {
-    "LeadStage": "Keyword",
-    "LeadScore": "Int",
-    "LeadGrade": "Keyword",
-    "Cadence": "Keyword",
-    "CadenceStep": "Keyword",
-    "LeadOwner": "Keyword",
-    "LeadSource": "Keyword",
-    "NextTouchAt": "Datetime",
-}
-SIGNAL_PAUSE = "pause"
-SIGNAL_RESUME = "resume"
-SIGNAL_REASSIGN = "reassign"
-SIGNAL_MIGRATE = "migrate"

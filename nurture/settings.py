@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "nurture"
-    database_url: str = "sqlite+aiosqlite:///.data/nurture.db"
+    database_url: str = "sqlite+aiosqlite:///.data/nurture.adapters.database"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
     smtp_username: str | None = None
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     webhook_secret: SecretStr | None = None
     # Keys the login sessions and email links; never shared. Unset: a random one is made
-    # once and kept in the app database (nurture.appsecrets).
+    # once and kept in the app database (nurture.adapters.secrets).
     app_secret: SecretStr | None = None
     public_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8000")
     cadences_dir: Path = Path("cadences")

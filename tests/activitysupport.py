@@ -22,11 +22,11 @@ from conftest import SKELETON_CADENCE, SKELETON_TEMPLATES, write_cadence_set
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.testing import ActivityEnvironment
 
-from nurture import activity_models as am
-from nurture import keys
-from nurture.catalog import CadenceCatalog
-from nurture.db import LeadRow
-from nurture.intake import account_of
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.database import LeadRow
+from nurture.domain import keys
+from nurture.domain import messages as am
+from nurture.services.intake import account_of
 from nurture.settings import Settings
 
 Sessions = async_sessionmaker[AsyncSession]

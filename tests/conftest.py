@@ -26,7 +26,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from nurture import SEARCH_ATTRIBUTES
+from nurture.domain.names import SEARCH_ATTRIBUTES
 from nurture.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -299,7 +299,7 @@ def make_settings(tmp_path: Path, smtp_sink: SmtpSink) -> Callable[..., Settings
         if cadences_dir is None:
             cadences_dir, templates_dir = write_cadence_set(tmp_path / "set")
         values: dict[str, object] = {
-            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}",
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'nurture.adapters.database'}",
             "smtp_host": smtp_sink.host,
             "smtp_port": smtp_sink.port,
             "webhook_secret": secrets.token_hex(16),

@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
-from nurture.db import make_engine, session_factory
-from nurture.migrate import migrate
+from nurture.adapters.database import make_engine, session_factory
+from nurture.adapters.schema import migrate
 
 POSTGRES_ENV = "NURTURE_TEST_DATABASE_URL"
 
@@ -36,7 +36,7 @@ POSTGRES_ENV = "NURTURE_TEST_DATABASE_URL"
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of a fresh, empty database (no tables): SQLite, then PostgreSQL if set."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}"
+        yield f"sqlite+aiosqlite:///{tmp_path / 'nurture.adapters.database'}"
         return
     server_url = os.environ.get(POSTGRES_ENV)
     if not server_url:

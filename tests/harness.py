@@ -12,14 +12,14 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client, WorkflowHandle
 
-from nurture import workflow_id
-from nurture.catalog import CadenceCatalog
-from nurture.db import make_engine, session_factory
-from nurture.events import Lead
-from nurture.intake import Intake
-from nurture.migrate import migrate
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.database import make_engine, session_factory
+from nurture.adapters.schema import migrate
+from nurture.domain.events import Lead
+from nurture.domain.names import workflow_id
+from nurture.domain.state import LeadView
+from nurture.services.intake import Intake
 from nurture.settings import Settings
-from nurture.state import LeadView
 from worker import build_worker
 
 

@@ -24,8 +24,15 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nurture import keys
-from nurture.db import CallTask, EmailSend, EventRow, LeadRow, Opportunity, StageChange
+from nurture.adapters.database import (
+    CallTask,
+    EmailSend,
+    EventRow,
+    LeadRow,
+    Opportunity,
+    StageChange,
+)
+from nurture.domain import keys
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 MARCH = (datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 4, 1, tzinfo=UTC))

@@ -31,7 +31,7 @@ from web_helpers import (
     wait_until,
 )
 
-from nurture.db import CallTask
+from nurture.adapters.database import CallTask
 from nurture.web import create_app, inbox
 
 pytestmark = pytest.mark.browser

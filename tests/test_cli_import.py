@@ -13,7 +13,7 @@ from pathlib import Path
 from conftest import ROOT, write_cadence_set
 from sqlalchemy import func, select
 
-from nurture.db import LeadRow, make_engine, session_factory
+from nurture.adapters.database import LeadRow, make_engine, session_factory
 
 CSV = """id,email,first_name,last_name,company,country,employees,source
 L-1,ana@bigco.example,Ana,Silva,BigCo,US,5000,webinar

@@ -38,7 +38,11 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from test_journeys import CADENCES as JOURNEY_CADENCES
 from test_journeys import PLAYBOOK, TEMPLATES
 
-from nurture import (
+from nurture.adapters.loader import load_cadence_set
+from nurture.domain.cadence import Cadence, CadenceSet
+from nurture.domain.events import Event, Lead
+from nurture.domain.machine import Command, ContinueAsNew, Perform, Sleep
+from nurture.domain.names import (
     SIGNAL_EVENT,
     SIGNAL_MIGRATE,
     SIGNAL_PAUSE,
@@ -46,13 +50,9 @@ from nurture import (
     SIGNAL_RESUME,
     workflow_id,
 )
-from nurture.cadence import Cadence, CadenceSet
-from nurture.events import Event, Lead
-from nurture.loader import load_cadence_set
-from nurture.machine import Command, ContinueAsNew, Perform, Sleep
-from nurture.rendering import Renderer
-from nurture.simulate import ScriptedEvent, ScriptedMigration, TimelineEntry, simulate
-from nurture.state import HistoryEntry, LeadInput
+from nurture.domain.rendering import Renderer
+from nurture.domain.state import HistoryEntry, LeadInput
+from nurture.services.simulate import ScriptedEvent, ScriptedMigration, TimelineEntry, simulate
 
 # The journeys' set, with an inbound cadence that also branches on a click.
 CADENCES = {

@@ -9,10 +9,10 @@ from datetime import timedelta
 from conftest import SKELETON_CADENCE, write_cadence_set
 from harness import running
 
-from nurture import SIGNAL_PAUSE, SIGNAL_REASSIGN, SIGNAL_RESUME
-from nurture.catalog import CadenceCatalog
-from nurture.events import Event
-from nurture.migration import migrate_leads
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.domain.events import Event
+from nurture.domain.names import SIGNAL_PAUSE, SIGNAL_REASSIGN, SIGNAL_RESUME
+from nurture.services.cadence_migration import migrate_leads
 
 
 async def test_pause_holds_touches_and_resume_releases_them(time_env, make_settings, smtp_sink):

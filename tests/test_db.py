@@ -17,7 +17,7 @@ from sqlalchemy import Connection, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nurture.db import (
+from nurture.adapters.database import (
     AppSecret,
     Base,
     CallTask,
@@ -29,8 +29,8 @@ from nurture.db import (
     insert_once,
     make_engine,
 )
-from nurture.keys import touch as touch_key
-from nurture.migrate import alembic_config, migrate
+from nurture.adapters.schema import alembic_config, migrate
+from nurture.domain.keys import touch as touch_key
 
 # database_url, migrated_url, sessions: fresh databases (SQLite; PostgreSQL when configured).
 pytest_plugins = ["dbfixtures"]
@@ -108,8 +108,8 @@ async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: st
 # worker does): none may see "database is locked" or a half-made schema.
 _MIGRATE_AND_USE = """
 import asyncio, sys
-from nurture.db import LeadRow, make_engine, session_factory
-from nurture.migrate import migrate
+from nurture.adapters.database import LeadRow, make_engine, session_factory
+from nurture.adapters.schema import migrate
 
 async def main(url, lead_id):
     await migrate(url)
@@ -344,7 +344,7 @@ async def test_call_task_ids_are_short_and_suppressions_lower_case(sessions: Ses
 
 
 async def test_sqlite_engine_makes_its_directory_and_sets_pragmas(tmp_path: Path) -> None:
-    path = tmp_path / "deeper" / "still" / "nurture.db"
+    path = tmp_path / "deeper" / "still" / "nurture.adapters.database"
     engine = make_engine(f"sqlite+aiosqlite:///{path}")
     try:
         async with engine.connect() as connection:

@@ -12,11 +12,11 @@ from harness import eventually, running, settled
 from sqlalchemy import select
 from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
 
-from nurture import SIGNAL_MIGRATE, SIGNAL_PAUSE, SIGNAL_RESUME
-from nurture.catalog import CadenceCatalog
-from nurture.db import EmailSend, LeadRow, Opportunity
-from nurture.events import Event, Lead
-from nurture.intake import submit_event
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.database import EmailSend, LeadRow, Opportunity
+from nurture.domain.events import Event, Lead
+from nurture.domain.names import SIGNAL_MIGRATE, SIGNAL_PAUSE, SIGNAL_RESUME
+from nurture.services.intake import submit_event
 
 _ids = itertools.count(1)
 

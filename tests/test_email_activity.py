@@ -33,12 +33,12 @@ from conftest import free_port
 from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 
-from activities.email import EmailActivities, message_id
-from activities.smtp import SmtpSender
-from nurture import activity_models as am
-from nurture.appsecrets import link_key
-from nurture.db import EmailSend, LeadRow, Suppression, User
-from nurture.links import read_token
+from nurture.activities.email import EmailActivities, message_id
+from nurture.adapters.database import EmailSend, LeadRow, Suppression, User
+from nurture.adapters.link_tokens import read_token
+from nurture.adapters.secrets import link_key
+from nurture.adapters.smtp import SmtpSender
+from nurture.domain import messages as am
 from nurture.settings import Settings
 
 pytest_plugins = ["dbfixtures", "activityfixtures"]

@@ -13,12 +13,10 @@ from datetime import timedelta
 from activitysupport import NOW, Sessions, add_lead, call_input, catalog_for, email_input, run
 from sqlalchemy import func, select
 
-from activities.email import EmailActivities
-from activities.smtp import SmtpSender
-from activities.storage import StorageActivities
-from activities.tasks import TaskActivities
-from nurture import activity_models as am
-from nurture.db import (
+from nurture.activities.email import EmailActivities
+from nurture.activities.handoff import TaskActivities
+from nurture.activities.storage import StorageActivities
+from nurture.adapters.database import (
     Base,
     CallTask,
     EmailSend,
@@ -28,6 +26,8 @@ from nurture.db import (
     StageChange,
     Suppression,
 )
+from nurture.adapters.smtp import SmtpSender
+from nurture.domain import messages as am
 
 pytest_plugins = ["dbfixtures", "activityfixtures"]
 

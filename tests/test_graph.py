@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from nurture.cadence import Cadence
-from nurture.graph import describe_condition, mermaid
+from nurture.domain.cadence import Cadence
+from nurture.domain.graph import describe_condition, mermaid
 
 CONTRACT_CADENCE = {
     "id": "inbound",

@@ -1,4 +1,4 @@
-"""The cadence picture (`nurture.graph_svg`) and the pages that show it (`/cadences`).
+"""The cadence picture (`nurture.domain.graph_svg`) and the pages that show it (`/cadences`).
 
 The picture: well-formed XML, one box per step, one routed arrow per jump, lanes that never
 overlap, text escaped, the same bytes every time (even across processes). The pages: login
@@ -34,11 +34,11 @@ from web_helpers import (
     log_in,
 )
 
-from nurture.cadence import Cadence
-from nurture.db import make_engine, session_factory
-from nurture.graph_svg import BOX_W, MARGIN, Jump, jumps, render_svg
-from nurture.loader import load_cadence
-from nurture.migrate import migrate
+from nurture.adapters.database import make_engine, session_factory
+from nurture.adapters.loader import load_cadence
+from nurture.adapters.schema import migrate
+from nurture.domain.cadence import Cadence
+from nurture.domain.graph_svg import BOX_W, MARGIN, Jump, jumps, render_svg
 from nurture.web import create_app
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -225,8 +225,8 @@ def test_the_picture_is_deterministic() -> None:
     assert render_svg(again) == first
     # Another process, another hash seed: still the same bytes.
     code = (
-        "import sys; from pathlib import Path; from nurture.loader import load_cadence; "
-        "from nurture.graph_svg import render_svg; "
+        "import sys; from pathlib import Path; from nurture.adapters.loader import load_cadence; "
+        "from nurture.domain.graph_svg import render_svg; "
         "sys.stdout.write(render_svg(load_cadence(Path('cadences/mql-sdr.yaml'))))"
     )
     for seed in ("1", "2"):

@@ -15,10 +15,10 @@ from harness import search_attributes
 from temporalio.client import Client
 from webhookfixtures import Web, uid
 
-from nurture import SIGNAL_EVENT, workflow_id
-from nurture.db import EventRow, LeadRow, Suppression, make_engine, session_factory
-from nurture.events import Event
-from nurture.optouts import unsubscribe_address
+from nurture.adapters.database import EventRow, LeadRow, Suppression, make_engine, session_factory
+from nurture.domain.events import Event
+from nurture.domain.names import SIGNAL_EVENT, workflow_id
+from nurture.services.optouts import unsubscribe_address
 from nurture.web.security import SIGNATURE_HEADER, sign
 
 
@@ -231,8 +231,8 @@ async def test_event_data_is_bounded(web: Web, data: dict, why: str) -> None:
 
 
 def test_the_data_limits_cover_every_key_the_workflow_sees() -> None:
-    from nurture.events import DECISION_DATA_LIMITS
-    from nurture.intake import WORKFLOW_DATA_KEYS
+    from nurture.domain.events import DECISION_DATA_LIMITS
+    from nurture.services.intake import WORKFLOW_DATA_KEYS
 
     assert set(DECISION_DATA_LIMITS) == WORKFLOW_DATA_KEYS
 

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web_helpers import PASSWORD, add_user, asgi_client, log_in
 
-from nurture.db import (
+from nurture.adapters.database import (
     CallTask,
     EmailSend,
     EventRow,
@@ -29,7 +29,7 @@ from nurture.db import (
     make_engine,
     session_factory,
 )
-from nurture.migrate import migrate
+from nurture.adapters.schema import migrate
 from nurture.web import create_app
 
 UI = "http://temporal-ui.example:8233"

@@ -15,8 +15,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from web_helpers import asgi_client, post_signed, signed
 
-from nurture import workflow_id
-from nurture.db import EventRow, make_engine, session_factory
+from nurture.adapters.database import EventRow, make_engine, session_factory
+from nurture.domain.names import workflow_id
 from nurture.web import create_app
 
 pytest_plugins = ["dbfixtures"]

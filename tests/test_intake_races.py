@@ -14,11 +14,11 @@ from pathlib import Path
 from sqlalchemy import select
 from web_helpers import asgi_client, post_signed
 
-from nurture import workflow_id
-from nurture.catalog import CadenceCatalog
-from nurture.csvimport import import_rows, read_leads
-from nurture.db import LeadRow, make_engine, session_factory
-from nurture.intake import Intake
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.database import LeadRow, make_engine, session_factory
+from nurture.domain.names import workflow_id
+from nurture.services.csvimport import import_rows, read_leads
+from nurture.services.intake import Intake
 from nurture.web import create_app
 
 pytest_plugins = ["dbfixtures"]

@@ -1,4 +1,4 @@
-"""nurture.interpreter: every step type and every branch condition, as plain tables.
+"""nurture.domain.interpreter: every step type and every branch condition, as plain tables.
 
 The interpreter is pure, so each row builds a tiny cadence, asks ``decide`` what happens
 from one step with some facts, and compares the action. Times: Friday 2026-11-27 15:00 UTC
@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nurture.cadence import Cadence, Playbook
-from nurture.conditions import Engagement, Facts
-from nurture.events import LeadFacts
-from nurture.interpreter import (
+from nurture.domain.cadence import Cadence, Playbook
+from nurture.domain.conditions import Engagement, Facts
+from nurture.domain.events import LeadFacts
+from nurture.domain.interpreter import (
     CreateCallTask,
     End,
     SendEmail,

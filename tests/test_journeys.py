@@ -14,10 +14,10 @@ from conftest import SKELETON_TEMPLATES, write_cadence_set
 from harness import eventually, record_histories, running, search_attributes, settled
 from sqlalchemy import select
 
-from nurture.db import CallTask, LeadRow, Opportunity, StageChange
-from nurture.events import Event
-from nurture.intake import submit_event
-from nurture.tasks import complete_task
+from nurture.adapters.database import CallTask, LeadRow, Opportunity, StageChange
+from nurture.domain.events import Event
+from nurture.services.call_tasks import complete_task
+from nurture.services.intake import submit_event
 
 PLAYBOOK = """
     scoring:

@@ -1,4 +1,4 @@
-"""nurture.lifecycle: the contract's "What each event does in each stage" table, row by row.
+"""nurture.domain.lifecycle: the contract's "What each event does in each stage" table, row by row.
 
 Each row puts a lead in a stage, applies one event with ``apply_event``, performs the stage
 change it asks for with ``enter`` (as the workflow does), and checks the stage and score.
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from nurture.cadence import Cadence, Playbook
-from nurture.events import EVENT_TYPES, Event, LeadFacts
-from nurture.lifecycle import (
+from nurture.domain.cadence import Cadence, Playbook
+from nurture.domain.events import EVENT_TYPES, Event, LeadFacts
+from nurture.domain.lifecycle import (
     EventEffect,
     Transition,
     apply_decay,
@@ -28,7 +28,7 @@ from nurture.lifecycle import (
     take_owner,
     threshold_transition,
 )
-from nurture.state import TOUCH_STAGES, LeadState, Position
+from nurture.domain.state import TOUCH_STAGES, LeadState, Position
 
 NOW = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 

@@ -11,10 +11,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from nurture.cadence import Cadence, CadenceSet, EmailStep, FieldCondition, Playbook, WaitStep
-from nurture.cli.cadences import app as cadences_app
-from nurture.durations import DURATION_HELP
-from nurture.loader import (
+from nurture.adapters.loader import (
     CadenceSetInvalid,
     Problem,
     load_cadence,
@@ -22,7 +19,17 @@ from nurture.loader import (
     validate_paths,
     validate_report,
 )
-from nurture.yamlio import YamlSyntaxError, load_yaml
+from nurture.adapters.yamlio import YamlSyntaxError, load_yaml
+from nurture.cli.cadences import app as cadences_app
+from nurture.domain.cadence import (
+    Cadence,
+    CadenceSet,
+    EmailStep,
+    FieldCondition,
+    Playbook,
+    WaitStep,
+)
+from nurture.domain.durations import DURATION_HELP
 
 ROOT = Path(__file__).resolve().parent.parent
 MALFORMED = Path(__file__).resolve().parent / "malformed"

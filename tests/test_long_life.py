@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 from temporalio.client import Client
 from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
 
-from nurture import workflow_id
-from nurture.db import EmailSend
-from nurture.events import Event
-from nurture.intake import submit_event
+from nurture.adapters.database import EmailSend
+from nurture.domain.events import Event
+from nurture.domain.names import workflow_id
+from nurture.services.intake import submit_event
 
 _ids = itertools.count(1)
 

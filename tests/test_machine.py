@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import write_cadence_set
 
-from nurture import activity_models as am
-from nurture.cadence import CadenceSet
-from nurture.events import Event, LeadFacts
-from nurture.loader import load_cadence_set
-from nurture.machine import (
+from nurture.adapters.loader import load_cadence_set
+from nurture.domain import messages as am
+from nurture.domain.cadence import CadenceSet
+from nurture.domain.events import Event, LeadFacts
+from nurture.domain.machine import (
     Command,
     ContinueAsNew,
     Control,
@@ -28,7 +28,7 @@ from nurture.machine import (
     Publish,
     Sleep,
 )
-from nurture.state import LeadInput
+from nurture.domain.state import LeadInput
 
 START = datetime(2026, 11, 23, 14, 0, tzinfo=UTC)
 LEAD = LeadFacts(id="L-1", country="US", timezone="America/New_York", has_email=True)

@@ -8,8 +8,8 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
-from nurture.db import make_engine, session_factory
-from nurture.mailsink import MailSink, list_mail, parse_mail
+from nurture.adapters.database import make_engine, session_factory
+from nurture.adapters.mailsink import MailSink, list_mail, parse_mail
 
 # migrated_url: a fresh, migrated database (SQLite; PostgreSQL when configured).
 pytest_plugins = ["dbfixtures"]

@@ -24,9 +24,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from sqlalchemy import select
 from web_helpers import LiveServer
 
-from nurture import workflow_id
-from nurture.db import LeadRow, make_engine, session_factory
-from nurture.migrate import migrate
+from nurture.adapters.database import LeadRow, make_engine, session_factory
+from nurture.adapters.schema import migrate
+from nurture.domain.names import workflow_id
 from nurture.web import create_app
 from nurture.web.security import SIGNATURE_HEADER, sign
 

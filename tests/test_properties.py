@@ -17,13 +17,21 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nurture import scoring
-from nurture.cadence import Cadence, Playbook
-from nurture.conditions import Engagement, Facts
-from nurture.durations import NEVER, later
-from nurture.events import CALL_OUTCOMES, ENGAGEMENT_TYPES, EVENT_TYPES, Event, LeadFacts
-from nurture.interpreter import CreateCallTask, End, SendEmail, Wait, after, decide, first_step
-from nurture.lifecycle import (
+from nurture.domain import scoring
+from nurture.domain.cadence import Cadence, Playbook
+from nurture.domain.conditions import Engagement, Facts
+from nurture.domain.durations import NEVER, later
+from nurture.domain.events import CALL_OUTCOMES, ENGAGEMENT_TYPES, EVENT_TYPES, Event, LeadFacts
+from nurture.domain.interpreter import (
+    CreateCallTask,
+    End,
+    SendEmail,
+    Wait,
+    after,
+    decide,
+    first_step,
+)
+from nurture.domain.lifecycle import (
     Transition,
     apply_decay,
     apply_event,
@@ -31,7 +39,7 @@ from nurture.lifecycle import (
     next_decay_at,
     regrade,
 )
-from nurture.state import FINAL_STAGES, TOUCH_STAGES, LeadState, Position
+from nurture.domain.state import FINAL_STAGES, TOUCH_STAGES, LeadState, Position
 
 PLAYBOOK = Playbook.model_validate(
     {

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nurture.events import Lead
-from nurture.rendering import (
+from nurture.domain.events import Lead
+from nurture.domain.rendering import (
     LEAD_FIELDS,
     RenderedEmail,
     Renderer,

@@ -16,9 +16,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
-from nurture.machine import LeadMachine, Sleep
+from nurture.domain.machine import LeadMachine, Sleep
+from nurture.workflows.lead import LeadWorkflow
 from worker import SANDBOX
-from workflows.lead import LeadWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parent / "histories").glob("*.json"))
 

@@ -19,10 +19,10 @@ from reportdata import DAY, MARCH, NOW, T0, seed
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from typer.testing import CliRunner
 
+from nurture.adapters.database import make_engine, session_factory
+from nurture.adapters.schema import migrate
 from nurture.cli.report import app as report_app
-from nurture.db import make_engine, session_factory
-from nurture.migrate import migrate
-from nurture.reports import (
+from nurture.services.reports import (
     Measured,
     PlanError,
     Rates,

@@ -20,8 +20,8 @@ from fastapi import FastAPI
 from reportdata import seed
 from web_helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, LiveServer
 
-from nurture.db import make_engine, session_factory
-from nurture.migrate import migrate
+from nurture.adapters.database import make_engine, session_factory
+from nurture.adapters.schema import migrate
 from nurture.web import reports as report_pages
 
 MARCH = "since=2026-03-01&until=2026-03-31"
@@ -57,7 +57,7 @@ def serve() -> Iterator[Callable[[str], str]]:
 async def test_report_pages_render_their_charts_in_chromium(tmp_path: Path, serve) -> None:
     from playwright.async_api import async_playwright
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'nurture.adapters.database'}"
     await migrate(url)
     engine = make_engine(url)
     try:

@@ -1,4 +1,4 @@
-"""nurture.simulate and `cadences simulate`: known cadences and scripts give known timelines.
+"""nurture.services.simulate and `cadences simulate`: known cadences and scripts give known timelines.
 
 The set below has a weekday 09:00-18:00 send window, a holiday on Friday 2026-12-25, a 20h
 gap between touches and at most 3 emails a week. Times in comments are the lead's own.
@@ -16,13 +16,13 @@ import typer
 from conftest import SKELETON_TEMPLATES, write_cadence_set
 from typer.testing import CliRunner
 
-from nurture.cadence import Cadence, CadenceSet
+from nurture.adapters.loader import load_cadence_set
 from nurture.cli.simulate import next_monday_morning
 from nurture.cli.simulate import simulate as simulate_command
-from nurture.events import Lead, LeadFacts
-from nurture.loader import load_cadence_set
-from nurture.rendering import Renderer
-from nurture.simulate import (
+from nurture.domain.cadence import Cadence, CadenceSet
+from nurture.domain.events import Lead, LeadFacts
+from nurture.domain.rendering import Renderer
+from nurture.services.simulate import (
     MAX_STEPS,
     ScriptedEvent,
     ScriptedMigration,

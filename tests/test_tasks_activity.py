@@ -20,11 +20,11 @@ from activitysupport import NOW, FaultySink, Sessions, add_lead, call_input, cat
 from sqlalchemy import func, select
 from temporalio.exceptions import ApplicationError
 
-from activities.smtp import SmtpSender
-from activities.tasks import TaskActivities
-from nurture import activity_models as am
-from nurture import keys
-from nurture.db import CallTask, EmailSend, LeadRow, Opportunity
+from nurture.activities.handoff import TaskActivities
+from nurture.adapters.database import CallTask, EmailSend, LeadRow, Opportunity
+from nurture.adapters.smtp import SmtpSender
+from nurture.domain import keys
+from nurture.domain import messages as am
 from nurture.settings import Settings
 
 pytest_plugins = ["dbfixtures", "activityfixtures"]
@@ -357,7 +357,7 @@ async def test_the_crm_gets_a_signed_notification(activity_settings, sessions, f
     assert headers[":request"] == "POST /hooks/nurture HTTP/1.1"
     assert headers["content-type"] == "application/json"
 
-    # Verify as the CRM would (activities/crm.py): t=<unix seconds>,v1=<hex HMAC-SHA256(key,
+    # Verify as the CRM would (nurture/activities/crm.py): t=<unix seconds>,v1=<hex HMAC-SHA256(key,
     # "<t>.<body>")>, the key derived from the webhook secret for this direction only.
     parts = dict(item.split("=", 1) for item in headers["x-nurture-signature"].split(","))
     secret = settings.require_webhook_secret().encode()
@@ -410,7 +410,7 @@ def transition(lead_id: str, from_stage: str, to_stage: str, **extra: object) ->
 async def test_stage_changes_close_the_opportunity_and_reach_the_crm(
     activity_settings, sessions, faulty_sink, crm
 ):
-    from activities.storage import StorageActivities
+    from nurture.activities.storage import StorageActivities
 
     settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hooks/nurture")
     desk = make_desk(settings, sessions, faulty_sink)

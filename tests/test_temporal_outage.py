@@ -23,8 +23,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from web_helpers import add_user, asgi_client, log_in, post_signed, wait_until
 
-from nurture.db import EventRow, LeadRow, make_engine, session_factory
-from nurture.migrate import migrate
+from nurture.adapters.database import EventRow, LeadRow, make_engine, session_factory
+from nurture.adapters.schema import migrate
 from nurture.settings import Settings
 from nurture.web import create_app
 

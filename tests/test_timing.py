@@ -1,4 +1,4 @@
-"""nurture.timing: send windows in the lead's zone, holidays, business days, caps and gaps.
+"""nurture.domain.timing: send windows in the lead's zone, holidays, business days, caps and gaps.
 
 Dates used: 2026-12-25 and 2027-01-01 are Fridays (and holidays in the playbook); New York
 springs forward on Sunday 2027-03-14 at 02:00 and falls back on Sunday 2027-11-07 at 02:00.
@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nurture.cadence import WEEKDAYS, Limits, SendWindow
-from nurture.durations import DurationError
-from nurture.timing import (
+from nurture.domain.cadence import WEEKDAYS, Limits, SendWindow
+from nurture.domain.durations import DurationError
+from nurture.domain.timing import (
     COUNTRY_ZONES,
     MAX_SEARCH_DAYS,
     TouchSlot,

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import get_args
 
-from nurture import keys
-from nurture.events import Event
-from nurture.state import LeadState
-from nurture.vocabulary import (
+from nurture.domain import keys
+from nurture.domain.events import Event
+from nurture.domain.state import LeadState
+from nurture.domain.vocabulary import (
     CALL_OUTCOMES,
     ENGAGEMENT_TYPES,
     EVENT_TYPES,

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from harness import running, search_attributes
 
-from nurture.state import LeadView
+from nurture.domain.state import LeadView
 
 
 async def test_two_emails_around_a_two_day_wait(time_env, make_settings, smtp_sink):

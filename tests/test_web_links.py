@@ -19,9 +19,9 @@ from harness import running
 from sqlalchemy import select, update
 from web_helpers import asgi_client
 
-from nurture.appsecrets import link_key
-from nurture.db import EmailSend, EventRow, LeadRow, Suppression
-from nurture.links import click_url, make_token, unsubscribe_url
+from nurture.adapters.database import EmailSend, EventRow, LeadRow, Suppression
+from nurture.adapters.link_tokens import click_url, make_token, unsubscribe_url
+from nurture.adapters.secrets import link_key
 from nurture.web import create_app
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0"

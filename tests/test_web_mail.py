@@ -9,8 +9,8 @@ from email.message import EmailMessage
 import httpx
 from fastapi import FastAPI
 
-from nurture.auth import hash_password
-from nurture.db import ReceivedMail, User, make_engine, session_factory
+from nurture.adapters.database import ReceivedMail, User, make_engine, session_factory
+from nurture.adapters.passwords import hash_password
 from nurture.settings import Settings
 from nurture.web import create_app
 

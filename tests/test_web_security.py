@@ -25,15 +25,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from web_helpers import PASSWORD, add_user, asgi_client, log_in, signed, wait_until
 
-from activities.crm import signature as outbound_signature
-from nurture.appsecrets import (
-    APP_SECRET_NAME,
-    app_secret,
-    derived_key,
-    link_key,
-    session_key,
-)
-from nurture.db import (
+from nurture.activities.crm import signature as outbound_signature
+from nurture.adapters.database import (
     AppSecret,
     CallTask,
     EmailSend,
@@ -44,8 +37,15 @@ from nurture.db import (
     make_engine,
     session_factory,
 )
-from nurture.links import click_url, make_token, unsubscribe_url
-from nurture.migrate import migrate
+from nurture.adapters.link_tokens import click_url, make_token, unsubscribe_url
+from nurture.adapters.schema import migrate
+from nurture.adapters.secrets import (
+    APP_SECRET_NAME,
+    app_secret,
+    derived_key,
+    link_key,
+    session_key,
+)
 from nurture.settings import Settings
 from nurture.web import create_app
 from nurture.web import webhooks as webhook_routes

@@ -15,9 +15,9 @@ from temporalio.client import Client
 from web_helpers import asgi_client, post_signed, wait_until
 from webhookfixtures import Web, uid
 
-from activities.crm import outbound_key
-from activities.crm import signature as outbound_signature
-from nurture import workflow_id
+from nurture.activities.crm import outbound_key
+from nurture.activities.crm import signature as outbound_signature
+from nurture.domain.names import workflow_id
 from nurture.settings import Settings
 from nurture.web import create_app
 from nurture.web.security import (

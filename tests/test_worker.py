@@ -7,7 +7,7 @@ import contextlib
 
 from sqlalchemy import text
 
-from nurture.migrate import migrate
+from nurture.adapters.schema import migrate
 from worker import build_worker
 
 

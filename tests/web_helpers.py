@@ -18,8 +18,8 @@ from conftest import free_port
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from nurture.auth import hash_password
-from nurture.db import User
+from nurture.adapters.database import User
+from nurture.adapters.passwords import hash_password
 from nurture.web.security import SIGNATURE_HEADER, sign
 
 # Debian's Chromium, driven by Playwright (never a downloaded browser); flags for a closed network.

@@ -14,8 +14,8 @@ from harness import Stack, running
 from sqlalchemy import func, select
 from web_helpers import asgi_client, post_signed
 
-from nurture.db import EmailSend, EventRow, LeadRow, make_engine, session_factory
-from nurture.migrate import migrate
+from nurture.adapters.database import EmailSend, EventRow, LeadRow, make_engine, session_factory
+from nurture.adapters.schema import migrate
 from nurture.settings import Settings
 from nurture.web import create_app
 

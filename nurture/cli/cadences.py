@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from nurture.cadence import Cadence, Playbook
-from nurture.graph import mermaid
-from nurture.loader import validate_report
+from nurture.adapters.loader import validate_report
+from nurture.domain.cadence import Cadence, Playbook
+from nurture.domain.graph import mermaid
 from nurture.settings import SettingsError, load_settings
 
 app = typer.Typer(

@@ -39,7 +39,7 @@ class Context:
     _client: Client | None = None
 
     async def client(self) -> Client:
-        from nurture.temporal import TemporalUnavailable, connect
+        from nurture.adapters.temporal import TemporalUnavailable, connect
 
         if self._client is None:
             try:
@@ -49,9 +49,9 @@ class Context:
         return self._client
 
     async def intake(self):  # type: ignore[no-untyped-def]
-        from nurture.catalog import CadenceCatalog
-        from nurture.intake import Intake
-        from nurture.loader import CadenceSetInvalid
+        from nurture.adapters.catalog import CadenceCatalog
+        from nurture.adapters.loader import CadenceSetInvalid
+        from nurture.services.intake import Intake
 
         catalog = CadenceCatalog(self.settings.cadences_dir, self.settings.templates_dir)
         try:
@@ -64,8 +64,8 @@ class Context:
 @contextlib.asynccontextmanager
 async def context() -> AsyncIterator[Context]:
     """Settings, a migrated database and (on demand) a Temporal client."""
-    from nurture.db import make_engine, session_factory
-    from nurture.migrate import migrate
+    from nurture.adapters.database import make_engine, session_factory
+    from nurture.adapters.schema import migrate
 
     settings = settings_or_fail()
     try:

@@ -10,9 +10,9 @@ import typer
 from rich.progress import Progress
 from sqlalchemy import select
 
-from nurture import SIGNAL_PAUSE, SIGNAL_REASSIGN, SIGNAL_RESUME, workflow_id
 from nurture.cli.common import context, echo_json, fail
-from nurture.parked import submit_lead
+from nurture.domain.names import SIGNAL_PAUSE, SIGNAL_REASSIGN, SIGNAL_RESUME, workflow_id
+from nurture.services.parked import submit_lead
 
 app = typer.Typer(
     help="Add, import, show, find, pause, resume and reassign leads.", no_args_is_help=True
@@ -50,7 +50,7 @@ def add(
     """Create a lead (or update it when the id exists) and start its workflow."""
     from pydantic import ValidationError
 
-    from nurture.events import Lead
+    from nurture.domain.events import Lead
 
     given = {
         "id": id,
@@ -92,7 +92,7 @@ def add(
 @app.command("import")
 def import_(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
     """Import leads from a CSV (our columns or a Salesforce lead export); idempotent by id."""
-    from nurture.csvimport import ImportReport, import_rows, read_leads
+    from nurture.services.csvimport import ImportReport, import_rows, read_leads
 
     rows = list(read_leads(file))
 
@@ -130,8 +130,8 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
     """The workflow's `state` query; for a lead whose workflow cannot answer, the database."""
     from temporalio.service import RPCError
 
-    from nurture.db import LeadRow, StageChange
-    from nurture.state import LeadView
+    from nurture.adapters.database import LeadRow, StageChange
+    from nurture.domain.state import LeadView
 
     async with ctx.sessions() as session:
         row = await session.get(LeadRow, lead_id)
@@ -139,7 +139,7 @@ async def lead_json(ctx, lead_id: str) -> dict[str, object]:  # type: ignore[no-
         fail(f"no lead with id {lead_id}")
     from datetime import timedelta
 
-    from nurture.temporal import TemporalUnavailable, connect
+    from nurture.adapters.temporal import TemporalUnavailable, connect
 
     waiting = row.waiting_to_start
     if not waiting:
@@ -194,7 +194,7 @@ def find(email: str = typer.Option(..., "--email")) -> None:
     """Lead ids with this email address."""
     from sqlalchemy import func
 
-    from nurture.db import LeadRow
+    from nurture.adapters.database import LeadRow
 
     async def run() -> None:
         async with context() as ctx, ctx.sessions() as session:
@@ -259,8 +259,8 @@ def send(
 
     from pydantic import ValidationError
 
-    from nurture.events import Event
-    from nurture.intake import submit_event
+    from nurture.domain.events import Event
+    from nurture.services.intake import submit_event
 
     try:
         event = Event(

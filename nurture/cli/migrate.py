@@ -18,9 +18,9 @@ def migrate(
     ),
 ) -> None:
     """Move leads in flight to the current version of a cadence (by step id)."""
-    from nurture.catalog import CadenceCatalog
-    from nurture.loader import CadenceSetInvalid
-    from nurture.migration import check_map, migrate_leads
+    from nurture.adapters.catalog import CadenceCatalog
+    from nurture.adapters.loader import CadenceSetInvalid
+    from nurture.services.cadence_migration import check_map, migrate_leads
 
     step_map: dict[str, str] = {}
     for item in map_:

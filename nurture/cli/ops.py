@@ -12,8 +12,8 @@ from rich.table import Table
 from sqlalchemy import select
 
 from nurture.cli.common import context, echo_json, fail
-from nurture.events import CALL_OUTCOMES
-from nurture.tasks import complete_task
+from nurture.domain.events import CALL_OUTCOMES
+from nurture.services.call_tasks import complete_task
 
 tasks_app = typer.Typer(help="SDR call tasks: list and complete.", no_args_is_help=True)
 sends_app = typer.Typer(help="The email outbox.", no_args_is_help=True)
@@ -44,7 +44,7 @@ def list_tasks(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Tasks by due time (open ones by default, overdue ones flagged)."""
-    from nurture.db import CallTask
+    from nurture.adapters.database import CallTask
 
     if status not in ("open", "done", "cancelled", "all"):
         fail(f"--status must be open, done, cancelled or all, not '{status}'", 2)
@@ -104,7 +104,7 @@ def list_sends(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The outbox; `unknown` sends need a human (the message may or may not have gone out)."""
-    from nurture.db import EmailSend
+    from nurture.adapters.database import EmailSend
 
     async def run() -> list[dict[str, object]]:
         async with context() as ctx, ctx.sessions() as session:
@@ -155,8 +155,8 @@ def add_user(
     password: str | None = typer.Option(None, help="Prompted for when omitted."),
 ) -> None:
     """Create or reset a login (the password is stored hashed)."""
-    from nurture.auth import hash_password
-    from nurture.db import User
+    from nurture.adapters.database import User
+    from nurture.adapters.passwords import hash_password
 
     if role not in ("sdr", "ops"):
         fail("--role must be sdr or ops", 2)

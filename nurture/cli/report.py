@@ -1,6 +1,6 @@
 """`nurture report funnel` and `nurture report plan`: the managers' numbers (CONTRACT.md, CLI).
 
-The numbers come from :mod:`nurture.reports`; this module parses options and formats.
+The numbers come from :mod:`nurture.services.reports`; this module parses options and formats.
 Every input error exits 2 with one line on stderr, so scripts can tell it from a failure.
 """
 
@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nurture.cli.common import context, echo_json, fail
-from nurture.reports import (
+from nurture.services.reports import (
     DEFAULT_TASKS_PER_SDR_PER_DAY,
     DEFAULT_WORKING_DAYS_PER_MONTH,
     FUNNEL_STAGES,
@@ -32,7 +32,7 @@ from nurture.reports import (
     plan,
     plan_lines,
 )
-from nurture.reports import funnel as funnel_report
+from nurture.services.reports import funnel as funnel_report
 
 app = typer.Typer(help="Reports: the funnel and the capacity plan.", no_args_is_help=True)
 

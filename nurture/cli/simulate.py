@@ -1,7 +1,7 @@
 """`nurture cadences simulate ID`: a dry run of one lead on a virtual clock.
 
 No Temporal, no database, no email: the cadence files are loaded and validated as the worker
-would load them, and :func:`nurture.simulate.simulate` plays the lead through them. The
+would load them, and :func:`nurture.services.simulate.simulate` plays the lead through them. The
 command is registered by ``nurture/cli/cadences.py`` with
 ``from nurture.cli.simulate import simulate``.
 """
@@ -18,15 +18,15 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from nurture.events import Lead
-from nurture.interpreter import SpinError
-from nurture.loader import CadenceSetInvalid, load_cadence_set
-from nurture.rendering import Renderer
+from nurture.adapters.loader import CadenceSetInvalid, load_cadence_set
+from nurture.adapters.yamlio import YamlSyntaxError, load_yaml
+from nurture.domain.events import Lead
+from nurture.domain.interpreter import SpinError
+from nurture.domain.rendering import Renderer
+from nurture.domain.timing import lead_zone
+from nurture.services.simulate import TimelineEntry, parse_script
+from nurture.services.simulate import simulate as run_simulation
 from nurture.settings import SettingsError, load_settings
-from nurture.simulate import TimelineEntry, parse_script
-from nurture.simulate import simulate as run_simulation
-from nurture.timing import lead_zone
-from nurture.yamlio import YamlSyntaxError, load_yaml
 
 SAMPLE_LEAD: dict[str, Any] = {
     "id": "sample-lead",

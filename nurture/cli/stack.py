@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from nurture import SEARCH_ATTRIBUTES
+from nurture.domain.names import SEARCH_ATTRIBUTES
 from nurture.settings import DATA_DIR, Settings, SettingsError, load_settings
 
 DEMO_DIR = Path("examples/demo")
@@ -33,7 +33,7 @@ def serve(
     """Run the web app (webhooks, links, inbox, pages)."""
     import uvicorn
 
-    from nurture.migrate import migrate
+    from nurture.adapters.schema import migrate
     from nurture.web.app import create_app
 
     settings = _settings_or_exit()
@@ -114,7 +114,7 @@ class _Children:
 
 
 async def _wait_for_temporal(settings: Settings, timeout: float = 60.0):  # type: ignore[no-untyped-def]
-    from nurture.temporal import TemporalUnavailable, connect
+    from nurture.adapters.temporal import TemporalUnavailable, connect
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -128,13 +128,13 @@ async def _wait_for_temporal(settings: Settings, timeout: float = 60.0):  # type
 
 
 async def _dev(settings: Settings) -> None:
-    from nurture.catalog import CadenceCatalog
-    from nurture.db import make_engine, session_factory
-    from nurture.demo import create_demo_users, import_leads, play_engagement
-    from nurture.intake import Intake
-    from nurture.mailsink import MailSink
-    from nurture.migrate import migrate
-    from nurture.temporal import ensure_search_attributes
+    from nurture.adapters.catalog import CadenceCatalog
+    from nurture.adapters.database import make_engine, session_factory
+    from nurture.adapters.mailsink import MailSink
+    from nurture.adapters.schema import migrate
+    from nurture.adapters.temporal import ensure_search_attributes
+    from nurture.services.demo import create_demo_users, import_leads, play_engagement
+    from nurture.services.intake import Intake
 
     children = _Children()
     stop = asyncio.Event()

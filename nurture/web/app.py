@@ -9,7 +9,7 @@ Routes: ``/health``; the signed webhooks ``POST /leads`` and ``POST /events``
 (:mod:`nurture.web.links`); ``/login``; and the signed-in pages ``/inbox``, ``/leads/<id>``,
 ``/cadences``, and for ops ``/ops``, ``/mail`` and ``/reports``.
 
-The session cookie is keyed from the app-private secret (:mod:`nurture.appsecrets`), resolved
+The session cookie is keyed from the app-private secret (:mod:`nurture.adapters.secrets`), resolved
 on the first request; every response gets basic security headers.
 """
 
@@ -33,11 +33,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
-from nurture.appsecrets import session_key
-from nurture.catalog import CadenceCatalog
-from nurture.db import ReceivedMail, make_engine, session_factory
-from nurture.ingest import EventWriter
-from nurture.mailsink import list_mail, parse_mail
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.database import ReceivedMail, make_engine, session_factory
+from nurture.adapters.mailsink import list_mail, parse_mail
+from nurture.adapters.secrets import session_key
+from nurture.services.ingest import EventWriter
 from nurture.settings import Settings
 from nurture.web import cadences, inbox, links, login, pages, reports, webhooks
 from nurture.web.common import (
@@ -81,8 +81,8 @@ SWEEP_TEMPORAL_TIMEOUT_S = 10.0
 async def _redeliver_forever(services: Services, every_s: float) -> None:
     """Start leads and deliver events that were recorded while Temporal could not be
     reached: a recorded lead or event never waits for a human."""
-    from nurture.parked import START_GRACE, redeliver
-    from nurture.temporal import TemporalGate
+    from nurture.adapters.temporal import TemporalGate
+    from nurture.services.parked import START_GRACE, redeliver
 
     gate = services.gate
     while True:
@@ -123,7 +123,7 @@ def create_app(
         login_clock: Seconds on a monotonic clock, for the failed-login throttle's lockouts
             (tests pass one they move).
         redeliver_every_s: How often the sweep starts waiting leads and delivers parked
-            events (:func:`nurture.parked.redeliver`).
+            events (:func:`nurture.services.parked.redeliver`).
     """
     ui_url = temporal_ui_url or str(settings.temporal_ui_url).rstrip("/")
 

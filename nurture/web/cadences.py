@@ -1,7 +1,7 @@
 """``/cadences`` (the current cadence set and the playbook's summary) and ``/cadences/<id>``
 (one cadence as a picture, with its Mermaid source).
 
-Both read the files on disk through the app's :class:`~nurture.catalog.CadenceCatalog`, so
+Both read the files on disk through the app's :class:`~nurture.adapters.catalog.CadenceCatalog`, so
 they show what the next lead will get. When the set has problems the pages still answer:
 they list every problem (as ``cadences validate`` prints them) and show whatever could be
 read, instead of failing. For signed-in users, SDRs and ops alike; the app also puts a login
@@ -17,11 +17,11 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 from markupsafe import Markup
 
-from nurture.cadence import Cadence, Playbook, RecycleRule
-from nurture.catalog import CadenceCatalog
-from nurture.graph import describe_condition, mermaid
-from nurture.graph_svg import jumps, render_svg
-from nurture.loader import CadenceSetInvalid, Problem, validate_report
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.loader import CadenceSetInvalid, Problem, validate_report
+from nurture.domain.cadence import Cadence, Playbook, RecycleRule
+from nurture.domain.graph import describe_condition, mermaid
+from nurture.domain.graph_svg import jumps, render_svg
 from nurture.web.common import ServicesDep, render
 from nurture.web.security import ViewerDep
 

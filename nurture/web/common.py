@@ -4,7 +4,7 @@ The app's long-lived resources live in one :class:`Services` object in ``app.sta
 the lifespan (never at import). The Temporal client connects lazily (on its first call), so
 the app starts, serves its health check and records webhooks while Temporal is down or still
 coming up; a test injects its own client instead. Calls on a request's path go through one
-:class:`~nurture.temporal.TemporalGate`: bounded to about a second, and skipped for a few
+:class:`~nurture.adapters.temporal.TemporalGate`: bounded to about a second, and skipped for a few
 seconds after one found Temporal unreachable.
 """
 
@@ -24,11 +24,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import Response
 from temporalio.client import Client
 
-from nurture.catalog import CadenceCatalog
-from nurture.ingest import EventWriter
-from nurture.intake import Intake
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.temporal import TemporalGate, TemporalUnavailable, connect
+from nurture.services.ingest import EventWriter
+from nurture.services.intake import Intake
 from nurture.settings import Settings
-from nurture.temporal import TemporalGate, TemporalUnavailable, connect
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Services:
     sessions: async_sessionmaker[AsyncSession]
     catalog: CadenceCatalog
     temporal: TemporalLink
-    # The group-commit writer of the event path (nurture.ingest).
+    # The group-commit writer of the event path (nurture.services.ingest).
     writer: EventWriter
     temporal_ui_url: str = DEFAULT_TEMPORAL_UI_URL
     gate: TemporalGate = field(

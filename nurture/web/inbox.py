@@ -16,10 +16,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nurture.db import CallTask, User
-from nurture.events import CALL_OUTCOMES
-from nurture.tasks import NotYourTask, TaskError, TaskNotFound, complete_task
-from nurture.temporal import TemporalUnavailable
+from nurture.adapters.database import CallTask, User
+from nurture.adapters.temporal import TemporalUnavailable
+from nurture.domain.events import CALL_OUTCOMES
+from nurture.services.call_tasks import NotYourTask, TaskError, TaskNotFound, complete_task
 from nurture.web.common import Services, ServicesDep, SessionDep, render
 from nurture.web.leadinfo import LeadInfo, apply_state, load_lead, query_states
 from nurture.web.security import Viewer, ViewerDep, check_csrf, current_viewer

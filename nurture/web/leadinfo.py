@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nurture import QUERY_STATE, workflow_id
-from nurture.db import CallTask, EmailSend, LeadRow, StageChange
-from nurture.state import HistoryEntry, LeadView
+from nurture.adapters.database import CallTask, EmailSend, LeadRow, StageChange
+from nurture.domain.names import QUERY_STATE, workflow_id
+from nurture.domain.state import HistoryEntry, LeadView
 from nurture.web.common import Services
 
 log = logging.getLogger(__name__)

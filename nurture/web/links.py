@@ -1,7 +1,7 @@
 """The links in every email: `/u/<token>` (unsubscribe) and `/c/<token>` (a tracked click).
 
-No login: the signed token (:mod:`nurture.links`, keyed with the app's link key) is the
-authority, and a forged or edited one gets 404. The click target is inside the signed token,
+No login: the signed token (:mod:`nurture.adapters.link_tokens`, keyed with the app's link key) is
+the authority, and a forged or edited one gets 404. The click target is inside the signed token,
 so `/c` cannot be made to redirect anywhere else (no open redirect).
 
 Unsubscribe is per address (CONTRACT.md): the address the email went to (the token's send,
@@ -29,14 +29,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nurture import keys
-from nurture.appsecrets import link_key
-from nurture.db import EmailSend, EventRow, LeadRow
-from nurture.events import Event
-from nurture.intake import submit_event
-from nurture.links import BadToken, read_token
-from nurture.optouts import suppress_address
-from nurture.temporal import TemporalUnavailable
+from nurture.adapters.database import EmailSend, EventRow, LeadRow
+from nurture.adapters.link_tokens import BadToken, read_token
+from nurture.adapters.secrets import link_key
+from nurture.adapters.temporal import TemporalUnavailable
+from nurture.domain import keys
+from nurture.domain.events import Event
+from nurture.services.intake import submit_event
+from nurture.services.optouts import suppress_address
 from nurture.web.common import Services, ServicesDep, render
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from nurture.auth import hash_password, verify_password
-from nurture.db import User
+from nurture.adapters.database import User
+from nurture.adapters.passwords import hash_password, verify_password
 from nurture.web.common import SessionDep, render
 from nurture.web.security import (
     ROLES,

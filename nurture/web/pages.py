@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 
-from nurture.db import CallTask, EmailSend, EventRow, LeadRow
+from nurture.adapters.database import CallTask, EmailSend, EventRow, LeadRow
 from nurture.web.common import ServicesDep, SessionDep, render
 from nurture.web.leadinfo import lead_with_state, sdr_may_see
 from nurture.web.security import OpsDep, ViewerDep, check_csrf

@@ -2,7 +2,7 @@
 
 Rendered on the server, charts included: each chart is an inline SVG drawn here in Python,
 so the pages read without JavaScript, print well, and need no front-end build. Numbers
-come from :mod:`nurture.reports`; this module only parses the query and draws.
+come from :mod:`nurture.services.reports`; this module only parses the query and draws.
 
 The router needs ``request.app.state.sessions`` (an async session factory); the app puts an
 ops login in front of it (CONTRACT.md: every page needs a login; these show every SDR's leads
@@ -23,7 +23,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from nurture.reports import (
+from nurture.services.reports import (
     DEFAULT_TASKS_PER_SDR_PER_DAY,
     DEFAULT_WORKING_DAYS_PER_MONTH,
     FUNNEL_STAGES,

@@ -3,14 +3,14 @@
 Webhooks are signed with the shared webhook secret:
 ``X-Nurture-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>``.
 The CRM notifications this app sends use the same header but a key derived for that direction
-(``activities.crm``), so one of them replayed to us does not verify.
+(``nurture.activities.crm``), so one of them replayed to us does not verify.
 The signature is checked on the raw bytes *before* anything parses them, so an unsigned body
 never reaches the JSON parser or the database.
 
 Pages use a signed session cookie (Starlette's ``SessionMiddleware``, itsdangerous inside)
 holding only the user id and a CSRF token; the role is read from the ``users`` table on every
 request, so a removed login or a changed role takes effect at once. The cookie's key comes
-from the app-private secret (:mod:`nurture.appsecrets`), never from the webhook secret the
+from the app-private secret (:mod:`nurture.adapters.secrets`), never from the webhook secret the
 CRM and event sources hold: they must not be able to mint a session.
 """
 
@@ -32,11 +32,11 @@ from starlette.datastructures import MutableHeaders
 from starlette.middleware.sessions import Session, SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from nurture.appsecrets import derived_key as derived_key
-from nurture.db import User
+from nurture.adapters.database import User
+from nurture.adapters.secrets import derived_key as derived_key
 
-# Re-exported: the derivation of every key lives in nurture.appsecrets.
-from nurture.signing import compute_signature, sign  # noqa: F401 - re-exported
+# Re-exported: the derivation of every key lives in nurture.adapters.secrets.
+from nurture.adapters.signing import compute_signature, sign  # noqa: F401 - re-exported
 from nurture.web.common import SessionDep
 
 log = logging.getLogger(__name__)
@@ -211,7 +211,7 @@ OpsDep = Annotated[Viewer, Depends(require_ops)]
 class AppSessionMiddleware(SessionMiddleware):
     """Starlette's signed-cookie sessions, keyed by a key resolved on the first request.
 
-    The key may live in the app database (:mod:`nurture.appsecrets`), which the app only
+    The key may live in the app database (:mod:`nurture.adapters.secrets`), which the app only
     reaches once its lifespan has started; it is resolved then and kept. While it cannot be
     resolved (the database is down), a request gets an empty session that is never saved:
     nobody is signed in, and pages needing the database fail as they would anyway.

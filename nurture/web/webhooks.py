@@ -7,7 +7,8 @@ Order of work for every request, each step refusing before the next one runs:
 3. refuse a replay: a request whose signed ``"<t>.<body>"`` was already taken in is answered
    200 ``duplicate`` and has no effect (table ``webhook_receipts``, shared by both routes);
 4. parse and validate the whole body (422 naming every bad field; a batch is all or nothing);
-5. record durably, then signal (``nurture.parked``); 503 only when nothing could be recorded.
+5. record durably, then signal (``nurture.services.parked``); 503 only when nothing could be
+   recorded.
 
 A request that was not taken in (refused, or failed) is forgotten again, so the sender's
 resend of the very same bytes is not mistaken for a replay.
@@ -38,15 +39,15 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from temporalio.service import RPCError
 
-from nurture import workflow_id
-from nurture.db import LeadRow, WebhookReceipt
-from nurture.events import Event, IncomingEvent, Lead
-from nurture.ingest import Taken
-from nurture.intake import Intake
-from nurture.loader import CadenceSetInvalid
-from nurture.parked import FINAL_STAGES, accept_recorded, submit_lead
+from nurture.adapters.database import LeadRow, WebhookReceipt
+from nurture.adapters.loader import CadenceSetInvalid
+from nurture.adapters.temporal import TemporalUnavailable
+from nurture.domain.events import Event, IncomingEvent, Lead
+from nurture.domain.names import workflow_id
+from nurture.services.ingest import Taken
+from nurture.services.intake import Intake
+from nurture.services.parked import FINAL_STAGES, accept_recorded, submit_lead
 from nurture.settings import SettingsError
-from nurture.temporal import TemporalUnavailable
 from nurture.web.common import Services, ServicesDep
 from nurture.web.security import (
     MAX_CLOCK_SKEW_S,
@@ -78,7 +79,7 @@ router = APIRouter(tags=["webhooks"])
 
 
 class PostedLead(Lead):
-    """A lead as posted: :class:`nurture.events.Lead` (which holds the limits of every
+    """A lead as posted: :class:`nurture.domain.events.Lead` (which holds the limits of every
     field), strict about JSON types, with the limits the database and the scheduler need
     spelled out in the published schema."""
 
@@ -604,7 +605,7 @@ async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
     try:
         intake = await services.intake()
         # The request's receipt (the replay guard) and its events, durable together in a
-        # transaction shared with the requests that arrived meanwhile (nurture.ingest).
+        # transaction shared with the requests that arrived meanwhile (nurture.services.ingest).
         taken = await services.writer.take(digest, events)
     except TemporalUnavailable as exc:
         log.warning("events not taken: %s", exc)

@@ -1,0 +1,318 @@
+"""SDR call tasks and the toss-up handoff."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from nurture.activities.crm import post_signed
+from nurture.activities.email import (
+    Notification,
+    lead_context,
+    sdr_context,
+    send_notification,
+    sender_context,
+)
+from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.database import CallTask, LeadRow, Opportunity, insert_once
+from nurture.adapters.link_tokens import unsubscribe_url
+from nurture.adapters.secrets import link_key
+from nurture.adapters.smtp import SmtpSender
+from nurture.domain import keys
+from nurture.domain import messages as am
+from nurture.domain.cadence import Playbook
+from nurture.settings import Settings
+
+
+async def choose_owner(session: AsyncSession, playbook: Playbook, lead: LeadRow) -> str | None:
+    """The lead's SDR: its owner; else its account's SDR; else round robin in its territory.
+
+    Round robin is kept without a counter: among the SDRs covering the lead's country, the
+    one with the fewest accounts *in that country* gets the next account (ties by the
+    playbook's order). That is what a rotation converges to, and it survives restarts and
+    several workers. It counts accounts, not leads, because every later lead of an account
+    follows its first one (sticky): a company with ten leads is one turn. And only within
+    the territory: Ben's leads in GB must not make Carol take every US lead until she
+    catches up. A country no SDR covers goes to the whole team, counted over such leads.
+
+    Args:
+        session: an open session.
+        playbook: the team and its territories.
+        lead: the lead to assign (its ``account`` computed by intake).
+
+    Returns:
+        An SDR id, or None when the playbook has no SDRs.
+    """
+    if lead.owner:
+        return lead.owner
+    if lead.account:
+        sticky = await session.scalar(
+            select(LeadRow.owner)
+            .where(
+                LeadRow.account == lead.account, LeadRow.owner.is_not(None), LeadRow.id != lead.id
+            )
+            # The account's first owner, so the answer does not depend on the row order.
+            .order_by(LeadRow.created_at, LeadRow.id)
+            .limit(1)
+        )
+        if sticky:
+            return sticky
+    sdrs = playbook.team.sdrs
+    if not sdrs:
+        return None
+    country = (lead.country or "").upper()
+    local = playbook.team.covering(country)
+    if local:
+        pool, in_territory = local, func.upper(LeadRow.country) == country
+    else:
+        covered = sorted({t.upper() for s in sdrs for t in s.territories})
+        pool = list(sdrs)
+        in_territory = or_(LeadRow.country.is_(None), func.upper(LeadRow.country).not_in(covered))
+    account = func.coalesce(LeadRow.account, LeadRow.id)  # a lead without one is its own
+    rows = await session.execute(
+        select(LeadRow.owner, func.count(func.distinct(account)))
+        .where(LeadRow.owner.in_([s.id for s in pool]), in_territory, LeadRow.id != lead.id)
+        .group_by(LeadRow.owner)
+    )
+    counts: dict[str | None, int] = {owner: count for owner, count in rows.all()}
+    return min(pool, key=lambda s: (counts.get(s.id, 0), pool.index(s))).id
+
+
+class TaskActivities:
+    """Call tasks for SDRs and the toss-up handoff, with injected database, catalog and SMTP."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: async_sessionmaker[AsyncSession],
+        catalog: CadenceCatalog,
+        smtp: SmtpSender | None = None,
+    ) -> None:
+        """Wire the activities.
+
+        Args:
+            settings: the worker's settings.
+            sessions: the app database.
+            catalog: the current playbook (team) and templates (call scripts).
+            smtp: the worker's shared sender, for telling an SDR about a new task; None
+                (tests of assignment alone) sends no notification.
+        """
+        self.settings = settings
+        self.sessions = sessions
+        self.catalog = catalog
+        self.smtp = smtp
+
+    @activity.defn(name=am.CREATE_CALL_TASK)
+    async def create_call_task(self, request: am.CallTaskInput) -> am.CallTaskResult:
+        """One task per key (lead, cycle, cadence, step, visit): assigned, script rendered.
+
+        The SDR is told by email, once per task (outbox key ``notify|<task key>``). A retry
+        after the task was created finds it (``created=False``) and only finishes that
+        notification.
+
+        Raises:
+            ApplicationError: ``LeadMissing``; or ``SendingPaused`` / ``TransientSmtpError``
+                from the notification (retryable; the task exists by then).
+        """
+        playbook = self.catalog.current().playbook
+        async with self.sessions() as session:
+            task = await session.scalar(select(CallTask).where(CallTask.key == request.key))
+            created = False
+            if task is None:
+                task, created = await self._create(session, playbook, request)
+            await self._notify_owner(session, playbook, task, request)
+            return am.CallTaskResult(task_id=task.id, owner=task.owner, created=created)
+
+    async def _create(
+        self, session: AsyncSession, playbook: Playbook, request: am.CallTaskInput
+    ) -> tuple[CallTask, bool]:
+        lead = await session.get(LeadRow, request.lead_id)
+        if lead is None:
+            raise ApplicationError(f"lead {request.lead_id} has no record", type="LeadMissing")
+        owner = request.owner or await choose_owner(session, playbook, lead)
+        context = {
+            "lead": lead_context(lead),
+            "sdr": sdr_context(playbook, owner),
+            "sender": sender_context(playbook),
+            "unsubscribe_url": unsubscribe_url(
+                self.settings.public_base,
+                await link_key(self.settings, self.sessions),
+                lead.id,
+                None,
+            ),
+            "link": lambda url: str(url),
+        }
+        renderer = self.catalog.renderer(self.settings.templates_dir)
+        script = renderer.render_call_script(request.script, context)
+        task, created = await insert_once(
+            session, CallTask, {"key": request.key}, lead_id=request.lead_id,
+            cycle=request.cycle, cadence=request.cadence, step=request.step,
+            visit=request.visit, owner=owner, status="open", due_at=request.due_at,
+            script=script,
+        )  # fmt: skip
+        if created:
+            # In the task's transaction: a concurrent attempt that created it first chose
+            # the owner, and this one must not overwrite it.
+            lead.owner = owner
+        await session.commit()
+        return task, created
+
+    async def _notify_owner(
+        self, session: AsyncSession, playbook: Playbook, task: CallTask, request: am.CallTaskInput
+    ) -> None:
+        """Email the task's SDR about it, once (the outbox row makes retries harmless)."""
+        sdr = sdr_context(playbook, task.owner)
+        if self.smtp is None or sdr is None or task.status != "open":
+            return
+        lead = await session.get(LeadRow, task.lead_id)
+        if lead is None:
+            return
+        who = lead_label(lead)
+        base = self.settings.public_base
+        text = (
+            f"Hi {sdr['name']},\n\n"
+            f"A new call task is in your inbox: {who}, due {task.due_at:%Y-%m-%d %H:%M} UTC.\n\n"
+            f"Task: {task.id} (cadence {task.cadence}, step {task.step})\n"
+            f"Lead: {base}/leads/{lead.id}\n"
+            f"Inbox: {base}/inbox\n"
+            f"Done? nurture tasks complete {task.id} --outcome <outcome>\n\n"
+            f"Call script:\n\n{task.script or '(none)'}"
+        )
+        await send_notification(
+            session,
+            self.smtp,
+            self.settings,
+            playbook,
+            Notification(
+                key=keys.notification(task.key),
+                lead_id=task.lead_id,
+                recipients=[sdr["email"]],
+                subject=f"Call task {task.id}: {who}",
+                text=text,
+                now=request.now,
+                step=task.step,
+            ),
+        )
+
+    async def _tell_owner_of_handoff(self, request: am.HandoffInput, owner: str | None) -> None:
+        """Email the lead's owner that it went to sales, once per lead and cycle."""
+        playbook = self.catalog.current().playbook
+        sdr = sdr_context(playbook, owner)
+        if self.smtp is None or sdr is None:
+            return
+        async with self.sessions() as session:
+            lead = await session.get(LeadRow, request.lead_id)
+            if lead is None:
+                return
+            who = lead_label(lead)
+            base = self.settings.public_base
+            # An SDR who never called this lead must learn why its handoff reached them.
+            assigned = (
+                "" if request.owner else "You are its owner now (the playbook's assignment rule).\n"
+            )
+            await send_notification(
+                session,
+                self.smtp,
+                self.settings,
+                playbook,
+                Notification(
+                    key=keys.handoff_notification(request.key),
+                    lead_id=request.lead_id,
+                    recipients=[sdr["email"]],
+                    subject=f"Tossed up to sales: {who}",
+                    text=(
+                        f"Hi {sdr['name']},\n\n{who} went to sales: {request.reason}.\n"
+                        f"{assigned}"
+                        f"Score {request.score}, grade {request.grade or '-'}, "
+                        f"trigger {request.trigger}.\n\n"
+                        f"Lead: {base}/leads/{lead.id}\n"
+                        "Its open call tasks are cancelled; sales report the outcome from the CRM."
+                    ),
+                    now=request.now,
+                    step="handoff",
+                ),
+            )
+
+    @activity.defn(name=am.CLOSE_CALL_TASKS)
+    async def close_call_tasks(self, request: am.CloseCallTasksInput) -> int:
+        """Cancel a lead's open tasks (toss-up, close) or mark one overdue (no outcome in time)."""
+        async with self.sessions() as session:
+            query = select(CallTask).where(
+                CallTask.lead_id == request.lead_id, CallTask.status == "open"
+            )
+            if request.task_id:
+                query = query.where(CallTask.id == request.task_id)
+            tasks = (await session.scalars(query)).all()
+            for task in tasks:
+                if request.status == "cancelled":
+                    task.status = "cancelled"
+                    task.completed_at = request.now
+                    task.notes = ((task.notes or "") + f"\n[cancelled: {request.reason}]").strip()
+                elif task.overdue_at is None:
+                    # Only once: a second call (a retry) must not stack the escalation note.
+                    task.overdue_at = request.now
+                    task.notes = ((task.notes or "") + f"\n[overdue: {request.reason}]").strip()
+            await session.commit()
+            return len(tasks)
+
+    @activity.defn(name=am.HANDOFF)
+    async def handoff(self, request: am.HandoffInput) -> am.HandoffResult:
+        """Record the opportunity (once per lead and cycle), tell its owner, and the CRM when
+        configured.
+
+        A lead that reaches sales without an owner (a hand-raiser, or a score that reached
+        the toss-up before any call task) gets one here, by the same rule as call tasks:
+        sales and the follow-up alerts need someone to answer for it.
+        """
+        async with self.sessions() as session:
+            owner = request.owner or await self._assign_owner(session, request.lead_id)
+            _opportunity, created = await insert_once(
+                session, Opportunity, {"key": request.key}, lead_id=request.lead_id,
+                cycle=request.cycle, owner=owner, trigger=request.trigger,
+                reason=request.reason, score=request.score, grade=request.grade,
+                created_at=request.now,
+            )  # fmt: skip
+            await session.commit()
+        await self._tell_owner_of_handoff(request, owner)
+        notified = False
+        if self.settings.crm_webhook_url is not None:
+            await post_signed(
+                str(self.settings.crm_webhook_url),
+                self.settings.require_webhook_secret(),
+                {
+                    "type": "lead.tossed_up",
+                    "id": keys.crm_toss_up(request.key),
+                    "lead_id": request.lead_id,
+                    "cycle": request.cycle,
+                    "owner": owner,
+                    "trigger": request.trigger,
+                    "reason": request.reason,
+                    "score": request.score,
+                    "grade": request.grade,
+                    "at": request.now.isoformat(),
+                },
+            )
+            notified = True
+        return am.HandoffResult(
+            opportunity_key=request.key, created=created, crm_notified=notified, owner=owner
+        )
+
+    async def _assign_owner(self, session: AsyncSession, lead_id: str) -> str | None:
+        """Give the lead an SDR by the playbook's rule and keep it (committed on its own, so
+        a retry after a later failure finds the same owner rather than choosing again)."""
+        lead = await session.get(LeadRow, lead_id)
+        if lead is None:
+            return None
+        owner = await choose_owner(session, self.catalog.current().playbook, lead)
+        if owner is not None and lead.owner != owner:
+            lead.owner = owner
+            await session.commit()
+        return owner
+
+
+def lead_label(lead: LeadRow) -> str:
+    """How an SDR recognises a lead in a notification: name (company), else its id."""
+    who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
+    return f"{who} ({lead.company})" if lead.company else who

@@ -1,0 +1,148 @@
+"""Temporal clients made one way everywhere: the pydantic data converter, clear errors; and
+:class:`TemporalGate`, which keeps a request from waiting on a Temporal that does not answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError, RPCStatusCode
+
+from nurture.domain.names import SEARCH_ATTRIBUTES
+from nurture.settings import Settings
+
+
+class TemporalUnavailable(RuntimeError):
+    """The Temporal server cannot be reached; the message says what to start."""
+
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Statuses that say the server could not be reached or did not answer in time, as opposed
+# to an answer (not found, already started, invalid argument...).
+UNREACHABLE = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+    """A client for the configured server and namespace, with the pydantic converter.
+
+    Args:
+        settings: The configuration.
+        lazy: Connect on the first call instead of now (never fails here): for a process
+            that must keep working, and recording, while Temporal is down (the web app).
+    """
+    try:
+        return await Client.connect(
+            settings.temporal_address,
+            namespace=settings.temporal_namespace,
+            data_converter=pydantic_data_converter,
+            lazy=lazy,
+        )
+    except RuntimeError as exc:
+        raise TemporalUnavailable(
+            f"cannot reach the Temporal server at {settings.temporal_address} "
+            f"(start it with `make run`, or set NURTURE_TEMPORAL_ADDRESS): {exc}"
+        ) from exc
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> None:
+    """Register the contract's search attributes when they are missing (idempotent)."""
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        name: IndexedValueType.Value(f"INDEXED_VALUE_TYPE_{kind.upper()}")
+        for name, kind in SEARCH_ATTRIBUTES.items()
+        if name not in listed.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+
+
+class TemporalGate:
+    """Calls to Temporal bounded in time, and skipped for a while after one found it down.
+
+    A webhook must answer within about a second whatever Temporal does; what could not be
+    signaled or started in that time is already recorded, and the redelivery sweep
+    (:mod:`nurture.services.parked`) hands it over later. Without a bound, a call to a server that
+    went away waits through the SDK's retries (10 s and more); and without the memory of an
+    outage, every request of a flood would wait its full bound. The sweep makes its calls
+    through a gate of its own, so a shut request gate never stops it from trying.
+
+    Args:
+        timeout_s: The most one call may take (None: no bound beyond the SDK's own).
+        cooldown_s: After a call found the server unreachable, how long other calls are
+            refused at once instead of being tried.
+    """
+
+    def __init__(self, timeout_s: float | None = None, cooldown_s: float = 0.0) -> None:
+        self.timeout_s = timeout_s
+        self.cooldown_s = cooldown_s
+        self._shut_until = 0.0
+        # Set when a call found the server unreachable: the sweep waits on it, so what was
+        # left undone is handed over soon after a short blip, not only at the next round.
+        self.tripped = asyncio.Event()
+
+    @property
+    def shut(self) -> bool:
+        """True while a recent call found the server unreachable."""
+        return time.monotonic() < self._shut_until
+
+    async def call(self, make: Callable[[], Awaitable[T]]) -> T:
+        """Run ``make()`` (one Temporal call) within the bound.
+
+        Raises:
+            TemporalUnavailable: the gate is shut, the call took longer than the bound, or
+                the server could not be reached.
+            RPCError: the server answered with an error (not found, invalid...).
+        """
+        if self.shut:
+            raise TemporalUnavailable("Temporal was unreachable moments ago; not tried again yet")
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await make()
+        except TimeoutError as exc:
+            self._trip()
+            raise TemporalUnavailable(f"no answer from Temporal within {self.timeout_s} s") from exc
+        except RPCError as exc:
+            if exc.status in UNREACHABLE:
+                self._trip()
+                raise TemporalUnavailable(f"Temporal is unreachable: {exc.message}") from exc
+            raise  # it answered: it is up
+        except RuntimeError as exc:
+            # A lazy client that cannot connect raises "Failed client connect: ...".
+            if "connect" not in str(exc).lower():
+                raise
+            self._trip()
+            raise TemporalUnavailable(f"Temporal is unreachable: {exc}") from exc
+        return result
+
+    def _trip(self) -> None:
+        if self.cooldown_s and not self.shut:
+            log.warning(
+                "Temporal unreachable: calls wait %.0f s before trying again", self.cooldown_s
+            )
+        self._shut_until = time.monotonic() + self.cooldown_s
+        self.tripped.set()

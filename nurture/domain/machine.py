@@ -1,0 +1,945 @@
+"""The lead's whole life, written once, as a pure machine that two drivers run.
+
+Stages, cadence steps, humane holds, waits that wake early, events applied in order, the
+sales follow-up, the recycle timer, ops controls, migrations, decay and the points where a
+run continues as new: all of it is here, and none of it does I/O or reads a clock. The
+machine is a generator that yields commands and is sent their results (the "sans-I/O"
+style):
+
+- :class:`Perform`: run this activity with this input; the driver sends back its result;
+- :class:`Sleep`: wait until ``until`` or until new input arrives (an event, a control, a
+  migration), whichever comes first;
+- :class:`Publish`: make the search attributes and current details match the state;
+- :class:`ContinueAsNew`: start a fresh run with this input;
+- :class:`Finish`: the lead is won or closed; its life is over.
+
+``nurture/workflows/lead.py`` drives it with Temporal, ``nurture/services/simulate.py`` with a
+virtual clock and scripted events. Before every resume the driver tells the machine the time
+and whether the run's history has grown long (:meth:`LeadMachine.resume`).
+
+The order of the commands is what Temporal replays: a :class:`Publish` that upserts search
+attributes is a command in the workflow's history just like an activity or a timer, so the
+points where the machine publishes must not move.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
+
+from nurture.domain import interpreter, keys, lifecycle, timing
+from nurture.domain import messages as am
+from nurture.domain.cadence import Cadence
+from nurture.domain.durations import parse_duration
+from nurture.domain.events import Event
+from nurture.domain.lifecycle import Transition
+from nurture.domain.state import (
+    FINAL_STAGES,
+    TOUCH_STAGES,
+    LeadInput,
+    LeadState,
+    LeadView,
+    MigrationRequest,
+    Position,
+)
+
+__all__ = [
+    "SENDING_PAUSED_RETRY",
+    "Command",
+    "ContinueAsNew",
+    "Control",
+    "Finish",
+    "LeadMachine",
+    "Perform",
+    "Publish",
+    "Sleep",
+    "Wake",
+    "step_label",
+]
+
+# While the kill switch (NURTURE_SENDING_PAUSED) is on, a held email asks again this often.
+SENDING_PAUSED_RETRY = timedelta(minutes=10)
+# A sleep is never shorter than this, so a deadline that is due already cannot spin.
+SLEEP_FLOOR = timedelta(seconds=1)
+# Activity and timer summaries are limited to 200 bytes in Temporal.
+SUMMARY_LIMIT = 190
+
+
+class Wake(enum.Enum):
+    """Why a wait ended."""
+
+    TIMER = "timer"  # its deadline passed
+    WOKEN = "woken"  # an event it listens for arrived (or what it waited for happened)
+    INTERRUPTED = "interrupted"  # a stage change is pending, the cadence stopped, or a move
+
+
+class Control(enum.Enum):
+    """Ops controls of a lead in flight (CLI `leads pause|resume|reassign`)."""
+
+    PAUSE = "pause"
+    RESUME = "resume"
+    REASSIGN = "reassign"
+
+
+@dataclass(frozen=True, slots=True)
+class Perform:
+    """Run activity ``activity`` with ``input``; the result (of ``result_type``) is sent back."""
+
+    activity: str
+    input: BaseModel
+    summary: str
+    result_type: type[BaseModel] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait until ``until`` (None: no deadline) or until the machine is given input."""
+
+    until: datetime | None
+    why: str
+
+    def timeout(self, now: datetime) -> timedelta | None:
+        """How long to wait from ``now``: never less than a second, None without a deadline."""
+        return max(self.until - now, SLEEP_FLOOR) if self.until is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class Publish:
+    """Search attributes and current details should show the state now (if they changed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContinueAsNew:
+    """End this run and start the next with ``input`` (history long, or a stage boundary)."""
+
+    input: LeadInput
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The lead's life is over (won or closed); ``stage`` is the run's result."""
+
+    stage: str
+
+
+Command = Perform | Sleep | Publish | ContinueAsNew | Finish
+_T = TypeVar("_T")
+Steps = Generator[Command, Any, _T]
+_PUBLISH = Publish()
+
+
+class _Restart(Exception):
+    """Raised inside a stage to continue as new; caught where the run ends."""
+
+
+def step_label(state: LeadState) -> str:
+    """The step the lead is at: its id, ``(done)`` after the last one, empty outside a cadence."""
+    if state.position is None:
+        return ""
+    return state.position.step or "(done)"
+
+
+class LeadMachine:
+    """One lead's life, as a generator of commands.
+
+    A driver makes one machine per run from the run's input, gives it input as it arrives
+    (:meth:`receive_event`, :meth:`control`, :meth:`migrate`), and loops::
+
+        command = machine.start(now)
+        while not isinstance(command, Finish):
+            result = <perform command>
+            command = machine.resume(result, now=now, history_long=...)
+
+    Signal handlers only hand input over; the machine applies it, in arrival order, at the
+    points where the lead's life looks at its input.
+    """
+
+    def __init__(self, input: LeadInput, *, patched: Callable[[str], bool] | None = None) -> None:
+        """Make the machine of one run.
+
+        Args:
+            input: the run's input (a new lead, or the state a continued run carries).
+            patched: whether a versioned change named by its patch id is in effect for this
+                run. The workflow passes ``workflow.patched``, so a change that alters the
+                commands a recorded history expects can keep old runs on the old path (see
+                README, "Upgrading"); by default every change is in effect (the simulator).
+        """
+        self.input = input
+        self.patched = patched or _in_effect
+        self.state: LeadState | None = input.state
+        self.inbox: list[Event] = (
+            list(input.state.inbox) if input.state and input.state.inbox else []
+        )
+        self.controls: list[tuple[Control, str]] = []
+        self.control_changed = False
+        self.migration: tuple[Cadence, dict[str, str]] | None = None
+        self.pending: Transition | None = None
+        self.woken_by: str | None = None
+        self.wake_on: frozenset[str] = frozenset()
+        self.now = datetime.min
+        self.history_long = False
+        self._life = self._run()
+
+    # --- the driver's side ----------------------------------------------------------------
+
+    def start(self, now: datetime, *, history_long: bool = False) -> Command:
+        """Begin (or continue) the lead's life at ``now``; returns the first command."""
+        self.now = now
+        self.history_long = history_long
+        return next(self._life)
+
+    def resume(self, result: Any = None, *, now: datetime, history_long: bool = False) -> Command:
+        """Hand back the last command's result (None for sleeps and publishes).
+
+        Args:
+            result: the activity's result, for a :class:`Perform`.
+            now: the time now (workflow time, or the virtual clock).
+            history_long: the run's history is long enough to continue as new.
+        """
+        self.now = now
+        self.history_long = history_long
+        return self._life.send(result)
+
+    def receive_event(self, event: Event) -> None:
+        self.inbox.append(event)
+
+    def control(self, kind: Control, value: str) -> None:
+        self.controls.append((kind, value))
+
+    def migrate(self, cadence: Cadence, step_map: dict[str, str]) -> None:
+        self.migration = (cadence, step_map)
+        self.control_changed = True
+
+    def has_input(self) -> bool:
+        """Whether input arrived that a sleep should wake up for."""
+        return bool(self.inbox) or bool(self.controls) or self.control_changed
+
+    def view(self) -> LeadView | None:
+        """What the `state` query returns; None while the lead is starting."""
+        state = self.state
+        if state is None:
+            return None
+        return LeadView(
+            lead_id=state.facts.id,
+            stage=state.stage,
+            score=state.score,
+            grade=state.grade,
+            cadence=state.position.cadence.id if state.position else None,
+            cadence_version=state.position.cadence.version if state.position else None,
+            step=step_label(state) or None,
+            owner=state.owner,
+            next_touch_at=state.next_touch_at,
+            paused=state.paused,
+            unsubscribed=state.unsubscribed,
+            cycle=state.cycle,
+            doing=state.doing,
+            score_why=[f"{c.delta:+d} {c.why}" for c in state.score_log[-20:]],
+            grade_why=state.grade_why,
+            history=state.history,
+        )
+
+    # --- the process ----------------------------------------------------------------------
+
+    def _run(self) -> Steps[None]:
+        input = self.input
+        if self.state is None:
+            now = self.now
+            self.state = LeadState(facts=input.facts, playbook=input.playbook, created_at=now)
+            lifecycle.regrade(self.state, now)
+            lifecycle.note(self.state, now, "lead created", "; ".join(self.state.grade_why))
+            if input.cadence is not None:
+                yield from self._enter_cadence(input.cadence, input.routing_reason or "routing")
+            yield from self._record(None, "nurturing", "lead created")
+        state = self.state
+        state.inbox = []
+        if state.migration is not None:
+            self.migration = (state.migration.cadence, state.migration.step_map)
+            state.migration = None
+        try:
+            while state.stage not in FINAL_STAGES:
+                if state.pending_cadence is not None:
+                    yield from self._load_pending_cadence()
+                if state.stage in TOUCH_STAGES:
+                    yield from self._run_cadence()
+                elif state.stage == "sql":
+                    yield from self._with_sales()
+                elif state.stage == "lost":
+                    yield from self._wait_to_recycle()
+                if self.pending is not None:
+                    boundary = yield from self._apply_pending()
+                    if boundary and state.stage not in FINAL_STAGES:
+                        raise _Restart()
+        except _Restart:
+            # Everything given and not yet applied travels to the next run: events as they
+            # are, ops controls applied now (pure state), a migration as a request. Handlers
+            # only hand input over, so nothing can arrive between this and the new run.
+            state.inbox = list(self.inbox)
+            while self.controls:
+                kind, value = self.controls.pop(0)
+                self._apply_control(kind, value)
+            if self.migration is not None:
+                state.migration = MigrationRequest(
+                    cadence=self.migration[0], step_map=self.migration[1]
+                )
+            yield ContinueAsNew(LeadInput(facts=state.facts, playbook=state.playbook, state=state))
+            return
+        yield from self._erase_if_asked_late()
+        yield from self._set_doing(f"{state.stage}: the lead's workflow is complete")
+        yield _PUBLISH
+        yield Finish(state.stage)
+
+    def _erase_if_asked_late(self) -> Steps[None]:
+        """An erase given while the lead was closing still erases (never silently lost)."""
+        state = self._state
+        asked = [e for e in self.inbox if e.type == "lead.erased"]
+        if not asked:
+            return
+        lifecycle.note(state, self.now, "personal data erased", f"event {asked[0].id}")
+        yield from self._erase()
+
+    def _run_cadence(self) -> Steps[None]:
+        """Run cadence steps until a stage change is pending; rest when the cadence ends."""
+        state = self._state
+        while self.pending is None:
+            if self.migration is not None:
+                yield from self._apply_migration()
+            position = state.position
+            if position is None or position.step is None:
+                yield from self._rest()
+                return
+            now = self.now
+            decision = interpreter.decide(
+                position.cadence,
+                position.step,
+                lifecycle.facts_view(state, now),
+                playbook=state.playbook,
+                zone=self._zone,
+            )
+            for taken in decision.trail:
+                lifecycle.note(state, now, "branch", taken)
+            action = decision.action
+            position.step = action.step
+            match action:
+                case interpreter.End():
+                    position.step = None
+                    state.next_touch_at = None
+                    lifecycle.note(state, now, "cadence ended", action.reason)
+                    yield _PUBLISH
+                case interpreter.Wait():
+                    until = position.resume_until or action.until
+                    position.resume_until = until
+                    state.next_touch_at = until
+                    yield from self._set_doing(f"waiting until {_fmt(until)} ({action.reason})")
+                    woke = yield from self._wait(until, frozenset(action.wake_on), action.reason)
+                    if woke is Wake.INTERRUPTED:
+                        return
+                    position.resume_until = None
+                    if woke is Wake.WOKEN:
+                        lifecycle.note(
+                            state,
+                            self.now,
+                            f"wait {action.step} ended early",
+                            f"{self.woken_by} arrived",
+                        )
+                    position.step = interpreter.after(position.cadence, action.step)
+                case interpreter.SendEmail():
+                    if state.unsubscribed or not state.facts.has_email:
+                        # Nothing to hold for the window: the step is skipped now, visibly.
+                        why = "unsubscribed" if state.unsubscribed else "no email address"
+                        lifecycle.note(state, now, f"email {action.step} skipped", why)
+                    else:
+                        if not (yield from self._touch_allowed("email", action.step)):
+                            return
+                        if not (yield from self._send_email(action)):
+                            return
+                    position.step = interpreter.after(position.cadence, action.step)
+                case interpreter.CreateCallTask():
+                    # A call step resumed after continue-as-new already has its task: it goes
+                    # straight back to waiting for the outcome, with no new touch to hold.
+                    resuming = position.resume_until is not None
+                    if not resuming and not (yield from self._touch_allowed("call", action.step)):
+                        return
+                    if not (yield from self._call(action, resuming=resuming)):
+                        return
+                    position.step = interpreter.after(position.cadence, action.step)
+
+    def _rest(self) -> Steps[None]:
+        """The cadence is over: the lead rests in its stage, listening (a rest is not stuck)."""
+        state = self._state
+        state.next_touch_at = None
+        yield from self._set_doing(f"resting in {state.stage}: cadence done, listening for events")
+        yield from self._wait(None, frozenset(), "resting")
+
+    def _with_sales(self) -> Steps[None]:
+        state = self._state
+        follow_up = state.playbook.thresholds.sales_follow_up
+        deadline = (state.tossed_up_at or self.now) + parse_duration(follow_up).calendar
+        if self.now < deadline:
+            yield from self._set_doing(
+                f"with sales since {_fmt(state.tossed_up_at)}; follow-up check {_fmt(deadline)}"
+            )
+            result = yield from self._wait(deadline, frozenset(), "sales follow-up check")
+            if result is Wake.INTERRUPTED:
+                return
+            lifecycle.note(
+                state,
+                self.now,
+                "sales follow-up overdue",
+                f"no outcome {follow_up} after the toss-up; owner and ops alerted",
+            )
+            yield from self._notify(
+                keys.sales_follow_up(state.facts.id, state.cycle),
+                [state.owner or "ops", "ops"],
+                f"Lead {state.facts.id}: no sales outcome yet",
+                f"Lead {state.facts.id} was tossed up on {_fmt(state.tossed_up_at)} "
+                f"and has no outcome after {follow_up}.",
+            )
+        yield from self._set_doing(
+            f"with sales since {_fmt(state.tossed_up_at)}; follow-up overdue, owner and ops alerted"
+        )
+        yield from self._wait(None, frozenset(), "waiting for the sales outcome")
+
+    def _wait_to_recycle(self) -> Steps[None]:
+        state = self._state
+        until = state.recycle_at or self.now
+        state.next_touch_at = until
+        yield from self._set_doing(f"lost ({state.lost_reason}); recycles {_fmt(until)}")
+        result = yield from self._wait(until, frozenset(), f"recycle timer ({state.lost_reason})")
+        if result is Wake.TIMER and self.pending is None:
+            self.pending = Transition(
+                to="recycling",
+                why=f"recycle timer for {state.lost_reason} elapsed",
+                trigger="timer",
+            )
+
+    # --- waiting --------------------------------------------------------------------------
+
+    def _wait(
+        self,
+        until: datetime | None,
+        wake_on: frozenset[str],
+        why: str,
+        *,
+        migratable: bool = True,
+        done: Callable[[], bool] | None = None,
+    ) -> Steps[Wake]:
+        """Wait for ``until`` while applying input; interruptible by stage changes.
+
+        Returns TIMER, WOKEN (an event in ``wake_on``, or ``done()`` holds) or INTERRUPTED
+        (a stage change is pending, the cadence must stop, or a migration arrived and the
+        wait is ``migratable``).
+        """
+        state = self._state
+        self.wake_on = wake_on
+        self.woken_by = None
+        in_step = self._in_cadence_step()
+        yield _PUBLISH
+        try:
+            while True:
+                yield from self._drain()
+                if self.pending is not None or (in_step and not self._in_cadence_step()):
+                    return Wake.INTERRUPTED
+                if self.woken_by is not None or (done is not None and done()):
+                    return Wake.WOKEN
+                if self.migration is not None and migratable:
+                    if in_step or state.stage in TOUCH_STAGES:
+                        return Wake.INTERRUPTED
+                    yield from self._apply_migration()
+                now = self.now
+                if until is not None and now >= until:
+                    return Wake.TIMER
+                if lifecycle.apply_decay(state, now):
+                    yield _PUBLISH
+                    continue
+                if self.history_long:
+                    raise _Restart()
+                yield Sleep(_earliest(until, lifecycle.next_decay_at(state)), why[:SUMMARY_LIMIT])
+                self.control_changed = False
+        finally:
+            self.wake_on = frozenset()
+
+    def _in_cadence_step(self) -> bool:
+        state = self._state
+        return (
+            state.stage in TOUCH_STAGES
+            and state.position is not None
+            and state.position.step is not None
+        )
+
+    def _drain(self) -> Steps[None]:
+        """Apply every queued event, then every control, in arrival order."""
+        state = self._state
+        changed = False
+        while self.inbox:
+            event = self.inbox.pop(0)
+            now = self.now
+            effect = lifecycle.apply_event(state, event, now)
+            if effect.duplicate:
+                continue
+            changed = True
+            if effect.transition is not None:
+                if effect.transition.stronger_than(self.pending):
+                    self.pending = effect.transition
+                elif self.pending is not None and effect.transition.erase:
+                    # An erase after a do-not-contact (both close): the erase must not be lost.
+                    self.pending.erase = True
+            if effect.exit_cadence and state.position is not None and self.pending is None:
+                lifecycle.note(state, now, "cadence stopped", effect.exit_cadence)
+                state.position.step = None
+                state.position.resume_until = None
+            if effect.wake_type and effect.wake_type in self.wake_on:
+                self.woken_by = effect.wake_type
+        while self.controls:
+            kind, value = self.controls.pop(0)
+            self._apply_control(kind, value)
+            changed = True
+        if changed:
+            yield _PUBLISH
+
+    def _apply_control(self, control: Control, value: str) -> None:
+        state = self._state
+        now = self.now
+        if control is Control.PAUSE and not state.paused:
+            state.paused = True
+            lifecycle.note(state, now, "paused", value)
+        elif control is Control.RESUME and state.paused:
+            state.paused = False
+            lifecycle.note(state, now, "resumed", value)
+        elif control is Control.REASSIGN:
+            owner = value or None
+            lifecycle.note(
+                state, now, f"owner {owner}", f"reassigned from {state.owner or 'nobody'}"
+            )
+            state.owner = owner
+
+    # --- touches --------------------------------------------------------------------------
+
+    def _touch_allowed(self, channel: str, step: str) -> Steps[bool]:
+        """Hold a touch until it is humane: not paused, inside the send window, under caps.
+
+        Returns False when a stage change or a stop interrupted the hold (the touch is not
+        dropped: the step stays current and runs when the lead comes back to it).
+        """
+        state = self._state
+        while True:
+            yield from self._drain()
+            if self.pending is not None or not self._in_cadence_step():
+                return False
+            now = self.now
+            if state.paused:
+                state.next_touch_at = None
+                yield from self._set_doing(f"paused before {step}")
+                result = yield from self._wait(
+                    None, frozenset(), f"paused before {step}", done=lambda: not state.paused
+                )
+                if result is Wake.INTERRUPTED:
+                    return False
+                continue
+            state.emails_sent = timing.prune_sends(state.emails_sent, now)
+            slot = timing.earliest_touch(
+                now,
+                self._zone,
+                state.playbook.limits,
+                channel=channel,  # type: ignore[arg-type]
+                emails_sent=state.emails_sent,
+                last_touch=state.last_touch_at,
+            )
+            if slot.at <= now:
+                return True
+            reasons = "; ".join(slot.reasons)
+            lifecycle.note(state, now, f"{channel} {step} deferred to {_fmt(slot.at)}", reasons)
+            state.next_touch_at = slot.at
+            yield from self._set_doing(f"{channel} {step} deferred to {_fmt(slot.at)}: {reasons}")
+            result = yield from self._wait(slot.at, frozenset(), f"deferred {channel} {step}")
+            if result is Wake.INTERRUPTED:
+                return False
+
+    def _send_email(self, action: interpreter.SendEmail) -> Steps[bool]:
+        """Send the step's email once; False when a stage change interrupted a paused send.
+
+        The visit (and so the idempotency key) is only used up once the activity has acted:
+        a send held by the kill switch and then interrupted keeps its key for the next try.
+        """
+        state = self._state
+        visit = self._visit(action.step) + 1
+        told_paused = False
+        while True:
+            if state.unsubscribed:
+                lifecycle.note(state, self.now, f"email {action.step} skipped", "unsubscribed")
+                return True
+            yield from self._set_doing(f"sending {action.template} ({action.reason})")
+            result: am.SendEmailResult = yield Perform(
+                am.SEND_EMAIL,
+                am.SendEmailInput(
+                    **self._touch(action.step, visit),
+                    template=action.template,
+                    owner=state.owner,
+                    now=self.now,
+                ),
+                f"email {action.template} (step {action.step}, visit {visit})",
+                am.SendEmailResult,
+            )
+            if result.status != "paused":
+                break
+            # The kill switch is on: wait, applying events (an opt-out meanwhile wins).
+            if not told_paused:
+                lifecycle.note(state, self.now, f"email {action.step} held", result.detail)
+                told_paused = True
+            retry_at = self.now + SENDING_PAUSED_RETRY
+            state.next_touch_at = retry_at
+            waited = yield from self._wait(retry_at, frozenset(), "sending paused")
+            if waited is Wake.INTERRUPTED:
+                return False
+        self._use_visit(action.step, visit)
+        now = self.now
+        if result.status in ("sent", "unknown"):
+            # An `unknown` delivery counts as a touch too, so caps stay humane.
+            state.emails_sent.append(now)
+            state.last_touch_at = now
+        lifecycle.note(
+            state, now, f"email {action.step}: {result.status}", result.detail or action.reason
+        )
+        return True
+
+    def _visit(self, step: str) -> int:
+        """How many times ``step`` of the current cadence ran in this cycle."""
+        return self._state.visits.get(keys.visit_counter(self._position.cadence.id, step), 0)
+
+    def _use_visit(self, step: str, visit: int) -> None:
+        self._state.visits[keys.visit_counter(self._position.cadence.id, step)] = visit
+
+    def _touch(self, step: str, visit: int) -> dict[str, Any]:
+        """What every touch's input names: where it is, and its idempotency key."""
+        state = self._state
+        cadence = self._position.cadence.id
+        return {
+            "key": keys.touch(state.facts.id, state.cycle, cadence, step, visit),
+            "lead_id": state.facts.id,
+            "cycle": state.cycle,
+            "cadence": cadence,
+            "step": step,
+            "visit": visit,
+        }
+
+    def _call(self, action: interpreter.CreateCallTask, *, resuming: bool = False) -> Steps[bool]:
+        """Create the SDR's call task; wait for the outcome when the step says so.
+
+        ``resuming``: the step was waiting for its outcome when the run continued as new;
+        the same visit finds the same task (the activity is idempotent by key) and an
+        outcome that arrived meanwhile is kept.
+        """
+        state = self._state
+        position = self._position
+        now = self.now
+        visit = max(self._visit(action.step), 1) if resuming else self._visit(action.step) + 1
+        self._use_visit(action.step, visit)
+        if not resuming:
+            position.last_call_outcome = None
+        due_at = timing.add_duration(now, action.due, self._zone, state.playbook.limits)
+        result: am.CallTaskResult = yield Perform(
+            am.CREATE_CALL_TASK,
+            am.CallTaskInput(
+                **self._touch(action.step, visit),
+                script=action.script,
+                due_at=due_at,
+                owner=state.owner,
+                now=now,
+            ),
+            f"call task {action.script} (step {action.step}), due {_fmt(due_at)}",
+            am.CallTaskResult,
+        )
+        now = self.now
+        if result.owner and result.owner != state.owner:
+            state.owner = result.owner
+        if not resuming:
+            state.last_touch_at = now
+            lifecycle.note(
+                state,
+                now,
+                f"call task {result.task_id} for {result.owner or 'unassigned'}",
+                action.reason,
+            )
+        if action.wait_for_outcome is None:
+            return True
+        until = position.resume_until or timing.add_duration(
+            now, action.wait_for_outcome, self._zone, state.playbook.limits
+        )
+        position.resume_until = until
+        state.next_touch_at = until
+        yield from self._set_doing(
+            f"waiting for {result.owner or 'the SDR'}'s call outcome until {_fmt(until)}"
+        )
+        if resuming and position.last_call_outcome is not None:
+            position.resume_until = None
+            return True  # the outcome came in just before the run continued as new
+        # A migration waits until the outcome is in: moving now would create a second task.
+        outcome = yield from self._wait(
+            until,
+            frozenset({"call.completed"}),
+            f"call outcome for {action.step}",
+            migratable=False,
+        )
+        if outcome is Wake.INTERRUPTED:
+            return False
+        position.resume_until = None
+        if outcome is Wake.TIMER:
+            lifecycle.note(
+                state,
+                self.now,
+                f"no call outcome for {action.step}",
+                f"waited {action.wait_for_outcome}; task marked overdue",
+            )
+            yield from self._close_tasks(
+                "overdue", f"no outcome within {action.wait_for_outcome}", result.task_id
+            )
+        return True
+
+    # --- transitions ----------------------------------------------------------------------
+
+    def _apply_pending(self) -> Steps[bool]:
+        """Perform the pending stage change; True when it is a stage boundary (continue-as-new)."""
+        state = self._state
+        transition = self.pending
+        assert transition is not None
+        self.pending = None
+        before = state.stage
+        now = self.now
+        # The funnel credits the cadence step a lead left from (step performance).
+        left = (state.position.cadence.id, step_label(state)) if state.position else (None, None)
+        if transition.to == "sql" and state.stage == "nurturing":
+            # Reaching toss-up straight from nurturing records the MQL passage too.
+            lifecycle.note(
+                state, now, "stage nurturing -> mql", f"passed on the way to sql: {transition.why}"
+            )
+            yield from self._record(
+                "nurturing", "mql", f"passed on the way to sql: {transition.why}", at=left
+            )
+            before = "mql"
+            state.stage = "mql"
+        lifecycle.enter(state, transition, now)
+        yield from self._set_doing(f"entering {state.stage}: {transition.why}")
+        if transition.to == "lost" and state.stage == "closed":
+            # A loss whose reason recycles `never`: the funnel still sees the loss.
+            yield from self._record(before, "lost", transition.why, at=left, cause=transition)
+            before = "lost"
+        # A new cycle's first row names the cadence it enters (the funnel's entry cadence).
+        entered = (state.pending_cadence, None) if state.stage == "recycling" else left
+        yield from self._record(before, state.stage, transition.why, at=entered, cause=transition)
+        if state.stage == "won":
+            yield from self._close_tasks("cancelled", "opportunity won")
+        if state.stage == "sql":
+            yield from self._close_tasks("cancelled", "tossed up to sales")
+            yield from self._handoff(transition)
+        elif state.stage == "closed":
+            yield from self._close_tasks("cancelled", transition.why)
+            if transition.erase:
+                yield from self._erase()
+            if before == "sql":
+                yield from self._notify(
+                    keys.closed_with_sales(state.facts.id, state.cycle),
+                    [state.owner or "ops", "ops"],
+                    f"Lead {state.facts.id} closed",
+                    f"Lead {state.facts.id} was with sales and is now closed: {transition.why}.",
+                )
+        yield _PUBLISH
+        return True
+
+    def _handoff(self, transition: Transition) -> Steps[None]:
+        state = self._state
+        result: am.HandoffResult = yield Perform(
+            am.HANDOFF,
+            am.HandoffInput(
+                key=keys.opportunity(state.facts.id, state.cycle),
+                lead_id=state.facts.id,
+                cycle=state.cycle,
+                owner=state.owner,
+                trigger=transition.trigger,
+                reason=transition.why,
+                score=state.score,
+                grade=state.grade,
+                now=self.now,
+            ),
+            f"toss-up to sales: {transition.why}",
+            am.HandoffResult,
+        )
+        # A lead with no owner gets one at toss-up (the activity applies the playbook's
+        # assignment rule); publishing it is a new command, so runs recorded before keep
+        # replaying without it.
+        if result.owner and result.owner != state.owner and self.patched("owner-at-toss-up"):
+            lifecycle.take_owner(
+                state, result.owner, self.now, "assigned at toss-up by the playbook's rule"
+            )
+
+    def _close_tasks(self, status: str, reason: str, task_id: str | None = None) -> Steps[None]:
+        yield Perform(
+            am.CLOSE_CALL_TASKS,
+            am.CloseCallTasksInput(
+                lead_id=self._state.facts.id,
+                status=status,  # type: ignore[arg-type]
+                reason=reason,
+                task_id=task_id,
+                now=self.now,
+            ),
+            f"{status} call tasks: {reason}",
+        )
+
+    def _notify(self, key: str, to: list[str], subject: str, text: str) -> Steps[None]:
+        yield Perform(
+            am.NOTIFY,
+            am.NotifyInput(
+                key=key,
+                lead_id=self._state.facts.id,
+                to=to,
+                subject=subject,
+                text=text,
+                now=self.now,
+            ),
+            subject,
+        )
+
+    def _erase(self) -> Steps[None]:
+        yield Perform(
+            am.ERASE_LEAD,
+            am.EraseInput(lead_id=self._state.facts.id, now=self.now),
+            "erase the lead's personal data",
+        )
+
+    def _record(
+        self,
+        before: str | None,
+        after: str,
+        why: str,
+        at: tuple[str | None, str | None] | None = None,
+        cause: Transition | None = None,
+    ) -> Steps[None]:
+        """Log a stage change; ``at`` is the (cadence, step) it happened at (default: now's)."""
+        state = self._state
+        current = (
+            state.position.cadence.id if state.position else state.pending_cadence,
+            step_label(state) or None,
+        )
+        cadence, step = at if at is not None else current
+        yield Perform(
+            am.RECORD_TRANSITION,
+            am.TransitionInput(
+                lead_id=state.facts.id,
+                cycle=state.cycle,
+                from_stage=before,
+                to_stage=after,
+                at=self.now,
+                reason=why,
+                source=state.facts.source,
+                cadence=cadence,
+                step=step,
+                score=state.score,
+                grade=state.grade,
+                current_cadence=current[0],
+                current_step=current[1],
+                trigger=cause.trigger if cause else None,
+                loss_reason=cause.loss_reason if cause else None,
+                owner=state.owner,
+                next_touch_at=state.next_touch_at,
+            ),
+            f"record {before or 'new'} -> {after}",
+        )
+
+    def _load_pending_cadence(self) -> Steps[None]:
+        state = self._state
+        cadence_id = state.pending_cadence
+        assert cadence_id is not None
+        snapshot: am.CadenceSnapshot = yield Perform(
+            am.LOAD_CADENCE,
+            am.LoadCadenceInput(cadence_id=cadence_id),
+            f"load cadence {cadence_id}",
+            am.CadenceSnapshot,
+        )
+        state.playbook = snapshot.playbook
+        state.pending_cadence = None
+        yield from self._enter_cadence(snapshot.cadence, f"stage {state.stage}")
+
+    def _enter_cadence(self, cadence: Cadence, why: str) -> Steps[None]:
+        state = self._state
+        now = self.now
+        state.position = Position(
+            cadence=cadence, step=interpreter.first_step(cadence), visits={}, entered_at=now
+        )
+        lifecycle.note(state, now, f"cadence {cadence.id} (version {cadence.version})", why)
+        yield _PUBLISH
+
+    def _apply_migration(self) -> Steps[None]:
+        assert self.migration is not None
+        cadence, step_map = self.migration
+        self.migration = None
+        state = self._state
+        position = state.position
+        now = self.now
+        if position is None or position.cadence.id != cadence.id:
+            lifecycle.note(
+                state, now, f"migration to {cadence.id} ignored", "the lead is not in that cadence"
+            )
+            return
+        old_step = position.step
+        new_step = step_map.get(old_step, old_step) if old_step else None
+        step_ids = {s.id for s in cadence.steps}
+        if new_step is not None and new_step not in step_ids:
+            lifecycle.note(
+                state,
+                now,
+                "migration refused",
+                f"step {new_step} is not in version {cadence.version}",
+            )
+            return
+        lifecycle.note(
+            state,
+            now,
+            f"migrated to {cadence.id} version {cadence.version}",
+            f"from version {position.cadence.version}, step {old_step} -> {new_step}",
+        )
+        position.cadence = cadence
+        position.step = new_step
+        if new_step is None or cadence.step(new_step).type != "wait":
+            position.resume_until = None  # a wait keeps its wake-up time; other steps run now
+        yield _PUBLISH
+
+    # --- visibility -----------------------------------------------------------------------
+
+    def _set_doing(self, text: str) -> Steps[None]:
+        self._state.doing = text
+        yield _PUBLISH
+
+    @property
+    def _state(self) -> LeadState:
+        assert self.state is not None
+        return self.state
+
+    @property
+    def _position(self) -> Position:
+        assert self._state.position is not None
+        return self._state.position
+
+    @property
+    def _zone(self) -> ZoneInfo:
+        facts = self._state.facts
+        return timing.lead_zone(facts.timezone, facts.country)
+
+
+def _in_effect(patch_id: str) -> bool:
+    return True
+
+
+def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def _fmt(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC") if at else "-"

@@ -1,0 +1,138 @@
+"""One input and one result model per activity, shared by the workflow and the activities.
+
+Light on purpose: the workflow imports this module through the sandbox, so it holds only
+pydantic models and names. The activities themselves live in `nurture.activities`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from nurture.domain.cadence import Cadence, Playbook
+
+# Activity names, used by the workflow (by name, so it never imports SMTP or SQL code).
+LOAD_CADENCE = "load_cadence"
+SEND_EMAIL = "send_email"
+CREATE_CALL_TASK = "create_call_task"
+CLOSE_CALL_TASKS = "close_call_tasks"
+HANDOFF = "handoff"
+RECORD_TRANSITION = "record_transition"
+ERASE_LEAD = "erase_lead"
+NOTIFY = "notify"
+
+
+class LoadCadenceInput(BaseModel):
+    cadence_id: str
+
+
+class CadenceSnapshot(BaseModel):
+    cadence: Cadence
+    playbook: Playbook
+
+
+class SendEmailInput(BaseModel):
+    key: str
+    lead_id: str
+    cycle: int
+    cadence: str
+    step: str
+    visit: int
+    template: str
+    owner: str | None = None
+    now: datetime
+
+
+class SendEmailResult(BaseModel):
+    status: Literal["sent", "skipped", "failed", "unknown", "paused"]
+    message_id: str | None = None
+    detail: str = ""
+
+
+class CallTaskInput(BaseModel):
+    key: str
+    lead_id: str
+    cycle: int
+    cadence: str
+    step: str
+    visit: int
+    script: str
+    due_at: datetime
+    owner: str | None = None
+    now: datetime
+
+
+class CallTaskResult(BaseModel):
+    task_id: str
+    owner: str | None
+    created: bool
+    detail: str = ""
+
+
+class CloseCallTasksInput(BaseModel):
+    lead_id: str
+    status: Literal["cancelled", "overdue"]
+    reason: str
+    task_id: str | None = None  # None: every open task of the lead
+    now: datetime
+
+
+class HandoffInput(BaseModel):
+    key: str
+    lead_id: str
+    cycle: int
+    owner: str | None
+    trigger: str
+    reason: str
+    score: int
+    grade: str | None
+    now: datetime
+
+
+class HandoffResult(BaseModel):
+    opportunity_key: str
+    created: bool
+    crm_notified: bool = False
+    # The lead's owner with sales: the input's, else the one the playbook's assignment rule
+    # gave it at toss-up. None in histories from before owners were assigned there.
+    owner: str | None = None
+
+
+class TransitionInput(BaseModel):
+    """A stage change and the lead's current projection, for the funnel and the pages."""
+
+    lead_id: str
+    cycle: int
+    from_stage: str | None
+    to_stage: str
+    at: datetime
+    reason: str
+    source: str | None = None
+    cadence: str | None = None
+    step: str | None = None
+    score: int = 0
+    grade: str | None = None
+    owner: str | None = None
+    next_touch_at: datetime | None = None
+    # Where the lead is now (the projection); `cadence`/`step` above say where it changed.
+    current_cadence: str | None = None
+    current_step: str | None = None
+    # What caused it (an event type, "threshold", "timer") and a loss or rejection reason.
+    trigger: str | None = None
+    loss_reason: str | None = None
+
+
+class EraseInput(BaseModel):
+    lead_id: str
+    now: datetime
+
+
+class NotifyInput(BaseModel):
+    key: str
+    lead_id: str
+    to: list[str] = Field(default_factory=list)  # SDR ids or "ops"
+    subject: str
+    text: str
+    now: datetime

@@ -1,1 +1,0 @@
-"""Alembic migrations of the app database; run them with :func:`nurture.migrate.migrate`."""
