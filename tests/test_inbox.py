@@ -30,6 +30,7 @@ from nurture.adapters.database import (
     session_factory,
 )
 from nurture.adapters.schema import migrate
+from nurture.services import sending
 from nurture.web import create_app
 
 UI = "http://temporal-ui.example:8233"
@@ -424,3 +425,31 @@ async def test_one_address_is_held_only_far_above_what_an_office_produces(site: 
         assert (await sign_in(elsewhere, "aiko")).status_code == 303
         site.clock.advance(15 * 60)
         assert (await sign_in(office, "ben")).status_code == 303
+
+
+async def test_ops_pause_and_resume_sending_from_the_ops_page(site: Site) -> None:
+    async with site.client() as browser:
+        sdr_csrf = await log_in(browser, "aiko")
+        refused = await browser.post(
+            "/ops/sending", data={"action": "pause", "why": "x", "csrf": sdr_csrf}
+        )
+    async with site.client() as browser:
+        csrf = await log_in(browser, "olga")
+        no_why = await browser.post("/ops/sending", data={"action": "pause", "csrf": csrf})
+        forged = await browser.post("/ops/sending", data={"action": "pause", "why": "x"})
+        paused = await browser.post(
+            "/ops/sending", data={"action": "pause", "why": "wrong template", "csrf": csrf}
+        )
+        page = await browser.get("/ops")
+        resumed = await browser.post("/ops/sending", data={"action": "resume", "csrf": csrf})
+        after = await browser.get("/ops")
+
+    assert refused.status_code == 403 and forged.status_code == 403
+    assert no_why.status_code == 422 and "why" in no_why.text
+    assert paused.status_code == 303
+    assert "Sending is paused" in page.text and "by olga: wrong template" in page.text
+    assert resumed.status_code == 303
+    assert "Sending is on" in after.text and "Resume sending" not in after.text
+    async with site.sessions() as session:
+        log = await sending.history(session)
+    assert [(s.paused, s.by) for s in log[:2]] == [(False, "olga"), (True, "olga")]

@@ -36,6 +36,7 @@ from nurture.adapters.smtp import (
     TransientSmtpError,
 )
 from nurture.domain import messages as am
+from nurture.services import sending
 
 PAUSED_DETAIL = "sending is paused (NURTURE_SENDING_PAUSED)"
 
@@ -89,12 +90,14 @@ class Outbox:
     async def send(self, entry: Entry, prepare: Prepare) -> am.SendEmailResult:
         """Send ``entry`` unless its row is past ``queued``; ``prepare`` builds it first.
 
-        The kill switch answers ``paused`` (the row stays ``queued``, nothing is prepared
-        or sent) for every kind of email: the outbox cannot know whether its caller can
-        wait. A cadence email can, and must (its workflow waits, still applying events, so
-        an opt-out meanwhile wins), so ``send_email`` returns it; a notification's caller
-        has no result to say it in and raises a retryable ``SendingPaused`` instead
-        (:func:`paused_error`), letting Temporal's retry be the wait.
+        The kill switch (the live one, :mod:`nurture.services.sending`, read at every send,
+        or ``NURTURE_SENDING_PAUSED`` for this process) answers ``paused`` (the row stays
+        ``queued``, nothing is prepared or sent) for every kind of email: the outbox cannot
+        know whether its caller can wait. A cadence email can, and must (its workflow waits,
+        still applying events, so an opt-out meanwhile wins), so ``send_email`` returns it;
+        a notification's caller has no result to say it in and raises a retryable
+        ``SendingPaused`` instead (:func:`paused_error`), letting Temporal's retry be the
+        wait.
 
         Raises:
             ApplicationError: ``TransientSmtpError`` (retryable): nothing was sent, and the
@@ -110,6 +113,9 @@ class Outbox:
             return await self._already_done(row)
         if self.sending_paused:
             return am.SendEmailResult(status="paused", detail=PAUSED_DETAIL)
+        switch = await sending.current(self.session)
+        if switch.paused:
+            return am.SendEmailResult(status="paused", detail=switch.hold_detail())
         prepared = await prepare()
         if isinstance(prepared, NotSent):
             return await self.finish(row, prepared.status, prepared.detail)

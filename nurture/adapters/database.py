@@ -409,6 +409,37 @@ class WebhookReceipt(Base):
     seen_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class SendingSwitch(Base):
+    """The live kill switch's log: one row each time ops pause or resume sending.
+
+    The newest row is the switch's state; the rows before it are the record of who
+    stopped sending, when and why. Every outbox send reads it, so a pause holds on every
+    worker at once, with no restart (``ops sending pause|resume``, the ops page).
+    """
+
+    __tablename__ = "sending_switch"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    paused: Mapped[bool]
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    by: Mapped[str] = mapped_column(String(200))
+    why: Mapped[str] = mapped_column(Text, default="")
+
+
+class PlaybookRollout(Base):
+    """A playbook delivered to the leads in flight (``playbook rollout``), kept whole so the
+    next rollout can show what changed since."""
+
+    __tablename__ = "playbook_rollouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(64))
+    playbook: Mapped[dict[str, Any]] = mapped_column(json_type())
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    by: Mapped[str] = mapped_column(String(200))
+    leads: Mapped[int] = mapped_column(default=0)  # leads the playbook was delivered to
+
+
 def insert_or_ignore(
     model: type[Base] | Table, dialect_name: str, on: list[str] | None = None
 ) -> Any:

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 
 from nurture.adapters.database import CallTask, EmailSend, EventRow, LeadRow
+from nurture.services import sending
 from nurture.web.common import ServicesDep, SessionDep, render
 from nurture.web.leadinfo import lead_with_state, sdr_may_see
 from nurture.web.security import OpsDep, ViewerDep, check_csrf
@@ -74,12 +75,34 @@ async def ops_page(
     ui = services.temporal_ui_url.rstrip("/")
     namespace = services.settings.temporal_namespace
     context = {
+        "sending": await sending.current(session),
+        "sending_log": await sending.history(session, limit=5),
         "parked": parked,
         "unknown": unknown,
         "open_tasks": open_tasks,
         "workflows_url": f"{ui}/namespaces/{namespace}/workflows",
     }
     return render(request, "ops.html", context)
+
+
+@router.post("/ops/sending")
+async def switch_sending(
+    viewer: OpsDep,
+    session: SessionDep,
+    action: Annotated[str, Form(pattern="^(pause|resume)$")],
+    why: Annotated[str, Form(max_length=sending.WHY_LIMIT)] = "",
+    csrf: Annotated[str | None, Form()] = None,
+) -> Response:
+    """The kill switch: pause (with why) or resume every worker's sends, as the signed-in ops."""
+    check_csrf(viewer, csrf)
+    if action == "pause":
+        try:
+            await sending.pause(session, by=viewer.id, why=why)
+        except ValueError as exc:
+            raise HTTPException(status_code=422, detail=f"why: {exc}") from exc
+    else:
+        await sending.resume(session, by=viewer.id)
+    return RedirectResponse("/ops", status_code=303)
 
 
 @router.post("/ops/find")

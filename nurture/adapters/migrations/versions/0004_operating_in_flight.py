@@ -1,0 +1,50 @@
+"""Operating leads in flight: the live sending switch and the playbook rollouts.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-12-03
+
+``sending_switch`` is an append-only log of ``ops sending pause|resume``: its newest row is
+the switch (no row: sending is on). ``playbook_rollouts`` keeps each playbook delivered to
+the leads in flight, so the next rollout can show the rules that changed since.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
+
+revision: str = "0004"
+down_revision: str | Sequence[str] | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TIMESTAMP = sa.DateTime(timezone=True)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "sending_switch",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("paused", sa.Boolean(), nullable=False),
+        sa.Column("at", TIMESTAMP, nullable=False),
+        sa.Column("by", sa.String(200), nullable=False),
+        sa.Column("why", sa.Text(), nullable=False),
+    )
+    op.create_table(
+        "playbook_rollouts",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("version", sa.String(64), nullable=False),
+        sa.Column("playbook", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+        sa.Column("at", TIMESTAMP, nullable=False),
+        sa.Column("by", sa.String(200), nullable=False),
+        sa.Column("leads", sa.Integer(), nullable=False),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("playbook_rollouts")
+    op.drop_table("sending_switch")
