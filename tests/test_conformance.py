@@ -39,20 +39,27 @@ from test_journeys import CADENCES as JOURNEY_CADENCES
 from test_journeys import PLAYBOOK, TEMPLATES
 
 from nurture.adapters.loader import load_cadence_set
-from nurture.domain.cadence import Cadence, CadenceSet
+from nurture.domain.cadence import Cadence, CadenceSet, Playbook
 from nurture.domain.events import Event, Lead
 from nurture.domain.machine import Command, ContinueAsNew, Perform, Sleep
 from nurture.domain.names import (
     SIGNAL_EVENT,
     SIGNAL_MIGRATE,
     SIGNAL_PAUSE,
+    SIGNAL_PLAYBOOK,
     SIGNAL_REASSIGN,
     SIGNAL_RESUME,
     workflow_id,
 )
 from nurture.domain.rendering import Renderer
 from nurture.domain.state import HistoryEntry, LeadInput
-from nurture.services.simulate import ScriptedEvent, ScriptedMigration, TimelineEntry, simulate
+from nurture.services.simulate import (
+    ScriptedEvent,
+    ScriptedMigration,
+    ScriptedPlaybook,
+    TimelineEntry,
+    simulate,
+)
 
 # The journeys' set, with an inbound cadence that also branches on a click.
 CADENCES = {
@@ -157,6 +164,7 @@ _SIGNAL_TYPES: dict[str, list[type]] = {
     SIGNAL_RESUME: [str],
     SIGNAL_REASSIGN: [str],
     SIGNAL_MIGRATE: [Cadence, dict],
+    SIGNAL_PLAYBOOK: [Playbook],
 }
 
 
@@ -243,15 +251,17 @@ def _lead_input(payloads: Any) -> LeadInput:
 
 def scripted(
     inputs: list[tuple[datetime, str, list[Any]]],
-) -> list[ScriptedEvent | ScriptedMigration]:
+) -> list[ScriptedEvent | ScriptedMigration | ScriptedPlaybook]:
     """The live run's inputs, at the times it received them, as a simulator script."""
-    script: list[ScriptedEvent | ScriptedMigration] = []
+    script: list[ScriptedEvent | ScriptedMigration | ScriptedPlaybook] = []
     for at, name, args in inputs:
         if name == SIGNAL_EVENT:
             event: Event = args[0]
             script.append(ScriptedEvent(at=at, type=event.type, data=event.data, id=event.id))
         elif name == SIGNAL_MIGRATE:
             script.append(ScriptedMigration(at=at, cadence=args[0], step_map=args[1]))
+        elif name == SIGNAL_PLAYBOOK:
+            script.append(ScriptedPlaybook(at=at, playbook=args[0]))
         elif name == SIGNAL_REASSIGN:
             script.append(ScriptedEvent(at=at, type="reassign", data={"owner": args[0]}))
         else:
@@ -554,4 +564,33 @@ async def test_humane_holds_in_the_leads_zone(journey, time_env):
     whats = both.whats()
     assert whats[2].startswith("email welcome deferred to ")
     assert "email welcome: sent" in whats and "email last: sent" in whats
+    assert both.live == both.simulated
+
+
+async def test_a_playbook_rollout_regrades_and_replans_a_held_touch(journey, time_env, tmp_path):
+    # The welcome waits for Monday morning in Tokyo under the weekday window; two hours in,
+    # ops roll out a playbook that opens every day and weighs company size more.
+    now = await time_env.get_current_time()
+    days = (5 - now.weekday()) % 7 or 7
+    saturday = (now + timedelta(days=days)).replace(hour=12, minute=0, second=0, microsecond=0)
+    await time_env.sleep(saturday - now)
+    rolled = PLAYBOOK.replace(
+        "- when: {field: employees, at_least: 1000}\n          points: 30",
+        "- when: {field: employees, at_least: 1000}\n          points: 50",
+    )
+    assert rolled != PLAYBOOK
+    playbook = load_cadence_set(
+        *write_cadence_set(tmp_path / "rolled", rolled, JOURNEY_CADENCES, TEMPLATES)
+    ).playbook
+    lead = Lead(id="CF-10", email="rin@example.jp", country="JP", employees=2000)
+    both = await journey(
+        lead, [timedelta(hours=2), (SIGNAL_PLAYBOOK, [playbook]), timedelta(hours=1)], WINDOWED
+    )
+    whats = both.whats()
+    assert whats[2].startswith("email welcome deferred to ")
+    applied = whats.index(f"playbook {playbook.version} applied")
+    assert whats[applied + 1] == "email welcome: sent"  # at once: the hold was planned again
+    why = both.live[applied][2]
+    assert "grading.rules changed" in why and "grade C -> B" in why
+    assert "limits.send_window.days changed" in why
     assert both.live == both.simulated

@@ -7,15 +7,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import write_cadence_set
 from harness import running
 from sqlalchemy import select
-from test_edges import journey_settings
+from test_edges import event, journey_settings
+from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
 from typer.testing import CliRunner
 
 from nurture.adapters.database import EmailSend
+from nurture.adapters.loader import load_cadence_set
 from nurture.adapters.schema import migrate
 from nurture.cli import app
-from nurture.services import sending
+from nurture.services import rollout, sending
+from nurture.services.intake import submit_event
 
 runner = CliRunner()
 
@@ -105,3 +109,67 @@ async def test_the_switch_log_keeps_who_and_why(tmp_path: Path) -> None:
         (False, "sam", ""),
         (True, "olga", "bad link"),
     ]
+
+
+ROLLED = PLAYBOOK.replace("mql: {score: 10}", "mql: {score: 12}")
+
+
+async def test_a_rollout_reaches_every_lead_in_flight_and_says_what_changed(
+    time_env, make_settings, smtp_sink, tmp_path
+):
+    settings = journey_settings(make_settings, tmp_path)
+    rolled = load_cadence_set(
+        *write_cadence_set(tmp_path / "rolled", ROLLED, CADENCES, TEMPLATES)
+    ).playbook
+    async with running(time_env.client, settings) as stack:
+        for lead_id in ("RO-1", "RO-2", "RO-3"):
+            await stack.add_lead(id=lead_id, email=f"{lead_id.lower()}@example.com")
+        for lead_id in ("RO-1", "RO-2", "RO-3"):
+            await stack.until(lead_id, lambda v: v.step == "pause")
+        await submit_event(stack.intake, event("RO-3", "lead.do_not_contact"))
+        await time_env.client.get_workflow_handle("lead-RO-3").result()
+
+        async with stack.sessions() as session:
+            first = await rollout.plan(session, rolled)
+        assert first.previous is None and first.leads_by_stage == {"nurturing": 2}
+        done: list[int] = []
+        result = await rollout.deliver(
+            first, time_env.client, stack.sessions, by="olga", progress=done.append
+        )
+        assert (result.delivered, result.gone, result.failed) == (2, 0, [])
+        assert done[-1] == 2
+        for lead_id in ("RO-1", "RO-2"):
+            view = await stack.until(lead_id, lambda v: v.playbook_version == rolled.version)
+            applied = next(h for h in view.history if h.what.startswith("playbook "))
+            assert applied.what == f"playbook {rolled.version} applied"
+            assert applied.why == "thresholds.mql.score: 10 -> 12"
+        assert (await stack.view("RO-3")).stage == "closed"
+
+        # The next rollout shows what changed since this one; the same one again, nothing.
+        async with stack.sessions() as session:
+            again = await rollout.plan(session, rolled)
+            back = await rollout.plan(session, stack_playbook(settings))
+        assert again.unchanged and again.changes == []
+        assert back.previous == rolled.version
+        assert back.changes == ["thresholds.mql.score: 12 -> 10"]
+
+
+def stack_playbook(settings):  # type: ignore[no-untyped-def]
+    return load_cadence_set(settings.cadences_dir, settings.templates_dir).playbook
+
+
+def test_playbook_rollout_dry_run_shows_changes_and_delivers_nothing(
+    cli_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cadences_dir, templates_dir = write_cadence_set(tmp_path / "set", PLAYBOOK, CADENCES, TEMPLATES)
+    monkeypatch.setenv("NURTURE_CADENCES_DIR", str(cadences_dir))
+    monkeypatch.setenv("NURTURE_TEMPLATES_DIR", str(templates_dir))
+    shown = runner.invoke(app, ["playbook", "rollout", "--dry-run"])
+    assert shown.exit_code == 0, shown.output
+    assert "no earlier rollout is recorded" in shown.output
+    assert "leads in flight: 0" in shown.output and "nothing was delivered" in shown.output
+
+    (cadences_dir / "playbook.yaml").write_text("thresholds: {mql: {score: -1}}\n")
+    broken = runner.invoke(app, ["playbook", "rollout", "--yes"])
+    assert broken.exit_code == 1
+    assert "playbook.yaml" in broken.output and "nothing was rolled out" in broken.output

@@ -31,6 +31,7 @@ app.add_typer(_ops.sends_app, name="sends")
 app.add_typer(_ops.users_app, name="users")
 app.add_typer(_report.app, name="report")
 app.add_typer(_operate.ops_app, name="ops")
+app.add_typer(_operate.playbook_app, name="playbook")
 _stack.register(app)
 
 

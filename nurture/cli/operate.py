@@ -74,3 +74,86 @@ def sending_status(as_json: bool = typer.Option(False, "--json")) -> None:
         )
         return
     typer.echo(state.describe())
+
+
+playbook_app = typer.Typer(
+    help="The playbook: deliver its rules to the leads in flight.", no_args_is_help=True
+)
+
+
+@playbook_app.command("rollout")
+def rollout(
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would change."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation (scripts)."),
+    rate: float = typer.Option(200.0, "--rate", min=1.0, help="Signals a second, at most."),
+    by: str | None = typer.Option(None, "--by", help="Who rolls out (default: this OS user)."),
+) -> None:
+    """Validate the playbook, show the rule changes and the leads reached per stage, then
+    deliver it to every running lead; each applies it at its next safe point."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    from nurture.adapters.loader import CadenceSetInvalid, load_cadence_set
+    from nurture.services import rollout as rollouts
+
+    async def run() -> None:
+        async with context() as ctx:
+            settings = ctx.settings
+            try:
+                playbook = load_cadence_set(settings.cadences_dir, settings.templates_dir).playbook
+            except CadenceSetInvalid as exc:
+                fail(f"the cadence files have problems (nothing was rolled out):\n{exc}")
+            async with ctx.sessions() as session:
+                plan = await rollouts.plan(session, playbook)
+            _show_plan(plan)
+            if dry_run:
+                typer.echo("dry run: nothing was delivered")
+                return
+            if plan.leads == 0:
+                typer.echo("no lead in flight: new leads start on this playbook anyway")
+            elif not yes:
+                typer.confirm(
+                    f"Roll playbook {plan.version} out to {plan.leads} leads?", abort=True
+                )
+            client = await ctx.client()
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=False,
+            ) as bar:
+                task = bar.add_task(f"playbook {plan.version}", total=plan.leads)
+                result = await rollouts.deliver(
+                    plan,
+                    client,
+                    ctx.sessions,
+                    by=_who(by),
+                    rate=rate,
+                    progress=lambda done: bar.update(task, completed=done),
+                )
+            typer.echo(
+                f"playbook {plan.version}: delivered to {result.delivered} leads"
+                + (f", {result.gone} ended meanwhile" if result.gone else "")
+            )
+            if result.failed:
+                for lead_id, why in result.failed[:20]:
+                    typer.echo(f"  {lead_id}: {why}", err=True)
+                fail(f"{len(result.failed)} leads did not get it; run the rollout again")
+
+    asyncio.run(run())
+
+
+def _show_plan(plan) -> None:  # type: ignore[no-untyped-def]
+    typer.echo(f"playbook {plan.version} (valid)")
+    if plan.previous is None:
+        typer.echo("changes: no earlier rollout is recorded; leads run on the playbook they")
+        typer.echo("  started with or last changed stage with, and take this one whole")
+    elif plan.unchanged:
+        typer.echo(f"changes: none since the last rollout ({plan.previous}); delivering")
+        typer.echo("  again reaches leads that missed it")
+    else:
+        typer.echo(f"changes since {plan.previous}:")
+        for line in plan.changes:
+            typer.echo(f"  {line}")
+    stages = ", ".join(f"{stage} {count}" for stage, count in plan.leads_by_stage.items())
+    typer.echo(f"leads in flight: {plan.leads}" + (f" ({stages})" if stages else ""))

@@ -719,6 +719,23 @@ class Cadence(_Strict):
         return content_hash(self)
 
 
+_ABSENT = object()
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as ``{"a.b.c": leaf}``; lists are leaves."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: dict[str, Any] = {}
+    for key, item in value.items():
+        flat.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def _show(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
 def content_hash(model: BaseModel) -> str:
     body = json.dumps(model.model_dump(mode="json", by_alias=True), sort_keys=True)
     return hashlib.sha256(body.encode()).hexdigest()[:12]
@@ -1002,6 +1019,28 @@ class Playbook(_Strict):
     @property
     def version(self) -> str:
         return content_hash(self)
+
+    def changes_from(self, old: Playbook) -> list[str]:
+        """The rules that differ from ``old``, one line each, by their place in the file.
+
+        ``limits.max_emails_per_week: 3 -> 2``; a list that changed is named whole
+        (``grading.rules changed``), as rules are read in order.
+        """
+        before, after = _flat(old.model_dump(mode="json")), _flat(self.model_dump(mode="json"))
+        lines = []
+        for path in sorted(before.keys() | after.keys()):
+            a, b = before.get(path, _ABSENT), after.get(path, _ABSENT)
+            if a == b:
+                continue
+            if isinstance(a, list) or isinstance(b, list):
+                lines.append(f"{path} changed")
+            elif a is _ABSENT:
+                lines.append(f"{path}: added {_show(b)}")
+            elif b is _ABSENT:
+                lines.append(f"{path}: removed")
+            else:
+                lines.append(f"{path}: {_show(a)} -> {_show(b)}")
+        return lines
 
 
 class CadenceSet(BaseModel):

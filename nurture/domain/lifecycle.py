@@ -11,6 +11,7 @@ from datetime import datetime
 from pydantic import BaseModel
 
 from nurture.domain import scoring
+from nurture.domain.cadence import Playbook
 from nurture.domain.conditions import Engagement, Facts
 from nurture.domain.durations import parse_duration
 from nurture.domain.events import (
@@ -138,6 +139,35 @@ def threshold_transition(state: LeadState) -> Transition | None:
             trigger="threshold",
         )
     return None
+
+
+# How many rule changes a lead's history names; the rest are counted.
+CHANGES_NOTED = 6
+
+
+def apply_playbook(state: LeadState, playbook: Playbook, now: datetime) -> Transition | None:
+    """A playbook rolled out to the lead in flight (``playbook rollout``): policy for everyone.
+
+    The lead regrades under the new rules and notes what changed, for it too (its grade);
+    touches it holds are re-planned by the machine. Cadence versions stay pinned (they move
+    only by ``cadences migrate``); a recycle timer already running keeps its time.
+
+    Returns the stage change the new thresholds reach at once, if any.
+    """
+    old = state.playbook
+    if playbook.version == old.version:
+        return None
+    changes = playbook.changes_from(old)
+    state.playbook = playbook
+    grade_before = state.grade
+    regrade(state, now)
+    shown = changes[:CHANGES_NOTED]
+    if len(changes) > CHANGES_NOTED:
+        shown.append(f"and {len(changes) - CHANGES_NOTED} more")
+    if state.grade != grade_before:
+        shown.append(f"grade {grade_before or 'none'} -> {state.grade or 'none'}")
+    note(state, now, f"playbook {playbook.version} applied", "; ".join(shown) or "no rule changed")
+    return threshold_transition(state)
 
 
 def _remember(state: LeadState, event_id: str) -> bool:

@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from nurture.domain import interpreter, keys, lifecycle, timing
 from nurture.domain import messages as am
-from nurture.domain.cadence import Cadence
+from nurture.domain.cadence import Cadence, Playbook
 from nurture.domain.durations import parse_duration
 from nurture.domain.events import Event
 from nurture.domain.lifecycle import Transition
@@ -179,6 +179,8 @@ class LeadMachine:
         self.controls: list[tuple[Control, str]] = []
         self.control_changed = False
         self.migration: tuple[Cadence, dict[str, str]] | None = None
+        self.rollout: Playbook | None = None
+        self.replan = False  # a rollout arrived: holds are planned again
         self.pending: Transition | None = None
         self.woken_by: str | None = None
         self.wake_on: frozenset[str] = frozenset()
@@ -216,9 +218,18 @@ class LeadMachine:
         self.migration = (cadence, step_map)
         self.control_changed = True
 
+    def receive_playbook(self, playbook: Playbook) -> None:
+        """A playbook rolled out to leads in flight; the newest one given wins."""
+        self.rollout = playbook
+
     def has_input(self) -> bool:
         """Whether input arrived that a sleep should wake up for."""
-        return bool(self.inbox) or bool(self.controls) or self.control_changed
+        return (
+            bool(self.inbox)
+            or bool(self.controls)
+            or self.control_changed
+            or self.rollout is not None
+        )
 
     def view(self) -> LeadView | None:
         """What the `state` query returns; None while the lead is starting."""
@@ -238,6 +249,7 @@ class LeadMachine:
             paused=state.paused,
             unsubscribed=state.unsubscribed,
             cycle=state.cycle,
+            playbook_version=state.playbook.version,
             doing=state.doing,
             score_why=[f"{c.delta:+d} {c.why}" for c in state.score_log[-20:]],
             grade_why=state.grade_why,
@@ -261,6 +273,9 @@ class LeadMachine:
         if state.migration is not None:
             self.migration = (state.migration.cadence, state.migration.step_map)
             state.migration = None
+        if state.pending_playbook is not None:
+            self.rollout = state.pending_playbook
+            state.pending_playbook = None
         try:
             while state.stage not in FINAL_STAGES:
                 if state.pending_cadence is not None:
@@ -287,6 +302,7 @@ class LeadMachine:
                 state.migration = MigrationRequest(
                     cadence=self.migration[0], step_map=self.migration[1]
                 )
+            state.pending_playbook = self.rollout
             yield ContinueAsNew(LeadInput(facts=state.facts, playbook=state.playbook, state=state))
             return
         yield from self._erase_if_asked_late()
@@ -384,9 +400,12 @@ class LeadMachine:
             yield from self._set_doing(
                 f"with sales since {_fmt(state.tossed_up_at)}; follow-up check {_fmt(deadline)}"
             )
-            result = yield from self._wait(deadline, frozenset(), "sales follow-up check")
-            if result is Wake.INTERRUPTED:
-                return
+            self.replan = False
+            result = yield from self._wait(
+                deadline, frozenset(), "sales follow-up check", done=self._replanned
+            )
+            if result is not Wake.TIMER:
+                return  # a stage change, or a new playbook: the check is planned again
             lifecycle.note(
                 state,
                 self.now,
@@ -464,6 +483,10 @@ class LeadMachine:
         finally:
             self.wake_on = frozenset()
 
+    def _replanned(self) -> bool:
+        """Whether a playbook arrived during a hold, so the hold is planned again."""
+        return self.replan
+
     def _in_cadence_step(self) -> bool:
         state = self._state
         return (
@@ -498,6 +521,13 @@ class LeadMachine:
         while self.controls:
             kind, value = self.controls.pop(0)
             self._apply_control(kind, value)
+            changed = True
+        if self.rollout is not None:
+            playbook, self.rollout = self.rollout, None
+            transition = lifecycle.apply_playbook(state, playbook, self.now)
+            if transition is not None and transition.stronger_than(self.pending):
+                self.pending = transition
+            self.replan = True
             changed = True
         if changed:
             yield _PUBLISH
@@ -556,7 +586,10 @@ class LeadMachine:
             lifecycle.note(state, now, f"{channel} {step} deferred to {_fmt(slot.at)}", reasons)
             state.next_touch_at = slot.at
             yield from self._set_doing(f"{channel} {step} deferred to {_fmt(slot.at)}: {reasons}")
-            result = yield from self._wait(slot.at, frozenset(), f"deferred {channel} {step}")
+            self.replan = False
+            result = yield from self._wait(
+                slot.at, frozenset(), f"deferred {channel} {step}", done=self._replanned
+            )
             if result is Wake.INTERRUPTED:
                 return False
 

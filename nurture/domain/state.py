@@ -97,6 +97,8 @@ class LeadState(BaseModel):
     visits: dict[str, int] = Field(default_factory=dict)
     # A migration signaled just before continue-as-new, applied by the next run.
     migration: MigrationRequest | None = None
+    # A playbook rolled out just before continue-as-new, applied by the next run.
+    pending_playbook: Playbook | None = None
     doing: str = "starting"
     created_at: datetime | None = None
 
@@ -126,6 +128,7 @@ class LeadView(BaseModel):
     paused: bool = False
     unsubscribed: bool = False
     cycle: int = 0
+    playbook_version: str | None = None
     doing: str = ""
     score_why: list[str] = Field(default_factory=list)
     grade_why: list[str] = Field(default_factory=list)

@@ -56,6 +56,7 @@ __all__ = [
     "ScriptError",
     "ScriptedEvent",
     "ScriptedMigration",
+    "ScriptedPlaybook",
     "TimelineEntry",
     "parse_script",
     "simulate",
@@ -147,6 +148,19 @@ class ScriptedMigration(BaseModel):
 
     def label(self) -> str:
         return f"migrate to {self.cadence.id} version {self.cadence.version}"
+
+    def resolve(self, start: datetime, zone: ZoneInfo) -> datetime:
+        return _aware(self.at)
+
+
+class ScriptedPlaybook(BaseModel):
+    """Ops roll a playbook out to the leads in flight (`playbook rollout`) at ``at``."""
+
+    at: datetime
+    playbook: Playbook
+
+    def label(self) -> str:
+        return f"playbook {self.playbook.version} rolled out"
 
     def resolve(self, start: datetime, zone: ZoneInfo) -> datetime:
         return _aware(self.at)
@@ -328,7 +342,7 @@ def _wall_time(start: datetime, day: int, wall: time, zone: ZoneInfo) -> datetim
 
 # --- the run ---------------------------------------------------------------------------
 
-Scripted = ScriptedEvent | ScriptedMigration
+Scripted = ScriptedEvent | ScriptedMigration | ScriptedPlaybook
 Latency = Callable[[machine.Command], timedelta]
 
 
@@ -526,6 +540,8 @@ class _Simulation:
             at, n, scripted = self.script.popleft()
             if isinstance(scripted, ScriptedMigration):
                 self.life.migrate(scripted.cadence, dict(scripted.step_map))
+            elif isinstance(scripted, ScriptedPlaybook):
+                self.life.receive_playbook(scripted.playbook)
             elif scripted.type in CONTROLS:
                 self.life.control(machine.Control(scripted.type), _control_value(scripted))
             else:

@@ -23,7 +23,7 @@ from temporalio.common import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from nurture.domain.cadence import Cadence
+    from nurture.domain.cadence import Cadence, Playbook
     from nurture.domain.events import Event
     from nurture.domain.machine import (
         SUMMARY_LIMIT,
@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         SIGNAL_EVENT,
         SIGNAL_MIGRATE,
         SIGNAL_PAUSE,
+        SIGNAL_PLAYBOOK,
         SIGNAL_REASSIGN,
         SIGNAL_RESUME,
         WORKFLOW_NAME,
@@ -135,6 +136,10 @@ class LeadWorkflow:
     @workflow.signal(name=SIGNAL_MIGRATE)
     def migrate(self, cadence: Cadence, step_map: dict[str, str]) -> None:
         self.machine.migrate(cadence, step_map)
+
+    @workflow.signal(name=SIGNAL_PLAYBOOK)
+    def playbook(self, playbook: Playbook) -> None:
+        self.machine.receive_playbook(playbook)
 
     @workflow.query(name=QUERY_STATE)
     def view(self) -> LeadView:
