@@ -65,6 +65,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
             storage.erase_lead,
             tasks.create_call_task,
             tasks.close_call_tasks,
+            tasks.move_call_tasks,
             tasks.handoff,
         ],
         workflow_runner=SANDBOX,

@@ -8,17 +8,18 @@ from pathlib import Path
 
 import pytest
 from conftest import write_cadence_set
-from harness import running
+from harness import eventually, running
 from sqlalchemy import select
 from test_edges import event, journey_settings
-from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
+from test_journeys import CADENCES, PLAYBOOK, TEMPLATES, open_task
 from typer.testing import CliRunner
 
-from nurture.adapters.database import EmailSend
+from nurture.adapters.database import CallTask, EmailSend
 from nurture.adapters.loader import load_cadence_set
 from nurture.adapters.schema import migrate
 from nurture.cli import app
-from nurture.services import rollout, sending
+from nurture.services import rollout, sending, team
+from nurture.services.call_tasks import complete_task
 from nurture.services.intake import submit_event
 
 runner = CliRunner()
@@ -173,3 +174,85 @@ def test_playbook_rollout_dry_run_shows_changes_and_delivers_nothing(
     broken = runner.invoke(app, ["playbook", "rollout", "--yes"])
     assert broken.exit_code == 1
     assert "playbook.yaml" in broken.output and "nothing was rolled out" in broken.output
+
+
+async def mql_with_a_task(stack, lead_id: str, country: str):  # type: ignore[no-untyped-def]
+    await stack.add_lead(id=lead_id, email=f"{lead_id.lower()}@example.com", country=country)
+    await stack.until(lead_id, lambda v: v.step == "pause")
+    await submit_event(stack.intake, event(lead_id, "webinar.attended"))
+    await stack.until(lead_id, lambda v: v.step == "first-call" and v.owner is not None)
+    return await open_task(stack, lead_id)
+
+
+async def test_reassign_moves_open_tasks_tells_both_and_refuses_unknown_sdrs(
+    time_env, make_settings, smtp_sink, tmp_path
+):
+    settings = journey_settings(make_settings, tmp_path)
+    playbook = stack_playbook(settings)
+    async with running(time_env.client, settings) as stack:
+        task = await mql_with_a_task(stack, "RA-1", "JP")
+        assert task.owner == "aiko"
+        await smtp_sink.wait_for(2)  # the welcome, and Aiko's new-task notice
+
+        async with stack.sessions() as session:
+            with pytest.raises(team.OwnerRefused, match="no SDR 'nobody-such'.*aiko, ben"):
+                await team.reassign(session, time_env.client, playbook, "RA-1", "nobody-such")
+            await team.reassign(session, time_env.client, playbook, "RA-1", "ben")
+        view = await stack.until("RA-1", lambda v: v.owner == "ben")
+        assert any(h.what == "owner ben" for h in view.history)
+
+        async def moved():  # type: ignore[no-untyped-def]
+            async with stack.sessions() as session:
+                row = await session.get(CallTask, task.id)
+                return row if row is not None and row.owner == "ben" else None
+
+        row = await eventually(moved)
+        assert row.status == "open" and "moved from aiko" in (row.notes or "")
+        await smtp_sink.wait_for(4)
+        told = {m["To"]: m["Subject"] for m in smtp_sink.messages[2:]}
+        assert set(told) == {"aiko@example.com", "ben@example.com"}
+        assert all(s.startswith("Lead reassigned to ben") for s in told.values())
+        # Ben can now record the outcome of the task he was given.
+        await complete_task(stack.sessions, stack.intake, task.id, "no_answer", None, by="ben")
+        await stack.until("RA-1", lambda v: v.step != "first-call")
+
+
+async def test_a_deactivated_sdrs_leads_and_tasks_go_to_the_team(
+    time_env, make_settings, smtp_sink, tmp_path
+):
+    settings = journey_settings(make_settings, tmp_path)
+    playbook = stack_playbook(settings)
+    async with running(time_env.client, settings) as stack:
+        task = await mql_with_a_task(stack, "DA-1", "JP")
+        assert task.owner == "aiko"
+        async with stack.sessions() as session:
+            done = await team.deactivate(session, playbook, "aiko")
+            # Nobody may give aiko a lead any more.
+            with pytest.raises(team.OwnerRefused, match="'aiko' is deactivated"):
+                await team.check_owner(session, playbook, "aiko")
+        # Nobody else covers JP: the rest of the team takes it.
+        assert done.reassigned == [("DA-1", "ben")]
+        await time_env.client.get_workflow_handle("lead-DA-1").signal("reassign", "ben")
+
+        async def moved():  # type: ignore[no-untyped-def]
+            async with stack.sessions() as session:
+                row = await session.get(CallTask, task.id)
+                return row if row is not None and row.owner == "ben" else None
+
+        assert (await eventually(moved)).status == "open"
+        # A new JP lead now goes to ben too.
+        later = await mql_with_a_task(stack, "DA-2", "JP")
+        assert later.owner == "ben"
+
+
+def test_leads_reassign_refuses_an_unknown_sdr(
+    cli_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cadences_dir, templates_dir = write_cadence_set(tmp_path / "set", PLAYBOOK, CADENCES, TEMPLATES)
+    monkeypatch.setenv("NURTURE_CADENCES_DIR", str(cadences_dir))
+    monkeypatch.setenv("NURTURE_TEMPLATES_DIR", str(templates_dir))
+    refused = runner.invoke(app, ["leads", "reassign", "L-1", "--owner", "nobody-such"])
+    assert refused.exit_code == 1
+    assert "no SDR 'nobody-such' in the playbook's team; active SDRs: aiko, ben" in refused.output
+    unknown = runner.invoke(app, ["users", "deactivate", "nobody-such"])
+    assert unknown.exit_code == 1 and "no user or SDR 'nobody-such'" in unknown.output

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -23,61 +23,8 @@ from nurture.adapters.smtp import SmtpSender
 from nurture.domain import keys
 from nurture.domain import messages as am
 from nurture.domain.cadence import Playbook
+from nurture.services.team import choose_owner
 from nurture.settings import Settings
-
-
-async def choose_owner(session: AsyncSession, playbook: Playbook, lead: LeadRow) -> str | None:
-    """The lead's SDR: its owner; else its account's SDR; else round robin in its territory.
-
-    Round robin is kept without a counter: among the SDRs covering the lead's country, the
-    one with the fewest accounts *in that country* gets the next account (ties by the
-    playbook's order). That is what a rotation converges to, and it survives restarts and
-    several workers. It counts accounts, not leads, because every later lead of an account
-    follows its first one (sticky): a company with ten leads is one turn. And only within
-    the territory: Ben's leads in GB must not make Carol take every US lead until she
-    catches up. A country no SDR covers goes to the whole team, counted over such leads.
-
-    Args:
-        session: an open session.
-        playbook: the team and its territories.
-        lead: the lead to assign (its ``account`` computed by intake).
-
-    Returns:
-        An SDR id, or None when the playbook has no SDRs.
-    """
-    if lead.owner:
-        return lead.owner
-    if lead.account:
-        sticky = await session.scalar(
-            select(LeadRow.owner)
-            .where(
-                LeadRow.account == lead.account, LeadRow.owner.is_not(None), LeadRow.id != lead.id
-            )
-            # The account's first owner, so the answer does not depend on the row order.
-            .order_by(LeadRow.created_at, LeadRow.id)
-            .limit(1)
-        )
-        if sticky:
-            return sticky
-    sdrs = playbook.team.sdrs
-    if not sdrs:
-        return None
-    country = (lead.country or "").upper()
-    local = playbook.team.covering(country)
-    if local:
-        pool, in_territory = local, func.upper(LeadRow.country) == country
-    else:
-        covered = sorted({t.upper() for s in sdrs for t in s.territories})
-        pool = list(sdrs)
-        in_territory = or_(LeadRow.country.is_(None), func.upper(LeadRow.country).not_in(covered))
-    account = func.coalesce(LeadRow.account, LeadRow.id)  # a lead without one is its own
-    rows = await session.execute(
-        select(LeadRow.owner, func.count(func.distinct(account)))
-        .where(LeadRow.owner.in_([s.id for s in pool]), in_territory, LeadRow.id != lead.id)
-        .group_by(LeadRow.owner)
-    )
-    counts: dict[str | None, int] = {owner: count for owner, count in rows.all()}
-    return min(pool, key=lambda s: (counts.get(s.id, 0), pool.index(s))).id
 
 
 class TaskActivities:
@@ -256,6 +203,66 @@ class TaskActivities:
                     task.notes = ((task.notes or "") + f"\n[overdue: {request.reason}]").strip()
             await session.commit()
             return len(tasks)
+
+    @activity.defn(name=am.MOVE_CALL_TASKS)
+    async def move_call_tasks(self, request: am.MoveCallTasksInput) -> int:
+        """Give a reassigned lead's open call tasks to its new owner; tell both SDRs once.
+
+        With no new owner (the lead was unassigned) the tasks stay where they are: an
+        unassigned task would be nobody's work.
+        """
+        playbook = self.catalog.current().playbook
+        async with self.sessions() as session:
+            lead = await session.get(LeadRow, request.lead_id)
+            if lead is None:
+                return 0
+            tasks = (
+                await session.scalars(
+                    select(CallTask).where(
+                        CallTask.lead_id == request.lead_id, CallTask.status == "open"
+                    )
+                )
+            ).all()
+            moved = [t for t in tasks if request.to_owner and t.owner != request.to_owner]
+            for task in moved:
+                task.notes = (
+                    (task.notes or "") + f"\n[moved from {task.owner or 'nobody'}: reassigned]"
+                ).strip()
+                task.owner = request.to_owner
+            if request.to_owner:
+                lead.owner = request.to_owner
+            await session.commit()
+            if self.smtp is None:
+                return len(moved)
+            who = lead_label(lead)
+            base = self.settings.public_base
+            ids = ", ".join(t.id for t in moved) or "none open"
+            for role, sdr_id in (("from", request.from_owner), ("to", request.to_owner)):
+                sdr = sdr_context(playbook, sdr_id)
+                if sdr is None:
+                    continue
+                text = (
+                    f"Hi {sdr['name']},\n\n{who} is now owned by {request.to_owner or 'nobody'} "
+                    f"(was {request.from_owner or 'nobody'}).\n"
+                    f"Open call tasks moved with it: {ids}.\n\n"
+                    f"Lead: {base}/leads/{lead.id}\n"
+                )
+                await send_notification(
+                    session,
+                    self.smtp,
+                    self.settings,
+                    playbook,
+                    Notification(
+                        key=keys.notification(f"{request.key}|{role}"),
+                        lead_id=request.lead_id,
+                        recipients=[sdr["email"]],
+                        subject=f"Lead reassigned to {request.to_owner or 'nobody'}: {who}",
+                        text=text,
+                        now=request.now,
+                        step="reassign",
+                    ),
+                )
+            return len(moved)
 
     @activity.defn(name=am.HANDOFF)
     async def handoff(self, request: am.HandoffInput) -> am.HandoffResult:

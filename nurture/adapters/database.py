@@ -366,6 +366,8 @@ class User(Base):
     role: Mapped[str]
     password_hash: Mapped[str]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An SDR who left (`users deactivate`): no login, no new leads, their leads reassigned.
+    deactivated_at: Mapped[datetime | None]
 
 
 class ReceivedMail(Base):

@@ -11,7 +11,7 @@ from rich.progress import Progress
 from sqlalchemy import select
 
 from nurture.cli.common import context, echo_json, fail
-from nurture.domain.names import SIGNAL_PAUSE, SIGNAL_REASSIGN, SIGNAL_RESUME, workflow_id
+from nurture.domain.names import SIGNAL_PAUSE, SIGNAL_RESUME, workflow_id
 from nurture.services.parked import submit_lead
 
 app = typer.Typer(
@@ -243,8 +243,33 @@ def resume(lead_id: str = typer.Argument(...), why: str = typer.Option("resumed 
 
 @app.command("reassign")
 def reassign(lead_id: str = typer.Argument(...), owner: str = typer.Option(..., "--owner")) -> None:
-    """Give a lead another SDR."""
-    _signal(lead_id, SIGNAL_REASSIGN, owner, f"{lead_id} now owned by {owner}")
+    """Give a lead another SDR (an active one of the playbook's team); its open call tasks
+    move along and both SDRs are told."""
+    from temporalio.service import RPCError
+
+    from nurture.adapters.loader import CadenceSetInvalid, load_cadence_set
+    from nurture.services import team
+
+    async def run() -> None:
+        async with context() as ctx:
+            settings = ctx.settings
+            try:
+                playbook = load_cadence_set(settings.cadences_dir, settings.templates_dir).playbook
+            except CadenceSetInvalid as exc:
+                fail(f"the cadence files have problems (run `nurture cadences validate`):\n{exc}")
+            async with ctx.sessions() as session:
+                try:
+                    # Refused before Temporal is asked anything.
+                    await team.check_owner(session, playbook, owner)
+                    client = await ctx.client()
+                    await team.reassign(session, client, playbook, lead_id, owner)
+                except (team.OwnerRefused, LookupError) as exc:
+                    fail(str(exc).strip("'\""))
+                except RPCError as exc:
+                    fail(f"lead {lead_id} has no running workflow ({exc.message})")
+            typer.echo(f"{lead_id} now owned by {owner}; its open call tasks move to {owner}")
+
+    asyncio.run(run())
 
 
 @events_app.command("send")

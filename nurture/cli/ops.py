@@ -174,8 +174,58 @@ def add_user(
             else:
                 user.role = role
                 user.password_hash = hash_password(password)
-                state = "updated"
+                state = "reactivated" if user.deactivated_at is not None else "updated"
+                user.deactivated_at = None
             await session.commit()
             return state
 
     typer.echo(f"{asyncio.run(run())}: {user_id} ({role})")
+
+
+@users_app.command("deactivate")
+def deactivate_user(
+    user_id: str = typer.Argument(..., help="The SDR (or ops login) who left."),
+) -> None:
+    """An SDR leaves: no more login or new leads; their leads in flight and open call tasks go
+    to other SDRs by the playbook's assignment rule, and each is told."""
+    from temporalio.service import RPCError
+
+    from nurture.adapters.loader import CadenceSetInvalid, load_cadence_set
+    from nurture.domain.names import SIGNAL_REASSIGN, workflow_id
+    from nurture.services import team
+
+    async def run() -> None:
+        async with context() as ctx:
+            settings = ctx.settings
+            try:
+                playbook = load_cadence_set(settings.cadences_dir, settings.templates_dir).playbook
+            except CadenceSetInvalid as exc:
+                fail(f"the cadence files have problems (run `nurture cadences validate`):\n{exc}")
+            async with ctx.sessions() as session:
+                try:
+                    done = await team.deactivate(session, playbook, user_id)
+                except team.OwnerRefused as exc:
+                    fail(str(exc))
+            typer.echo(
+                f"deactivated: {user_id}; {len(done.reassigned)} leads in flight to reassign"
+            )
+            if not done.reassigned:
+                return
+            client = await ctx.client()
+            unowned = []
+            for lead_id, owner in done.reassigned:
+                if owner is None:
+                    unowned.append(lead_id)
+                    continue
+                try:
+                    await client.get_workflow_handle(workflow_id(lead_id)).signal(
+                        SIGNAL_REASSIGN, owner
+                    )
+                except RPCError as exc:
+                    typer.echo(f"  {lead_id}: not signaled ({exc.message})", err=True)
+                    continue
+                typer.echo(f"  {lead_id} -> {owner}")
+            if unowned:
+                fail(f"no active SDR left to take {', '.join(unowned)}: add one, then reassign")
+
+    asyncio.run(run())

@@ -10,6 +10,8 @@ Pure string functions: the workflow sandbox passes this module through.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 def touch(lead_id: str, cycle: int, cadence: str, step: str, visit: int) -> str:
     """An email or call: ``<lead>|<cycle>|<cadence>|<step>|<visit>``."""
@@ -37,6 +39,12 @@ def sales_follow_up(lead_id: str, cycle: int) -> str:
 def closed_with_sales(lead_id: str, cycle: int) -> str:
     """The alert that a lead with sales was closed, once per toss-up."""
     return f"{opportunity(lead_id, cycle)}|closed"
+
+
+def reassignment(lead_id: str, cycle: int, at: datetime, owner: str | None) -> str:
+    """A reassignment of the lead to ``owner`` at workflow time ``at`` (the same on every
+    retry and replay)."""
+    return f"{lead_id}|{cycle}|reassigned|{at.isoformat()}|{owner or '-'}"
 
 
 def notification(key: str) -> str:

@@ -297,7 +297,7 @@ class LeadMachine:
             state.inbox = list(self.inbox)
             while self.controls:
                 kind, value = self.controls.pop(0)
-                self._apply_control(kind, value)
+                yield from self._control(kind, value)
             if self.migration is not None:
                 state.migration = MigrationRequest(
                     cadence=self.migration[0], step_map=self.migration[1]
@@ -520,7 +520,7 @@ class LeadMachine:
                 self.woken_by = effect.wake_type
         while self.controls:
             kind, value = self.controls.pop(0)
-            self._apply_control(kind, value)
+            yield from self._control(kind, value)
             changed = True
         if self.rollout is not None:
             playbook, self.rollout = self.rollout, None
@@ -531,6 +531,26 @@ class LeadMachine:
             changed = True
         if changed:
             yield _PUBLISH
+
+    def _control(self, control: Control, value: str) -> Steps[None]:
+        """Apply an ops control; a reassignment takes the lead's open call tasks along."""
+        state = self._state
+        before = state.owner
+        self._apply_control(control, value)
+        if state.owner == before or not self.patched("reassign-moves-tasks"):
+            return
+        yield Perform(
+            am.MOVE_CALL_TASKS,
+            am.MoveCallTasksInput(
+                key=keys.reassignment(state.facts.id, state.cycle, self.now, state.owner),
+                lead_id=state.facts.id,
+                from_owner=before,
+                to_owner=state.owner,
+                now=self.now,
+            ),
+            f"open call tasks to {state.owner or 'nobody'}; {before or 'nobody'} and "
+            f"{state.owner or 'nobody'} told",
+        )
 
     def _apply_control(self, control: Control, value: str) -> None:
         state = self._state

@@ -18,6 +18,7 @@ LOAD_CADENCE = "load_cadence"
 SEND_EMAIL = "send_email"
 CREATE_CALL_TASK = "create_call_task"
 CLOSE_CALL_TASKS = "close_call_tasks"
+MOVE_CALL_TASKS = "move_call_tasks"
 HANDOFF = "handoff"
 RECORD_TRANSITION = "record_transition"
 ERASE_LEAD = "erase_lead"
@@ -76,6 +77,16 @@ class CloseCallTasksInput(BaseModel):
     status: Literal["cancelled", "overdue"]
     reason: str
     task_id: str | None = None  # None: every open task of the lead
+    now: datetime
+
+
+class MoveCallTasksInput(BaseModel):
+    """A reassigned lead's open call tasks go to its new owner; both SDRs are told."""
+
+    key: str  # the reassignment (keys.reassignment): one notice per SDR, however retried
+    lead_id: str
+    from_owner: str | None
+    to_owner: str | None
     now: datetime
 
 

@@ -201,7 +201,7 @@ async def login(
     # scrypt takes tens of milliseconds of CPU: off the event loop, a few at a time.
     async with _HASHING:
         matches = await asyncio.to_thread(verify_password, password, stored)
-    if user is None or not matches or user.role not in ROLES:
+    if user is None or not matches or user.role not in ROLES or user.deactivated_at is not None:
         # Already counted by `begin`.
         context = {
             "next": safe_next(next),

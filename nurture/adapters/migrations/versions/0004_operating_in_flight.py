@@ -1,4 +1,4 @@
-"""Operating leads in flight: the live sending switch and the playbook rollouts.
+"""Operating leads in flight: the live sending switch, playbook rollouts, SDRs who left.
 
 Revision ID: 0004
 Revises: 0003
@@ -7,6 +7,7 @@ Create Date: 2026-12-03
 ``sending_switch`` is an append-only log of ``ops sending pause|resume``: its newest row is
 the switch (no row: sending is on). ``playbook_rollouts`` keeps each playbook delivered to
 the leads in flight, so the next rollout can show the rules that changed since.
+``users.deactivated_at`` marks an SDR who left (``users deactivate``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,12 @@ def upgrade() -> None:
         sa.Column("leads", sa.Integer(), nullable=False),
     )
 
+    with op.batch_alter_table("users") as batch:
+        batch.add_column(sa.Column("deactivated_at", TIMESTAMP, nullable=True))
+
 
 def downgrade() -> None:
+    with op.batch_alter_table("users") as batch:
+        batch.drop_column("deactivated_at")
     op.drop_table("playbook_rollouts")
     op.drop_table("sending_switch")
