@@ -17,7 +17,7 @@ from nurture.adapters.database import make_engine, session_factory
 from nurture.adapters.schema import migrate
 from nurture.domain.events import Lead
 from nurture.domain.names import workflow_id
-from nurture.domain.state import LeadView
+from nurture.domain.state import LeadInput, LeadState, LeadView
 from nurture.services.intake import Intake
 from nurture.settings import Settings
 from worker import build_worker
@@ -48,9 +48,14 @@ class Stack:
         error: Exception | None = None
         while loop.time() < deadline:
             try:
-                last = await self.view(lead_id)
-                if predicate(last):
-                    return last
+                # Never query while a workflow task runs: on the time-skipping server a query
+                # buffered with a task that ends in continue-as-new leaves time skipping
+                # locked for good (see `settle`). The describe narrows that window to the
+                # moment between two calls; boundary waits use `until_run`, which sends none.
+                if not await workflow_task_running(self.client, lead_id):
+                    last = await self.view(lead_id)
+                    if predicate(last):
+                        return last
             except Exception as exc:  # noqa: BLE001 - the workflow may not have run its first task yet
                 error = exc
             await asyncio.sleep(0.1)
@@ -60,6 +65,75 @@ class Stack:
             f"doing: {last.doing if last else '-'}; last history: {last.history[-5:] if last else '-'}; "
             f"last query error: {error!r}"
         )
+
+    async def settle(self, lead_id: str, stage: str, timeout: float = 240.0) -> LeadView:
+        """Wait until the lead's run *in* ``stage`` has started, then return its view.
+
+        A stage change is visible to queries while its activities still run, just before
+        the workflow continues as new. No query is sent until the new run has started: on
+        the time-skipping test server, a query that arrives while the workflow task ending in
+        continue-as-new runs is buffered with it, and completing that task then fails on the
+        closed run. The closed run's last events are lost (an event signaled in that moment
+        with them) and the task's time-skipping lock is never released, so every later
+        ``env.sleep`` follows the wall clock (tests/test_long_life.py).
+        """
+        await self.until_run(lead_id, lambda s: s.stage == stage, timeout=timeout)
+        return await self.until(lead_id, lambda v: v.stage == stage, timeout=timeout)
+
+    async def run_state(self, lead_id: str) -> LeadState | None:
+        """The state the lead's current run started with (None for its first run).
+
+        Read from the first event of the run's history, so the workflow is not queried.
+        """
+        from temporalio.api.common.v1 import WorkflowExecution
+        from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryRequest
+
+        raw = await self.client.workflow_service.get_workflow_execution_history(
+            GetWorkflowExecutionHistoryRequest(
+                namespace=self.client.namespace,
+                execution=WorkflowExecution(workflow_id=workflow_id(lead_id)),
+                maximum_page_size=1,
+            )
+        )
+        started = raw.history.events[0].workflow_execution_started_event_attributes
+        [value] = await self.client.data_converter.decode(started.input.payloads, [LeadInput])
+        return value.state
+
+    async def until_run(self, lead_id: str, predicate, timeout: float = 120.0) -> LeadState:  # type: ignore[no-untyped-def]
+        """Wait (real time) until the lead's current run started with a state that satisfies
+        ``predicate``: the continue-as-new into it is over. Sends no query (see ``settle``)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last: LeadState | None = None
+        while loop.time() < deadline:
+            last = await self.run_state(lead_id)
+            if last is not None and predicate(last):
+                return last
+            await asyncio.sleep(0.1)
+        raise AssertionError(
+            f"no run of {lead_id} started as required; the current one started in "
+            f"{(last.stage, last.cycle) if last else '-'}; pending activities: "
+            f"{await pending_activities(self.client, lead_id)}"
+        )
+
+
+async def workflow_task_running(client: Client, lead_id: str) -> bool:
+    """Whether a worker is running a workflow task of the lead's current run right now."""
+    from temporalio.api.common.v1 import WorkflowExecution
+    from temporalio.api.enums.v1 import PendingWorkflowTaskState
+    from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+
+    raw = await client.workflow_service.describe_workflow_execution(
+        DescribeWorkflowExecutionRequest(
+            namespace=client.namespace,
+            execution=WorkflowExecution(workflow_id=workflow_id(lead_id)),
+        )
+    )
+    return (
+        raw.HasField("pending_workflow_task")
+        and raw.pending_workflow_task.state
+        == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED
+    )
 
 
 @contextlib.asynccontextmanager
@@ -168,14 +242,3 @@ async def pending_activities(client: Client, lead_id: str) -> list[str]:
         f"{a.activity_type.name} attempt {a.attempt}: {a.last_failure.message[:300]}"
         for a in raw.pending_activities
     ]
-
-
-def settled(stage: str):  # type: ignore[no-untyped-def]
-    """A predicate: the lead is in ``stage`` and its run has finished entering it.
-
-    A stage change is visible to queries while its activities still run, just before the
-    workflow continues as new. An event sent in that moment is carried to the next run on
-    a real server, but the time-skipping test server was seen to lose it; tests that send
-    the next event wait for this.
-    """
-    return lambda view: view.stage == stage and not view.doing.startswith("entering")

@@ -8,7 +8,7 @@ import textwrap
 from datetime import timedelta
 
 from conftest import SKELETON_CADENCE, write_cadence_set
-from harness import eventually, running, settled
+from harness import eventually, running
 from sqlalchemy import select
 from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
 
@@ -183,9 +183,9 @@ async def test_a_second_toss_up_while_lost_is_its_own_pass(
         )
         await stack.until("T-1", lambda v: v.step == "pause")
         await submit_event(stack.intake, event("T-1", "meeting.booked"))
-        await stack.until("T-1", settled("sql"))
+        await stack.settle("T-1", "sql")
         await submit_event(stack.intake, event("T-1", "opportunity.lost", reason="timing"))
-        await stack.until("T-1", settled("lost"))
+        await stack.settle("T-1", "lost")
         await submit_event(stack.intake, event("T-1", "form.submitted", form="demo"))
         view = await stack.until("T-1", lambda v: v.stage == "sql" and v.cycle == 1)
 

