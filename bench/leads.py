@@ -395,7 +395,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
         path = templates_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(body).strip() + "\n", encoding="utf-8")
-    database_url = f"sqlite+aiosqlite:///{folder / 'nurture.adapters.database'}"
+    database_url = f"sqlite+aiosqlite:///{folder / 'nurture.db'}"
     settings = load_settings(
         database_url=database_url,
         smtp_host=HOST,

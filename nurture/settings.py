@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
     task_queue: str = "nurture"
-    database_url: str = "sqlite+aiosqlite:///.data/nurture.adapters.database"
+    database_url: str = "sqlite+aiosqlite:///.data/nurture.db"
     smtp_host: str = "127.0.0.1"
     smtp_port: int = Field(default=1025, ge=1, le=65535)
     smtp_username: str | None = None

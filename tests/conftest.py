@@ -299,7 +299,7 @@ def make_settings(tmp_path: Path, smtp_sink: SmtpSink) -> Callable[..., Settings
         if cadences_dir is None:
             cadences_dir, templates_dir = write_cadence_set(tmp_path / "set")
         values: dict[str, object] = {
-            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'nurture.adapters.database'}",
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}",
             "smtp_host": smtp_sink.host,
             "smtp_port": smtp_sink.port,
             "webhook_secret": secrets.token_hex(16),

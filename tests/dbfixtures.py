@@ -36,7 +36,7 @@ POSTGRES_ENV = "NURTURE_TEST_DATABASE_URL"
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
     """The URL of a fresh, empty database (no tables): SQLite, then PostgreSQL if set."""
     if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'nurture.adapters.database'}"
+        yield f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}"
         return
     server_url = os.environ.get(POSTGRES_ENV)
     if not server_url:

@@ -346,7 +346,7 @@ async def test_call_task_ids_are_short_and_suppressions_lower_case(sessions: Ses
 
 
 async def test_sqlite_engine_makes_its_directory_and_sets_pragmas(tmp_path: Path) -> None:
-    path = tmp_path / "deeper" / "still" / "nurture.adapters.database"
+    path = tmp_path / "deeper" / "still" / "nurture.db"
     engine = make_engine(f"sqlite+aiosqlite:///{path}")
     try:
         async with engine.connect() as connection:

@@ -57,7 +57,7 @@ def serve() -> Iterator[Callable[[str], str]]:
 async def test_report_pages_render_their_charts_in_chromium(tmp_path: Path, serve) -> None:
     from playwright.async_api import async_playwright
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'nurture.adapters.database'}"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'nurture.db'}"
     await migrate(url)
     engine = make_engine(url)
     try:

@@ -28,7 +28,7 @@ def test_defaults_are_the_contracts():
     assert settings.temporal_address == "localhost:7233"
     assert settings.temporal_namespace == "default"
     assert settings.task_queue == "nurture"
-    assert settings.database_url == "sqlite+aiosqlite:///.data/nurture.adapters.database"
+    assert settings.database_url == "sqlite+aiosqlite:///.data/nurture.db"
     assert (settings.smtp_host, settings.smtp_port) == ("127.0.0.1", 1025)
     assert settings.smtp_username is None and settings.smtp_password is None
     assert settings.smtp_starttls is False

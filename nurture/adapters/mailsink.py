@@ -91,7 +91,7 @@ class MailSink:
     """An SMTP server on ``host:port`` that stores every message it receives.
 
     Example:
-        >>> sink = MailSink("sqlite+aiosqlite:///.data/nurture.adapters.database")  # doctest: +SKIP
+        >>> sink = MailSink("sqlite+aiosqlite:///.data/nurture.db")  # doctest: +SKIP
         >>> sink.start(); ...; sink.stop()  # doctest: +SKIP
 
     Also a context manager (``with MailSink(url, port=2525): ...``).

@@ -956,7 +956,7 @@ class Team(_Strict):
     def covering(self, country: str | None) -> list[Sdr]:
         """The SDRs whose territories include ``country`` (any case), in playbook order.
 
-        The assignment rule's pool: the live round robin (``nurture.activities.handoff``) and the
+        The assignment rule's pool: the live round robin (``nurture.services.team``) and the
         simulator both start from it, and fall back to the whole team when it is empty.
         """
         code = (country or "").upper()

@@ -668,7 +668,7 @@ def _control_value(scripted: ScriptedEvent) -> str:
 def _lone_lead_owner(playbook: Playbook, country: str | None) -> str | None:
     """The SDR the assignment rule gives a lead with no account and no owner yet.
 
-    Round robin in the lead's territory (``nurture.activities.handoff.choose_owner``): with no other
+    Round robin in the lead's territory (``nurture.services.team.choose_owner``): with no other
     leads counted, the first SDR covering its country, else the first of the team.
     """
     pool = playbook.team.covering(country) or playbook.team.sdrs
