@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import write_cadence_set
@@ -593,4 +594,31 @@ async def test_a_playbook_rollout_regrades_and_replans_a_held_touch(journey, tim
     why = both.live[applied][2]
     assert "grading.rules changed" in why and "grade C -> B" in why
     assert "limits.send_window.days changed" in why
+    assert both.live == both.simulated
+
+
+async def test_call_back_later_makes_a_new_task_due_then(journey, time_env):
+    lead = Lead(id="CF-11", email="eli@bigco.example", country="US", timezone="America/Chicago")
+    start = await time_env.get_current_time()
+    # Two days on, 10:00 in Chicago (the lead's own time: no offset given).
+    day = (start + timedelta(days=2)).astimezone(ZoneInfo("America/Chicago")).date()
+    asked = f"{day.isoformat()}T10:00"
+    both = await journey(
+        lead,
+        [
+            timedelta(hours=2),
+            send(lead.id, "page.visited", url="/pricing"),  # MQL: a call task
+            timedelta(hours=1),
+            send(lead.id, "call.completed", outcome="call_back_later", callback=asked),
+            timedelta(days=5),  # the callback's outcome never comes
+        ],
+    )
+    whats = both.whats()
+    called_back = [w for w in whats if w.startswith("call back first-call at ")]
+    assert len(called_back) == 1
+    ten_in_chicago = datetime.fromisoformat(asked).replace(tzinfo=ZoneInfo("America/Chicago"))
+    assert called_back[0].endswith(ten_in_chicago.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    after = whats[whats.index(called_back[0]) + 1 :]
+    assert after[0].startswith("call task task#2 for ben")
+    assert "no call outcome for first-call" in after
     assert both.live == both.simulated

@@ -19,7 +19,7 @@ from nurture.adapters.loader import load_cadence_set
 from nurture.adapters.schema import migrate
 from nurture.cli import app
 from nurture.services import rollout, sending, team
-from nurture.services.call_tasks import complete_task
+from nurture.services.call_tasks import TaskError, complete_task
 from nurture.services.intake import submit_event
 
 runner = CliRunner()
@@ -256,3 +256,20 @@ def test_leads_reassign_refuses_an_unknown_sdr(
     assert "no SDR 'nobody-such' in the playbook's team; active SDRs: aiko, ben" in refused.output
     unknown = runner.invoke(app, ["users", "deactivate", "nobody-such"])
     assert unknown.exit_code == 1 and "no user or SDR 'nobody-such'" in unknown.output
+
+
+@pytest.mark.parametrize(
+    ("outcome", "callback", "refused"),
+    [
+        ("no_answer", "2030-01-01T10:00", "goes with the outcome call_back_later only"),
+        ("call_back_later", "next tuesday", "is not an ISO 8601 date-time"),
+        ("call_back_later", "2001-01-01T10:00", "callback: in the past"),
+        ("call_back_later", "2999-01-01T10:00", "more than a year ahead"),
+    ],
+)
+async def test_a_bad_callback_is_refused_before_anything_is_recorded(
+    outcome: str, callback: str, refused: str
+) -> None:
+    # Checked before the task is even looked up: nothing is half-applied.
+    with pytest.raises(TaskError, match=refused):
+        await complete_task(None, None, "T-any", outcome, None, callback=callback)  # type: ignore[arg-type]

@@ -82,6 +82,11 @@ def complete(
     task_id: str = typer.Argument(...),
     outcome: str = typer.Option(..., help="One of: " + ", ".join(CALL_OUTCOMES)),
     notes: str | None = typer.Option(None),
+    callback: str | None = typer.Option(
+        None,
+        help="With call_back_later: when (2026-12-08T10:00, the lead's local time; or with "
+        "an offset). A new call task is due then, in the lead's window.",
+    ),
 ) -> None:
     """Record a call's outcome; the lead's cadence goes on from it."""
 
@@ -89,7 +94,7 @@ def complete(
         async with context() as ctx:
             try:
                 status = await complete_task(
-                    ctx.sessions, await ctx.intake(), task_id, outcome, notes
+                    ctx.sessions, await ctx.intake(), task_id, outcome, notes, callback=callback
                 )
             except (ValueError, LookupError, PermissionError) as exc:
                 fail(str(exc))

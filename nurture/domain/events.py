@@ -280,7 +280,36 @@ class IncomingEvent(Event):
                 raise ValueError(f"{key}: a single value, not a list or an object")
             if isinstance(item, str) and len(item) > limit:
                 raise ValueError(f"{key}: at most {limit} characters")
+        if "callback" in value:
+            check_callback(value["callback"], datetime.now(UTC))
         return value
+
+
+# How far ahead a `call_back_later` outcome may ask for its callback.
+MAX_CALLBACK_AHEAD = timedelta(days=366)
+
+
+def check_callback(value: object, now: datetime) -> datetime:
+    """A callback time as the SDR gives it: ISO 8601 (without an offset: the lead's local
+    time), not in the past by more than a day, at most a year ahead.
+
+    Raises:
+        ValueError: naming ``callback`` and what is wrong.
+    """
+    if not isinstance(value, str):
+        raise ValueError("callback: an ISO 8601 date-time, for example 2026-12-08T10:00")
+    try:
+        at = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"callback: '{value[:40]}' is not an ISO 8601 date-time (2026-12-08T10:00)"
+        ) from None
+    probe = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    if probe < now - timedelta(days=1):
+        raise ValueError("callback: in the past")
+    if probe > now + MAX_CALLBACK_AHEAD:
+        raise ValueError("callback: more than a year ahead")
+    return at
 
 
 class Lead(BaseModel):

@@ -6,11 +6,11 @@ this module does I/O or reads a clock, so the whole table is tested without a se
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
-from nurture.domain import scoring
+from nurture.domain import scoring, timing
 from nurture.domain.cadence import Playbook
 from nurture.domain.conditions import Engagement, Facts
 from nurture.domain.durations import parse_duration
@@ -207,6 +207,11 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
             effect.call_outcome = outcome
             if state.position is not None:
                 state.position.last_call_outcome = outcome
+                state.position.callback_at = (
+                    callback_time(event.data.get("callback"), state.facts)
+                    if outcome == "call_back_later"
+                    else None
+                )
             if outcome in TOSS_UP_OUTCOMES:
                 effect.transition = Transition(
                     to="sql", why=f"SDR call outcome {outcome}", trigger="call.completed"
@@ -255,6 +260,21 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
     ):
         effect.exit_cadence = f"{kind} (exit_on of {state.position.cadence.id})"
     return effect
+
+
+def callback_time(value: object, facts: LeadFacts) -> datetime | None:
+    """The time a ``call_back_later`` outcome asks for: ISO 8601; without an offset it is
+    the lead's own local time (the SDR agreed it with the lead). None when absent or bad
+    (the intake refuses a bad one before it reaches the workflow)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        at = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timing.lead_zone(facts.timezone, facts.country))
+    return at.astimezone(UTC)
 
 
 def _by(event: Event) -> str:

@@ -680,12 +680,19 @@ class LeadMachine:
             "visit": visit,
         }
 
-    def _call(self, action: interpreter.CreateCallTask, *, resuming: bool = False) -> Steps[bool]:
+    def _call(
+        self,
+        action: interpreter.CreateCallTask,
+        *,
+        resuming: bool = False,
+        due_at: datetime | None = None,
+    ) -> Steps[bool]:
         """Create the SDR's call task; wait for the outcome when the step says so.
 
         ``resuming``: the step was waiting for its outcome when the run continued as new;
         the same visit finds the same task (the activity is idempotent by key) and an
-        outcome that arrived meanwhile is kept.
+        outcome that arrived meanwhile is kept. ``due_at``: a callback's time (the task is
+        due then, and its outcome is waited for from then).
         """
         state = self._state
         position = self._position
@@ -694,7 +701,9 @@ class LeadMachine:
         self._use_visit(action.step, visit)
         if not resuming:
             position.last_call_outcome = None
-        due_at = timing.add_duration(now, action.due, self._zone, state.playbook.limits)
+        calling_back = due_at is not None
+        if due_at is None:
+            due_at = timing.add_duration(now, action.due, self._zone, state.playbook.limits)
         result: am.CallTaskResult = yield Perform(
             am.CREATE_CALL_TASK,
             am.CallTaskInput(
@@ -720,8 +729,10 @@ class LeadMachine:
             )
         if action.wait_for_outcome is None:
             return True
+        # A callback's outcome is due after its call, not after the task was made.
+        since = due_at if calling_back else now
         until = position.resume_until or timing.add_duration(
-            now, action.wait_for_outcome, self._zone, state.playbook.limits
+            since, action.wait_for_outcome, self._zone, state.playbook.limits
         )
         position.resume_until = until
         state.next_touch_at = until
@@ -751,7 +762,36 @@ class LeadMachine:
             yield from self._close_tasks(
                 "overdue", f"no outcome within {action.wait_for_outcome}", result.task_id
             )
+        callback = position.callback_at
+        if (
+            outcome is Wake.WOKEN
+            and position.last_call_outcome == "call_back_later"
+            and callback is not None
+            and self.patched("call-back-later")
+        ):
+            return (yield from self._call_back(action, callback))
         return True
+
+    def _call_back(self, action: interpreter.CreateCallTask, asked: datetime) -> Steps[bool]:
+        """The lead asked to be called back at ``asked``: a new task of the same step, due
+        then (or at the lead's next window opening), and its outcome waited for again."""
+        state = self._state
+        self._position.callback_at = None
+        due_at = timing.earliest_touch(
+            max(asked, self.now),
+            self._zone,
+            state.playbook.limits,
+            channel="call",
+            emails_sent=[],
+            last_touch=None,
+        ).at
+        lifecycle.note(
+            state,
+            self.now,
+            f"call back {action.step} at {_fmt(due_at)}",
+            f"the lead asked to be called back at {_fmt(asked)}",
+        )
+        return (yield from self._call(action, due_at=due_at))
 
     # --- transitions ----------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ class Position(BaseModel):
     step: str | None  # None: resting after the last step
     visits: dict[str, int] = Field(default_factory=dict)
     last_call_outcome: str | None = None
+    callback_at: datetime | None = None  # the time a `call_back_later` outcome asked for
     resume_until: datetime | None = None  # the deadline of the wait in progress (kept across runs)
     entered_at: datetime | None = None
 

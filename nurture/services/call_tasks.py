@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nurture.adapters.database import CallTask
-from nurture.domain.events import CALL_OUTCOMES, Event
+from nurture.domain.events import CALL_OUTCOMES, Event, check_callback
 from nurture.services.intake import Intake, submit_event
 
 
@@ -30,17 +30,28 @@ async def complete_task(
     outcome: str,
     notes: str | None,
     by: str | None = None,
+    callback: str | None = None,
 ) -> str:
     """Record an SDR's outcome on a task, then signal the lead as `call.completed`.
 
     Args:
         by: the SDR completing it; None for ops (who may complete any task).
+        callback: with ``call_back_later``, when to call back (ISO 8601; without an offset,
+            the lead's local time): the lead's cadence makes a new task due then.
 
     Returns:
         The event's delivery status (delivered, recorded, ...).
     """
     if outcome not in CALL_OUTCOMES:
         raise TaskError(f"unknown outcome '{outcome}': use one of {', '.join(CALL_OUTCOMES)}")
+    callback = (callback or "").strip() or None
+    if callback is not None:
+        if outcome != "call_back_later":
+            raise TaskError("a callback time goes with the outcome call_back_later only")
+        try:
+            check_callback(callback, datetime.now(UTC))
+        except ValueError as exc:
+            raise TaskError(str(exc)) from None
     async with sessions() as session:
         task = await session.get(CallTask, task_id)
         if task is None:
@@ -63,6 +74,8 @@ async def complete_task(
     }
     if notes:
         data["notes"] = notes
+    if callback:
+        data["callback"] = callback
     event = Event(
         id=f"task-{task_id}-done",
         type="call.completed",

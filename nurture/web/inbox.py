@@ -140,6 +140,7 @@ async def record_outcome(
     services: ServicesDep,
     outcome: Annotated[str, Form()],
     notes: Annotated[str, Form(max_length=4000)] = "",
+    callback: Annotated[str, Form(max_length=40)] = "",
     csrf: Annotated[str | None, Form()] = None,
 ) -> Response:
     """Record the call's outcome (SDRs: their own tasks only) and go back to the inbox."""
@@ -155,6 +156,7 @@ async def record_outcome(
             outcome,
             notes.strip() or None,
             by=None if viewer.is_ops else viewer.id,
+            callback=callback,
         )
     except (TaskNotFound, NotYourTask):
         # Another SDR's task answers like a missing one: its id tells nothing.
