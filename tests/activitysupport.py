@@ -62,6 +62,8 @@ PLAYBOOK = f"""
         - {{id: aiko, name: Aiko Sato, email: aiko@example.com, territories: [JP]}}
         - {{id: ben, name: Ben Carter, email: ben@example.com, territories: [US, GB]}}
         - {{id: carol, name: Carol Diaz, email: carol@example.com, territories: [US]}}
+      ops:
+        - {{id: olga, email: ops@acme.example}}
     sender:
       from: "{SENDER}"
       postal_address: "{POSTAL}"

@@ -34,7 +34,7 @@ from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
 
 from nurture.activities.email import EmailActivities, message_id
-from nurture.adapters.database import EmailSend, LeadRow, Suppression, User
+from nurture.adapters.database import EmailSend, LeadRow, Suppression
 from nurture.adapters.link_tokens import read_token
 from nurture.adapters.secrets import link_key
 from nurture.adapters.smtp import SmtpSender
@@ -533,7 +533,6 @@ async def test_a_template_without_the_footer_still_sends_one(outbox, sessions):
 async def test_a_notification_is_sent_once_and_never_after_a_crash(outbox, sessions):
     await add_lead(sessions, "L-1", **MIA)
     async with sessions() as session:
-        session.add(User(id="ops@acme.example", role="ops", password_hash="-"))
         session.add(
             EmailSend(
                 key="notify|L-1|0|crashed", lead_id="L-1", cycle=0, cadence="-", step="notify",

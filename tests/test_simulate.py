@@ -66,6 +66,8 @@ PLAYBOOK = """
       sdrs:
         - {id: aiko, name: Aiko Sato, email: aiko@example.com, territories: [JP]}
         - {id: ben, name: Ben Carter, email: ben@example.com, territories: [US]}
+      ops:
+        - {id: olga, email: ops@acme.example}
       call_due: 1 business day
     sender:
       from: "Acme <hello@acme.example>"
@@ -407,10 +409,8 @@ def test_a_hand_raiser_tosses_up_from_nurturing_through_mql(run) -> None:
     ]
     assert timeline[4].why == "passed on the way to sql: hand-raiser form.submitted (demo)"
     assert timeline[6].why == "assigned at toss-up by the playbook's rule"
-    assert timeline[7].why == "no outcome 14d after the toss-up; owner and ops alerted"
-    assert timeline[-1].why.endswith(
-        "follow-up overdue, owner and ops alerted; no scripted events left"
-    )
+    assert timeline[7].why == "no outcome 14d after the toss-up; told ben, olga"
+    assert timeline[-1].why.endswith("follow-up overdue, told ben, olga; no scripted events left")
 
 
 def test_won_and_closed_leads_stop(run) -> None:

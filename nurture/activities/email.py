@@ -16,13 +16,12 @@ from email.utils import formatdate, parseaddr
 from html import escape as html_escape
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from nurture.activities.outbox import Entry, Letter, NotSent, Outbox, paused_error, redact
 from nurture.adapters.catalog import CadenceCatalog
-from nurture.adapters.database import LeadRow, Suppression, User, insert_once
+from nurture.adapters.database import LeadRow, Suppression, insert_once
 from nurture.adapters.link_tokens import click_url, unsubscribe_url
 from nurture.adapters.secrets import link_key
 from nurture.adapters.smtp import PermanentSmtpError, SmtpSender
@@ -176,18 +175,11 @@ class EmailActivities:
 
     @activity.defn(name=am.NOTIFY)
     async def notify(self, request: am.NotifyInput) -> None:
-        """A plain notification to SDRs or ops (toss-ups, overdue follow-ups); once per key."""
+        """An alert to SDRs, managers or ``ops`` (everyone in ``team.ops``); once per key."""
         playbook = self.catalog.current().playbook
-        recipients: list[str] = []
+        # The same resolution the lead's history names them by (Team.contacts).
+        recipients = list(dict.fromkeys(email for _, email in playbook.team.contacts(request.to)))
         async with self.sessions() as session:
-            for target in dict.fromkeys(request.to):
-                sdr = sdr_context(playbook, target)
-                if sdr is not None:
-                    recipients.append(sdr["email"])
-                elif target == "ops":
-                    ops = (await session.scalars(select(User).where(User.role == "ops"))).all()
-                    recipients.extend(u.id for u in ops if "@" in u.id)
-            recipients = list(dict.fromkeys(recipients))
             if not recipients:
                 activity.logger.info("notification %s: no recipient has an address", request.key)
                 return

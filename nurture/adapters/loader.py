@@ -265,6 +265,7 @@ class _Run:
                 self._check_routing(playbook)
             if playbook.model is not None:
                 self._check_used(playbook, playbook.model)
+                self._check_alerts(playbook, playbook.model)
         if len(self.playbooks) == 1 and self.playbooks[0].model is not None:
             self.report.playbook = self.playbooks[0].model
         for cadence in self.cadence_files:
@@ -456,6 +457,37 @@ class _Run:
                         f"warning: no routing rule uses '{cadence_id}' (routing.entry, "
                         "routing.mql_cadence, routing.recycle), so no lead ever enters it: "
                         "route to it or remove the file",
+                    )
+                )
+
+    def _check_alerts(self, pf: _PlaybookFile, playbook: Playbook) -> None:
+        """Alerts that would reach nobody: no ``team.ops``, or escalations to a manager an
+        SDR does not have."""
+        if pf.doc is None:
+            return
+        team = playbook.team
+        if not team.ops:
+            self.report.warnings.append(
+                Problem(
+                    pf.file,
+                    pf.doc.line_of(("team",)),
+                    "team.ops",
+                    "warning: no ops people with an address (team.ops), so alerts (sales "
+                    "follow-up overdue, escalations, sends whose fate is unknown) reach only "
+                    "the lead's owner, and nobody for a lead without one",
+                )
+            )
+        escalation = team.escalation
+        if escalation is not None and escalation.to == "manager":
+            alone = [s.id for s in team.sdrs if team.manager_of(s.id) is None]
+            if alone:
+                self.report.warnings.append(
+                    Problem(
+                        pf.file,
+                        pf.doc.line_of(("team", "escalation", "to")),
+                        "team.escalation.to",
+                        f"warning: escalations go to the manager, and {', '.join(alone)} "
+                        "has none (team.sdrs[].manager): their overdue tasks go to ops",
                     )
                 )
 

@@ -946,12 +946,55 @@ class Sdr(_Strict):
     name: str
     email: str
     territories: list[str] = Field(default_factory=list)
+    manager: StepId | None = Field(default=None, description="A manager id of team.managers.")
+
+
+class Manager(_Strict):
+    id: StepId
+    name: str
+    email: str
+
+
+class OpsPerson(_Strict):
+    """Someone who gets the alerts: overdue sales follow-ups, escalations, unknown sends."""
+
+    id: StepId
+    email: str
+    name: str | None = None
+
+
+class Escalation(_Strict):
+    """An overdue call task goes on after ``after`` past its due time (``team.escalation``)."""
+
+    after: Duration
+    to: Literal["next_sdr", "manager", "ops"] = "next_sdr"
 
 
 class Team(_Strict):
     sdrs: list[Sdr] = Field(default_factory=list)
+    managers: list[Manager] = Field(default_factory=list)
+    ops: list[OpsPerson] = Field(default_factory=list)
+    escalation: Escalation | None = None
     assignment: Literal["round_robin"] = "round_robin"
     call_due: Duration = "1 business day"
+
+    def contacts(self, names: Iterable[str]) -> list[tuple[str, str]]:
+        """Who ``names`` reach, as (id, email), each once, in order: an SDR or manager id is
+        that person; ``ops`` is everyone in ``team.ops``. Unknown names reach nobody."""
+        found: dict[str, str] = {}
+        people = {p.id: p.email for p in [*self.sdrs, *self.managers]}
+        for name in names:
+            if name == "ops":
+                found.update((p.id, p.email) for p in self.ops if p.id not in found)
+            elif name in people and name not in found:
+                found[name] = people[name]
+        return list(found.items())
+
+    def manager_of(self, sdr_id: str | None) -> Manager | None:
+        sdr = next((s for s in self.sdrs if s.id == sdr_id), None)
+        if sdr is None or sdr.manager is None:
+            return None
+        return next((m for m in self.managers if m.id == sdr.manager), None)
 
     def covering(self, country: str | None) -> list[Sdr]:
         """The SDRs whose territories include ``country`` (any case), in playbook order.
@@ -961,6 +1004,22 @@ class Team(_Strict):
         """
         code = (country or "").upper()
         return [s for s in self.sdrs if code and code in {t.upper() for t in s.territories}]
+
+    @model_validator(mode="after")
+    def _managers_exist(self) -> Team:
+        known = {m.id for m in self.managers}
+        errors = [
+            rule_error(
+                ("sdrs", i, "manager"),
+                f"manager '{sdr.manager}' is not in team.managers"
+                + (f" ({', '.join(sorted(known))})" if known else ": add it there"),
+                sdr.manager,
+            )
+            for i, sdr in enumerate(self.sdrs)
+            if sdr.manager is not None and sdr.manager not in known
+        ]
+        raise_rules(Team, errors)
+        return self
 
     @model_validator(mode="after")
     def _one_id_each(self) -> Team:

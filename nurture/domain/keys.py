@@ -47,6 +47,11 @@ def reassignment(lead_id: str, cycle: int, at: datetime, owner: str | None) -> s
     return f"{lead_id}|{cycle}|reassigned|{at.isoformat()}|{owner or '-'}"
 
 
+def unknown_send(key: str) -> str:
+    """The alert that the email of touch ``key`` may or may not have gone out."""
+    return f"{key}|unknown"
+
+
 def notification(key: str) -> str:
     """The outbox row of a notification about the side effect ``key`` (a task, an alert)."""
     return f"notify|{key}"

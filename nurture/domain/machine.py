@@ -396,6 +396,8 @@ class LeadMachine:
         state = self._state
         follow_up = state.playbook.thresholds.sales_follow_up
         deadline = (state.tossed_up_at or self.now) + parse_duration(follow_up).calendar
+        alerted = [state.owner or "ops", "ops"]
+        told = self._told(alerted)
         if self.now < deadline:
             yield from self._set_doing(
                 f"with sales since {_fmt(state.tossed_up_at)}; follow-up check {_fmt(deadline)}"
@@ -410,17 +412,17 @@ class LeadMachine:
                 state,
                 self.now,
                 "sales follow-up overdue",
-                f"no outcome {follow_up} after the toss-up; owner and ops alerted",
+                f"no outcome {follow_up} after the toss-up; told {told}",
             )
             yield from self._notify(
                 keys.sales_follow_up(state.facts.id, state.cycle),
-                [state.owner or "ops", "ops"],
+                alerted,
                 f"Lead {state.facts.id}: no sales outcome yet",
                 f"Lead {state.facts.id} was tossed up on {_fmt(state.tossed_up_at)} "
                 f"and has no outcome after {follow_up}.",
             )
         yield from self._set_doing(
-            f"with sales since {_fmt(state.tossed_up_at)}; follow-up overdue, owner and ops alerted"
+            f"with sales since {_fmt(state.tossed_up_at)}; follow-up overdue, told {told}"
         )
         yield from self._wait(None, frozenset(), "waiting for the sales outcome")
 
@@ -658,6 +660,26 @@ class LeadMachine:
         lifecycle.note(
             state, now, f"email {action.step}: {result.status}", result.detail or action.reason
         )
+        if result.status == "unknown" and self.patched("alert-unknown-send"):
+            # Nobody can tell whether it went out: a person must look before anyone resends.
+            alerted = [state.owner or "ops", "ops"]
+            lifecycle.note(
+                state,
+                now,
+                f"alert: email {action.step} may not have gone out",
+                f"told {self._told(alerted)}",
+            )
+            touch = keys.touch(
+                state.facts.id, state.cycle, self._position.cadence.id, action.step, visit
+            )
+            yield from self._notify(
+                keys.unknown_send(touch),
+                alerted,
+                f"Lead {state.facts.id}: email {action.step} may not have gone out",
+                f"The mail server's answer to email {action.step} of lead {state.facts.id} was "
+                f"lost ({result.detail or 'no detail'}). Check the outbox (`nurture sends list "
+                "--status unknown`) before anyone resends it.",
+            )
         return True
 
     def _visit(self, step: str) -> int:
@@ -881,6 +903,11 @@ class LeadMachine:
             ),
             f"{status} call tasks: {reason}",
         )
+
+    def _told(self, names: list[str]) -> str:
+        """Who an alert to ``names`` reaches, for the history (ids, never addresses)."""
+        people = self._state.playbook.team.contacts(names)
+        return ", ".join(pid for pid, _ in people) or "nobody (no owner's address, no team.ops)"
 
     def _notify(self, key: str, to: list[str], subject: str, text: str) -> Steps[None]:
         yield Perform(
