@@ -23,6 +23,16 @@ from opentelemetry import trace
 
 TRACER_NAME = "nurture"
 
+# The provider spans go to: set by setup() (which also makes it the global one), or by a
+# test with use(); None: traces are off.
+_provider: Any = None
+
+
+def use(provider: Any) -> None:
+    """Send spans to ``provider`` (an SDK ``TracerProvider``); None turns traces off."""
+    global _provider
+    _provider = provider
+
 
 def configured(env: Mapping[str, str] | None = None) -> bool:
     """Whether the ``OTEL_*`` variables ask for traces to be exported."""
@@ -58,14 +68,13 @@ def setup(service_name: str, env: Mapping[str, str] | None = None) -> bool:
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
+    use(provider)
     return True
 
 
 def enabled() -> bool:
-    """Whether an SDK tracer provider is installed (by :func:`setup`, or by a test)."""
-    from opentelemetry.sdk.trace import TracerProvider
-
-    return isinstance(trace.get_tracer_provider(), TracerProvider)
+    """Whether traces are on (by :func:`setup`, or a test's :func:`use`)."""
+    return _provider is not None
 
 
 def client_interceptors() -> list[Any]:
@@ -75,7 +84,7 @@ def client_interceptors() -> list[Any]:
         return []
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
-    return [TracingInterceptor()]
+    return [TracingInterceptor(tracer=_provider.get_tracer("temporalio"))]
 
 
 def instrument_app(app: Any) -> None:
@@ -84,11 +93,16 @@ def instrument_app(app: Any) -> None:
         return
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="health,metrics")
+    FastAPIInstrumentor.instrument_app(
+        app, tracer_provider=_provider, excluded_urls="health,metrics"
+    )
 
 
 @contextlib.contextmanager
 def span(name: str, **attributes: str | int | bool) -> Iterator[None]:
     """A span named ``name`` under the current one (a no-op while traces are off)."""
-    with trace.get_tracer(TRACER_NAME).start_as_current_span(name, attributes=attributes):
+    if _provider is None:
+        yield
+        return
+    with _provider.get_tracer(TRACER_NAME).start_as_current_span(name, attributes=attributes):
         yield
