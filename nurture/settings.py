@@ -90,12 +90,17 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("temporal_tls_key", "temporal_api_key", "codec_token", mode="before")
+    @field_validator(
+        "temporal_tls_key", "temporal_api_key", "codec_token", "smtp_password", mode="before"
+    )
     @classmethod
     def _blank_secret(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("temporal_tls_cert", "temporal_tls_ca", "metrics_port", mode="before")
+    # Compose passes an unset variable through as empty: empty means unset.
+    @field_validator(
+        "temporal_tls_cert", "temporal_tls_ca", "metrics_port", "smtp_username", mode="before"
+    )
     @classmethod
     def _blank(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
