@@ -65,11 +65,6 @@ WEBHOOK_SECONDS = Histogram(
     ["path", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-CRM_POSTS = Counter(
-    "nurture_crm_posts",
-    "Outbound CRM posts, by result (sent, retry, refused)",
-    ["result"],
-)
 CALL_TASKS = Gauge(
     "nurture_call_tasks",
     "Call tasks by state: open, overdue (past due, no outcome), escalated (flagged overdue)",
@@ -81,7 +76,6 @@ SENDS = Gauge(
     "Outbox rows by status (app database); alert on a growing `unknown`",
     ["status"],
 )
-CRM_OUTBOX = Gauge("nurture_crm_outbox", "Outbound CRM posts waiting, by status", ["status"])
 
 
 # --- the Temporal SDK's metrics through a MetricBuffer ----------------------------------------
