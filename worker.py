@@ -17,6 +17,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from nurture.activities.email import EmailActivities
 from nurture.activities.handoff import TaskActivities
 from nurture.activities.storage import StorageActivities
+from nurture.adapters import metrics, tracing
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import make_engine, session_factory
 from nurture.adapters.schema import migrate
@@ -82,7 +83,14 @@ async def main() -> None:
     settings = load_settings()
     settings.require_webhook_secret()
     await migrate(settings.database_url)
-    client = await connect(settings)
+    # Traces when the OTEL_* variables name an exporter; metrics when NURTURE_METRICS_PORT
+    # is set: the SDK's runtime metrics and the product's on one endpoint.
+    tracing.setup("nurture-worker")
+    telemetry = metrics.Telemetry()
+    if settings.metrics_port is not None:
+        telemetry = metrics.temporal_telemetry({"process": "worker"})
+        metrics.serve(settings.metrics_port)
+    client = await connect(settings, runtime=telemetry.runtime)
     async with build_worker(client, settings) as worker:
         print(
             f"worker polling task queue '{settings.task_queue}' on {settings.temporal_address}",

@@ -44,6 +44,21 @@ class Settings(BaseSettings):
     # Activities one worker runs at once; its database pool is sized from this (worker.py).
     max_concurrent_activities: int = Field(default=40, ge=1, le=1000)
 
+    # --- Production (CONTRACT.md, "Production") ---
+    # Prometheus endpoint (GET /metrics) of this process; unset: none.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    # `id:base64key,...`: every Temporal payload AES-GCM encrypted, the first key encrypts.
+    encryption_keys: SecretStr | None = None
+    # A bearer token that may call the codec endpoints besides a signed-in ops user (for
+    # the `temporal` CLI's --codec-auth, or a UI whose users have no login here).
+    codec_token: SecretStr | None = None
+    # mTLS to a Temporal cluster: PEM file paths (or the PEM text itself).
+    temporal_tls_cert: str | None = None
+    temporal_tls_key: SecretStr | None = None
+    temporal_tls_ca: str | None = None
+    # Temporal Cloud: an API key (TLS is then on, with the system's trust store).
+    temporal_api_key: SecretStr | None = None
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -61,6 +76,39 @@ class Settings(BaseSettings):
         if not sep or not host or not port.isdigit():
             raise ValueError("expected host:port, for example localhost:7233")
         return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _keys(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from nurture.adapters.codec import EncryptionKeyError, parse_keys
+
+        try:
+            parse_keys(value.get_secret_value())
+        except EncryptionKeyError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator(
+        "temporal_tls_key", "temporal_api_key", "codec_token", "smtp_password", mode="before"
+    )
+    @classmethod
+    def _blank_secret(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    # Compose passes an unset variable through as empty: empty means unset.
+    @field_validator(
+        "temporal_tls_cert", "temporal_tls_ca", "metrics_port", "smtp_username", mode="before"
+    )
+    @classmethod
+    def _blank(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def encryption_spec(self) -> str | None:
+        """The raw key list, for the data converter (never print it)."""
+        return self.encryption_keys.get_secret_value() if self.encryption_keys else None
 
     @property
     def public_base(self) -> str:

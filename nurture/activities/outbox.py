@@ -28,6 +28,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import ApplicationError
 
+from nurture.adapters import metrics, tracing
 from nurture.adapters.database import EmailSend, insert_once, utcnow
 from nurture.adapters.smtp import (
     DeliveryUnknown,
@@ -125,7 +126,11 @@ class Outbox:
 
     async def _hand_over(self, row: EmailSend, letter: Letter) -> am.SendEmailResult:
         try:
-            reply = await self.smtp.send(letter.message, letter.envelope_from, letter.recipients)
+            # The SMTP conversation as the last span of a traced lead (ids only, no address).
+            with tracing.span("smtp send", **{"nurture.send_key": row.key}):
+                reply = await self.smtp.send(
+                    letter.message, letter.envelope_from, letter.recipients
+                )
         except TransientSmtpError as exc:
             row.status = "queued"
             row.error = str(exc)
@@ -153,6 +158,7 @@ class Outbox:
         if status != "sent":
             row.error = detail
         await self.session.commit()
+        metrics.EMAILS.labels(status=status).inc()
         return am.SendEmailResult(
             status=status,  # type: ignore[arg-type]
             message_id=row.message_id,

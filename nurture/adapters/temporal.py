@@ -15,11 +15,13 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.runtime import Runtime
+from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
+from nurture.adapters import tracing
+from nurture.adapters.codec import data_converter
 from nurture.domain.names import SEARCH_ATTRIBUTES
-from nurture.settings import Settings
+from nurture.settings import Settings, SettingsError
 
 
 class TemporalUnavailable(RuntimeError):
@@ -43,20 +45,67 @@ UNREACHABLE = frozenset(
 )
 
 
-async def connect(settings: Settings, *, lazy: bool = False) -> Client:
+def _pem(value: str | None, name: str) -> bytes | None:
+    """A PEM given inline or as a file path."""
+    if value is None:
+        return None
+    if value.lstrip().startswith("-----BEGIN"):
+        return value.encode()
+    try:
+        with open(value, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        raise SettingsError(f"{name}: cannot read {value}: {exc.strerror}") from None
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """mTLS from NURTURE_TEMPORAL_TLS_CERT/_KEY/_CA; plain TLS for an API key; else none.
+
+    Raises:
+        SettingsError: a certificate without its key (or the reverse), or an unreadable file.
+    """
+    cert = _pem(settings.temporal_tls_cert, "NURTURE_TEMPORAL_TLS_CERT")
+    key = _pem(
+        settings.temporal_tls_key.get_secret_value() if settings.temporal_tls_key else None,
+        "NURTURE_TEMPORAL_TLS_KEY",
+    )
+    ca = _pem(settings.temporal_tls_ca, "NURTURE_TEMPORAL_TLS_CA")
+    if (cert is None) != (key is None):
+        raise SettingsError(
+            "NURTURE_TEMPORAL_TLS_CERT and NURTURE_TEMPORAL_TLS_KEY go together (mTLS)"
+        )
+    if cert is not None or ca is not None:
+        return TLSConfig(client_cert=cert, client_private_key=key, server_root_ca_cert=ca)
+    # Temporal Cloud with an API key: TLS with the system's trust store.
+    return settings.temporal_api_key is not None
+
+
+async def connect(
+    settings: Settings, *, lazy: bool = False, runtime: Runtime | None = None
+) -> Client:
     """A client for the configured server and namespace, with the pydantic converter.
+
+    With NURTURE_ENCRYPTION_KEYS every payload is encrypted (:mod:`nurture.adapters.codec`);
+    with the TLS or API key settings it connects to a cluster or Temporal Cloud; with
+    traces on it carries Temporal's tracing interceptor (workers made from it inherit it).
 
     Args:
         settings: The configuration.
         lazy: Connect on the first call instead of now (never fails here): for a process
             that must keep working, and recording, while Temporal is down (the web app).
+        runtime: The SDK runtime (one whose metrics are exported); default the SDK's.
     """
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     try:
         return await Client.connect(
             settings.temporal_address,
             namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=data_converter(settings.encryption_spec),
             lazy=lazy,
+            tls=tls_config(settings),
+            api_key=api_key,
+            interceptors=tracing.client_interceptors(),
+            runtime=runtime,
         )
     except RuntimeError as exc:
         raise TemporalUnavailable(

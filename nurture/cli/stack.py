@@ -18,6 +18,7 @@ from nurture.settings import DATA_DIR, Settings, SettingsError, load_settings
 
 DEMO_DIR = Path("examples/demo")
 TEMPORAL_UI_PORT = 8233
+WORKER_METRICS_PORT = 9464
 
 
 def register(app: typer.Typer) -> None:
@@ -33,11 +34,13 @@ def serve(
     """Run the web app (webhooks, links, inbox, pages)."""
     import uvicorn
 
+    from nurture.adapters import tracing
     from nurture.adapters.schema import migrate
     from nurture.web.app import create_app
 
     settings = _settings_or_exit()
     asyncio.run(migrate(settings.database_url))
+    tracing.setup("nurture-web")
     uvicorn.run(
         create_app(settings), host=host, port=port or settings.http_port, log_level="warning"
     )
@@ -172,6 +175,9 @@ async def _dev(settings: Settings) -> None:
         ]
         for name, kind in SEARCH_ATTRIBUTES.items():
             argv += ["--search-attribute", f"{name}={kind}"]
+        if settings.encryption_keys is not None:
+            # Encrypted histories: the UI decodes them through the web app's codec endpoint.
+            argv += ["--ui-codec-endpoint", f"http://localhost:{settings.http_port}/codec"]
         await children.start("temporal", *argv)
         client = await _wait_for_temporal(settings)
         await ensure_search_attributes(client, settings.temporal_namespace)
@@ -181,7 +187,11 @@ async def _dev(settings: Settings) -> None:
         sink.start()
 
         env = dict(os.environ)
+        # Metrics on in `make run`: the worker on 9464, the web app on the next port.
+        worker_metrics = int(env.get("NURTURE_METRICS_PORT") or WORKER_METRICS_PORT)
+        env["NURTURE_METRICS_PORT"] = str(worker_metrics)
         await children.start("worker", sys.executable, "-m", "worker", env=env)
+        env = {**env, "NURTURE_METRICS_PORT": str(worker_metrics + 1)}
         await children.start(
             "web",
             sys.executable,
@@ -212,6 +222,10 @@ async def _dev(settings: Settings) -> None:
         typer.echo(
             f"  Temporal     {settings.temporal_address}   "
             f"SMTP sink {settings.smtp_host}:{settings.smtp_port}"
+        )
+        typer.echo(
+            f"  metrics      http://localhost:{worker_metrics}/metrics (worker)   "
+            f"http://localhost:{worker_metrics + 1}/metrics (web app)"
         )
         typer.echo(f"  cadences     {settings.cadences_dir}   leads loaded: {report}")
         for user_id, role, password in users:

@@ -185,6 +185,9 @@ class LeadMachine:
         self.woken_by: str | None = None
         self.wake_on: frozenset[str] = frozenset()
         self.now = datetime.min
+        # Why touches were held back during the last start()/resume() (timing.HOLD_KINDS):
+        # the workflow counts them as metrics; nothing decides on it, nothing replays it.
+        self.held: list[str] = []
         self.history_long = False
         self._life = self._run()
 
@@ -194,6 +197,7 @@ class LeadMachine:
         """Begin (or continue) the lead's life at ``now``; returns the first command."""
         self.now = now
         self.history_long = history_long
+        self.held = []
         return next(self._life)
 
     def resume(self, result: Any = None, *, now: datetime, history_long: bool = False) -> Command:
@@ -206,6 +210,7 @@ class LeadMachine:
         """
         self.now = now
         self.history_long = history_long
+        self.held = []
         return self._life.send(result)
 
     def receive_event(self, event: Event) -> None:
@@ -586,6 +591,7 @@ class LeadMachine:
             now = self.now
             if state.paused:
                 state.next_touch_at = None
+                self.held.append("paused")
                 yield from self._set_doing(f"paused before {step}")
                 result = yield from self._wait(
                     None, frozenset(), f"paused before {step}", done=lambda: not state.paused
@@ -605,6 +611,7 @@ class LeadMachine:
             if slot.at <= now:
                 return True
             reasons = "; ".join(slot.reasons)
+            self.held.extend(timing.hold_kinds(slot.reasons))
             lifecycle.note(state, now, f"{channel} {step} deferred to {_fmt(slot.at)}", reasons)
             state.next_touch_at = slot.at
             yield from self._set_doing(f"{channel} {step} deferred to {_fmt(slot.at)}: {reasons}")
@@ -644,6 +651,7 @@ class LeadMachine:
                 break
             # The kill switch is on: wait, applying events (an opt-out meanwhile wins).
             if not told_paused:
+                self.held.append("sending_paused")
                 lifecycle.note(state, self.now, f"email {action.step} held", result.detail)
                 told_paused = True
             retry_at = self.now + SENDING_PAUSED_RETRY

@@ -632,6 +632,27 @@ def earliest_touch(
     return TouchSlot(at=at, reasons=reasons)
 
 
+# What held a touch back, as a closed set of labels (metrics count holds by these).
+HOLD_KINDS = ("min_gap", "weekly_cap", "holiday", "send_window", "paused", "sending_paused")
+
+
+def hold_kinds(reasons: list[str]) -> list[str]:
+    """The labels of :data:`HOLD_KINDS` for the ``reasons`` of a :class:`TouchSlot`."""
+    kinds: list[str] = []
+    for reason in reasons:
+        if reason.startswith("last touch"):
+            kind = "min_gap"
+        elif "in the last 7 days" in reason:
+            kind = "weekly_cap"
+        elif reason.startswith("holiday"):
+            kind = "holiday"
+        else:
+            kind = "send_window"
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds
+
+
 def prune_sends(emails_sent: list[datetime], now: datetime) -> list[datetime]:
     """The sends that still count toward ``max_emails_per_week``, oldest first, in UTC.
 

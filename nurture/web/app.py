@@ -33,13 +33,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 
+from nurture.adapters import metrics, tracing
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import ReceivedMail, make_engine, session_factory
 from nurture.adapters.mailsink import list_mail, parse_mail
 from nurture.adapters.secrets import session_key
+from nurture.services import metrics as metrics_refresh
 from nurture.services.ingest import EventWriter
 from nurture.settings import Settings
-from nurture.web import cadences, inbox, links, login, pages, reports, webhooks
+from nurture.web import cadences, codec, inbox, links, login, pages, reports, webhooks
 from nurture.web.common import (
     TEMPLATES_DIR,
     Services,
@@ -129,6 +131,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Metrics (NURTURE_METRICS_PORT): the endpoint, the SDK's metrics through the
+        # client's runtime, and the database gauges.
+        telemetry = metrics.Telemetry()
+        metrics_server = None
+        if settings.metrics_port is not None and client is None:
+            telemetry = metrics.temporal_telemetry({"process": "web"})
+        if settings.metrics_port is not None:
+            metrics_server = metrics.serve(settings.metrics_port)
         engine = make_engine(settings.database_url, pool_size=WEB_DB_POOL_SIZE)
         app.state.engine = engine
         app.state.sessions = session_factory(engine)
@@ -137,15 +147,24 @@ def create_app(
             settings=settings,
             sessions=app.state.sessions,
             catalog=CadenceCatalog(settings.cadences_dir, settings.templates_dir),
-            temporal=TemporalLink(settings, client),
+            temporal=TemporalLink(settings, client, runtime=telemetry.runtime),
             temporal_ui_url=ui_url,
             writer=writer,
         )
         sweeper = asyncio.create_task(_redeliver_forever(app.state.services, redeliver_every_s))
+        gauges = (
+            asyncio.create_task(metrics_refresh.refresh_forever(app.state.sessions))
+            if metrics_server is not None
+            else None
+        )
         try:
             yield
         finally:
             sweeper.cancel()
+            if gauges is not None:
+                gauges.cancel()
+            if metrics_server is not None:
+                metrics_server.shutdown()
             await writer.close()
             await engine.dispose()
 
@@ -173,10 +192,11 @@ def create_app(
     # Added last, so outermost: it also covers what the session layer answers.
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(WebhookTimingMiddleware)
     app.add_exception_handler(webhooks.WebhookRefused, webhooks.refused_handler)
     app.add_exception_handler(LoginRequired, _to_login)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for module in (webhooks, links, login, inbox, pages):
+    for module in (webhooks, links, login, inbox, pages, codec):
         app.include_router(module.router)
     # The report pages come from their own module; every page needs a login (CONTRACT.md),
     # and these are for ops: they show every SDR's leads and activity.
@@ -184,7 +204,42 @@ def create_app(
     app.include_router(cadences.router, dependencies=[Depends(require_viewer)])
     app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    tracing.instrument_app(app)
     return app
+
+
+# Paths whose answer time is measured (nurture_webhook_duration_seconds).
+TIMED_PATHS = frozenset(
+    {"/leads", "/events", "/inbound/email", "/webhooks/hubspot", "/webhooks/salesforce"}
+)
+
+
+class WebhookTimingMiddleware:
+    """Times each webhook request, labelled by path and status."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path") if scope["type"] == "http" else None
+        if path not in TIMED_PATHS or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            metrics.WEBHOOK_SECONDS.labels(path=path, status=str(status)).observe(
+                time.perf_counter() - started
+            )
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.responses import Response
 from temporalio.client import Client
+from temporalio.runtime import Runtime
 
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.temporal import TemporalGate, TemporalUnavailable, connect
@@ -61,9 +62,12 @@ templates.env.filters["utc_short"] = _utc_short
 class TemporalLink:
     """One Temporal client for the app: the injected one, or connected once on first use."""
 
-    def __init__(self, settings: Settings, client: Client | None = None) -> None:
+    def __init__(
+        self, settings: Settings, client: Client | None = None, runtime: Runtime | None = None
+    ) -> None:
         self._settings = settings
         self._client = client
+        self._runtime = runtime
         self._lock = asyncio.Lock()
 
     async def client(self) -> Client:
@@ -78,7 +82,9 @@ class TemporalLink:
             if self._client is None:
                 try:
                     async with asyncio.timeout(TEMPORAL_CONNECT_TIMEOUT_S):
-                        self._client = await connect(self._settings, lazy=True)
+                        self._client = await connect(
+                            self._settings, lazy=True, runtime=self._runtime
+                        )
                 except TimeoutError as exc:
                     raise TemporalUnavailable(
                         f"no answer from the Temporal server at {self._settings.temporal_address} "

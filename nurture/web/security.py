@@ -276,6 +276,13 @@ class SecurityHeadersMiddleware:
 # Forms (login, task outcomes, search) are small; the webhooks have their own, larger limit.
 FORM_BODY_LIMIT = 64 * 1024
 WEBHOOK_PATHS = frozenset({"/leads", "/events"})
+# Paths with limits of their own (the CRM adapters', the codec endpoint's).
+OWN_LIMIT_PATHS = WEBHOOK_PATHS | {
+    "/webhooks/hubspot",
+    "/webhooks/salesforce",
+    "/codec/decode",
+    "/codec/encode",
+}
 
 
 class BodyLimitMiddleware:
@@ -287,7 +294,7 @@ class BodyLimitMiddleware:
         self.limit = limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in WEBHOOK_PATHS:
+        if scope["type"] != "http" or scope.get("path") in OWN_LIMIT_PATHS:
             await self.app(scope, receive, send)
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")

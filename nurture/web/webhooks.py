@@ -39,6 +39,7 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from temporalio.service import RPCError
 
+from nurture.adapters import metrics
 from nurture.adapters.database import LeadRow, WebhookReceipt
 from nurture.adapters.loader import CadenceSetInvalid
 from nurture.adapters.temporal import TemporalUnavailable
@@ -601,6 +602,7 @@ async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
     body, timestamp = await verified_body(request, services)
     posted, _batch = validate_events(parse_json(body))
     events = [Event.model_validate(event.model_dump()) for event in posted]
+    metrics.EVENTS.labels(outcome="received").inc(len(events))
     digest = receipt_digest(timestamp, body)
     try:
         intake = await services.intake()
@@ -614,6 +616,7 @@ async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
         log.warning("events not recorded: %s", exc, exc_info=True)
         raise _unavailable("the database is unavailable") from None
     if taken.replay:
+        metrics.EVENTS.labels(outcome="duplicate").inc(len(events))
         replay = EventsAccepted(
             status="duplicate",
             results=[
@@ -628,6 +631,8 @@ async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
         )
         return JSONResponse(replay.model_dump(mode="json"), status_code=200)
     results = await _dispatch_events(intake, events, taken)
+    for result in results:
+        metrics.EVENTS.labels(outcome=result.status).inc()
     if any(r.status == "failed" for r in results):
         # An event that failed is sent again by the sender: not a replay then.
         await _forget(services, digest)

@@ -155,6 +155,7 @@ class LeadWorkflow:
         machine = self.machine
         command = machine.start(workflow.now(), history_long=_history_long())
         while True:
+            _count_holds(machine.held)
             result: Any = None
             match command:
                 case Perform():
@@ -195,6 +196,17 @@ class LeadWorkflow:
             workflow.upsert_search_attributes(updates)
             self.published = values
         workflow.set_current_details(current_details(state))
+
+
+def _count_holds(kinds: list[str]) -> None:
+    """Count held touches by reason; the SDK's workflow meter records nothing on replay."""
+    if not kinds:
+        return
+    counter = workflow.metric_meter().create_counter(
+        "nurture_touches_held", "Touches held back, by reason (send window, caps, pauses...)"
+    )
+    for kind in kinds:
+        counter.add(1, {"reason": kind})
 
 
 def _history_long() -> bool:
