@@ -105,7 +105,10 @@ async def main() -> None:
             await session.execute(delete(LeadRow))
             for start in range(0, len(rows), 5_000):
                 await session.execute(insert(LeadRow), rows[start : start + 5_000])
-        print(f"{engine.dialect.name}: {args.leads:,} leads written in {time.perf_counter() - began:.1f} s")
+        print(
+            f"{engine.dialect.name}: {args.leads:,} leads written "
+            f"in {time.perf_counter() - began:.1f} s"
+        )
         print(f"python {platform.python_version()}, {platform.machine()}, repeat {args.repeat}")
         print(f"{'view':<40} {'matches':>9} {'median ms':>10} {'max ms':>8}")
         for name, query in VIEWS:
