@@ -28,7 +28,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import ApplicationError
 
-from nurture.adapters.database import EmailSend, insert_once, utcnow
+from nurture.adapters.database import NOTIFICATION_CADENCE, EmailSend, insert_once, utcnow
 from nurture.adapters.smtp import (
     DeliveryUnknown,
     PermanentSmtpError,
@@ -48,7 +48,7 @@ class Entry:
     lead_id: str
     template: str
     cycle: int = 0
-    cadence: str = "-"
+    cadence: str = NOTIFICATION_CADENCE
     step: str = "notify"
     visit: int = 1
 
