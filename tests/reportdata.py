@@ -275,6 +275,8 @@ def history() -> list[Any]:
         _send("L-1", 0, sdr, "intro", T0 + 2 * DAY + HOUR),
         _send("L-1", 1, recycle, "check-in", T0 + 21 * DAY),
         _send("L-2", 0, inbound, "welcome", T0 + DAY + HOUR),
+        # An internal notification (to the SDR) about L-2: never in a step's open rate.
+        _send("L-2", 0, "-", "notify", T0 + DAY + 2 * HOUR, to="aiko@example.com"),
         _send("L-3", 0, inbound, "welcome", T0 + DAY + HOUR),
         _send("L-3", 0, inbound, "nudge", T0 + 3 * DAY),
         _send("L-3", 0, inbound, "nudge-2", T0 + 4 * DAY, status="failed"),

@@ -32,6 +32,7 @@ from web_helpers import (
 )
 
 from nurture.adapters.database import CallTask
+from nurture.domain.events import CALL_OUTCOMES
 from nurture.web import create_app, inbox
 
 pytestmark = pytest.mark.browser
@@ -154,9 +155,21 @@ async def test_an_sdr_qualifies_a_lead_in_the_browser(  # type: ignore[no-untype
                     await expect(card).to_contain_text("Stage mql")
                     await ben.screenshot(path=str(ARTIFACTS / "inbox.png"), full_page=True)
 
-                    await card.locator("select[name=outcome]").select_option("qualified")
-                    await card.locator("textarea[name=notes]").fill("Budget approved for Q3.")
-                    await card.get_by_role("button", name="Record outcome").click()
+                    # The compact list beside it: the lead, the step, due in both times.
+                    row = ben.locator(f".tasklist tr[data-task='{task_id}']")
+                    await expect(row).to_contain_text("Mia")
+                    await expect(row).to_contain_text("first-call")
+                    await expect(row).to_contain_text("New York")  # the lead's own time
+
+                    # From the keyboard: n for the notes, Escape, then the outcome's number.
+                    await ben.keyboard.press("n")
+                    await ben.keyboard.type("Budget approved for Q3.")
+                    await ben.keyboard.press("Escape")
+                    key = str(CALL_OUTCOMES.index("qualified") + 1)
+                    await expect(card.locator(f"button[data-key='{key}']")).to_contain_text(
+                        "qualified"
+                    )
+                    await ben.keyboard.press(key)
                     await expect(ben.get_by_role("status").first).to_contain_text(
                         f"Outcome recorded for {task_id}"
                     )

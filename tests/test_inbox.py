@@ -453,3 +453,29 @@ async def test_ops_pause_and_resume_sending_from_the_ops_page(site: Site) -> Non
     async with site.sessions() as session:
         log = await sending.history(session)
     assert [(s.paused, s.by) for s in log[:2]] == [(False, "olga"), (True, "olga")]
+
+
+def test_a_hard_wrapped_script_reads_as_paragraphs_and_rows() -> None:
+    from nurture.web.script_text import script_html
+
+    script = (
+        "MQL - FIRST CALL\n================\n"
+        "Who:        Mia <CTO>\nPhone:      +1 555 0100\n\n"
+        "WHY THIS LEAD: their score crossed the MQL line (see the lead page for what they\n"
+        "read). Call today.\n\nOPENER\n"
+        '  "Hi Mia, this is Ben. You\'ve been\n   looking into planning."\n\n'
+        "RECORD THE OUTCOME\n"
+        "  qualified        need, owner and timing confirmed. Write the notes\n"
+        "                   the AE needs.\n"
+    )
+    html = str(script_html(script))
+    assert "<h4>MQL - FIRST CALL</h4>" in html
+    assert "<span>Who:</span><span>Mia &lt;CTO&gt;</span>" in html  # escaped
+    assert "what they read). Call today." in html  # a wrapped line joined back
+    assert "You&#39;ve been looking into planning." in html
+    assert "<h5>OPENER</h5>" in html
+    assert (
+        "<span>qualified</span><span>need, owner and timing confirmed. Write the notes the AE"
+        in html
+    )
+    assert "(no script)" in str(script_html(None))

@@ -725,3 +725,35 @@ def test_entry_cadence_without_a_catch_all_uses_the_last_entry() -> None:
         "inbound-ja",
         "routing: no rule matched, last entry used",
     )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "names", "holds"),
+    [
+        (None, ["none"], True),  # the SDR recorded nothing before the wait ran out
+        ("no_answer", ["none"], False),
+        (None, ["no_answer", "voicemail"], False),  # nothing recorded is not a missed call
+        ("voicemail", ["no_answer", "voicemail"], True),
+        (None, ["connected", "none"], True),
+    ],
+)
+def test_a_call_outcome_that_never_came_is_its_own_case(
+    outcome: str | None, names: list[str], holds: bool
+) -> None:
+    from nurture.domain.cadence import CallOutcomeCondition
+    from nurture.domain.conditions import describe, evaluate
+
+    condition = CallOutcomeCondition.model_validate({"call_outcome": names})
+    assert evaluate(condition, facts(last_call_outcome=outcome)) is holds
+    if "none" in names:
+        assert "no outcome came" in describe(condition)
+
+
+def test_call_outcome_none_is_accepted_and_a_typo_is_not() -> None:
+    from pydantic import ValidationError
+
+    from nurture.domain.cadence import CallOutcomeCondition
+
+    CallOutcomeCondition.model_validate({"call_outcome": ["none"]})
+    with pytest.raises(ValidationError):
+        CallOutcomeCondition.model_validate({"call_outcome": ["nothing"]})

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import ApplicationError
 
 from nurture.adapters import metrics, tracing
-from nurture.adapters.database import EmailSend, insert_once, utcnow
+from nurture.adapters.database import NOTIFICATION_CADENCE, EmailSend, insert_once, utcnow
 from nurture.adapters.smtp import (
     DeliveryUnknown,
     PermanentSmtpError,
@@ -50,7 +50,7 @@ class Entry:
     lead_id: str
     template: str
     cycle: int = 0
-    cadence: str = "-"
+    cadence: str = NOTIFICATION_CADENCE
     step: str = "notify"
     visit: int = 1
 

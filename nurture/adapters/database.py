@@ -69,6 +69,9 @@ TASK_STATUSES: tuple[str, ...] = ("open", "done", "cancelled")
 EVENT_STATUSES: tuple[str, ...] = ("delivered", "parked", "recorded")
 OPPORTUNITY_OUTCOMES: tuple[str, ...] = ("won", "lost", "rejected")
 ROLES: tuple[str, ...] = ("sdr", "ops")
+# The outbox's cadence for internal notifications (to an SDR, an owner, ops), not a lead's own
+# email: kept apart from the lead's emails in pages and out of open and click rates.
+NOTIFICATION_CADENCE = "-"
 
 
 def utcnow() -> datetime:

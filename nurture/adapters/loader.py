@@ -48,6 +48,7 @@ from nurture.domain.cadence import (
 )
 from nurture.domain.events import CALL_OUTCOMES, EVENT_TYPES
 from nurture.domain.rendering import Renderer
+from nurture.domain.vocabulary import NO_CALL_OUTCOME
 
 PLAYBOOK_FILE = "playbook.yaml"
 PLAYBOOK_NAMES = (PLAYBOOK_FILE, "playbook.yml")
@@ -640,6 +641,7 @@ def _literal_message(value: Any, expected: list[str]) -> str:
     for names, noun_here, plural_here in (
         (EVENT_TYPES, "an event type", "event types"),
         (CALL_OUTCOMES, "a call outcome", "call outcomes"),
+        ((*CALL_OUTCOMES, NO_CALL_OUTCOME), "a call outcome", "call outcomes (or none)"),
         (WEEKDAYS, "a day", "days"),
     ):
         if options == set(names):

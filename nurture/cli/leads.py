@@ -15,7 +15,7 @@ from nurture.domain.names import SIGNAL_PAUSE, SIGNAL_RESUME, workflow_id
 from nurture.services.parked import submit_lead
 
 app = typer.Typer(
-    help="Add, import, show, find, pause, resume and reassign leads.", no_args_is_help=True
+    help="Add, import, show, find, list, pause, resume and reassign leads.", no_args_is_help=True
 )
 events_app = typer.Typer(help="Send events to leads (as the CRM would).", no_args_is_help=True)
 
@@ -209,6 +209,62 @@ def find(email: str = typer.Option(..., "--email")) -> None:
             raise typer.Exit(1)
 
     asyncio.run(run())
+
+
+@app.command("list")
+def list_(
+    stage: str | None = typer.Option(None, "--stage", help="nurturing, mql, sql, won, ..."),
+    owner: str | None = typer.Option(None, "--owner", help="An SDR id, or 'none'."),
+    cadence: str | None = typer.Option(None, "--cadence", help="A cadence id, or 'none'."),
+    grade: str | None = typer.Option(None, "--grade", help="A grade (A, B, ...), or 'none'."),
+    stuck: bool = typer.Option(False, "--stuck", help="Only leads whose next touch is late."),
+    sort: str = typer.Option("next_touch", "--sort", help="lead, stage, score, grade, ..."),
+    desc: bool = typer.Option(False, "--desc", help="Sort in descending order."),
+    page: int = typer.Option(1, "--page", min=1),
+    per_page: int = typer.Option(50, "--per-page", min=1, max=500),
+    as_json: bool = typer.Option(False, "--json", help="JSON rows instead of a table."),
+) -> None:
+    """Who is where: stage, score, grade, cadence/step, owner and next touch, one page."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from nurture.services.leadlist import BadListRequest, LeadQuery, list_leads
+
+    query = LeadQuery(
+        stage=stage, owner=owner, cadence=cadence, grade=grade, stuck=stuck,
+        sort=sort, descending=desc, page=page, per_page=per_page,
+    )  # fmt: skip
+    try:
+        query.checked()
+    except BadListRequest as exc:
+        fail(f"--{exc.field.replace('_', '-')}: {exc.message}", 2)
+
+    async def run():  # type: ignore[no-untyped-def]
+        async with context() as ctx, ctx.sessions() as session:
+            return await list_leads(session, query)
+
+    result = asyncio.run(run())
+    if as_json:
+        echo_json([line.to_json() for line in result.lines])
+        return
+    table = Table("lead", "stage", "score", "grade", "cadence / step", "owner", "next touch")
+    for line in result.lines:
+        local = line.next_touch_local
+        table.add_row(
+            line.lead_id,
+            line.stage + (" (stuck)" if line.stuck else ""),
+            str(line.score),
+            line.grade or "-",
+            f"{line.cadence or '-'} / {line.step or '-'}",
+            line.owner or "unassigned",
+            f"{local:%Y-%m-%d %H:%M} {line.timezone}" if local else "none (at rest)",
+        )
+    Console(soft_wrap=True).print(table)
+    typer.echo(
+        f"page {query.page} of {result.pages}, {result.total} leads"
+        + (f"; next: --page {query.page + 1}" if query.page < result.pages else ""),
+        err=True,
+    )
 
 
 def _signal(lead_id: str, name: str, arg: str, done: str) -> None:

@@ -33,7 +33,8 @@ from pydantic_core import ErrorDetails, InitErrorDetails, PydanticCustomError
 from pydantic_core.core_schema import ErrorType
 
 from nurture.domain.durations import DURATION_PATTERN, parse_duration
-from nurture.domain.events import EVENT_TYPES, PERSONAL_FIELDS, CallOutcome, EventType
+from nurture.domain.events import EVENT_TYPES, PERSONAL_FIELDS, EventType
+from nurture.domain.vocabulary import CallOutcomeOrNone
 
 
 def _check_duration(value: str) -> str:
@@ -111,9 +112,9 @@ class GradeCondition(_Strict):
 
 
 class CallOutcomeCondition(_Strict):
-    """The outcome the SDR recorded for the most recent call step."""
+    """The outcome the SDR recorded for the most recent call step; ``none``: none came."""
 
-    call_outcome: list[CallOutcome] = Field(min_length=1)
+    call_outcome: list[CallOutcomeOrNone] = Field(min_length=1)
 
 
 class FieldCondition(_Strict):

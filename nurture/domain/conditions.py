@@ -24,6 +24,7 @@ from nurture.domain.cadence import (
 )
 from nurture.domain.durations import parse_duration
 from nurture.domain.events import LeadFacts
+from nurture.domain.vocabulary import NO_CALL_OUTCOME
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def evaluate(condition: Condition, facts: Facts) -> bool:
         case GradeCondition():
             return facts.grade is not None and facts.grade in condition.grade_in
         case CallOutcomeCondition():
-            return facts.last_call_outcome in condition.call_outcome
+            # No outcome recorded is its own case (`none`), never a missed call.
+            return (facts.last_call_outcome or NO_CALL_OUTCOME) in condition.call_outcome
         case FieldCondition():
             return _field_matches(condition, facts.lead.value(condition.field))
         case AllCondition():
@@ -124,7 +126,10 @@ def describe(condition: Condition) -> str:
         case GradeCondition():
             return f"grade {'/'.join(condition.grade_in)}"
         case CallOutcomeCondition():
-            return f"outcome {'/'.join(condition.call_outcome)}"
+            names = [
+                "no outcome came" if o == NO_CALL_OUTCOME else o for o in condition.call_outcome
+            ]
+            return f"outcome {'/'.join(names)}"
         case FieldCondition():
             # By value, not by "set" fields: a snapshot that went through JSON has them all.
             if condition.in_ is not None:

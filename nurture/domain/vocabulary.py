@@ -64,3 +64,19 @@ CallOutcome = Literal[
 ]
 CALL_OUTCOMES: tuple[CallOutcome, ...] = get_args(CallOutcome)
 TOSS_UP_OUTCOMES: frozenset[CallOutcome] = frozenset({"qualified", "meeting_booked"})
+# What a branch condition may name besides the outcomes: ``none``, the call step's outcome
+# never came (the SDR recorded nothing before ``wait_for_outcome`` ran out). Told apart from
+# ``no_answer`` and ``voicemail``: nobody may claim a call that never happened.
+NO_CALL_OUTCOME = "none"
+CallOutcomeOrNone = Literal[
+    "connected",
+    "qualified",
+    "meeting_booked",
+    "voicemail",
+    "no_answer",
+    "wrong_number",
+    "not_interested",
+    "call_back_later",
+    "none",
+]
+assert get_args(CallOutcomeOrNone) == (*CALL_OUTCOMES, NO_CALL_OUTCOME)

@@ -37,6 +37,7 @@ from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nurture.adapters.database import (
+    NOTIFICATION_CADENCE,
     CallTask,
     EmailSend,
     EventRow,
@@ -442,7 +443,11 @@ async def _last_touches(
             EmailSend.sent_at.label("at"),
         )
         .join(cohort, _joined_to(cohort, EmailSend.lead_id, EmailSend.cycle))
-        .where(EmailSend.status == "sent", EmailSend.sent_at.is_not(None))
+        .where(
+            EmailSend.status == "sent",
+            EmailSend.sent_at.is_not(None),
+            EmailSend.cadence != NOTIFICATION_CADENCE,  # a notification is no touch of the lead
+        )
     )
     calls = select(
         CallTask.lead_id,
@@ -719,6 +724,8 @@ async def _email_performance(
         .where(
             EmailSend.status == "sent",
             EmailSend.sent_at.is_not(None),
+            # Notifications to the SDR or owner are not the lead's emails: no open rate.
+            EmailSend.cadence != NOTIFICATION_CADENCE,
             *_in_period(EmailSend.sent_at, since, until),
         )
         .order_by(EmailSend.sent_at, EmailSend.id)

@@ -30,6 +30,7 @@ from nurture.adapters.temporal import TemporalGate, TemporalUnavailable, connect
 from nurture.services.ingest import EventWriter
 from nurture.services.intake import Intake
 from nurture.settings import Settings
+from nurture.web.script_text import script_html
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ def _utc_short(value: datetime | None) -> str:
 
 templates.env.filters["utc"] = _utc
 templates.env.filters["utc_short"] = _utc_short
+templates.env.filters["script_html"] = script_html
 
 
 class TemporalLink:

@@ -1,4 +1,10 @@
-"""`/inbox`: the SDR's call tasks, each with its script, the lead's context and an outcome form.
+"""`/inbox`: the SDR's call tasks as a compact list, the selected one beside it.
+
+The list shows each task's lead, company, step and due time (in the SDR's own time, set by
+the browser, and in the lead's), overdue first. The selected task (``?task=ID``; the first
+by default) shows the outcome buttons at the top, then the script as readable text and the
+lead's context. Keys: ``j``/``k`` move through the list, ``1``-``8`` pick an outcome,
+``n`` writes a note.
 
 An SDR sees and completes only their own tasks (someone else's is 404, to open and to
 complete alike: an SDR learns nothing about colleagues' work); ops see everyone's, with a
@@ -8,17 +14,21 @@ when no outcome is being typed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nurture.adapters.database import CallTask, User
+from nurture.adapters.database import CallTask, LeadRow, User
 from nurture.adapters.temporal import TemporalUnavailable
 from nurture.domain.events import CALL_OUTCOMES
+from nurture.domain.timing import lead_zone
 from nurture.services.call_tasks import NotYourTask, TaskError, TaskNotFound, complete_task
 from nurture.web.common import Services, ServicesDep, SessionDep, render
 from nurture.web.leadinfo import LeadInfo, apply_state, load_lead, query_states
@@ -32,8 +42,53 @@ POLL_SECONDS = 20
 
 
 def is_overdue(task: CallTask, now: datetime) -> bool:
-    """Open and past its due time (or marked overdue by the cadence)."""
-    return task.status == "open" and (task.overdue_at is not None or task.due_at < now)
+    """Open and past its due time.
+
+    A task the cadence stopped waiting for (``overdue_at``: no outcome came in time) before
+    its due time is not overdue yet: it is flagged "cadence moved on" instead.
+    """
+    return task.status == "open" and task.due_at < now
+
+
+@dataclass
+class Row:
+    """One line of the compact list."""
+
+    task: CallTask
+    name: str
+    company: str | None
+    zone: ZoneInfo
+    overdue: bool
+
+    @property
+    def due_local(self) -> datetime:
+        """The due time in the lead's own time zone."""
+        return self.task.due_at.astimezone(self.zone)
+
+
+async def _rows(session: AsyncSession, tasks: list[CallTask]) -> list[Row]:
+    now = datetime.now(UTC)
+    ids = sorted({t.lead_id for t in tasks})
+    leads = {
+        row.id: row
+        for row in (await session.scalars(select(LeadRow).where(LeadRow.id.in_(ids)))).all()
+    }
+    rows = []
+    for task in tasks:
+        lead = leads.get(task.lead_id)
+        name = " ".join(p for p in (lead.first_name, lead.last_name) if p) if lead else ""
+        rows.append(
+            Row(
+                task=task,
+                name=name or task.lead_id,
+                company=lead.company if lead else None,
+                zone=lead_zone(lead.timezone, lead.country) if lead else lead_zone(None, None),
+                overdue=is_overdue(task, now),
+            )
+        )
+    # Overdue first (oldest first), then by due time: the list's order is the day's order.
+    rows.sort(key=lambda r: (not r.overdue, r.task.due_at, r.task.id))
+    return rows
 
 
 async def _tasks(session: AsyncSession, owner: str | None, status: str) -> list[CallTask]:
@@ -48,7 +103,6 @@ async def _tasks(session: AsyncSession, owner: str | None, status: str) -> list[
 async def _cards(
     services: Services, session: AsyncSession, tasks: list[CallTask]
 ) -> list[dict[str, object]]:
-    now = datetime.now(UTC)
     leads: dict[str, LeadInfo | None] = {}
     for task in tasks:
         if task.lead_id not in leads:
@@ -60,7 +114,13 @@ async def _cards(
         info = leads[lead_id]
         assert info is not None
         apply_state(info, view, problem)
-    return [{"task": t, "lead": leads.get(t.lead_id), "overdue": is_overdue(t, now)} for t in tasks]
+    now = datetime.now(UTC)
+    cards: list[dict[str, object]] = []
+    for t in tasks:
+        info = leads.get(t.lead_id)
+        zone = lead_zone(info.row.timezone, info.row.country) if info else lead_zone(None, None)
+        cards.append({"task": t, "lead": info, "overdue": is_overdue(t, now), "zone": zone})
+    return cards
 
 
 async def _sdrs(session: AsyncSession) -> list[str]:
@@ -78,16 +138,27 @@ async def inbox(
     owner: str | None = None,
     status: str = "open",
     done: str | None = None,
+    task: str | None = None,
 ) -> Response:
-    """Open tasks by due time, overdue ones flagged; ops may filter by SDR and status."""
+    """Tasks as a compact list, overdue first; the selected one beside it, ready to record.
+
+    Ops may filter by SDR and status.
+    """
     if status not in ("open", "done", "cancelled", "all"):
         status = "open"
     if not viewer.is_ops:
         owner = viewer.id
     tasks = await _tasks(session, owner or None, status)
-    cards = await _cards(services, session, tasks)
+    rows = await _rows(session, tasks)
+    chosen = next((r.task for r in rows if r.task.id == task), rows[0].task if rows else None)
+    cards = await _cards(services, session, [chosen]) if chosen is not None else []
+    keep = {k: v for k, v in (("owner", owner if viewer.is_ops else ""), ("status", status)) if v}
+    if keep.get("status") == "open":
+        keep.pop("status")
     context = {
-        "cards": cards,
+        "rows": rows,
+        "card": cards[0] if cards else None,
+        "query": "&".join(f"{k}={quote(v)}" for k, v in keep.items()),
         "owner": owner or "",
         "status": status,
         "done": done,
@@ -129,6 +200,11 @@ async def task_page(
     return render(
         request, "task.html", {"card": cards[0], "outcomes": CALL_OUTCOMES, "error": None}
     )
+
+
+def task_in_inbox(task_id: str) -> str:
+    """The inbox with ``task_id`` selected."""
+    return f"/inbox?task={quote(task_id)}"
 
 
 @router.post("/inbox/tasks/{task_id}", response_class=HTMLResponse)

@@ -12,11 +12,18 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nurture.adapters.database import CallTask, EmailSend, LeadRow, StageChange
+from nurture.adapters.database import (
+    NOTIFICATION_CADENCE,
+    CallTask,
+    EmailSend,
+    LeadRow,
+    StageChange,
+)
 from nurture.domain.names import QUERY_STATE, workflow_id
 from nurture.domain.state import HistoryEntry, LeadView
 from nurture.web.common import Services
@@ -54,6 +61,8 @@ class LeadInfo:
     # Newest first.
     history: list[HistoryEntry] = field(default_factory=list)
     emails: list[EmailSend] = field(default_factory=list)
+    # Sent to the SDR, the owner or ops about this lead; never the lead's own emails.
+    notifications: list[EmailSend] = field(default_factory=list)
     history_limit: int = 15
     live: bool = False
     live_problem: str | None = None
@@ -104,14 +113,19 @@ async def load_lead(
     row = await session.get(LeadRow, lead_id)
     if row is None:
         return None
-    emails = (
-        await session.scalars(
+
+    async def sends(*where: Any) -> list[EmailSend]:
+        query = (
             select(EmailSend)
-            .where(EmailSend.lead_id == lead_id)
+            .where(EmailSend.lead_id == lead_id, *where)
             .order_by(EmailSend.created_at.desc(), EmailSend.id.desc())
             .limit(RECENT_EMAILS)
         )
-    ).all()
+        return list((await session.scalars(query)).all())
+
+    # The lead's own emails apart from the notifications sent to people about the lead.
+    emails = await sends(EmailSend.cadence != NOTIFICATION_CADENCE)
+    notifications = await sends(EmailSend.cadence == NOTIFICATION_CADENCE)
     changes = (
         await session.scalars(
             select(StageChange)
@@ -133,7 +147,8 @@ async def load_lead(
         step=row.step,
         next_touch_at=row.next_touch_at,
         unsubscribed=row.unsubscribed,
-        emails=list(emails),
+        emails=emails,
+        notifications=notifications,
         history=[
             HistoryEntry(
                 at=c.at, what=f"stage {c.from_stage or '(new)'} → {c.to_stage}", why=c.reason or ""
