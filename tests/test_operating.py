@@ -173,7 +173,7 @@ def test_playbook_rollout_dry_run_shows_changes_and_delivers_nothing(
     (cadences_dir / "playbook.yaml").write_text("thresholds: {mql: {score: -1}}\n")
     broken = runner.invoke(app, ["playbook", "rollout", "--yes"])
     assert broken.exit_code == 1
-    assert "playbook.yaml" in broken.output and "nothing was rolled out" in broken.output
+    assert "playbook.yaml" in broken.output and "nothing was changed" in broken.output
 
 
 async def mql_with_a_task(stack, lead_id: str, country: str):  # type: ignore[no-untyped-def]
