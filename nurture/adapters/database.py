@@ -574,6 +574,14 @@ def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # The driver begins a transaction at the first write, and IMMEDIATE: the write lock is
+    # taken up front, so a busy database is waited for (busy timeout). A DEFERRED begin
+    # starts as a reader and, in WAL mode, fails at once with "database is locked"
+    # (SQLITE_BUSY_SNAPSHOT) when another connection committed in between: waiting could not
+    # help it, so SQLite does not wait. Under concurrent writers (intake under a flood, the
+    # worker's activities) a single UPDATE then failed instead of queueing. Reads before the
+    # first write run outside a transaction, as before, and never block.
+    dbapi_connection.isolation_level = "IMMEDIATE"
     cursor = dbapi_connection.cursor()
     try:
         # busy_timeout first: switching to WAL itself needs a lock another process may hold.
