@@ -354,7 +354,9 @@ def sender_for(settings: Settings, sessions: Sessions, **policy: object) -> CrmS
     """The worker's CRM sender on the test's database (retries at once unless told)."""
     assert settings.crm_webhook_url is not None
     rules = Policy(**{"first_retry": timedelta(0), **policy})  # type: ignore[arg-type]
-    return CrmSender(str(settings.crm_webhook_url), settings.require_webhook_secret(), sessions, rules)
+    return CrmSender(
+        str(settings.crm_webhook_url), settings.require_webhook_secret(), sessions, rules
+    )
 
 
 async def test_the_crm_gets_a_signed_notification(activity_settings, sessions, faulty_sink, crm):
@@ -491,7 +493,9 @@ async def test_stage_changes_close_the_opportunity_and_reach_the_crm(
     assert all("mia" not in raw.decode().lower() for _, raw in crm.requests)
 
 
-async def test_one_leads_posts_reach_the_crm_in_order(activity_settings, sessions, faulty_sink, crm):
+async def test_one_leads_posts_reach_the_crm_in_order(
+    activity_settings, sessions, faulty_sink, crm
+):
     """A lead's later post waits while its earlier one is retried; other leads' do not."""
     from nurture.activities.storage import StorageActivities
 
