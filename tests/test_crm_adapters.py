@@ -435,3 +435,91 @@ async def test_a_lost_opportunity_reaches_the_lead_it_was_converted_from(crm_web
     # Salesforce sends the loss again: acknowledged, nothing new.
     assert (await post_salesforce(crm_web.client, lost)).status_code == 200
     assert len([e for e in await rows(crm_web, EventRow) if e.type == "opportunity.lost"]) == 1
+
+
+async def test_ops_see_failed_crm_posts_and_outcomes_waiting_for_their_lead(crm_web: Web) -> None:
+    from web_helpers import add_user, log_in
+
+    from nurture.adapters.database import CrmPost
+
+    deal = new_id()
+    await post_hubspot(crm_web.client, hubspot_items("hubspot_deal_lost.json", _8801=deal))
+    engine = make_engine(crm_web.settings.database_url)
+    try:
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            session.add(
+                CrmPost(
+                    key="stage-L-9-0-sql-1",
+                    lead_id="L-9",
+                    kind="lead.stage_changed",
+                    payload={"id": "stage-L-9-0-sql-1"},
+                    status="failed",
+                    attempts=12,
+                    last_error="CRM webhook refused the notification: 400 bad field",
+                )  # fmt: skip
+            )
+            await session.commit()
+        await add_user(sessions, "ops-1", "ops")
+    finally:
+        await engine.dispose()
+
+    await log_in(crm_web.client, "ops-1")
+    page = await crm_web.client.get("/ops")
+
+    assert page.status_code == 200
+    assert "CRM posts that failed" in page.text
+    assert "400 bad field" in page.text and "stage-L-9-0-sql-1" in page.text
+    assert "nurture crm retry --all-failed" in page.text
+    assert f"deal {deal}" in page.text and "opportunity.lost" in page.text
+
+
+async def test_ops_list_and_resend_failed_crm_posts_from_the_cli(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import sys
+
+    from nurture.adapters.database import CrmPost
+
+    database = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    await migrate(database)
+    engine = make_engine(database)
+    try:
+        async with session_factory(engine)() as session:
+            session.add_all(
+                [
+                    CrmPost(key="tossup-L-1|0", lead_id="L-1", kind="lead.tossed_up",
+                            payload={"id": "tossup-L-1|0"}, status="failed", attempts=12,
+                            last_error="CRM webhook answered 503"),
+                    CrmPost(key="tossup-L-2|0", lead_id="L-2", kind="lead.tossed_up",
+                            payload={"id": "tossup-L-2|0"}, status="sent", attempts=1),
+                ]
+            )  # fmt: skip
+            await session.commit()
+    finally:
+        await engine.dispose()
+    env = {**os.environ, "NURTURE_DATABASE_URL": database, "NURTURE_WEBHOOK_SECRET": "x" * 32}
+    root = Path(__file__).resolve().parent.parent
+
+    async def cli(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(root / "starter.py"), "crm", *args, env=env, cwd=str(tmp_path),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await cli("posts", "--status", "failed", "--json")
+    assert code == 0, err
+    [failed] = json.loads(out)
+    assert (failed["key"], failed["attempts"], failed["last_error"]) == (
+        "tossup-L-1|0",
+        12,
+        "CRM webhook answered 503",
+    )
+    code, out, err = await cli("retry", "--all-failed")
+    assert (code, out.strip()) == (0, "1 CRM post(s) queued again"), err
+    code, out, _ = await cli("posts", "--status", "pending", "--json")
+    assert [(p["key"], p["attempts"]) for p in json.loads(out)] == [("tossup-L-1|0", 0)]
+    code, _, err = await cli("retry", "999")
+    assert code == 1 and "no failed CRM post with id 999" in err
