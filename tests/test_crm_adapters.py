@@ -523,3 +523,23 @@ async def test_ops_list_and_resend_failed_crm_posts_from_the_cli(tmp_path: Path)
     assert [(p["key"], p["attempts"]) for p in json.loads(out)] == [("tossup-L-1|0", 0)]
     code, _, err = await cli("retry", "999")
     assert code == 1 and "no failed CRM post with id 999" in err
+
+
+async def test_notifications_the_product_does_not_use_are_answered_and_ignored(
+    crm_web: Web,
+) -> None:
+    body = [
+        {"eventId": 1, "subscriptionId": 9, "portalId": 62515, "appId": 54321,
+         "occurredAt": 1764756000000, "subscriptionType": "company.creation",
+         "attemptNumber": 0, "objectId": 42, "changeSource": "CRM_UI"},
+        {"eventId": 2, "subscriptionId": 9, "portalId": 62515, "appId": 54321,
+         "occurredAt": 1764756000000, "subscriptionType": "deal.propertyChange",
+         "attemptNumber": 0, "objectId": 43, "propertyName": "dealstage",
+         "propertyValue": "appointmentscheduled", "changeSource": "CRM_UI"},
+    ]  # fmt: skip
+    response = await post_hubspot(crm_web.client, body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["status"] == "accepted" and answer["events"] == []
+    assert [s["status"] for s in answer["skipped"]] == ["ignored", "ignored"]
+    assert await rows(crm_web, EventRow) == []

@@ -278,11 +278,13 @@ async def _take(
         )  # fmt: skip
         for o in resolved.unmatched
     ]
-    fresh = any(r.status not in ("duplicate", "failed") for r in results) or (
-        not replay and bool(mapped.links or resolved.unmatched)
-    )
+    learned = not replay and bool(mapped.links or resolved.unmatched)
+    fresh = any(r.status not in ("duplicate", "failed") for r in results) or learned
+    # `duplicate`: a replay, or events that were all seen before; a request of ignored
+    # notifications only is accepted (200), with nothing to record.
+    repeat = replay or (bool(results) and not fresh)
     accepted = CrmAccepted(
-        status="accepted" if fresh else "duplicate",
+        status="duplicate" if repeat else "accepted",
         events=results,
         skipped=skipped,
         links=len(mapped.links),
