@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from nurture.activities.crm import CrmSender
 from nurture.activities.email import EmailActivities
 from nurture.activities.handoff import TaskActivities
 from nurture.activities.storage import StorageActivities
@@ -37,7 +38,11 @@ SANDBOX = SandboxedWorkflowRunner(
 
 @contextlib.asynccontextmanager
 async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
-    """A worker with every workflow and activity, its resources closed on exit."""
+    """A worker with every workflow and activity, its resources closed on exit.
+
+    With NURTURE_CRM_WEBHOOK_URL set, the CRM outbox's sender runs beside it for as long as
+    the context is open: the activities only record CRM posts, the sender delivers them.
+    """
     slots = settings.max_concurrent_activities
     # One connection per activity slot: a flood of activities (each may hold its session
     # through an SMTP send) then never waits for, or times out on, the pool.
@@ -73,9 +78,17 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
         workflow_runner=SANDBOX,
         max_concurrent_activities=slots,
     )
+    sender: asyncio.Task[None] | None = None
+    if settings.crm_webhook_url is not None:
+        crm = CrmSender(str(settings.crm_webhook_url), settings.require_webhook_secret(), sessions)
+        sender = asyncio.create_task(crm.run(), name="crm-sender")
     try:
         yield worker
     finally:
+        if sender is not None:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender
         await smtp.close()
         await engine.dispose()
 

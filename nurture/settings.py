@@ -58,6 +58,17 @@ class Settings(BaseSettings):
     temporal_tls_ca: str | None = None
     # Temporal Cloud: an API key (TLS is then on, with the system's trust store).
     temporal_api_key: SecretStr | None = None
+    # CRM adapters (POST /webhooks/hubspot, POST /webhooks/salesforce); unset: answered 503.
+    # HubSpot signs with the app's client secret (its v3 request signature).
+    hubspot_client_secret: SecretStr | None = None
+    # Salesforce Outbound Messages must come from this organization (15 or 18 characters).
+    salesforce_org_id: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9]{15}([A-Za-z0-9]{3})?$"
+    )
+    # Outbound Messages carry no signature: when set, the endpoint URL configured in
+    # Salesforce must carry it as `?token=...` (besides TLS client certificates or an IP
+    # allow list at the proxy).
+    salesforce_token: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -91,7 +102,13 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "temporal_tls_key", "temporal_api_key", "codec_token", "smtp_password", mode="before"
+        "temporal_tls_key",
+        "temporal_api_key",
+        "codec_token",
+        "smtp_password",
+        "hubspot_client_secret",
+        "salesforce_token",
+        mode="before",
     )
     @classmethod
     def _blank_secret(cls, value: object) -> object:
@@ -99,7 +116,12 @@ class Settings(BaseSettings):
 
     # Compose passes an unset variable through as empty: empty means unset.
     @field_validator(
-        "temporal_tls_cert", "temporal_tls_ca", "metrics_port", "smtp_username", mode="before"
+        "temporal_tls_cert",
+        "temporal_tls_ca",
+        "metrics_port",
+        "smtp_username",
+        "salesforce_org_id",
+        mode="before",
     )
     @classmethod
     def _blank(cls, value: object) -> object:

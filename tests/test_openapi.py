@@ -50,7 +50,13 @@ class Api:
 @pytest.fixture
 async def api(make_settings, time_env) -> AsyncIterator[Api]:  # type: ignore[no-untyped-def]
     target = time_env.client.service_client.config.target_host
-    settings = make_settings(temporal_address=target)
+    # The CRM adapters configured (unconfigured, they answer 503 on purpose): fuzzed bodies
+    # then meet their signature and organization checks.
+    settings = make_settings(
+        temporal_address=target,
+        hubspot_client_secret="hubspot-client-secret",
+        salesforce_org_id="00D5e000000KQ2eEAG",
+    )
     await migrate(settings.database_url)
     # No client passed: the app connects its own, in the server thread's event loop.
     with LiveServer(create_app(settings)) as server:

@@ -121,6 +121,9 @@ async def test_web_app_metrics_endpoint(make_settings, time_env):
         assert {"nurturing", "mql", "sql", "won", "lost", "recycling", "closed"} <= stages
         statuses = {labels["status"] for labels, _ in page["nurture_email_sends"]}
         assert {"sent", "failed", "unknown"} <= statuses
+        crm = {labels["status"]: value for labels, value in page["nurture_crm_outbox"]}
+        assert crm == {"pending": 0.0, "sent": 0.0, "failed": 0.0}
+        assert page["nurture_crm_unmatched"] == [({}, 0.0)]
     # The endpoint goes away with the app.
     async with httpx.AsyncClient() as scraper:
         try:

@@ -12,7 +12,8 @@ ALL = [
     "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TASK_QUEUE", "DATABASE_URL", "SMTP_HOST",
     "SMTP_PORT", "SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_STARTTLS", "WEBHOOK_SECRET",
     "PUBLIC_URL", "CADENCES_DIR", "TEMPLATES_DIR", "HTTP_PORT", "CRM_WEBHOOK_URL",
-    "SENDING_PAUSED", "TEMPORAL_UI_URL", "APP_SECRET",
+    "SENDING_PAUSED", "TEMPORAL_UI_URL", "APP_SECRET", "HUBSPOT_CLIENT_SECRET",
+    "SALESFORCE_ORG_ID", "SALESFORCE_TOKEN",
 ]  # fmt: skip
 
 
@@ -79,3 +80,18 @@ def test_a_bad_value_is_refused_clearly(
 def test_a_missing_webhook_secret_says_what_to_do():
     with pytest.raises(SettingsError, match="NURTURE_WEBHOOK_SECRET is not set"):
         load_settings().require_webhook_secret()
+
+
+def test_crm_adapter_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings()
+    assert settings.hubspot_client_secret is None and settings.salesforce_org_id is None
+    # Compose passes an unset variable through as empty: empty means unset (adapter off).
+    monkeypatch.setenv("NURTURE_SALESFORCE_ORG_ID", "")
+    monkeypatch.setenv("NURTURE_HUBSPOT_CLIENT_SECRET", " ")
+    settings = load_settings()
+    assert settings.salesforce_org_id is None and settings.hubspot_client_secret is None
+    monkeypatch.setenv("NURTURE_SALESFORCE_ORG_ID", "00D5e000000KQ2eEAG")
+    assert load_settings().salesforce_org_id == "00D5e000000KQ2eEAG"
+    monkeypatch.setenv("NURTURE_SALESFORCE_ORG_ID", "not-an-org")
+    with pytest.raises(SettingsError, match="NURTURE_SALESFORCE_ORG_ID"):
+        load_settings()

@@ -1,5 +1,6 @@
 """Call tasks and the toss-up handoff on a real database, with a real SMTP sink for the SDR's
-notification and a real local HTTP server standing in for the CRM.
+notification and a real local HTTP server standing in for the CRM (reached through the CRM
+outbox and its sender, as the worker runs them).
 
 SQLite always; PostgreSQL too when NURTURE_TEST_DATABASE_URL is set.
 """
@@ -20,11 +21,14 @@ from activitysupport import NOW, FaultySink, Sessions, add_lead, call_input, cat
 from sqlalchemy import func, select
 from temporalio.exceptions import ApplicationError
 
+from nurture.activities.crm import CrmSender
 from nurture.activities.handoff import TaskActivities
-from nurture.adapters.database import CallTask, EmailSend, LeadRow, Opportunity
+from nurture.adapters.database import CallTask, CrmPost, EmailSend, LeadRow, Opportunity
 from nurture.adapters.smtp import SmtpSender
 from nurture.domain import keys
 from nurture.domain import messages as am
+from nurture.services import crm_outbox
+from nurture.services.crm_outbox import Policy
 from nurture.settings import Settings
 
 pytest_plugins = ["dbfixtures", "activityfixtures"]
@@ -346,13 +350,24 @@ async def test_a_lead_reaching_sales_without_an_owner_gets_its_accounts_sdr(desk
     assert "You are its owner now" in notice.get_content()
 
 
+def sender_for(settings: Settings, sessions: Sessions, **policy: object) -> CrmSender:
+    """The worker's CRM sender on the test's database (retries at once unless told)."""
+    assert settings.crm_webhook_url is not None
+    rules = Policy(**{"first_retry": timedelta(0), **policy})  # type: ignore[arg-type]
+    return CrmSender(
+        str(settings.crm_webhook_url), settings.require_webhook_secret(), sessions, rules
+    )
+
+
 async def test_the_crm_gets_a_signed_notification(activity_settings, sessions, faulty_sink, crm):
     settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hooks/nurture")
     desk = make_desk(settings, sessions, faulty_sink)
     await add_lead(sessions, "L-1", email="mia@initech.example", first_name="Mia", country="US")
 
     result = await run(desk.acts.handoff, handoff_input("L-1"))
-    assert result.crm_notified
+    assert result.crm_notified  # queued in the outbox with the opportunity
+    assert crm.requests == []  # the activity itself posts nothing
+    assert await sender_for(settings, sessions).send_due() == 1
     [(headers, raw)] = crm.requests
     assert headers[":request"] == "POST /hooks/nurture HTTP/1.1"
     assert headers["content-type"] == "application/json"
@@ -367,7 +382,7 @@ async def test_the_crm_gets_a_signed_notification(activity_settings, sessions, f
     # Not the inbound scheme's key: replayed to our own POST /leads, it would not verify.
     inbound = hmac.new(secret, parts["t"].encode() + b"." + raw, hashlib.sha256).hexdigest()
     assert parts["v1"] != inbound
-    assert abs(int(parts["t"]) - time.time()) < 60  # fresh: the CRM refuses stale ones
+    assert abs(int(parts["t"]) - time.time()) < 60  # fresh: signed when sent, not when queued
 
     payload = json.loads(raw)
     assert payload == {
@@ -376,28 +391,60 @@ async def test_the_crm_gets_a_signed_notification(activity_settings, sessions, f
         "score": 55, "grade": "B", "at": NOW.isoformat(),
     }  # fmt: skip
     assert "mia" not in raw.decode().lower()  # no personal data leaves for the CRM hook
+    [post] = await crm_outbox.listing(sessions)
+    assert (post.status, post.attempts, post.sent_at is not None) == ("sent", 1, True)
 
 
-@pytest.mark.parametrize(("status", "kind"), [(503, "CrmUnavailable"), (400, "CrmRefused")])
-async def test_a_crm_failure_is_retried_and_keeps_one_opportunity(
-    activity_settings, sessions, faulty_sink, crm, status, kind
+@pytest.mark.parametrize("status", [503, 400])
+async def test_a_crm_that_refuses_never_holds_the_lead(
+    activity_settings, sessions, faulty_sink, crm, status
 ):
+    """The handoff succeeds whatever the CRM says; the post is tried a bounded number of
+    times, then marked failed for ops, and sent once ops send it again."""
     settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hook")
     desk = make_desk(settings, sessions, faulty_sink)
     await add_lead(sessions, "L-1", email="mia@initech.example", country="US")
     crm.status = status
 
-    with pytest.raises(ApplicationError) as raised:
-        await run(desk.acts.handoff, handoff_input("L-1"))
-    # Retryable either way: a non-retryable error would fail the lead's whole workflow.
-    assert raised.value.type == kind and not raised.value.non_retryable
+    first = await run(desk.acts.handoff, handoff_input("L-1"))
+    again = await run(desk.acts.handoff, handoff_input("L-1"))  # a retried activity
+    assert (first.created, again.created, first.crm_notified) == (True, False, True)
+
+    sender = sender_for(settings, sessions, max_attempts=3)
+    for _ in range(5):
+        await sender.send_due()
+    assert len(crm.requests) == 3  # bounded: three attempts, then it gives up
+    [post] = await crm_outbox.listing(sessions)
+    assert (post.status, post.attempts) == ("failed", 3)
+    assert str(status) in (post.last_error or "")
+    assert (await crm_outbox.listing(sessions, "failed"))[0].key == "tossup-L-1|0"
 
     crm.status = 202
-    result = await run(desk.acts.handoff, handoff_input("L-1"))
-    assert (result.created, result.crm_notified) == (False, True)
-    assert len(crm.requests) == 2
+    assert await crm_outbox.retry_failed(sessions) == 1
+    await sender.send_due()
+    assert [p.status for p in await crm_outbox.listing(sessions)] == ["sent"]
+    assert len({raw for _, raw in crm.requests}) == 1  # the same post each time (same id)
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Opportunity)) == 1
+        assert await session.scalar(select(func.count()).select_from(CrmPost)) == 1
+
+
+async def test_retries_wait_longer_each_time(activity_settings, sessions, faulty_sink, crm):
+    settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hook")
+    desk = make_desk(settings, sessions, faulty_sink)
+    await add_lead(sessions, "L-1", country="US")
+    await run(desk.acts.handoff, handoff_input("L-1"))
+    crm.status = 503
+    sender = sender_for(settings, sessions, first_retry=timedelta(seconds=30))
+
+    assert await sender.send_due() == 1
+    assert await sender.send_due() == 0  # not due again yet
+    [post] = await crm_outbox.listing(sessions)
+    wait = post.next_attempt_at - post.created_at
+    assert timedelta(seconds=25) < wait < timedelta(seconds=40)
+    policy = Policy()
+    assert [policy.retry_after(n).total_seconds() for n in (1, 2, 3)] == [10, 20, 40]
+    assert policy.retry_after(50) == policy.longest_retry
 
 
 def transition(lead_id: str, from_stage: str, to_stage: str, **extra: object) -> am.TransitionInput:
@@ -419,6 +466,7 @@ async def test_stage_changes_close_the_opportunity_and_reach_the_crm(
     await add_lead(sessions, "L-2", email="leo@initech.example", country="US")
     for lead_id in ("L-1", "L-2"):
         await run(desk.acts.handoff, handoff_input(lead_id))
+    await sender_for(settings, sessions).send_due()
     crm.requests.clear()
 
     await run(
@@ -434,10 +482,43 @@ async def test_stage_changes_close_the_opportunity_and_reach_the_crm(
     assert (rows["L-1"].outcome, rows["L-1"].outcome_reason) == ("lost", "Competitor")
     assert (rows["L-2"].outcome, rows["L-2"].outcome_reason) == ("rejected", "bad fit")
 
-    # Each stage change is posted, signed, without personal data.
+    # Each stage change is posted, signed, without personal data, once the sender runs.
+    assert crm.requests == []
+    await sender_for(settings, sessions).send_due()
     payloads = [json.loads(raw) for _, raw in crm.requests]
     assert [(p["type"], p["lead_id"], p["from_stage"], p["to_stage"]) for p in payloads] == [
         ("lead.stage_changed", "L-1", "sql", "lost"),
         ("lead.stage_changed", "L-2", "sql", "lost"),
     ]
     assert all("mia" not in raw.decode().lower() for _, raw in crm.requests)
+
+
+async def test_one_leads_posts_reach_the_crm_in_order(
+    activity_settings, sessions, faulty_sink, crm
+):
+    """A lead's later post waits while its earlier one is retried; other leads' do not."""
+    from nurture.activities.storage import StorageActivities
+
+    settings = activity_settings(crm_webhook_url=f"http://127.0.0.1:{crm.port}/hook")
+    desk = make_desk(settings, sessions, faulty_sink)
+    storage = StorageActivities(sessions, catalog_for(settings), settings)
+    for lead_id in ("L-1", "L-2"):
+        await add_lead(sessions, lead_id, country="US")
+    await run(desk.acts.handoff, handoff_input("L-1"))
+    await run(storage.record_transition, transition("L-1", "sql", "won", trigger="opportunity.won"))
+    await run(desk.acts.handoff, handoff_input("L-2"))
+    crm.status = 503
+    sender = sender_for(settings, sessions, first_retry=timedelta(hours=1))
+
+    await sender.send_due()
+    assert [json.loads(raw)["id"] for _, raw in crm.requests] == ["tossup-L-1|0", "tossup-L-2|0"]
+
+    crm.status = 202
+    crm.requests.clear()
+    later = NOW.replace(year=NOW.year + 1)  # past every retry's wait
+    await sender.send_due(now=later)
+    await sender.send_due(now=later)
+    sent = [(p["lead_id"], p["type"]) for p in (json.loads(raw) for _, raw in crm.requests)]
+    assert sent == [
+        ("L-1", "lead.tossed_up"), ("L-2", "lead.tossed_up"), ("L-1", "lead.stage_changed"),
+    ]  # fmt: skip

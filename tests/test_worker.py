@@ -31,3 +31,64 @@ async def test_every_activity_slot_can_hold_a_connection_at_once(make_settings, 
                 asyncio.gather(*(c.scalar(text("SELECT 1")) for c in connections)), timeout=60
             )
         assert answers == [1] * 24
+
+
+async def test_the_worker_sends_the_crm_outbox_beside_its_activities(
+    make_settings, time_env
+) -> None:  # type: ignore[no-untyped-def]
+    """With NURTURE_CRM_WEBHOOK_URL set, what an activity queued reaches the CRM while the
+    worker runs: the sender is part of the worker, not a separate process to forget."""
+    from datetime import UTC, datetime
+
+    from nurture.adapters.database import LeadRow
+    from nurture.domain import messages as am
+
+    received: list[bytes] = []
+
+    async def crm(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        received.append(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(crm, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = make_settings(crm_webhook_url=f"http://127.0.0.1:{port}/hook")
+    await migrate(settings.database_url)
+    try:
+        async with build_worker(time_env.client, settings) as worker:
+            storage = next(
+                a.__self__
+                for a in worker.config()["activities"]
+                if a.__name__ == "record_transition"
+            )  # type: ignore[union-attr]
+            async with storage.sessions() as session:
+                session.add(LeadRow(id="L-crm"))
+                await session.commit()
+            await storage.record_transition(
+                am.TransitionInput(
+                    lead_id="L-crm",
+                    cycle=0,
+                    from_stage="nurturing",
+                    to_stage="mql",
+                    at=datetime.now(UTC),
+                    reason="score 40",
+                    score=40,
+                    grade="B",
+                    owner=None,
+                )  # fmt: skip
+            )
+            for _ in range(200):
+                if received:
+                    break
+                await asyncio.sleep(0.05)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert [b'"to_stage": "mql"' in body for body in received] == [True]

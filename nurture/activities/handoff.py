@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from nurture.activities.crm import post_signed
 from nurture.activities.email import (
     Notification,
     lead_context,
@@ -23,6 +22,7 @@ from nurture.adapters.smtp import SmtpSender
 from nurture.domain import keys
 from nurture.domain import messages as am
 from nurture.domain.cadence import Playbook
+from nurture.services import crm_outbox
 from nurture.services.team import choose_owner
 from nurture.settings import Settings
 
@@ -326,13 +326,18 @@ class TaskActivities:
 
     @activity.defn(name=am.HANDOFF)
     async def handoff(self, request: am.HandoffInput) -> am.HandoffResult:
-        """Record the opportunity (once per lead and cycle), tell its owner, and the CRM when
-        configured.
+        """Record the opportunity (once per lead and cycle), tell its owner, and queue the
+        CRM's notification when NURTURE_CRM_WEBHOOK_URL is set.
+
+        The CRM post is recorded in the outbox in the opportunity's own transaction and sent
+        by the worker's sender (:mod:`nurture.activities.crm`): a CRM that refuses or is down
+        never holds the lead here. ``crm_notified`` means the post is queued.
 
         A lead that reaches sales without an owner (a hand-raiser, or a score that reached
         the toss-up before any call task) gets one here, by the same rule as call tasks:
         sales and the follow-up alerts need someone to answer for it.
         """
+        notify_crm = self.settings.crm_webhook_url is not None
         async with self.sessions() as session:
             owner = request.owner or await self._assign_owner(session, request.lead_id)
             _opportunity, created = await insert_once(
@@ -341,29 +346,30 @@ class TaskActivities:
                 reason=request.reason, score=request.score, grade=request.grade,
                 created_at=request.now,
             )  # fmt: skip
+            if notify_crm:
+                post_id = keys.crm_toss_up(request.key)
+                await crm_outbox.enqueue(
+                    session,
+                    post_id,
+                    request.lead_id,
+                    "lead.tossed_up",
+                    {
+                        "type": "lead.tossed_up",
+                        "id": post_id,
+                        "lead_id": request.lead_id,
+                        "cycle": request.cycle,
+                        "owner": owner,
+                        "trigger": request.trigger,
+                        "reason": request.reason,
+                        "score": request.score,
+                        "grade": request.grade,
+                        "at": request.now.isoformat(),
+                    },
+                )
             await session.commit()
         await self._tell_owner_of_handoff(request, owner)
-        notified = False
-        if self.settings.crm_webhook_url is not None:
-            await post_signed(
-                str(self.settings.crm_webhook_url),
-                self.settings.require_webhook_secret(),
-                {
-                    "type": "lead.tossed_up",
-                    "id": keys.crm_toss_up(request.key),
-                    "lead_id": request.lead_id,
-                    "cycle": request.cycle,
-                    "owner": owner,
-                    "trigger": request.trigger,
-                    "reason": request.reason,
-                    "score": request.score,
-                    "grade": request.grade,
-                    "at": request.now.isoformat(),
-                },
-            )
-            notified = True
         return am.HandoffResult(
-            opportunity_key=request.key, created=created, crm_notified=notified, owner=owner
+            opportunity_key=request.key, created=created, crm_notified=notify_crm, owner=owner
         )
 
     async def _assign_owner(self, session: AsyncSession, lead_id: str) -> str | None:

@@ -7,7 +7,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from nurture.activities.crm import post_signed
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import (
     LeadRow,
@@ -16,6 +15,7 @@ from nurture.adapters.database import (
 )
 from nurture.adapters.loader import CadenceSetInvalid
 from nurture.domain import messages as am
+from nurture.services import crm_outbox
 from nurture.services.optouts import erase_personal_data
 from nurture.settings import Settings
 
@@ -92,8 +92,8 @@ class StorageActivities:
                     lead.do_not_contact = True
             if request.from_stage == "sql" and request.to_stage in ("won", "lost", "closed"):
                 await self._close_opportunity(session, request)
+            await self._tell_crm(session, request)
             await session.commit()
-        await self._tell_crm(request)
 
     async def _close_opportunity(self, session: AsyncSession, request: am.TransitionInput) -> None:
         """The sales outcome on the cycle's opportunity (the funnel's loss reasons read it)."""
@@ -115,17 +115,21 @@ class StorageActivities:
         opportunity.outcome_reason = request.loss_reason
         opportunity.closed_at = request.at
 
-    async def _tell_crm(self, request: am.TransitionInput) -> None:
-        """Post the stage change to the CRM when NURTURE_CRM_WEBHOOK_URL is set (signed)."""
+    async def _tell_crm(self, session: AsyncSession, request: am.TransitionInput) -> None:
+        """Queue the stage change for the CRM when NURTURE_CRM_WEBHOOK_URL is set: recorded in
+        the outbox with the stage change itself, sent (signed) by the worker's sender."""
         if self.settings is None or self.settings.crm_webhook_url is None:
             return
         stamp = int(request.at.timestamp())
-        await post_signed(
-            str(self.settings.crm_webhook_url),
-            self.settings.require_webhook_secret(),
+        # A stable id: a retried activity finds the same post, and the CRM drops a repeat.
+        post_id = f"stage-{request.lead_id}-{request.cycle}-{request.to_stage}-{stamp}"
+        await crm_outbox.enqueue(
+            session,
+            post_id,
+            request.lead_id,
+            "lead.stage_changed",
             {
-                # A stable id: a retried post is recognisably the same change.
-                "id": f"stage-{request.lead_id}-{request.cycle}-{request.to_stage}-{stamp}",
+                "id": post_id,
                 "type": "lead.stage_changed",
                 "lead_id": request.lead_id,
                 "cycle": request.cycle,

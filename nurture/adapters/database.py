@@ -69,6 +69,9 @@ TASK_STATUSES: tuple[str, ...] = ("open", "done", "cancelled")
 EVENT_STATUSES: tuple[str, ...] = ("delivered", "parked", "recorded")
 OPPORTUNITY_OUTCOMES: tuple[str, ...] = ("won", "lost", "rejected")
 ROLES: tuple[str, ...] = ("sdr", "ops")
+# The CRM outbox (``crm_posts``): `pending` until the CRM took it (`sent`) or the sender gave
+# up after its bounded attempts (`failed`, for ops: `nurture crm posts --status failed`).
+CRM_POST_STATUSES: tuple[str, ...] = ("pending", "sent", "failed")
 # The outbox's cadence for internal notifications (to an SDR, an owner, ops), not a lead's own
 # email: kept apart from the lead's emails in pages and out of open and click rates.
 NOTIFICATION_CADENCE = "-"
@@ -447,6 +450,71 @@ class PlaybookRollout(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     by: Mapped[str] = mapped_column(String(200))
     leads: Mapped[int] = mapped_column(default=0)  # leads the playbook was delivered to
+
+
+class CrmPost(Base):
+    """The CRM outbox: one signed post to ``NURTURE_CRM_WEBHOOK_URL`` per ``key`` (the payload's
+    ``id``: a toss-up or a stage change), written by the activity that decided it and sent by
+    the worker's background sender (:mod:`nurture.activities.crm`), so a CRM that refuses or
+    is down never holds the lead's workflow.
+
+    ``next_attempt_at`` is both the retry schedule and the lease of the sender that claimed
+    the row (a sender that dies mid-post leaves it due again once the lease ends: the CRM
+    drops a repeated ``id``). No personal data: the payload carries ids, stages and scores.
+    """
+
+    __tablename__ = "crm_posts"
+    __table_args__ = (
+        CheckConstraint(_in_sql("status", CRM_POST_STATUSES), name="status"),
+        Index("ix_crm_posts_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_crm_posts_lead_id_status", "lead_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    # No foreign key: the post outlives nothing it names, and an erased lead keeps its id.
+    lead_id: Mapped[str]
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(json_type())
+    status: Mapped[str] = mapped_column(default="pending", server_default="pending")
+    attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+
+
+class CrmLink(Base):
+    """A CRM record that belongs to a lead without being it: a HubSpot deal associated with a
+    contact, a Salesforce opportunity converted from a lead. Learned from the CRM's own
+    notifications, so a deal's stage change reaches the lead it is about."""
+
+    __tablename__ = "crm_links"
+    __table_args__ = (Index("ix_crm_links_lead_id", "lead_id"),)
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    object_type: Mapped[str] = mapped_column(String(32), primary_key=True)
+    object_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    lead_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CrmUnmatched(Base):
+    """A CRM outcome (a deal won or lost) whose lead is not known yet: kept, listed for ops
+    (``nurture crm unmatched``), and delivered as soon as a link to a lead arrives."""
+
+    __tablename__ = "crm_unmatched"
+    __table_args__ = (Index("ix_crm_unmatched_object", "source", "object_type", "object_id"),)
+
+    # The event id its lead's event is made from (one per lead: ``<id>~<lead id>``).
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    object_type: Mapped[str] = mapped_column(String(32))
+    object_id: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(64))
+    occurred_at: Mapped[datetime | None]
+    data: Mapped[dict[str, Any]] = mapped_column(json_type())
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 def insert_or_ignore(

@@ -65,6 +65,20 @@ WEBHOOK_SECONDS = Histogram(
     ["path", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+CRM_POSTS = Counter(
+    "nurture_crm_posts",
+    "Attempts to post to the CRM (the worker's outbox sender), by result: sent, retry, failed",
+    ["result"],
+)
+CRM_OUTBOX = Gauge(
+    "nurture_crm_outbox",
+    "The CRM outbox by status (app database): pending, sent, failed (failed needs ops)",
+    ["status"],
+)
+CRM_UNMATCHED = Gauge(
+    "nurture_crm_unmatched",
+    "CRM deal outcomes whose lead is not known yet (app database)",
+)
 CALL_TASKS = Gauge(
     "nurture_call_tasks",
     "Call tasks by state: open, overdue (past due, no outcome), escalated (flagged overdue)",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import typer
 
 from nurture.cli import cadences as _cadences
+from nurture.cli import crm as _crm
 from nurture.cli import leads as _leads
 from nurture.cli import migrate as _migrate
 from nurture.cli import operate as _operate
@@ -29,6 +30,7 @@ app.add_typer(_leads.events_app, name="events")
 app.add_typer(_ops.tasks_app, name="tasks")
 app.add_typer(_ops.sends_app, name="sends")
 app.add_typer(_ops.users_app, name="users")
+app.add_typer(_crm.crm_app, name="crm")
 app.add_typer(_report.app, name="report")
 app.add_typer(_operate.ops_app, name="ops")
 app.add_typer(_operate.playbook_app, name="playbook")

@@ -1,7 +1,8 @@
 """Gauges read from the app database: leads by stage, call tasks open/overdue/escalated, the
-outbox by status. Counted where the truth is (every worker's sends land in one table), so
-an alert on a growing ``nurture_email_sends{status="unknown"}`` holds however many workers
-run. The web app refreshes them while its metrics endpoint is on.
+email outbox and the CRM outbox by status, CRM outcomes waiting for their lead. Counted
+where the truth is (every worker's sends land in one table), so an alert on a growing
+``nurture_email_sends{status="unknown"}`` holds however many workers run. The web app
+refreshes them while its metrics endpoint is on.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nurture.adapters import metrics
-from nurture.adapters.database import CallTask, EmailSend, LeadRow
+from nurture.adapters.database import CallTask, CrmUnmatched, EmailSend, LeadRow
 from nurture.domain.vocabulary import STAGES
+from nurture.services import crm_outbox
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ async def refresh(sessions: async_sessionmaker[AsyncSession], now: datetime | No
         escalated = await session.scalar(
             select(func.count()).where(open_tasks, CallTask.overdue_at.is_not(None))
         )
+        crm_posts = await crm_outbox.counts(session)
+        unmatched = await session.scalar(select(func.count()).select_from(CrmUnmatched))
     for stage in {*STAGES, *(s for s in stages if s)}:
         metrics.LEADS.labels(stage=stage).set(stages.get(stage, 0))
     for status in {*SEND_STATUSES, *(s for s in sends if s)}:
@@ -55,6 +59,9 @@ async def refresh(sessions: async_sessionmaker[AsyncSession], now: datetime | No
     metrics.CALL_TASKS.labels(state="open").set(tasks_open or 0)
     metrics.CALL_TASKS.labels(state="overdue").set(overdue or 0)
     metrics.CALL_TASKS.labels(state="escalated").set(escalated or 0)
+    for status, count in crm_posts.items():
+        metrics.CRM_OUTBOX.labels(status=status).set(count)
+    metrics.CRM_UNMATCHED.set(unmatched or 0)
 
 
 async def refresh_forever(

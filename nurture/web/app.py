@@ -5,9 +5,11 @@ catalog and the Temporal link, in one :class:`~nurture.web.common.Services` in `
 The Temporal client is the one passed in, or connected on first use.
 
 Routes: ``/health``; the signed webhooks ``POST /leads`` and ``POST /events``
-(:mod:`nurture.web.webhooks`); the email links ``/u/<token>`` and ``/c/<token>``
-(:mod:`nurture.web.links`); ``/login``; and the signed-in pages ``/inbox``, ``/leads`` (the
-list), ``/leads/<id>``, ``/cadences``, and for ops ``/ops``, ``/mail`` and ``/reports``.
+(:mod:`nurture.web.webhooks`); the CRM adapters ``POST /webhooks/hubspot`` and
+``POST /webhooks/salesforce`` (:mod:`nurture.web.crm`); the email links ``/u/<token>`` and
+``/c/<token>`` (:mod:`nurture.web.links`); ``/login``; and the signed-in pages ``/inbox``,
+``/leads`` (the list), ``/leads/<id>``, ``/cadences``, and for ops ``/ops``, ``/mail`` and
+``/reports``.
 
 The session cookie is keyed from the app-private secret (:mod:`nurture.adapters.secrets`), resolved
 on the first request; every response gets basic security headers.
@@ -41,7 +43,7 @@ from nurture.adapters.secrets import session_key
 from nurture.services import metrics as metrics_refresh
 from nurture.services.ingest import EventWriter
 from nurture.settings import Settings
-from nurture.web import cadences, codec, inbox, leads, links, login, pages, reports, webhooks
+from nurture.web import cadences, codec, crm, inbox, leads, links, login, pages, reports, webhooks
 from nurture.web.common import (
     TEMPLATES_DIR,
     Services,
@@ -196,7 +198,7 @@ def create_app(
     app.add_exception_handler(webhooks.WebhookRefused, webhooks.refused_handler)
     app.add_exception_handler(LoginRequired, _to_login)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for module in (webhooks, links, login, inbox, leads, pages, codec):
+    for module in (webhooks, crm, links, login, inbox, leads, pages, codec):
         app.include_router(module.router)
     # The report pages come from their own module; every page needs a login (CONTRACT.md),
     # and these are for ops: they show every SDR's leads and activity.

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 
-from nurture.adapters.database import CallTask, EmailSend, EventRow, LeadRow
-from nurture.services import sending
+from nurture.adapters.database import CallTask, CrmPost, CrmUnmatched, EmailSend, EventRow, LeadRow
+from nurture.services import crm_outbox, sending
 from nurture.web.common import ServicesDep, SessionDep, render
 from nurture.web.leadinfo import lead_with_state, sdr_may_see
 from nurture.web.security import OpsDep, ViewerDep, check_csrf
@@ -47,7 +47,8 @@ async def lead_page(
 async def ops_page(
     request: Request, viewer: OpsDep, session: SessionDep, services: ServicesDep
 ) -> Response:
-    """Parked events, sends whose fate is unknown, open work per SDR, and useful links."""
+    """Parked events, sends whose fate is unknown, CRM posts that failed and CRM outcomes
+    waiting for their lead, open work per SDR, and useful links."""
     parked = (
         await session.scalars(
             select(EventRow)
@@ -62,6 +63,19 @@ async def ops_page(
             .where(EmailSend.status == "unknown")
             .order_by(EmailSend.created_at.desc())
             .limit(OPS_ROWS)
+        )
+    ).all()
+    crm_failed = (
+        await session.scalars(
+            select(CrmPost)
+            .where(CrmPost.status == "failed")
+            .order_by(CrmPost.id.desc())
+            .limit(OPS_ROWS)
+        )
+    ).all()
+    crm_unmatched = (
+        await session.scalars(
+            select(CrmUnmatched).order_by(CrmUnmatched.received_at.desc()).limit(OPS_ROWS)
         )
     ).all()
     open_tasks = (
@@ -79,6 +93,9 @@ async def ops_page(
         "sending_log": await sending.history(session, limit=5),
         "parked": parked,
         "unknown": unknown,
+        "crm_failed": crm_failed,
+        "crm_counts": await crm_outbox.counts(session),
+        "crm_unmatched": crm_unmatched,
         "open_tasks": open_tasks,
         "workflows_url": f"{ui}/namespaces/{namespace}/workflows",
     }

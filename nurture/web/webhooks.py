@@ -602,8 +602,21 @@ async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
     body, timestamp = await verified_body(request, services)
     posted, _batch = validate_events(parse_json(body))
     events = [Event.model_validate(event.model_dump()) for event in posted]
+    answer, status, _replay = await take_events(services, receipt_digest(timestamp, body), events)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=status)
+
+
+async def take_events(
+    services: Services, digest: str | None, events: list[Event]
+) -> tuple[EventsAccepted, int, bool]:
+    """Record ``events`` with the request's receipt (``digest``; None: no replay guard), then
+    signal each to its lead (or park it): the one path of ``POST /events`` and the CRM
+    adapters. Returns the answer, its HTTP status, and whether the request was a replay.
+
+    Raises:
+        WebhookRefused: 503 when nothing could be recorded, or when every event failed.
+    """
     metrics.EVENTS.labels(outcome="received").inc(len(events))
-    digest = receipt_digest(timestamp, body)
     try:
         intake = await services.intake()
         # The request's receipt (the replay guard) and its events, durable together in a
@@ -629,18 +642,19 @@ async def post_events(request: Request, services: ServicesDep) -> JSONResponse:
                 for index, event in enumerate(events)
             ],
         )
-        return JSONResponse(replay.model_dump(mode="json"), status_code=200)
+        return replay, 200, True
     results = await _dispatch_events(intake, events, taken)
     for result in results:
         metrics.EVENTS.labels(outcome=result.status).inc()
     if any(r.status == "failed" for r in results):
         # An event that failed is sent again by the sender: not a replay then.
-        await _forget(services, digest)
+        if digest is not None:
+            await _forget(services, digest)
         if all(r.status == "failed" for r in results):
             raise _unavailable(results[0].detail or "unavailable")
     fresh = any(r.status not in ("duplicate", "failed") for r in results)
     answer = EventsAccepted(status="accepted" if fresh else "duplicate", results=results)
-    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if fresh else 200)
+    return answer, 202 if fresh else 200, False
 
 
 # Leads of one batch signaled at once, at most: a batch of 500 events must not open 500
