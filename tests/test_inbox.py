@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -345,6 +346,16 @@ async def test_ops_page_lists_parked_events_and_unknown_sends(site: Site) -> Non
     assert "evt-early" in page.text and "L-not-yet" in page.text
     assert "connection dropped after DATA" in page.text and site.ben_lead in page.text
     assert f'href="{UI}/namespaces/default/workflows"' in page.text
+    # Ready-made Temporal UI views, of running leads only (not runs continued as new).
+    mqls = quote(
+        'WorkflowType="LeadWorkflow" AND ExecutionStatus="Running" AND LeadStage="mql"', safe=""
+    )
+    assert f"{UI}/namespaces/default/workflows?query={mqls}" in page.text
+    by_aiko = quote(
+        'WorkflowType="LeadWorkflow" AND ExecutionStatus="Running" AND LeadOwner="aiko"', safe=""
+    )
+    assert by_aiko in page.text
+    assert quote(" AND NextTouchAt < ", safe="") in page.text
     assert reports.status_code == 200 and "olga (ops)" in reports.text  # behind the login too
 
 

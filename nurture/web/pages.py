@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote
 
@@ -13,8 +14,9 @@ from temporalio.service import RPCError
 
 from nurture.adapters.database import CallTask, EmailSend, EventRow, LeadRow
 from nurture.adapters.temporal import TemporalUnavailable
-from nurture.domain.names import SIGNAL_PAUSE, SIGNAL_RESUME, workflow_id
+from nurture.domain.names import SIGNAL_PAUSE, SIGNAL_RESUME, WORKFLOW_NAME, workflow_id
 from nurture.services import sending, team
+from nurture.services.reports import STUCK_AFTER
 from nurture.web.common import Services, ServicesDep, SessionDep, render
 from nurture.web.leadinfo import lead_with_state, sdr_may_see
 from nurture.web.security import OpsDep, Viewer, ViewerDep, check_csrf
@@ -225,17 +227,34 @@ async def ops_page(
             .order_by(CallTask.owner)
         )
     ).all()
-    ui = services.temporal_ui_url.rstrip("/")
-    namespace = services.settings.temporal_namespace
     context = {
         "sending": await sending.current(session),
         "sending_log": await sending.history(session, limit=5),
         "parked": parked,
         "unknown": unknown,
         "open_tasks": open_tasks,
-        "workflows_url": f"{ui}/namespaces/{namespace}/workflows",
+        "workflows_url": services.workflows_url(),
+        "ui_views": await _ui_views(services, session),
     }
     return render(request, "ops.html", context)
+
+
+async def _ui_views(services: Services, session: AsyncSession) -> list[tuple[str, str]]:
+    """Ready-made Temporal UI lists: running leads only (never the runs that continued as new)."""
+    running = f'WorkflowType="{WORKFLOW_NAME}" AND ExecutionStatus="Running"'
+    # Stuck: the next touch is more than an hour late (CONTRACT.md), as of this page's load.
+    late = (datetime.now(UTC) - STUCK_AFTER).strftime("%Y-%m-%dT%H:%M:%SZ")
+    views = [
+        ("Running leads", running),
+        ("Running MQLs", f'{running} AND LeadStage="mql"'),
+        ("Stuck leads (next touch over an hour late)", f'{running} AND NextTouchAt < "{late}"'),
+    ]
+    try:
+        sdrs = await team.active_sdrs(session, services.catalog.current().playbook)
+    except Exception:  # noqa: BLE001 - broken files: no per-SDR links
+        sdrs = []
+    views += [(f"{s.name}'s leads", f'{running} AND LeadOwner="{s.id}"') for s in sdrs]
+    return [(label, services.workflows_url(query)) for label, query in views]
 
 
 @router.post("/ops/sending")
