@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Where ops open a lead's workflow from its page (the dev server's UI by default).
     temporal_ui_url: AnyHttpUrl = AnyHttpUrl("http://localhost:8233")
     sending_paused: bool = False
+    # Set by `nurture dev` (`make run`) for its own web app only: the sign-in page lists the
+    # demo logins that still have the demo password. Never set it anywhere else.
+    demo_logins: bool = False
     # Activities one worker runs at once; its database pool is sized from this (worker.py).
     max_concurrent_activities: int = Field(default=40, ge=1, le=1000)
 

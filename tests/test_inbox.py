@@ -12,6 +12,7 @@ import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from nurture.adapters.database import (
     EventRow,
     LeadRow,
     StageChange,
+    User,
     make_engine,
     session_factory,
 )
@@ -344,6 +346,16 @@ async def test_ops_page_lists_parked_events_and_unknown_sends(site: Site) -> Non
     assert "evt-early" in page.text and "L-not-yet" in page.text
     assert "connection dropped after DATA" in page.text and site.ben_lead in page.text
     assert f'href="{UI}/namespaces/default/workflows"' in page.text
+    # Ready-made Temporal UI views, of running leads only (not runs continued as new).
+    mqls = quote(
+        'WorkflowType="LeadWorkflow" AND ExecutionStatus="Running" AND LeadStage="mql"', safe=""
+    )
+    assert f"{UI}/namespaces/default/workflows?query={mqls}" in page.text
+    by_aiko = quote(
+        'WorkflowType="LeadWorkflow" AND ExecutionStatus="Running" AND LeadOwner="aiko"', safe=""
+    )
+    assert by_aiko in page.text
+    assert quote(" AND NextTouchAt < ", safe="") in page.text
     assert reports.status_code == 200 and "olga (ops)" in reports.text  # behind the login too
 
 
@@ -479,3 +491,48 @@ def test_a_hard_wrapped_script_reads_as_paragraphs_and_rows() -> None:
         in html
     )
     assert "(no script)" in str(script_html(None))
+
+
+async def test_lead_page_actions_are_for_ops_with_a_valid_form_and_an_active_sdr(
+    site: Site,
+) -> None:
+    lead = site.aiko_lead
+    async with site.sessions() as session:
+        ben = await session.get(User, "ben")
+        assert ben is not None
+        ben.deactivated_at = datetime.now(UTC)
+        await session.commit()
+    async with site.client() as browser:
+        sdr_csrf = await log_in(browser, "aiko")
+        sdr_page = await browser.get(f"/leads/{lead}")
+        by_sdr = await browser.post(f"/leads/{lead}/pause", data={"csrf": sdr_csrf})
+    async with site.client() as browser:
+        csrf = await log_in(browser, "olga")
+        page = await browser.get(f"/leads/{lead}")
+        forged = await browser.post(f"/leads/{lead}/pause", data={"csrf": "forged"})
+        html = {"Accept": "text/html"}
+        unknown = await browser.post(
+            f"/leads/{lead}/reassign", data={"owner": "zed", "csrf": csrf}, headers=html
+        )
+        gone = await browser.post(f"/leads/{lead}/reassign", data={"owner": "ben", "csrf": csrf})
+        missing = await browser.post("/leads/L-nobody/resume", data={"csrf": csrf})
+        # No worker runs here, and this lead's workflow was never started.
+        no_workflow = await browser.post(f"/leads/{lead}/pause", data={"csrf": csrf})
+
+    assert sdr_page.status_code == 200 and "/pause" not in sdr_page.text  # no actions
+    assert by_sdr.status_code == 403
+    assert 'action="/leads/' + lead + '/reassign"' in page.text
+    assert '<option value="aiko"' in page.text and '<option value="ben"' not in page.text
+    assert forged.status_code == 403
+    assert unknown.status_code == 422
+    assert "owner: no SDR &#39;zed&#39; in the playbook&#39;s team" in unknown.text
+    assert gone.status_code == 422
+    [problem] = gone.json()["detail"]
+    assert problem["loc"] == ["body", "owner"]
+    assert "SDR 'ben' is deactivated; active SDRs: aiko" in problem["msg"]
+    assert missing.status_code == 404
+    assert no_workflow.status_code == 409
+    assert "no running workflow" in no_workflow.json()["detail"][0]["msg"]
+    async with site.sessions() as session:
+        row = await session.get(LeadRow, lead)
+        assert row is not None and row.owner == "aiko"  # nothing half-applied

@@ -399,7 +399,7 @@ def test_cli_validate_exits_0_on_a_clean_set(tmp_path: Path) -> None:
     )
 
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == "ok: 1 cadences, playbook valid"
+    assert result.stdout.strip() == "ok: 1 cadence, playbook valid"
 
 
 def test_cli_validate_exits_1_and_prints_each_problem(
@@ -502,3 +502,50 @@ def test_the_shipped_cadences_validate(folder: str) -> None:
     problems = validate_paths([ROOT / folder], ROOT / "templates")
 
     assert [str(p) for p in problems] == []
+
+
+def test_validate_warns_of_an_email_that_claims_a_call_with_no_outcome_recorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    work = base_set(tmp_path)
+    nudge = work / "templates" / "email" / "inbound" / "nudge.j2"
+    nudge.write_text(
+        nudge.read_text().replace("{% block text %}", "{% block text %}I Tried to call you. ", 1)
+    )
+    assert "Tried to call" in nudge.read_text()
+    monkeypatch.chdir(work)
+
+    result = runner.invoke(cadences_app, ["validate", "cadences", "--templates", "templates"])
+
+    # `engaged` sends every lead that did not click to the nudge: no call was made.
+    assert result.exit_code == 0
+    assert result.stdout.splitlines() == [
+        "cadences/inbound.yaml:20: step 'nudge': warning: template 'inbound/nudge' speaks of a "
+        'call ("Tried to call"), but a lead can reach it with no call outcome recorded (from '
+        "step 'engaged'): send it only after a branch case such as {call_outcome: [no_answer, "
+        "voicemail]}, or reword it",
+        "ok: 1 cadence, playbook valid, 1 warning",
+    ]
+
+    # Reached only from a case that needs an outcome (no_answer, voicemail): no warning.
+    cadence = work / "cadences" / "inbound.yaml"
+    cadence.write_text(cadence.read_text().replace("    default: nudge\n", "    default: end\n"))
+    assert validate_report([Path("cadences")], Path("templates")).warnings == []
+
+    # The default of a branch that caught `none` first has an outcome too; without that
+    # case, a lead whose SDR recorded nothing takes the default.
+    text = cadence.read_text().replace(
+        "      - when: {call_outcome: [no_answer, voicemail]}\n        goto: nudge\n    default: end",
+        "      - when: {call_outcome: [connected]}\n        goto: end\n    default: nudge",
+    )
+    cadence.write_text(text)
+    [warning] = validate_report([Path("cadences")], Path("templates")).warnings
+    assert "(from step 'after-call')" in warning.message
+    cadence.write_text(
+        text.replace(
+            "      - when: {call_outcome: [connected]}",
+            "      - when: {call_outcome: [none]}\n        goto: end\n"
+            "      - when: {call_outcome: [connected]}",
+        )
+    )
+    assert validate_report([Path("cadences")], Path("templates")).warnings == []

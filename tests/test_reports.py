@@ -68,6 +68,14 @@ async def test_funnel_counts_each_cycle_once_and_the_erased_lead(seeded) -> None
     assert report.total.sql_to_won == 0.4
     assert report.total.lead_to_won == round(2 / 7, 4)
     assert report.groups == []
+    # What the counts count: L-1 is in the funnel twice, and it says so.
+    assert report.leads == 6
+    assert report.counted() == "7 passages of 6 leads (a recycled lead counts once per cycle)"
+    assert report.thin_rates() == [
+        "lead → MQL from 7 passages",
+        "MQL → SQL from 6 passages",
+        "SQL → won from 5 passages",
+    ]
 
 
 async def test_funnel_time_in_stage_losses_and_stuck_leads(seeded) -> None:
@@ -432,6 +440,13 @@ async def test_cli_funnel_table(seeded_url: str) -> None:
     assert any("inbound" in line and "75.0%" in line for line in lines), result.stdout  # 3/4 to mql
     assert any("all" in line and "85.7%" in line for line in lines), result.stdout
     assert "Loss and rejection reasons" in result.stdout and "no_budget" in result.stdout
+    words = " ".join(result.stdout.split())
+    assert (
+        "7 passages of 6 leads (a recycled lead counts once per cycle) entered the funnel between"
+        in words
+    )
+    assert "Passages (a lead in one cycle)" not in words and "any time to any time" not in words
+    assert "Too few to trust (under 30): lead → MQL from 7 passages" in words
 
 
 EXAMPLE = "plan --target-revenue 48000000 --deal-size 20000 --renewal-rate 0.5 --customers 600"
@@ -525,6 +540,11 @@ async def test_reports_page_shows_every_report(seeded_pages) -> None:
     assert response.status_code == 200
     page = response.text
     assert page.count("<svg") == 4  # funnel, channels, time in stage, losses
+    assert (
+        "7 passages of 6 leads (a recycled lead counts once per cycle) entered the funnel" in page
+    )
+    assert "85.7% move on" in page and "↓" not in page  # a conversion, not a drop
+    assert 'id="thin"' in page and "lead → MQL from 7 passages" in page
     assert 'class="chart funnel-chart"' in page and "Funnel by owner" in page
     for text in (
         "Conversion by channel",
@@ -551,6 +571,10 @@ async def test_reports_page_refuses_bad_query(seeded_pages) -> None:
 async def test_plan_page(seeded_pages) -> None:
     empty = await get(seeded_pages, "/reports/plan")
     assert empty.status_code == 200 and "<form" in empty.text and "measured 0.875" in empty.text
+    # The worked example is on the page itself, not in a document the reader may not have.
+    assert "A worked example" in empty.text and "PRODUCT.md" not in empty.text
+    assert "42,000,000 ÷ 20,000 = 2,100 new customers" in empty.text
+    assert "Rates measured from few passages (under 30): lead → MQL from 8 passages" in empty.text
     query = (
         "target_revenue=48%2C000%2C000&deal_size=20000&renewal_rate=0.5&customers=600"
         "&lead_to_mql=0.2&mql_to_sql=0.5&sql_to_won=0.25&calls_per_sql=5&tasks_per_sdr_per_day=40"
@@ -596,3 +620,13 @@ async def test_reports_in_the_app_need_an_ops_login(seeded_url: str, seeded_page
         refused = await client.get(f"/reports?{MARCH_QUERY}")
         refused_plan = await client.get("/reports/plan")
     assert refused.status_code == 403 and refused_plan.status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(None, "-"), (0.2, "under 1s"), (40, "40s"), (59.4, "59s"), (90, "2m"), (5400, "1.5h")],
+)
+def test_durations_read_sensibly_below_a_minute(seconds: float | None, text: str) -> None:
+    from nurture.services.reports import human_duration
+
+    assert human_duration(seconds) == text

@@ -78,3 +78,27 @@ async def test_same_lead_twice_gives_one_workflow(dev_env, make_settings, smtp_s
         assert sa["LeadSource"] == "webinar"
         view: LeadView = await stack.view("L-2002")
         assert view.lead_id == "L-2002"
+
+
+async def test_the_temporal_ui_summary_names_the_lead_without_personal_data(
+    dev_env, make_settings, smtp_sink
+):
+    settings = make_settings()
+    async with running(dev_env.client, settings) as stack:
+        handle = await stack.add_lead(
+            id="L-2003",
+            email="noa@example.com",
+            first_name="Noa",
+            last_name="Levi",
+            phone="+1 555 0199",
+            company="Initech",
+            source="webinar",
+        )
+        await stack.until("L-2003", lambda v: v.step == "pause")
+        described = await handle.describe()
+        summary = await described.static_summary()
+        details = await described.static_details()
+        assert summary == "lead L-2003 · source webinar · entered welcome"
+        assert details is not None and "**Entry cadence** welcome (version " in details
+        for personal in ("noa", "Noa", "Levi", "555", "Initech"):
+            assert personal not in summary + details

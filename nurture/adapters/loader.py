@@ -41,8 +41,15 @@ from nurture.domain.cadence import (
     RULE_ERROR,
     STEP_TYPES,
     WEEKDAYS,
+    AllCondition,
+    AnyCondition,
+    BranchStep,
     Cadence,
     CadenceSet,
+    CallOutcomeCondition,
+    Condition,
+    Edge,
+    EmailStep,
     Grading,
     Playbook,
 )
@@ -267,6 +274,9 @@ class _Run:
             if playbook.model is not None:
                 self._check_used(playbook, playbook.model)
                 self._check_alerts(playbook, playbook.model)
+        for cadence in self.cadence_files:
+            if cadence.model is not None and self.templates_dir is not None:
+                self._check_call_claims(cadence, cadence.model)
         if len(self.playbooks) == 1 and self.playbooks[0].model is not None:
             self.report.playbook = self.playbooks[0].model
         for cadence in self.cadence_files:
@@ -461,6 +471,57 @@ class _Run:
                     )
                 )
 
+    def _check_call_claims(self, cf: _CadenceFile, cadence: Cadence) -> None:
+        """An email that speaks of a call ("I tried to call you") reachable with no call
+        outcome recorded: the SDR may never have called, and the email would say they did."""
+        if cf.doc is None or not cadence.steps:
+            return
+        edges = cadence.edges()
+        steps = {step.id: step for step in cadence.steps}
+        # The steps a lead can reach without passing a case that needs a call's outcome.
+        seen, todo = {cadence.steps[0].id}, [cadence.steps[0].id]
+        came_from: dict[str, str] = {}
+        while todo:
+            here = todo.pop()
+            step = steps[here]
+            for edge in edges.get(here, []):
+                if edge.target not in steps or edge.target in seen:
+                    continue
+                if isinstance(step, BranchStep) and not _without_outcome(step, edge):
+                    continue
+                seen.add(edge.target)
+                came_from[edge.target] = here
+                todo.append(edge.target)
+        for index, step in enumerate(cadence.steps):
+            if not isinstance(step, EmailStep) or step.id not in seen:
+                continue
+            claim = self._call_claim(step.template)
+            if claim is None:
+                continue
+            before = came_from.get(step.id)
+            path = f" (from step '{before}')" if before else " (it is the first step)"
+            self.report.warnings.append(
+                Problem(
+                    cf.file,
+                    cf.doc.line_of(("steps", index)),
+                    f"step '{step.id}'",
+                    f"warning: template '{step.template}' speaks of a call (\"{claim}\"), but a "
+                    f"lead can reach it with no call outcome recorded{path}: send it only "
+                    "after a branch case such as {call_outcome: [no_answer, voicemail]}, or "
+                    "reword it",
+                )
+            )
+
+    def _call_claim(self, template: str) -> str | None:
+        """The words of an email template that say a call happened, if any."""
+        path = Path(self.templates_dir or ".") / "email" / f"{template}.j2"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return None  # a missing template is reported as its own problem
+        found = CALL_CLAIM.search(text)
+        return " ".join(found.group(0).split()) if found else None
+
     def _check_alerts(self, pf: _PlaybookFile, playbook: Playbook) -> None:
         """Alerts that would reach nobody: no ``team.ops``, or escalations to a manager an
         SDR does not have."""
@@ -491,6 +552,44 @@ class _Run:
                         "has none (team.sdrs[].manager): their overdue tasks go to ops",
                     )
                 )
+
+
+# Words that say a call took place ("tried to call", "spoke", "our call", "voicemail"), not
+# an invitation to one ("book a call").
+CALL_CLAIM = re.compile(
+    r"\b(tried (to )?(call|phone|reach you by phone)\w*|tried calling|called you|"
+    r"(spoke|spoken|talked) (to|with)|(our|my|the) (phone )?(call|conversation) (earlier|today|"
+    r"yesterday|last)|voicemail|left (you )?a (message|voicemail))\b",
+    re.IGNORECASE,
+)
+
+
+def needs_call_outcome(condition: Condition) -> bool:
+    """Whether ``condition`` can only hold once a call's outcome is recorded."""
+    if isinstance(condition, CallOutcomeCondition):
+        return "none" not in condition.call_outcome
+    if isinstance(condition, AllCondition):
+        return any(needs_call_outcome(c) for c in condition.all)
+    if isinstance(condition, AnyCondition):
+        return all(needs_call_outcome(c) for c in condition.any)
+    return False
+
+
+def _without_outcome(branch: BranchStep, edge: Edge) -> bool:
+    """Whether a lead with no call outcome recorded can leave ``branch`` by ``edge``.
+
+    Cases are tried in order: once a case catches ``call_outcome: [none]``, no later case
+    and not the default sees a lead without an outcome.
+    """
+    for j, case in enumerate(branch.cases):
+        if edge.via == "goto" and edge.key is not None and edge.key[1] == j:
+            return not needs_call_outcome(case.when)
+        if (
+            isinstance(case.when, CallOutcomeCondition)
+            and NO_CALL_OUTCOME in case.when.call_outcome
+        ):
+            return False
+    return True
 
 
 def _yaml_files(folder: Path) -> list[Path]:

@@ -58,7 +58,7 @@ def validate(
         typer.echo(f"{count} problem{'s' if count != 1 else ''} found", err=True)
         raise typer.Exit(1)
     # Always "cadences": scripts and CI match this line (CONTRACT: "ok: N cadences").
-    summary = f"ok: {report.cadence_files} cadences"
+    summary = f"ok: {report.cadence_files} cadence{'' if report.cadence_files == 1 else 's'}"
     if report.playbook_files:
         summary += ", playbook valid"
     if report.warnings:

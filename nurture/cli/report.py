@@ -21,6 +21,7 @@ from nurture.services.reports import (
     DEFAULT_WORKING_DAYS_PER_MONTH,
     FUNNEL_STAGES,
     GROUPINGS,
+    MIN_SAMPLE,
     Funnel,
     FunnelRow,
     Measured,
@@ -111,9 +112,17 @@ def _funnel_table(report: Funnel) -> Table:
 
 def _print_funnel(report: Funnel) -> None:
     console = Console()
-    period = f"{_when(report.since)} to {_when(report.until)}"
-    console.print(f"Passages (a lead in one cycle) that began {period}; stages reached so far.")
+    console.print(
+        f"{report.counted()} entered the funnel {_period(report.since, report.until)}; "
+        "each column counts those that have reached that stage so far."
+    )
     console.print(_funnel_table(report))
+    thin = report.thin_rates()
+    if thin:
+        console.print(
+            f"Too few to trust (under {MIN_SAMPLE}): {'; '.join(thin)}. "
+            "Treat those rates as a hint."
+        )
     if report.time_in_stage:
         times = Table("stage", "median time", "stays", title="Time in stage")
         for item in report.time_in_stage:
@@ -150,6 +159,17 @@ def _print_funnel(report: Funnel) -> None:
 
 def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M UTC") if value else "any time"
+
+
+def _period(since: datetime | None, until: datetime | None) -> str:
+    """``since 2026-11-01 00:00 UTC``, ``between ... and ...``, or ``since the start``."""
+    if since and until:
+        return f"between {_when(since)} and {_when(until)}"
+    if since:
+        return f"since {_when(since)}"
+    if until:
+        return f"before {_when(until)}"
+    return "since the start"
 
 
 def _print_csv(report: Funnel) -> None:
@@ -291,11 +311,17 @@ def plan_command(
     if output == "json":
         echo_json(result.model_dump(mode="json"))
     else:
-        _print_plan(result)
+        _print_plan(result, measured)
 
 
-def _print_plan(result: Plan) -> None:
+def _print_plan(result: Plan, measured: Measured | None) -> None:
     table = Table("plan", "", title="Capacity plan", show_header=False)
     for what, value in plan_lines(result):
         table.add_row(what, value)
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    if measured and measured.thin and "measured" in result.sources.values():
+        console.print(
+            f"Measured rates from few passages (under {MIN_SAMPLE}): {'; '.join(measured.thin)}. "
+            "Give the rates you expect (--lead-to-mql ...) rather than plan on these."
+        )

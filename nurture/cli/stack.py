@@ -136,7 +136,13 @@ async def _dev(settings: Settings) -> None:
     from nurture.adapters.mailsink import MailSink
     from nurture.adapters.schema import migrate
     from nurture.adapters.temporal import ensure_search_attributes
-    from nurture.services.demo import create_demo_users, import_leads, play_engagement
+    from nurture.services.demo import (
+        ActivityFeed,
+        create_demo_users,
+        import_leads,
+        play_engagement,
+        sample_countries,
+    )
     from nurture.services.intake import Intake
 
     children = _Children()
@@ -191,7 +197,12 @@ async def _dev(settings: Settings) -> None:
         worker_metrics = int(env.get("NURTURE_METRICS_PORT") or WORKER_METRICS_PORT)
         env["NURTURE_METRICS_PORT"] = str(worker_metrics)
         await children.start("worker", sys.executable, "-m", "worker", env=env)
-        env = {**env, "NURTURE_METRICS_PORT": str(worker_metrics + 1)}
+        # Only this web app lists the demo logins on its sign-in page.
+        env = {
+            **env,
+            "NURTURE_METRICS_PORT": str(worker_metrics + 1),
+            "NURTURE_DEMO_LOGINS": "true",
+        }
         await children.start(
             "web",
             sys.executable,
@@ -207,6 +218,7 @@ async def _dev(settings: Settings) -> None:
         sessions = session_factory(engine)
         users = await create_demo_users(sessions, catalog.current().playbook)
         intake = Intake(settings, client, sessions, catalog)
+        feed = ActivityFeed(sessions)  # from before the sample leads come in
         leads_csv = settings.cadences_dir / "leads.csv"
         if not leads_csv.exists():
             leads_csv = DEMO_DIR / "leads.csv"
@@ -228,9 +240,17 @@ async def _dev(settings: Settings) -> None:
             f"http://localhost:{worker_metrics + 1}/metrics (web app)"
         )
         typer.echo(f"  cadences     {settings.cadences_dir}   leads loaded: {report}")
-        for user_id, role, password in users:
-            typer.echo(f"  login        {user_id} / {password}   ({role})")
+        countries = sample_countries(leads_csv)
+        width = max(len(u.user) for u in users)
+        for login in users:
+            typer.echo(
+                f"  login        {login.user.ljust(width)} / {login.password}   "
+                f"{login.who(countries)}"
+            )
+        typer.echo("  (also listed on the sign-in page; leads go to the SDR of their country)")
         typer.echo("")
+        typer.echo("What happens, as it happens (at most 8 lines every 2 s):")
+        background.append(asyncio.create_task(feed.run(stop, typer.echo)))
 
         stream = settings.cadences_dir / "engagement.jsonl"
         if not stream.exists():

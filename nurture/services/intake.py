@@ -245,6 +245,8 @@ class Intake:
             update={"fields": {k: v for k, v in facts.fields.items() if k in used}}
         )
         cadence_id, why = entry_cadence(cadence_set.playbook, Facts(lead=facts, now=now))
+        cadence = cadence_set.cadence(cadence_id)
+        summary, details = static_summary(lead_id, facts.source, cadence_id, cadence.version, why)
         try:
             await self.gate.call(
                 lambda: self.client.start_workflow(
@@ -252,10 +254,12 @@ class Intake:
                     LeadInput(
                         facts=facts,
                         playbook=cadence_set.playbook,
-                        cadence=cadence_set.cadence(cadence_id),
+                        cadence=cadence,
                         routing_reason=why,
                     ),
                     id=wf_id,
+                    static_summary=summary,
+                    static_details=details,
                     task_queue=self.settings.task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
@@ -579,3 +583,32 @@ async def apply_update(sessions: async_sessionmaker[AsyncSession], event: Event)
                 setattr(row, name, getattr(lead, name))
         row.account = account_of(row.email, row.company)
         await session.commit()
+
+
+# The Temporal UI's limit for a summary, in bytes.
+SUMMARY_LIMIT = 200
+
+
+def static_summary(
+    lead_id: str, source: str | None, cadence_id: str, cadence_version: str, why: str
+) -> tuple[str, str]:
+    """The one-line summary and the details the Temporal UI shows for a lead's workflow.
+
+    Only what the workflow carries anyway (the id, the source, the entry cadence and why it
+    was chosen): never a name, an address or a phone number, since Temporal stores these
+    in plain text, outside the payload codec.
+    """
+    summary = f"lead {lead_id} · source {source or '-'} · entered {cadence_id}"
+    encoded = summary.encode()
+    if len(encoded) > SUMMARY_LIMIT:
+        summary = encoded[: SUMMARY_LIMIT - 3].decode(errors="ignore") + "..."
+    details = "\n".join(
+        [
+            f"**Lead** {lead_id}",
+            f"**Source** {source or '(none)'}",
+            f"**Entry cadence** {cadence_id} (version {cadence_version[:12]})",
+            f"**Why** {why}",
+            "Stage, score and step: the search attributes, and the current details below.",
+        ]
+    )
+    return summary, details

@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, computed_field
+from pydantic import BaseModel, Field, computed_field
 from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -173,6 +173,23 @@ class Funnel(BaseModel):
     time_in_stage: list[StageTime]
     loss_reasons: list[LossReason]
     stuck: list[StuckLead]
+    # Distinct leads behind ``total.lead`` passages: fewer when a lead was recycled.
+    leads: int = 0
+
+    def counted(self) -> str:
+        """What the counts count, in words: ``9 passages of 8 leads (a recycled lead counts
+        once per cycle)``, or ``8 leads`` when no lead was counted twice."""
+        passages = self.total.lead
+        if passages == self.leads:
+            return f"{plural(self.leads, 'lead')}"
+        return (
+            f"{plural(passages, 'passage')} of {plural(self.leads, 'lead')} "
+            "(a recycled lead counts once per cycle)"
+        )
+
+    def thin_rates(self) -> list[str]:
+        """The conversions measured on fewer than :data:`MIN_SAMPLE` passages."""
+        return thin_rates(self.total)
 
 
 class StepRow(BaseModel):
@@ -256,6 +273,23 @@ class Measured(BaseModel):
 
     rates: Rates
     calls_per_sql: float | None = None
+    # The conversions measured on too few passages to trust (see :func:`thin_rates`).
+    thin: list[str] = Field(default_factory=list)
+
+
+# Below this many passages, a measured conversion rate is mostly noise.
+MIN_SAMPLE = 30
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def thin_rates(row: FunnelRow) -> list[str]:
+    """``lead → MQL from 8 passages`` for each conversion measured on fewer than
+    :data:`MIN_SAMPLE` passages (and at least one)."""
+    bases = (("lead → MQL", row.lead), ("MQL → SQL", row.mql), ("SQL → won", row.sql))
+    return [f"{name} from {plural(n, 'passage')}" for name, n in bases if 0 < n < MIN_SAMPLE]
 
 
 class Plan(BaseModel):
@@ -551,6 +585,7 @@ async def funnel(
         ],
         loss_reasons=await _loss_reasons(session, cohort, passages),
         stuck=await stuck_leads(session, now=now),
+        leads=len({p.lead_id for p in passages}),
     )
 
 
@@ -896,7 +931,7 @@ async def measure(
         .where(*_in_period(CallTask.created_at, since, until))
     )
     calls_per_sql = round(calls / total.sql, 2) if total.sql and calls else None
-    return Measured(rates=rates, calls_per_sql=calls_per_sql)
+    return Measured(rates=rates, calls_per_sql=calls_per_sql, thin=thin_rates(total))
 
 
 def _decimal(name: str, value: Any) -> Decimal:
@@ -1114,9 +1149,15 @@ def _amount(value: float) -> str:
 
 
 def human_duration(seconds: float | None) -> str:
-    """``seconds`` as a short readable duration: ``45m``, ``3.5h``, ``1.5d``; ``-`` for none."""
+    """``seconds`` as a short readable duration: ``40s``, ``45m``, ``3.5h``, ``1.5d``; ``-`` for
+    none."""
     if seconds is None or math.isnan(seconds):
         return "-"
+    if seconds < 1:
+        return "under 1s"
+    if seconds < 60:
+        # Not "0m": a stay of seconds (the demo's waits, an instant toss-up) is real.
+        return f"{round(seconds)}s"
     if seconds < 3600:
         return f"{round(seconds / 60)}m"
     if seconds < 86400:

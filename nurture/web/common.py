@@ -129,6 +129,15 @@ class Services:
             )
         return self._intake
 
+    def workflows_url(self, query: str = "") -> str:
+        """The Temporal UI's workflow list, filtered by a visibility ``query`` when given."""
+        from urllib.parse import quote
+
+        base = self.temporal_ui_url.rstrip("/")
+        namespace = quote(self.settings.temporal_namespace, safe="")
+        url = f"{base}/namespaces/{namespace}/workflows"
+        return f"{url}?query={quote(query, safe='')}" if query else url
+
     def workflow_url(self, workflow_id: str) -> str:
         """The lead's workflow in the Temporal Web UI."""
         from urllib.parse import quote

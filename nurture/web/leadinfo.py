@@ -66,6 +66,8 @@ class LeadInfo:
     history_limit: int = 15
     live: bool = False
     live_problem: str | None = None
+    # The playbook the lead lives by (content hash), known from its workflow only.
+    playbook_version: str | None = None
 
     @property
     def name(self) -> str:
@@ -168,6 +170,7 @@ def apply_state(info: LeadInfo, view: LeadView | None, problem: str | None) -> L
     info.stage, info.score, info.grade, info.owner = view.stage, view.score, view.grade, view.owner
     info.cadence, info.step, info.next_touch_at = view.cadence, view.step, view.next_touch_at
     info.doing, info.paused, info.unsubscribed = view.doing, view.paused, view.unsubscribed
+    info.playbook_version = view.playbook_version
     info.score_why, info.grade_why = list(reversed(view.score_why)), view.grade_why
     info.history = list(reversed(view.history))[: info.history_limit]
     return info

@@ -13,10 +13,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nurture.adapters.database import User
 from nurture.adapters.passwords import hash_password, verify_password
-from nurture.web.common import SessionDep, render
+from nurture.services.demo import demo_logins
+from nurture.web.common import SessionDep, get_services, render
 from nurture.web.security import (
     ROLES,
     ViewerDep,
@@ -172,7 +174,20 @@ async def login_form(request: Request, session: SessionDep, next: str | None = N
     """The login form (a signed-in user goes straight on)."""
     if await current_viewer(request, session) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    return render(request, "login.html", {"next": safe_next(next), "error": None, "username": ""})
+    context = {"next": safe_next(next), "error": None, "username": ""}
+    return render(request, "login.html", {**context, **await _demo(request, session)})
+
+
+async def _demo(request: Request, session: AsyncSession) -> dict[str, object]:
+    """The demo logins for the sign-in page: only in `make run`'s own web app."""
+    services = get_services(request)
+    if not services.settings.demo_logins:
+        return {}
+    try:
+        playbook = services.catalog.current().playbook
+    except Exception:  # noqa: BLE001 - broken files: the form still works
+        return {}
+    return {"demo_logins": await demo_logins(session, playbook)}
 
 
 @router.post("/login", response_class=HTMLResponse)
@@ -208,6 +223,7 @@ async def login(
             "error": "Unknown user or wrong password.",
             "username": username,
         }
+        context.update(await _demo(request, session))
         return render(request, "login.html", context, status_code=401)
     throttle.succeeded(attempt)
     start_session(request, user)

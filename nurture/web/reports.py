@@ -28,6 +28,7 @@ from nurture.services.reports import (
     DEFAULT_WORKING_DAYS_PER_MONTH,
     FUNNEL_STAGES,
     GROUPINGS,
+    MIN_SAMPLE,
     Funnel,
     Measured,
     Plan,
@@ -123,7 +124,8 @@ def funnel_svg(stages: Sequence[tuple[str, int]], title: str) -> Markup:
     for index, (name, count) in enumerate(stages):
         if index:
             previous = stages[index - 1][1]
-            rate = f"↓ {count / previous:.1%}" if previous else "↓ -"
+            # A conversion, not a fall: say how many went on to the next stage.
+            rate = f"{count / previous:.1%} move on" if previous else "none to move on"
             body.append(
                 f'<text x="{label_w + area / 2:.1f}" y="{y + gap / 2 + 4:.1f}" '
                 f'text-anchor="middle" fill="{MUTED}" font-size="12">{escape(rate)}</text>'
@@ -273,6 +275,7 @@ async def reports_page(
         "groupings": GROUPINGS,
         "error": None,
         "funnel": breakdown,
+        "min_sample": MIN_SAMPLE,
         "channels": channels,
         "steps": steps,
         "sdrs": sdrs,
@@ -348,6 +351,8 @@ async def plan_page(request: Request) -> HTMLResponse:
         "fields": PLAN_FIELDS,
         "values": values,
         "hints": hints,
+        "thin": measured.thin,
+        "min_sample": MIN_SAMPLE,
         "result": None,
         "error": None,
         "chart": None,
