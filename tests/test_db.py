@@ -51,6 +51,7 @@ TABLES = {
     "webhook_receipts",
     "sending_switch",
     "playbook_rollouts",
+    "inbound_mail",
 }
 
 
@@ -98,7 +99,7 @@ async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: st
         await engine.dispose()
 
     assert tables == TABLES | {"alembic_version"}
-    assert version == _head(database_url) == "0004"
+    assert version == _head(database_url) == "0005"
     # The hand-written migration and the ORM models describe the same schema, down to the
     # constraint names that later batch migrations on SQLite will refer to.
     assert diff == []

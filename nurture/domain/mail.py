@@ -444,3 +444,20 @@ def _safe_date(year: int, month: int, day: int) -> date | None:
         return date(year, month, day)
     except ValueError:
         return None
+
+
+def excerpt(raw: bytes, limit: int = 1_000) -> str:
+    """The writer's own words (quoted original left out), at most ``limit`` characters:
+    what a person sorting unmatched mail needs, and no more of the body."""
+    try:
+        text = _own_words(_text(parse(raw)))
+    except Exception:  # noqa: BLE001 - a message no reader can read has no excerpt
+        return ""
+    return re.sub(r"\n{3,}", "\n\n", text).strip()[:limit]
+
+
+def unsubscribe_addresses(*senders: str | None) -> frozenset[str]:
+    """The ``mailto:`` addresses our ``List-Unsubscribe`` headers name: the sender's own
+    address (``nurture.activities.email`` writes ``mailto:<sender>?subject=unsubscribe``)."""
+    found = {_address(sender) for sender in senders if sender}
+    return frozenset(a for a in found if a)

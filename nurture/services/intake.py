@@ -519,7 +519,20 @@ async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> 
 # What of an event's data a workflow may see, by key: everything else (form fields, notes,
 # free text) may be personal and stays in the app database.
 WORKFLOW_DATA_KEYS = frozenset(
-    {"step", "cadence", "form", "url", "outcome", "task", "reason", "scanner", "via", "key"}
+    {
+        "step",
+        "cadence",
+        "form",
+        "url",
+        "outcome",
+        "task",
+        "reason",
+        "scanner",
+        "via",
+        "key",
+        "until",
+        "kind",
+    }
 )
 
 

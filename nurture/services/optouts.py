@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nurture.adapters.database import (
     CallTask,
     EmailSend,
     EventRow,
+    InboundMail,
     LeadRow,
     ReceivedMail,
     Suppression,
@@ -87,15 +88,22 @@ async def erase_personal_data(
     and the outbox's statuses and Message-IDs (so a late bounce still finds its send).
     Cleared: contact fields and free fields; each send's address, subject (it may greet
     by name), error and server reply (servers quote the address); call scripts and
-    notes (rendered with the lead's details); event bodies; and the dev sink's copies of
-    the lead's emails. ``erased_at`` records that it was done. Running it again is
-    harmless.
+    notes (rendered with the lead's details); event bodies; the mail that came back from
+    the lead; and the dev sink's copies of the lead's emails. ``erased_at`` records that
+    it was done. Running it again is harmless.
 
     The suppression list keeps an address the lead unsubscribed or bounced: it is what
     stops the same person from being mailed again if the CRM sends them back.
     """
     async with sessions() as session:
         lead = await session.get(LeadRow, lead_id)
+        # Mail that came back from the lead (matched to it, or kept unmatched under its
+        # address) goes with the rest of its personal data.
+        address = address_key(lead.email) if lead is not None and lead.email else None
+        mail = InboundMail.lead_id == lead_id
+        if address:
+            mail = or_(mail, func.lower(InboundMail.sender) == address)
+        await session.execute(delete(InboundMail).where(mail))
         if lead is not None:
             for name in PERSONAL_COLUMNS:
                 setattr(lead, name, None)

@@ -41,7 +41,18 @@ from nurture.adapters.secrets import session_key
 from nurture.services import metrics as metrics_refresh
 from nurture.services.ingest import EventWriter
 from nurture.settings import Settings
-from nurture.web import cadences, codec, inbox, leads, links, login, pages, reports, webhooks
+from nurture.web import (
+    cadences,
+    codec,
+    inbound,
+    inbox,
+    leads,
+    links,
+    login,
+    pages,
+    reports,
+    webhooks,
+)
 from nurture.web.common import (
     TEMPLATES_DIR,
     Services,
@@ -196,7 +207,7 @@ def create_app(
     app.add_exception_handler(webhooks.WebhookRefused, webhooks.refused_handler)
     app.add_exception_handler(LoginRequired, _to_login)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for module in (webhooks, links, login, inbox, leads, pages, codec):
+    for module in (webhooks, inbound, links, login, inbox, leads, pages, codec):
         app.include_router(module.router)
     # The report pages come from their own module; every page needs a login (CONTRACT.md),
     # and these are for ops: they show every SDR's leads and activity.
