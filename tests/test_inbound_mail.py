@@ -221,3 +221,55 @@ async def test_the_unmatched_page_lists_mail_for_ops(web: Web) -> None:
 
     assert page.status_code == 200
     assert "someone@nowhere.example" in page.text
+
+
+async def test_a_hard_bounce_suppresses_the_address_at_once(web: Web) -> None:
+    lead = uid()
+    address = f"{lead.lower()}@initrode.example"
+    assert (await web.post("/leads", {"id": lead, "email": address})).status_code == 202
+    raw = (
+        (CORPUS / "postfix-dsn-hard.eml")
+        .read_bytes()
+        .replace(b"nobody@initrode.example", address.encode())
+    )
+
+    answer = await post_mail(web, raw)
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["event_type"] == "email.bounced" and answer.json()["lead_id"] == lead
+    [bounce] = [e for e in await web.events() if e.type == "email.bounced"]
+    assert bounce.data["kind"] == "hard" and bounce.data["status"] == "5.1.1"
+    [suppressed] = await rows(web, Suppression)
+    assert suppressed.email == address and "hard bounce" in (suppressed.reason or "")
+
+
+async def test_soft_bounces_suppress_on_the_third_in_30_days(web: Web) -> None:
+    lead = uid()
+    address = f"{lead.lower()}@umbrella.example"
+    assert (await web.post("/leads", {"id": lead, "email": address})).status_code == 202
+    dsn = (
+        (CORPUS / "postfix-dsn-delayed.eml")
+        .read_bytes()
+        .replace(b"full@umbrella.example", address.encode())
+    )
+
+    for n in range(3):
+        assert await rows(web, Suppression) == [], f"suppressed after {n} soft bounces"
+        raw = dsn.replace(b"4ZkC7d1Q9fz9sRw@mx", f"{n}-{uid('q')}@mx".encode())
+        answer = await post_mail(web, raw)
+        assert answer.status_code == 202 and answer.json()["event_type"] == "email.bounced"
+
+    [suppressed] = await rows(web, Suppression)
+    assert suppressed.email == address and "3 soft bounces" in (suppressed.reason or "")
+
+
+async def test_a_bounce_posted_as_an_event_suppresses_too(web: Web) -> None:
+    lead = uid()
+    address = f"{lead.lower()}@example.com"
+    assert (await web.post("/leads", {"id": lead, "email": address})).status_code == 202
+    posted = await web.post(
+        "/events",
+        {"id": uid("evt"), "type": "email.bounced", "lead_id": lead, "data": {"kind": "hard"}},
+    )
+    assert posted.status_code == 202, posted.text
+    assert [s.email for s in await rows(web, Suppression)] == [address]

@@ -7,7 +7,7 @@ an opt-out wins even while a send is being retried.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -68,6 +68,41 @@ async def unsubscribe_address(
         return []
     leads = await suppress_address(sessions, address, reason, now)
     return [other for other, already in leads.items() if other != lead_id and not already]
+
+
+# CONTRACT.md, "Accounts and people": soft bounces this many times in this window suppress.
+SOFT_BOUNCES_TO_SUPPRESS = 3
+SOFT_BOUNCE_WINDOW = timedelta(days=30)
+
+
+async def apply_bounce(
+    sessions: async_sessionmaker[AsyncSession], lead_id: str, kind: object, now: datetime
+) -> bool:
+    """Suppress the lead's address after a hard bounce, or its third soft bounce in 30 days
+    (counted over every lead with that address). Returns whether it is suppressed now.
+
+    Called once the bounce is recorded, so the bounce being handled is counted too.
+    """
+    async with sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        address = address_key(lead.email) if lead is not None and lead.email else None
+        if not address:
+            return False
+        if kind != "hard":
+            holders = select(LeadRow.id).where(func.lower(LeadRow.email) == address)
+            bounces = await session.scalars(
+                select(EventRow.data).where(
+                    EventRow.type == "email.bounced",
+                    EventRow.lead_id.in_(holders),
+                    EventRow.received_at >= now - SOFT_BOUNCE_WINDOW,
+                )
+            )
+            soft = sum(1 for data in bounces if (data or {}).get("kind", "soft") != "hard")
+            if soft < SOFT_BOUNCES_TO_SUPPRESS:
+                return False
+    why = "hard bounce" if kind == "hard" else f"{SOFT_BOUNCES_TO_SUPPRESS} soft bounces in 30 days"
+    await suppress_address(sessions, address, f"bounced: {why}", now)
+    return True
 
 
 async def mark_do_not_contact(sessions: async_sessionmaker[AsyncSession], lead_id: str) -> None:
