@@ -67,6 +67,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
             tasks.create_call_task,
             tasks.close_call_tasks,
             tasks.move_call_tasks,
+            tasks.escalate_call_task,
             tasks.handoff,
         ],
         workflow_runner=SANDBOX,

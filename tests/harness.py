@@ -48,11 +48,11 @@ class Stack:
         error: Exception | None = None
         while loop.time() < deadline:
             try:
-                # Never query while a workflow task runs: on the time-skipping server a query
-                # buffered with a task that ends in continue-as-new leaves time skipping
-                # locked for good (see `settle`). The describe narrows that window to the
-                # moment between two calls; boundary waits use `until_run`, which sends none.
-                if not await workflow_task_running(self.client, lead_id):
+                # Query only a lead at rest: on the time-skipping server a query that arrives
+                # while the workflow task ending in continue-as-new runs leaves time skipping
+                # locked for good (see `settle`). That task follows a workflow task or an
+                # activity, so none may be in progress when the query is sent.
+                if not await busy(self.client, lead_id):
                     last = await self.view(lead_id)
                     if predicate(last):
                         return last
@@ -117,10 +117,11 @@ class Stack:
         )
 
 
-async def workflow_task_running(client: Client, lead_id: str) -> bool:
-    """Whether a worker is running a workflow task of the lead's current run right now."""
+async def busy(client: Client, lead_id: str) -> bool:
+    """Whether the lead's current run is in the middle of something: a workflow task pending,
+    or an activity that is running or about to (not one waiting out a retry backoff)."""
     from temporalio.api.common.v1 import WorkflowExecution
-    from temporalio.api.enums.v1 import PendingWorkflowTaskState
+    from temporalio.api.enums.v1 import PendingActivityState
     from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 
     raw = await client.workflow_service.describe_workflow_execution(
@@ -129,10 +130,11 @@ async def workflow_task_running(client: Client, lead_id: str) -> bool:
             execution=WorkflowExecution(workflow_id=workflow_id(lead_id)),
         )
     )
-    return (
-        raw.HasField("pending_workflow_task")
-        and raw.pending_workflow_task.state
-        == PendingWorkflowTaskState.PENDING_WORKFLOW_TASK_STATE_STARTED
+    if raw.HasField("pending_workflow_task"):
+        return True
+    return any(
+        a.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED or a.attempt <= 1
+        for a in raw.pending_activities
     )
 
 

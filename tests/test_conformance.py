@@ -624,8 +624,35 @@ async def test_call_back_later_makes_a_new_task_due_then(journey, time_env):
     assert both.live == both.simulated
 
 
+ESCALATING = PLAYBOOK.replace(
+    "      call_due: 1d\n",
+    "      call_due: 1d\n      escalation: {after: 4h, to: next_sdr}\n",
+)
+
+
+async def test_an_overdue_call_task_is_escalated_to_the_next_sdr(journey):
+    assert ESCALATING != PLAYBOOK
+    lead = Lead(id="CF-12", email="flo@bigco.example", country="US")
+    both = await journey(
+        lead,
+        [
+            timedelta(hours=2),
+            send(lead.id, "page.visited", url="/pricing"),  # MQL: a call task for ben
+            timedelta(days=3),  # due after 1 day; still open 4 hours later
+        ],
+        ESCALATING,
+    )
+    whats = both.whats()
+    assert "call task task#1 for ben" in whats
+    escalated = whats.index("call task task#1 escalated to aiko")
+    assert whats[escalated + 1] == "owner aiko"
+    assert "still open 4h past due with ben; told ben, aiko" in both.live[escalated][2]
+    assert "no call outcome for first-call" in whats[escalated:]
+    assert both.live == both.simulated
+
+
 async def test_an_out_of_office_holds_touches_until_the_stated_day(journey, time_env):
-    lead = Lead(id="CF-12", email="oof@example.jp", country="JP")
+    lead = Lead(id="CF-13", email="oof@example.jp", country="JP")
     start = await time_env.get_current_time()
     back = (start + timedelta(days=5)).astimezone(ZoneInfo("Asia/Tokyo")).date()
     both = await journey(

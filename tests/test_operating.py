@@ -18,7 +18,7 @@ from nurture.adapters.database import CallTask, EmailSend
 from nurture.adapters.loader import load_cadence_set
 from nurture.adapters.schema import migrate
 from nurture.cli import app
-from nurture.services import rollout, sending, team
+from nurture.services import reports, rollout, sending, team
 from nurture.services.call_tasks import TaskError, complete_task
 from nurture.services.intake import submit_event
 
@@ -173,7 +173,7 @@ def test_playbook_rollout_dry_run_shows_changes_and_delivers_nothing(
     (cadences_dir / "playbook.yaml").write_text("thresholds: {mql: {score: -1}}\n")
     broken = runner.invoke(app, ["playbook", "rollout", "--yes"])
     assert broken.exit_code == 1
-    assert "playbook.yaml" in broken.output and "nothing was rolled out" in broken.output
+    assert "playbook.yaml" in broken.output and "nothing was changed" in broken.output
 
 
 async def mql_with_a_task(stack, lead_id: str, country: str):  # type: ignore[no-untyped-def]
@@ -273,3 +273,49 @@ async def test_a_bad_callback_is_refused_before_anything_is_recorded(
     # Checked before the task is even looked up: nothing is half-applied.
     with pytest.raises(TaskError, match=refused):
         await complete_task(None, None, "T-any", outcome, None, callback=callback)  # type: ignore[arg-type]
+
+
+ESCALATING = PLAYBOOK.replace(
+    "      call_due: 1d\n", "      call_due: 1d\n      escalation: {after: 4h, to: next_sdr}\n"
+)
+
+
+async def test_an_overdue_task_goes_to_the_next_sdr_and_a_done_one_does_not(
+    time_env, make_settings, smtp_sink, tmp_path
+):
+    assert ESCALATING != PLAYBOOK
+    cadences_dir, templates_dir = write_cadence_set(
+        tmp_path / "set", ESCALATING, CADENCES, TEMPLATES
+    )
+    settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
+    async with running(time_env.client, settings) as stack:
+        late = await mql_with_a_task(stack, "ES-1", "US")
+        done = await mql_with_a_task(stack, "ES-2", "US")
+        assert late.owner == done.owner == "ben"
+        await complete_task(stack.sessions, stack.intake, done.id, "connected", None, by="ben")
+        await stack.until("ES-2", lambda v: v.step != "first-call")
+        await time_env.sleep(timedelta(days=1, hours=5))
+        view = await stack.until("ES-1", lambda v: v.owner == "aiko")
+        assert any(h.what == f"call task {late.id} escalated to aiko" for h in view.history)
+
+        async def escalated():  # type: ignore[no-untyped-def]
+            async with stack.sessions() as session:
+                row = await session.get(CallTask, late.id)
+                return row if row is not None and row.escalated_at is not None else None
+
+        row = await eventually(escalated)
+        assert (row.owner, row.escalated_to, row.status) == ("aiko", "aiko", "open")
+
+        async def notice():  # type: ignore[no-untyped-def]
+            return [m for m in smtp_sink.messages if "escalated" in (m["Subject"] or "")]
+
+        [message] = await eventually(notice)
+        assert set(message["To"].split(", ")) == {"ben@example.com", "aiko@example.com"}
+        async with stack.sessions() as session:
+            untouched = await session.get(CallTask, done.id)
+        assert untouched is not None and untouched.escalated_at is None
+        assert not any("escalated" in h.what for h in (await stack.view("ES-2")).history)
+        async with stack.sessions() as session:
+            report = await reports.sdr_activity(session)
+        by_sdr = {r.owner: r for r in report.sdrs}
+        assert by_sdr["ben"].escalated == 1 and by_sdr["aiko"].open == 1

@@ -264,6 +264,66 @@ class TaskActivities:
                 )
             return len(moved)
 
+    @activity.defn(name=am.ESCALATE_CALL_TASK)
+    async def escalate_call_task(self, request: am.EscalateCallTaskInput) -> bool:
+        """Pass an overdue call task on (``team.escalation``) and tell the people, once.
+
+        ``next_sdr``: the task (and the lead) go to that SDR. ``manager`` and ``ops``: the
+        task stays with its SDR, marked escalated, and they are told so they can act (ops
+        may complete or reassign any task). Returns False when the task was no longer open
+        (its outcome came in meanwhile): nothing is moved and nobody is told.
+        """
+        playbook = self.catalog.current().playbook
+        async with self.sessions() as session:
+            task = await session.get(CallTask, request.task_id)
+            lead = await session.get(LeadRow, request.lead_id)
+            if task is None or lead is None or task.status != "open":
+                return False
+            if task.escalated_at is None:
+                task.escalated_at = request.now
+                task.escalated_from = task.owner
+                task.escalated_to = request.to_id or "ops"
+                note = f"[escalated to {task.escalated_to}: still open past due]"
+                task.notes = ((task.notes or "") + "\n" + note).strip()
+                if request.to == "next_sdr" and request.to_id:
+                    task.owner = request.to_id
+                    lead.owner = request.to_id
+                await session.commit()
+            if self.smtp is None:
+                return True
+            names = [request.from_owner, request.to_id, request.manager]
+            if request.to == "ops":
+                names.append("ops")
+            recipients = [email for _, email in playbook.team.contacts(n for n in names if n)]
+            if not recipients:
+                return True
+            who = lead_label(lead)
+            where = (
+                f"It is now {request.to_id}'s task."
+                if request.to == "next_sdr"
+                else f"It stays with {request.from_owner or 'nobody'}; please follow up."
+            )
+            await send_notification(
+                session,
+                self.smtp,
+                self.settings,
+                playbook,
+                Notification(
+                    key=keys.notification(request.key),
+                    lead_id=request.lead_id,
+                    recipients=list(dict.fromkeys(recipients)),
+                    subject=f"Overdue call task {task.id} escalated: {who}",
+                    text=(
+                        f"Call task {task.id} ({task.step}) for {who} was due "
+                        f"{task.due_at:%Y-%m-%d %H:%M} UTC and is still open.\n{where}\n\n"
+                        f"Lead: {self.settings.public_base}/leads/{lead.id}\n"
+                    ),
+                    now=request.now,
+                    step="escalation",
+                ),
+            )
+            return True
+
     @activity.defn(name=am.HANDOFF)
     async def handoff(self, request: am.HandoffInput) -> am.HandoffResult:
         """Record the opportunity (once per lead and cycle), tell its owner, and the CRM when

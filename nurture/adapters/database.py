@@ -285,6 +285,10 @@ class CallTask(Base):
     overdue_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    # Still open `team.escalation.after` past due: when, and to whom (an SDR, a manager, ops).
+    escalated_at: Mapped[datetime | None]
+    escalated_from: Mapped[str | None]
+    escalated_to: Mapped[str | None]
 
     lead: Mapped[LeadRow] = relationship(lazy="raise")  # see StageChange.lead
 

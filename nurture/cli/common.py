@@ -48,6 +48,16 @@ class Context:
                 fail(str(exc))
         return self._client
 
+    def playbook(self):  # type: ignore[no-untyped-def]
+        """The playbook on disk, validated; exit 1 naming the problems when it is not."""
+        from nurture.adapters.loader import CadenceSetInvalid, load_cadence_set
+
+        settings = self.settings
+        try:
+            return load_cadence_set(settings.cadences_dir, settings.templates_dir).playbook
+        except CadenceSetInvalid as exc:
+            fail(f"the cadence files have problems (nothing was changed):\n{exc}")
+
     async def intake(self):  # type: ignore[no-untyped-def]
         from nurture.adapters.catalog import CadenceCatalog
         from nurture.adapters.loader import CadenceSetInvalid

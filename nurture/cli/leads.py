@@ -303,16 +303,11 @@ def reassign(lead_id: str = typer.Argument(...), owner: str = typer.Option(..., 
     move along and both SDRs are told."""
     from temporalio.service import RPCError
 
-    from nurture.adapters.loader import CadenceSetInvalid, load_cadence_set
     from nurture.services import team
 
     async def run() -> None:
         async with context() as ctx:
-            settings = ctx.settings
-            try:
-                playbook = load_cadence_set(settings.cadences_dir, settings.templates_dir).playbook
-            except CadenceSetInvalid as exc:
-                fail(f"the cadence files have problems (run `nurture cadences validate`):\n{exc}")
+            playbook = ctx.playbook()
             async with ctx.sessions() as session:
                 try:
                     # Refused before Temporal is asked anything.

@@ -92,16 +92,11 @@ def rollout(
     deliver it to every running lead; each applies it at its next safe point."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from nurture.adapters.loader import CadenceSetInvalid, load_cadence_set
     from nurture.services import rollout as rollouts
 
     async def run() -> None:
         async with context() as ctx:
-            settings = ctx.settings
-            try:
-                playbook = load_cadence_set(settings.cadences_dir, settings.templates_dir).playbook
-            except CadenceSetInvalid as exc:
-                fail(f"the cadence files have problems (nothing was rolled out):\n{exc}")
+            playbook = ctx.playbook()
             async with ctx.sessions() as session:
                 plan = await rollouts.plan(session, playbook)
             _show_plan(plan)

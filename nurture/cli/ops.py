@@ -195,17 +195,12 @@ def deactivate_user(
     to other SDRs by the playbook's assignment rule, and each is told."""
     from temporalio.service import RPCError
 
-    from nurture.adapters.loader import CadenceSetInvalid, load_cadence_set
     from nurture.domain.names import SIGNAL_REASSIGN, workflow_id
     from nurture.services import team
 
     async def run() -> None:
         async with context() as ctx:
-            settings = ctx.settings
-            try:
-                playbook = load_cadence_set(settings.cadences_dir, settings.templates_dir).playbook
-            except CadenceSetInvalid as exc:
-                fail(f"the cadence files have problems (run `nurture cadences validate`):\n{exc}")
+            playbook = ctx.playbook()
             async with ctx.sessions() as session:
                 try:
                     done = await team.deactivate(session, playbook, user_id)

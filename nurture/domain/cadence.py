@@ -996,6 +996,19 @@ class Team(_Strict):
                 found[name] = people[name]
         return list(found.items())
 
+    def next_sdr(self, current: str | None, country: str | None) -> Sdr | None:
+        """Who takes an escalated task from ``current``: the next SDR after them among those
+        covering ``country`` (playbook order, wrapping), else the next of the whole team."""
+        for pool in (self.covering(country), self.sdrs):
+            others = [s for s in pool if s.id != current]
+            if not others:
+                continue
+            ids = [s.id for s in pool]
+            start = ids.index(current) + 1 if current in ids else 0
+            ordered = pool[start:] + pool[:start]
+            return next(s for s in ordered if s.id != current)
+        return None
+
     def manager_of(self, sdr_id: str | None) -> Manager | None:
         sdr = next((s for s in self.sdrs if s.id == sdr_id), None)
         if sdr is None or sdr.manager is None:

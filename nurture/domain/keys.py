@@ -52,6 +52,11 @@ def unknown_send(key: str) -> str:
     return f"{key}|unknown"
 
 
+def escalation(task_id: str) -> str:
+    """The escalation of one call task (at most one per task)."""
+    return f"task|{task_id}|escalated"
+
+
 def notification(key: str) -> str:
     """The outbox row of a notification about the side effect ``key`` (a task, an alert)."""
     return f"notify|{key}"

@@ -47,6 +47,7 @@ from nurture.domain.state import (
     LeadView,
     MigrationRequest,
     Position,
+    TaskWatch,
 )
 
 __all__ = [
@@ -483,9 +484,16 @@ class LeadMachine:
                 if lifecycle.apply_decay(state, now):
                     yield _PUBLISH
                     continue
+                due = [w for w in state.watches if w.escalate_at <= now]
+                if due:
+                    yield from self._escalate(due[0])
+                    continue
                 if self.history_long:
                     raise _Restart()
-                yield Sleep(_earliest(until, lifecycle.next_decay_at(state)), why[:SUMMARY_LIMIT])
+                deadline = _earliest(until, lifecycle.next_decay_at(state))
+                if state.watches:
+                    deadline = _earliest(deadline, min(w.escalate_at for w in state.watches))
+                yield Sleep(deadline, why[:SUMMARY_LIMIT])
                 self.control_changed = False
         finally:
             self.wake_on = frozenset()
@@ -525,6 +533,8 @@ class LeadMachine:
                 state.position.resume_until = None
             if effect.wake_type and effect.wake_type in self.wake_on:
                 self.woken_by = effect.wake_type
+            if event.type == "call.completed" and state.watches:
+                self._unwatch(event)
         while self.controls:
             kind, value = self.controls.pop(0)
             yield from self._control(kind, value)
@@ -767,6 +777,23 @@ class LeadMachine:
         now = self.now
         if result.owner and result.owner != state.owner:
             state.owner = result.owner
+        escalation = state.playbook.team.escalation
+        if (
+            escalation is not None
+            and not resuming
+            and result.created
+            and self.patched("escalation")
+        ):
+            # Every call task is watched, with or without wait_for_outcome.
+            state.watches.append(
+                TaskWatch(
+                    task_id=result.task_id,
+                    step=action.step,
+                    escalate_at=timing.add_duration(
+                        due_at, escalation.after, self._zone, state.playbook.limits
+                    ),
+                )
+            )
         if not resuming:
             state.last_touch_at = now
             lifecycle.note(
@@ -918,6 +945,8 @@ class LeadMachine:
             )
 
     def _close_tasks(self, status: str, reason: str, task_id: str | None = None) -> Steps[None]:
+        if status == "cancelled" and task_id is None:
+            self._state.watches = []  # nothing open is left to escalate
         yield Perform(
             am.CLOSE_CALL_TASKS,
             am.CloseCallTasksInput(
@@ -929,6 +958,68 @@ class LeadMachine:
             ),
             f"{status} call tasks: {reason}",
         )
+
+    def _unwatch(self, event: Event) -> None:
+        """A call outcome ends the watch of its task: the one named, else the oldest of its
+        step, else the oldest (an outcome posted without its task)."""
+        state = self._state
+        named = event.data.get("task")
+        step = event.data.get("step")
+        for match in (
+            lambda w: w.task_id == named,
+            lambda w: w.step == step,
+            lambda w: named is None and step is None,
+        ):
+            found = next((w for w in state.watches if match(w)), None)
+            if found is not None:
+                state.watches.remove(found)
+                return
+
+    def _escalate(self, watch: TaskWatch) -> Steps[None]:
+        """A call task still open ``team.escalation.after`` past due goes on, visibly."""
+        state = self._state
+        state.watches.remove(watch)
+        team = state.playbook.team
+        escalation = team.escalation
+        assert escalation is not None
+        before = state.owner
+        manager = team.manager_of(before)
+        to = escalation.to
+        target: str | None = None
+        if to == "next_sdr":
+            nxt = team.next_sdr(before, state.facts.country)
+            target = nxt.id if nxt else None
+        elif to == "manager":
+            target = manager.id if manager else None
+        if target is None and to != "ops":
+            to = "ops"  # nobody to pass it to: ops hear of it
+        told = self._told(
+            [n for n in (before, target, manager.id if manager else None) if n]
+            + (["ops"] if to == "ops" else [])
+        )
+        lifecycle.note(
+            state,
+            self.now,
+            f"call task {watch.task_id} escalated to {target or 'ops'}",
+            f"still open {escalation.after} past due with {before or 'nobody'}; told {told}",
+        )
+        yield Perform(
+            am.ESCALATE_CALL_TASK,
+            am.EscalateCallTaskInput(
+                key=keys.escalation(watch.task_id),
+                task_id=watch.task_id,
+                lead_id=state.facts.id,
+                from_owner=before,
+                to=to,
+                to_id=target,
+                manager=manager.id if manager else None,
+                now=self.now,
+            ),
+            f"escalate call task {watch.task_id} to {target or 'ops'}",
+        )
+        if to == "next_sdr" and target is not None and target != before:
+            lifecycle.take_owner(state, target, self.now, f"call task {watch.task_id} escalated")
+        yield _PUBLISH
 
     def _told(self, names: list[str]) -> str:
         """Who an alert to ``names`` reaches, for the history (ids, never addresses)."""

@@ -19,6 +19,7 @@ SEND_EMAIL = "send_email"
 CREATE_CALL_TASK = "create_call_task"
 CLOSE_CALL_TASKS = "close_call_tasks"
 MOVE_CALL_TASKS = "move_call_tasks"
+ESCALATE_CALL_TASK = "escalate_call_task"
 HANDOFF = "handoff"
 RECORD_TRANSITION = "record_transition"
 ERASE_LEAD = "erase_lead"
@@ -87,6 +88,19 @@ class MoveCallTasksInput(BaseModel):
     lead_id: str
     from_owner: str | None
     to_owner: str | None
+    now: datetime
+
+
+class EscalateCallTaskInput(BaseModel):
+    """An overdue call task passed on by ``team.escalation``; the people are told once."""
+
+    key: str  # keys.escalation
+    task_id: str
+    lead_id: str
+    from_owner: str | None
+    to: Literal["next_sdr", "manager", "ops"]
+    to_id: str | None  # the SDR or manager; None for ops
+    manager: str | None  # the old owner's manager, told too
     now: datetime
 
 

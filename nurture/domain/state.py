@@ -60,6 +60,14 @@ class Position(BaseModel):
     entered_at: datetime | None = None
 
 
+class TaskWatch(BaseModel):
+    """A call task watched for its SLA: escalated at ``escalate_at`` if still open."""
+
+    task_id: str
+    step: str
+    escalate_at: datetime
+
+
 class MigrationRequest(BaseModel):
     cadence: Cadence
     step_map: dict[str, str] = Field(default_factory=dict)
@@ -100,6 +108,8 @@ class LeadState(BaseModel):
     visits: dict[str, int] = Field(default_factory=dict)
     # A migration signaled just before continue-as-new, applied by the next run.
     migration: MigrationRequest | None = None
+    # Call tasks watched for their SLA (`team.escalation`), with or without wait_for_outcome.
+    watches: list[TaskWatch] = Field(default_factory=list)
     # A playbook rolled out just before continue-as-new, applied by the next run.
     pending_playbook: Playbook | None = None
     doing: str = "starting"

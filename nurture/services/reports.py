@@ -221,6 +221,7 @@ class SdrRow(BaseModel):
     done: int = 0
     done_on_time: int = 0
     overdue: int = 0
+    escalated: int = 0  # tasks of theirs passed on by team.escalation
     open: int = 0
     cancelled: int = 0
     outcomes: dict[str, int] = {}
@@ -829,6 +830,14 @@ async def sdr_activity(
             int(row.open),
             int(row.cancelled),
         )
+
+    escalated_query = (
+        select(CallTask.escalated_from, func.count().label("n"))
+        .where(CallTask.escalated_at.is_not(None), *period)
+        .group_by(CallTask.escalated_from)
+    )
+    for row in (await session.execute(escalated_query)).all():
+        row_for(row.escalated_from).escalated = row.n
 
     outcome_query = (
         select(CallTask.owner, CallTask.outcome, func.count().label("n"))

@@ -7,7 +7,8 @@ Create Date: 2026-12-03
 ``sending_switch`` is an append-only log of ``ops sending pause|resume``: its newest row is
 the switch (no row: sending is on). ``playbook_rollouts`` keeps each playbook delivered to
 the leads in flight, so the next rollout can show the rules that changed since.
-``users.deactivated_at`` marks an SDR who left (``users deactivate``).
+``users.deactivated_at`` marks an SDR who left (``users deactivate``);
+``call_tasks.escalated_*`` an overdue task passed on (``team.escalation``).
 """
 
 from __future__ import annotations
@@ -47,9 +48,17 @@ def upgrade() -> None:
 
     with op.batch_alter_table("users") as batch:
         batch.add_column(sa.Column("deactivated_at", TIMESTAMP, nullable=True))
+    with op.batch_alter_table("call_tasks") as batch:
+        batch.add_column(sa.Column("escalated_at", TIMESTAMP, nullable=True))
+        batch.add_column(sa.Column("escalated_from", sa.String(), nullable=True))
+        batch.add_column(sa.Column("escalated_to", sa.String(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("call_tasks") as batch:
+        batch.drop_column("escalated_to")
+        batch.drop_column("escalated_from")
+        batch.drop_column("escalated_at")
     with op.batch_alter_table("users") as batch:
         batch.drop_column("deactivated_at")
     op.drop_table("playbook_rollouts")
