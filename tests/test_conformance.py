@@ -649,3 +649,30 @@ async def test_an_overdue_call_task_is_escalated_to_the_next_sdr(journey):
     assert "still open 4h past due with ben; told ben, aiko" in both.live[escalated][2]
     assert "no call outcome for first-call" in whats[escalated:]
     assert both.live == both.simulated
+
+
+async def test_an_out_of_office_holds_touches_until_the_stated_day(journey, time_env):
+    lead = Lead(id="CF-13", email="oof@example.jp", country="JP")
+    start = await time_env.get_current_time()
+    back = (start + timedelta(days=5)).astimezone(ZoneInfo("Asia/Tokyo")).date()
+    both = await journey(
+        lead,
+        [
+            timedelta(hours=3),
+            send(lead.id, "email.auto_replied", step="welcome", until=back.isoformat()),
+            timedelta(days=2, hours=1),  # the pause ends: the nudge waits for the return
+            timedelta(days=11),
+        ],
+    )
+    whats = both.whats()
+    assert f"out of office until {back.isoformat()}" in whats
+    held = f"email nudge held: out of office until {back.isoformat()}"
+    assert held in whats
+    assert whats.index(held) < whats.index("email nudge: sent")
+    sent_at = both.live[whats.index("email nudge: sent")][0]
+    back_start = datetime(back.year, back.month, back.day, tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert datetime.fromisoformat(str(sent_at)) >= back_start
+    # Not a reply and not engagement: no points, the cadence goes on.
+    assert not any(w.startswith("score") for w in whats)
+    assert "cadence stopped" not in whats
+    assert both.live == both.simulated

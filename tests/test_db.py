@@ -54,6 +54,7 @@ TABLES = {
     "crm_links",
     "crm_unmatched",
     "playbook_rollouts",
+    "inbound_mail",
 }
 
 
@@ -101,7 +102,7 @@ async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: st
         await engine.dispose()
 
     assert tables == TABLES | {"alembic_version"}
-    assert version == _head(database_url) == "0005"
+    assert version == _head(database_url) == "0006"
     # The hand-written migration and the ORM models describe the same schema, down to the
     # constraint names that later batch migrations on SQLite will refer to.
     assert diff == []

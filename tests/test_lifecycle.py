@@ -520,3 +520,25 @@ def test_an_owner_is_taken_once_and_noted() -> None:
     assert not take_owner(state, "aiko", NOW, "again")
     assert not take_owner(state, None, NOW, "nobody")
     assert state.owner == "aiko" and len(state.history) == noted
+
+
+def test_an_auto_reply_holds_until_the_stated_day_in_the_leads_zone() -> None:
+    state = lead_state(country="JP")
+    effect = apply_event(state, event("email.auto_replied", step="hello", until="2026-12-14"), NOW)
+    assert state.away_until == datetime(2026, 12, 13, 15, 0, tzinfo=UTC)  # midnight in Tokyo
+    assert state.score == 0 and effect.wake_type is None and effect.exit_cadence is None
+    assert state.history[-1].what == "out of office until 2026-12-14"
+
+
+def test_an_auto_reply_without_a_date_holds_for_limits_out_of_office() -> None:
+    state = lead_state()
+    apply_event(state, event("email.auto_replied", until="not a date"), NOW)
+    assert state.away_until == NOW + timedelta(days=7)
+    assert "limits.out_of_office (7d)" in state.history[-1].why
+
+
+def test_a_reply_ends_an_out_of_office_hold() -> None:
+    state = lead_state()
+    apply_event(state, event("email.auto_replied"), NOW)
+    apply_event(state, event("email.replied", step="hello"), NOW)
+    assert state.away_until is None

@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from openapi_spec_validator import validate as validate_openapi
 from schemathesis import GenerationMode
@@ -30,7 +32,7 @@ from nurture.domain.names import workflow_id
 from nurture.web import create_app
 from nurture.web.security import SIGNATURE_HEADER, sign
 
-SIGNED_PATHS = ("/leads", "/events")
+SIGNED_PATHS = ("/leads", "/events", "/inbound/email")
 # The app refuses, on purpose, some bodies the schema cannot describe cheaply: text with NUL
 # characters (PostgreSQL cannot store them), unknown IANA zones, an event's `events` key
 # read as a batch. Every other check runs: no 5xx, documented status codes, content types
@@ -77,7 +79,24 @@ async def api(make_settings, time_env) -> AsyncIterator[Api]:  # type: ignore[no
 _signing: dict[str, str] = {}
 
 
-@schemathesis.auth(refresh_interval=None, retry_on=[]).apply_to(path_regex="^/(leads|events)$")
+# `POST /inbound/email` takes one raw message: the fuzzer sends real-shaped ones (a reply, an
+# auto-reply, a bounce from the corpus) and bytes that are no message at all.
+_MAIL_CORPUS = Path(__file__).parent / "mail"
+schemathesis.openapi.media_type(
+    "message/rfc822",
+    st.one_of(
+        st.sampled_from(
+            [(_MAIL_CORPUS / name).read_bytes() for name in
+             ("gmail-reply.eml", "japanese-autoreply.eml", "postfix-dsn-hard.eml")]
+        ),
+        st.binary(min_size=1, max_size=2_000),
+    ),
+)  # fmt: skip
+
+
+@schemathesis.auth(refresh_interval=None, retry_on=[]).apply_to(
+    path_regex="^/(leads|events|inbound/email)$"
+)
 class WebhookSignature:
     """The signing hook: an auth provider that signs each webhook body it is given.
 
@@ -136,6 +155,8 @@ def test_the_api_keeps_its_published_schema(api: Api, mode: GenerationMode) -> N
         _signing.clear()
 
     assert "POST /leads" in checked and "POST /events" in checked
+    if mode == GenerationMode.POSITIVE:
+        assert "POST /inbound/email" in checked
 
 
 def test_the_openapi_document_is_valid_and_complete(api: Api) -> None:

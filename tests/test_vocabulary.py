@@ -38,7 +38,7 @@ def test_the_models_accept_exactly_the_vocabulary() -> None:
     assert get_args(LeadState.model_fields["stage"].annotation) == STAGES
     assert get_args(Event.model_fields["type"].annotation) == EVENT_TYPES
     assert STAGES == ("nurturing", "mql", "sql", "won", "lost", "recycling", "closed")
-    assert len(CALL_OUTCOMES) == 8 and len(EVENT_TYPES) == 17
+    assert len(CALL_OUTCOMES) == 8 and len(EVENT_TYPES) == 18
 
 
 def test_subsets_name_only_known_words() -> None:

@@ -67,6 +67,9 @@ NAMING_CONVENTION = {
 SEND_STATUSES: tuple[str, ...] = ("queued", "sending", "sent", "failed", "unknown", "skipped")
 TASK_STATUSES: tuple[str, ...] = ("open", "done", "cancelled")
 EVENT_STATUSES: tuple[str, ...] = ("delivered", "parked", "recorded")
+# Mail that came back: an event was made from it (`matched`), it waits for a person
+# (`unmatched`), or it needs nothing (`ignored`: a delivery report of a success).
+INBOUND_STATUSES: tuple[str, ...] = ("matched", "unmatched", "ignored")
 OPPORTUNITY_OUTCOMES: tuple[str, ...] = ("won", "lost", "rejected")
 ROLES: tuple[str, ...] = ("sdr", "ops")
 # The CRM outbox (``crm_posts``): `pending` until the CRM took it (`sent`) or the sender gave
@@ -394,6 +397,36 @@ class ReceivedMail(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     message_id: Mapped[str | None]
     raw: Mapped[str] = mapped_column(Text)
+
+
+class InboundMail(Base):
+    """A message that came back (a reply, auto-reply, bounce, complaint or unsubscribe),
+    read once: unique by its Message-ID (or the digest of a message without one).
+
+    Matched mail keeps only what its event and a person need to see it was read: no body.
+    Unmatched mail keeps a bounded excerpt of its own words, for the person who sorts it
+    (``mail list --unmatched``); erase removes the lead's rows.
+    """
+
+    __tablename__ = "inbound_mail"
+    __table_args__ = (
+        CheckConstraint(_in_sql("status", INBOUND_STATUSES), name="status"),
+        Index("ix_inbound_mail_status_received_at", "status", "received_at"),
+        Index("ix_inbound_mail_lead_id", "lead_id"),
+    )
+
+    id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
+    message_key: Mapped[str] = mapped_column(String(500), unique=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    source: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(20))
+    why: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20))
+    lead_id: Mapped[str | None]
+    event_id: Mapped[str | None]
+    sender: Mapped[str | None] = mapped_column(Text)
+    subject: Mapped[str | None] = mapped_column(Text)
+    excerpt: Mapped[str | None] = mapped_column(Text)
 
 
 class AppSecret(Base):

@@ -10,6 +10,7 @@ import typer
 from nurture.cli import cadences as _cadences
 from nurture.cli import crm as _crm
 from nurture.cli import leads as _leads
+from nurture.cli import mail as _mail
 from nurture.cli import migrate as _migrate
 from nurture.cli import operate as _operate
 from nurture.cli import ops as _ops
@@ -31,6 +32,7 @@ app.add_typer(_ops.tasks_app, name="tasks")
 app.add_typer(_ops.sends_app, name="sends")
 app.add_typer(_ops.users_app, name="users")
 app.add_typer(_crm.crm_app, name="crm")
+app.add_typer(_mail.mail_app, name="mail")
 app.add_typer(_report.app, name="report")
 app.add_typer(_operate.ops_app, name="ops")
 app.add_typer(_operate.playbook_app, name="playbook")

@@ -940,6 +940,11 @@ class Limits(_Strict):
     min_gap_between_touches: Duration | None = None
     send_window: SendWindow = Field(default_factory=SendWindow)
     holidays: list[IsoDate] = Field(default_factory=list, description="ISO dates, YYYY-MM-DD.")
+    out_of_office: Duration = Field(
+        default="7d",
+        description="How long a lead's touches wait after an auto-reply that states no "
+        "return date (a stated one is used when there is one).",
+    )
 
 
 class Sdr(_Strict):

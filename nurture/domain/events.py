@@ -77,6 +77,8 @@ DECISION_DATA_LIMITS: dict[str, int] = {
     "scanner": 200,
     "via": 200,
     "key": 200,
+    "until": 40,
+    "kind": 20,
 }
 
 # Event times. The earliest is before any real CRM or engagement tool and after the

@@ -6,14 +6,15 @@ this module does I/O or reads a clock, so the whole table is tested without a se
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
 from nurture.domain import scoring, timing
 from nurture.domain.cadence import Playbook
 from nurture.domain.conditions import Engagement, Facts
-from nurture.domain.durations import parse_duration
+from nurture.domain.durations import later, parse_duration
 from nurture.domain.events import (
     ENGAGEMENT_TYPES,
     PERSONAL_FIELDS,
@@ -198,6 +199,9 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
         note(state, now, f"{kind} recorded", f"the lead is {stage}; nothing changes")
         return effect
 
+    if kind == "email.replied":
+        # Someone who answers is back: an out-of-office hold ends.
+        state.away_until = None
     if kind in ENGAGEMENT_TYPES:
         _engage(state, event, at, now, effect)
     elif kind == "call.completed":
@@ -240,6 +244,11 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
         if not state.unsubscribed:
             state.unsubscribed = True
             note(state, now, "unsubscribed", "no more email; calls go on")
+    elif kind == "email.auto_replied":
+        # Not a reply and not engagement: no points, no wake-up; the touches wait.
+        state.away_until, why = away_until(state, event, at)
+        day = state.away_until.astimezone(_zone(state)).date().isoformat()
+        note(state, now, f"out of office until {day}", why)
     elif kind == "email.bounced":
         note(state, now, "email bounced", str(event.data.get("reason") or "bounce reported"))
     elif kind == "lead.do_not_contact":
@@ -260,6 +269,33 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
     ):
         effect.exit_cadence = f"{kind} (exit_on of {state.position.cadence.id})"
     return effect
+
+
+# The longest hold an auto-reply's stated return date may ask for.
+MAX_AWAY = timedelta(days=366)
+
+
+def _zone(state: LeadState) -> ZoneInfo:
+    return timing.lead_zone(state.facts.timezone, state.facts.country)
+
+
+def away_until(state: LeadState, event: Event, at: datetime) -> tuple[datetime, str]:
+    """When an auto-replying lead is back: the start of the stated return day (``data.until``,
+    an ISO date, in the lead's zone), else ``limits.out_of_office`` after the auto-reply.
+    Total over any data: a bad or far date falls back to the default, or is capped."""
+    zone = _zone(state)
+    stated = event.data.get("until")
+    if isinstance(stated, str):
+        try:
+            day = date.fromisoformat(stated.strip()[:10])
+        except ValueError:
+            day = None
+        if day is not None:
+            start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+            return min(start, later(at, MAX_AWAY)), "the auto-reply states its return date"
+    default = state.playbook.limits.out_of_office
+    until = timing.add_duration(at, default, zone, state.playbook.limits)
+    return until, f"an auto-reply with no return date: limits.out_of_office ({default})"
 
 
 def callback_time(value: object, facts: LeadFacts) -> datetime | None:

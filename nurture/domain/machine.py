@@ -609,6 +609,24 @@ class LeadMachine:
                 if result is Wake.INTERRUPTED:
                     return False
                 continue
+            away = state.away_until
+            if away is not None and away > now and self.patched("out-of-office"):
+                day = away.astimezone(self._zone).date().isoformat()
+                held = f"{channel} {step} held: out of office until {day}"
+                self.held.append("out_of_office")
+                lifecycle.note(state, now, held, "an auto-reply said so; touches resume then")
+                state.next_touch_at = away
+                yield from self._set_doing(held)
+                result = yield from self._wait(
+                    away,
+                    frozenset(),
+                    f"out of office: {channel} {step}",
+                    # A later auto-reply moves the return, a reply ends the hold.
+                    done=lambda held_until=away: state.away_until != held_until,
+                )
+                if result is Wake.INTERRUPTED:
+                    return False
+                continue
             state.emails_sent = timing.prune_sends(state.emails_sent, now)
             slot = timing.earliest_touch(
                 now,

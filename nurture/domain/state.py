@@ -93,6 +93,8 @@ class LeadState(BaseModel):
     last_decay_at: datetime | None = None
     unsubscribed: bool = False
     paused: bool = False
+    # An auto-reply said the person is away until then: touches wait (email.auto_replied).
+    away_until: datetime | None = None
     lost_reason: str | None = None
     recycle_at: datetime | None = None
     tossed_up_at: datetime | None = None

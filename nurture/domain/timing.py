@@ -633,7 +633,15 @@ def earliest_touch(
 
 
 # What held a touch back, as a closed set of labels (metrics count holds by these).
-HOLD_KINDS = ("min_gap", "weekly_cap", "holiday", "send_window", "paused", "sending_paused")
+HOLD_KINDS = (
+    "min_gap",
+    "weekly_cap",
+    "holiday",
+    "send_window",
+    "paused",
+    "sending_paused",
+    "out_of_office",
+)
 
 
 def hold_kinds(reasons: list[str]) -> list[str]:

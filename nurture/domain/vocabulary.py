@@ -23,6 +23,9 @@ EventType = Literal[
     "email.clicked",
     "email.replied",
     "email.bounced",
+    # An out-of-office or other auto-reply (CONTRACT.md, "Mail that comes back"): not a
+    # reply and not scored; the lead's touches wait until data.until.
+    "email.auto_replied",
     "page.visited",
     "form.submitted",
     "webinar.registered",

@@ -32,7 +32,12 @@ from nurture.domain.interpreter import entry_cadence
 from nurture.domain.names import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
 from nurture.domain.state import LeadInput
 from nurture.services.ingest import EventWriter
-from nurture.services.optouts import erase_personal_data, mark_do_not_contact, unsubscribe_address
+from nurture.services.optouts import (
+    apply_bounce,
+    erase_personal_data,
+    mark_do_not_contact,
+    unsubscribe_address,
+)
 from nurture.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -497,6 +502,10 @@ async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> 
                 Event(id=f"{event.id}~{other}", type="lead.unsubscribed", lead_id=other,
                       occurred_at=event.occurred_at, data={"via": f"same address as {lead.id}"}),
             )  # fmt: skip
+    elif event.type == "email.bounced":
+        # Suppressed at once (hard), or on the third soft bounce in 30 days: the email
+        # activity re-checks suppressions right before each send.
+        await apply_bounce(intake.sessions, lead.id, event.data.get("kind"), datetime.now(UTC))
     elif event.type in ("lead.do_not_contact", "lead.erased"):
         await mark_do_not_contact(intake.sessions, lead.id)
     final = lead.stage in ("won", "closed")
@@ -523,7 +532,20 @@ async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> 
 # What of an event's data a workflow may see, by key: everything else (form fields, notes,
 # free text) may be personal and stays in the app database.
 WORKFLOW_DATA_KEYS = frozenset(
-    {"step", "cadence", "form", "url", "outcome", "task", "reason", "scanner", "via", "key"}
+    {
+        "step",
+        "cadence",
+        "form",
+        "url",
+        "outcome",
+        "task",
+        "reason",
+        "scanner",
+        "via",
+        "key",
+        "until",
+        "kind",
+    }
 )
 
 

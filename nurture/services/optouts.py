@@ -7,15 +7,16 @@ an opt-out wins even while a send is being retried.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nurture.adapters.database import (
     CallTask,
     EmailSend,
     EventRow,
+    InboundMail,
     LeadRow,
     ReceivedMail,
     Suppression,
@@ -69,6 +70,41 @@ async def unsubscribe_address(
     return [other for other, already in leads.items() if other != lead_id and not already]
 
 
+# CONTRACT.md, "Accounts and people": soft bounces this many times in this window suppress.
+SOFT_BOUNCES_TO_SUPPRESS = 3
+SOFT_BOUNCE_WINDOW = timedelta(days=30)
+
+
+async def apply_bounce(
+    sessions: async_sessionmaker[AsyncSession], lead_id: str, kind: object, now: datetime
+) -> bool:
+    """Suppress the lead's address after a hard bounce, or its third soft bounce in 30 days
+    (counted over every lead with that address). Returns whether it is suppressed now.
+
+    Called once the bounce is recorded, so the bounce being handled is counted too.
+    """
+    async with sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        address = address_key(lead.email) if lead is not None and lead.email else None
+        if not address:
+            return False
+        if kind != "hard":
+            holders = select(LeadRow.id).where(func.lower(LeadRow.email) == address)
+            bounces = await session.scalars(
+                select(EventRow.data).where(
+                    EventRow.type == "email.bounced",
+                    EventRow.lead_id.in_(holders),
+                    EventRow.received_at >= now - SOFT_BOUNCE_WINDOW,
+                )
+            )
+            soft = sum(1 for data in bounces if (data or {}).get("kind", "soft") != "hard")
+            if soft < SOFT_BOUNCES_TO_SUPPRESS:
+                return False
+    why = "hard bounce" if kind == "hard" else f"{SOFT_BOUNCES_TO_SUPPRESS} soft bounces in 30 days"
+    await suppress_address(sessions, address, f"bounced: {why}", now)
+    return True
+
+
 async def mark_do_not_contact(sessions: async_sessionmaker[AsyncSession], lead_id: str) -> None:
     async with sessions() as session:
         lead = await session.get(LeadRow, lead_id)
@@ -87,15 +123,22 @@ async def erase_personal_data(
     and the outbox's statuses and Message-IDs (so a late bounce still finds its send).
     Cleared: contact fields and free fields; each send's address, subject (it may greet
     by name), error and server reply (servers quote the address); call scripts and
-    notes (rendered with the lead's details); event bodies; and the dev sink's copies of
-    the lead's emails. ``erased_at`` records that it was done. Running it again is
-    harmless.
+    notes (rendered with the lead's details); event bodies; the mail that came back from
+    the lead; and the dev sink's copies of the lead's emails. ``erased_at`` records that
+    it was done. Running it again is harmless.
 
     The suppression list keeps an address the lead unsubscribed or bounced: it is what
     stops the same person from being mailed again if the CRM sends them back.
     """
     async with sessions() as session:
         lead = await session.get(LeadRow, lead_id)
+        # Mail that came back from the lead (matched to it, or kept unmatched under its
+        # address) goes with the rest of its personal data.
+        address = address_key(lead.email) if lead is not None and lead.email else None
+        mail = InboundMail.lead_id == lead_id
+        if address:
+            mail = or_(mail, func.lower(InboundMail.sender) == address)
+        await session.execute(delete(InboundMail).where(mail))
         if lead is not None:
             for name in PERSONAL_COLUMNS:
                 setattr(lead, name, None)

@@ -43,7 +43,19 @@ from nurture.adapters.secrets import session_key
 from nurture.services import metrics as metrics_refresh
 from nurture.services.ingest import EventWriter
 from nurture.settings import Settings
-from nurture.web import cadences, codec, crm, inbox, leads, links, login, pages, reports, webhooks
+from nurture.web import (
+    cadences,
+    codec,
+    crm,
+    inbound,
+    inbox,
+    leads,
+    links,
+    login,
+    pages,
+    reports,
+    webhooks,
+)
 from nurture.web.common import (
     TEMPLATES_DIR,
     Services,
@@ -198,7 +210,7 @@ def create_app(
     app.add_exception_handler(webhooks.WebhookRefused, webhooks.refused_handler)
     app.add_exception_handler(LoginRequired, _to_login)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    for module in (webhooks, crm, links, login, inbox, leads, pages, codec):
+    for module in (webhooks, crm, inbound, links, login, inbox, leads, pages, codec):
         app.include_router(module.router)
     # The report pages come from their own module; every page needs a login (CONTRACT.md),
     # and these are for ops: they show every SDR's leads and activity.
