@@ -170,6 +170,10 @@ async def test_one_task_per_key_with_its_script(desk):
     # The next visit of the step (a loop back) is a new task, on purpose.
     again = await run(desk.acts.create_call_task, call_input("L-1", visit=2))
     assert again.created and again.task_id != first.task_id
+    # ... and it supersedes the step's older open task: one open task per lead and step.
+    stale = await desk.task(first.task_id)
+    assert stale.status == "cancelled" and f"[superseded by {again.task_id}]" in (stale.notes or "")
+    assert (await desk.task(again.task_id)).status == "open"
 
 
 async def test_the_sdr_is_emailed_once_about_a_new_task(desk):

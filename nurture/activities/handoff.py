@@ -15,7 +15,7 @@ from nurture.activities.email import (
     sender_context,
 )
 from nurture.adapters.catalog import CadenceCatalog
-from nurture.adapters.database import CallTask, LeadRow, Opportunity, insert_once
+from nurture.adapters.database import CallTask, LeadRow, Opportunity, insert_once, utcnow
 from nurture.adapters.link_tokens import unsubscribe_url
 from nurture.adapters.secrets import link_key
 from nurture.adapters.smtp import SmtpSender
@@ -103,8 +103,28 @@ class TaskActivities:
             # In the task's transaction: a concurrent attempt that created it first chose
             # the owner, and this one must not overwrite it.
             lead.owner = owner
+            await self._supersede(session, task)
         await session.commit()
         return task, created
+
+    async def _supersede(self, session: AsyncSession, task: CallTask) -> None:
+        """One open task per lead and step: an older open one (a step run again, a loop) is
+        cancelled, saying which task replaces it, so the SDR never works a stale script."""
+        stale = (
+            await session.scalars(
+                select(CallTask).where(
+                    CallTask.lead_id == task.lead_id,
+                    CallTask.cadence == task.cadence,
+                    CallTask.step == task.step,
+                    CallTask.status == "open",
+                    CallTask.id != task.id,
+                )
+            )
+        ).all()
+        for old in stale:
+            old.status = "cancelled"
+            old.completed_at = utcnow()
+            old.notes = ((old.notes or "") + f"\n[superseded by {task.id}]").strip()
 
     async def _notify_owner(
         self, session: AsyncSession, playbook: Playbook, task: CallTask, request: am.CallTaskInput

@@ -784,7 +784,9 @@ class LeadMachine:
             and result.created
             and self.patched("escalation")
         ):
-            # Every call task is watched, with or without wait_for_outcome.
+            # Every call task is watched, with or without wait_for_outcome; a new task of a
+            # step supersedes the step's older open one (the activity cancels it).
+            state.watches = [w for w in state.watches if w.step != action.step]
             state.watches.append(
                 TaskWatch(
                     task_id=result.task_id,
