@@ -30,6 +30,13 @@ from nurture.settings import Settings
 class TaskActivities:
     """Call tasks for SDRs and the toss-up handoff, with injected database, catalog and SMTP."""
 
+    async def _send(
+        self, session: AsyncSession, playbook: Playbook, notification: Notification
+    ) -> None:
+        """Send an internal notification through the outbox, once per its key."""
+        assert self.smtp is not None
+        await send_notification(session, self.smtp, self.settings, playbook, notification)
+
     def __init__(
         self,
         settings: Settings,
@@ -147,10 +154,8 @@ class TaskActivities:
             f"Done? nurture tasks complete {task.id} --outcome <outcome>\n\n"
             f"Call script:\n\n{task.script or '(none)'}"
         )
-        await send_notification(
+        await self._send(
             session,
-            self.smtp,
-            self.settings,
             playbook,
             Notification(
                 key=keys.notification(task.key),
@@ -179,10 +184,8 @@ class TaskActivities:
             assigned = (
                 "" if request.owner else "You are its owner now (the playbook's assignment rule).\n"
             )
-            await send_notification(
+            await self._send(
                 session,
-                self.smtp,
-                self.settings,
                 playbook,
                 Notification(
                     key=keys.handoff_notification(request.key),
@@ -267,10 +270,8 @@ class TaskActivities:
                     f"Open call tasks moved with it: {ids}.\n\n"
                     f"Lead: {base}/leads/{lead.id}\n"
                 )
-                await send_notification(
+                await self._send(
                     session,
-                    self.smtp,
-                    self.settings,
                     playbook,
                     Notification(
                         key=keys.notification(f"{request.key}|{role}"),
@@ -323,10 +324,8 @@ class TaskActivities:
                 if request.to == "next_sdr"
                 else f"It stays with {request.from_owner or 'nobody'}; please follow up."
             )
-            await send_notification(
+            await self._send(
                 session,
-                self.smtp,
-                self.settings,
                 playbook,
                 Notification(
                     key=keys.notification(request.key),
