@@ -49,6 +49,7 @@ from sqlalchemy import func, select
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -165,14 +166,21 @@ async def run(args: argparse.Namespace, folder: Path, temporal: str) -> None:
         "Datetime": SearchAttributeKey.for_datetime,
     }
     keys = [makers[kind](name) for name, kind in SEARCH_ATTRIBUTES.items()]
-    env = await WorkflowEnvironment.start_local(
-        data_converter=pydantic_data_converter, dev_server_existing_path=temporal,
-        search_attributes=keys,
-    )  # fmt: skip
+    env: WorkflowEnvironment | None = None
+    if args.address:
+        # A server started apart (`temporal server start-dev --headless --port P`, with the
+        # search attributes registered), so this process's life does not bound the server's.
+        client: Any = await Client.connect(args.address, data_converter=pydantic_data_converter)
+        server_pid = args.server_pid
+    else:
+        env = await WorkflowEnvironment.start_local(
+            data_converter=pydantic_data_converter, dev_server_existing_path=temporal,
+            search_attributes=keys,
+        )  # fmt: skip
+        client = env.client
+        server_pid = dev_server_pid()
     engine = make_engine(database_url, pool_size=8)
     try:
-        server_pid = dev_server_pid()
-        client: Any = env.client
         sessions = session_factory(engine)
         intake = Intake(settings, client, sessions, CadenceCatalog(cadences_dir, templates_dir))
         print(f"machine: {os.cpu_count()} cores, {cpu_model()}; {n} leads", flush=True)
@@ -250,7 +258,8 @@ async def run(args: argparse.Namespace, folder: Path, temporal: str) -> None:
             )
     finally:
         await engine.dispose()
-        await env.shutdown()
+        if env is not None:
+            await env.shutdown()
 
 
 def main() -> None:
@@ -258,6 +267,8 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=10_000)
     parser.add_argument("--rate", type=float, default=200.0, help="signals a second, at most")
     parser.add_argument("--sample", type=int, default=50, help="leads queried for the end")
+    parser.add_argument("--address", help="use this running server (host:port) instead")
+    parser.add_argument("--server-pid", type=int, help="its pid, for its CPU time")
     asyncio.run(main_async(parser.parse_args()))
 
 
