@@ -6,7 +6,7 @@ One run, one machine, one server:
   attributes; the real worker (``worker.build_worker``) in this process;
 - a fresh SQLite app database and a cadence set whose one step waits a year, so every
   lead parks at once and stays parked (no email, no SMTP);
-- N leads (``--leads``, default 10,000) taken in by the real ``Intake``, 50 at once,
+- N leads (``--leads``, default 10,000) taken in by the real ``Intake``, 20 at once,
   until every one has recorded its first stage and parked.
 
 Then, measured in the same run against the same leads:
@@ -145,7 +145,9 @@ async def run(args: argparse.Namespace, folder: Path, temporal: str) -> None:
     cadences_dir, templates_dir = write_set(folder / "live", PLAYBOOK)
     changed = load_cadence_set(*write_set(folder / "changed", CHANGED)).playbook
     same = load_cadence_set(cadences_dir, templates_dir).playbook
-    database_url = f"sqlite+aiosqlite:///{folder / 'nurture.db'}"
+    # SQLite by default; with 10,000 leads taken in at once the single writer is the limit of
+    # the intake phase (not of the rollout), so --database-url can name a PostgreSQL database.
+    database_url = args.database_url or f"sqlite+aiosqlite:///{folder / 'nurture.db'}"
     settings = load_settings(
         database_url=database_url,
         smtp_host="127.0.0.1",
@@ -186,7 +188,7 @@ async def run(args: argparse.Namespace, folder: Path, temporal: str) -> None:
         print(f"machine: {os.cpu_count()} cores, {cpu_model()}; {n} leads", flush=True)
         async with build_worker(client, settings) as worker, worker:
             started = time.perf_counter()
-            slots = asyncio.Semaphore(50)
+            slots = asyncio.Semaphore(args.concurrency)
 
             async def submit(i: int) -> None:
                 async with slots:
@@ -265,9 +267,11 @@ async def run(args: argparse.Namespace, folder: Path, temporal: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--leads", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=20, help="leads taken in at once")
     parser.add_argument("--rate", type=float, default=200.0, help="signals a second, at most")
     parser.add_argument("--sample", type=int, default=50, help="leads queried for the end")
     parser.add_argument("--address", help="use this running server (host:port) instead")
+    parser.add_argument("--database-url", help="the app database (default: a new SQLite file)")
     parser.add_argument("--server-pid", type=int, help="its pid, for its CPU time")
     asyncio.run(main_async(parser.parse_args()))
 
