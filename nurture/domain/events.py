@@ -291,6 +291,22 @@ class IncomingEvent(Event):
 MAX_CALLBACK_AHEAD = timedelta(days=366)
 
 
+def parse_callback(value: object) -> datetime:
+    """A callback time's text as ISO 8601, naive (the lead's local time) or with an offset.
+
+    Raises:
+        ValueError: naming ``callback``: not text, or not an ISO 8601 date-time.
+    """
+    if not isinstance(value, str):
+        raise ValueError("callback: an ISO 8601 date-time, for example 2026-12-08T10:00")
+    try:
+        return datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"callback: '{value[:40]}' is not an ISO 8601 date-time (2026-12-08T10:00)"
+        ) from None
+
+
 def check_callback(value: object, now: datetime) -> datetime:
     """A callback time as the SDR gives it: ISO 8601 (without an offset: the lead's local
     time), not in the past by more than a day, at most a year ahead.
@@ -298,14 +314,7 @@ def check_callback(value: object, now: datetime) -> datetime:
     Raises:
         ValueError: naming ``callback`` and what is wrong.
     """
-    if not isinstance(value, str):
-        raise ValueError("callback: an ISO 8601 date-time, for example 2026-12-08T10:00")
-    try:
-        at = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise ValueError(
-            f"callback: '{value[:40]}' is not an ISO 8601 date-time (2026-12-08T10:00)"
-        ) from None
+    at = parse_callback(value)
     probe = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
     if probe < now - timedelta(days=1):
         raise ValueError("callback: in the past")

@@ -21,6 +21,7 @@ from nurture.domain.events import (
     TOSS_UP_OUTCOMES,
     Event,
     LeadFacts,
+    parse_callback,
 )
 from nurture.domain.state import (
     ENGAGEMENTS_KEEP,
@@ -302,10 +303,8 @@ def callback_time(value: object, facts: LeadFacts) -> datetime | None:
     """The time a ``call_back_later`` outcome asks for: ISO 8601; without an offset it is
     the lead's own local time (the SDR agreed it with the lead). None when absent or bad
     (the intake refuses a bad one before it reaches the workflow)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
     try:
-        at = datetime.fromisoformat(value.strip())
+        at = parse_callback(value)
     except ValueError:
         return None
     if at.tzinfo is None:
