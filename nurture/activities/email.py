@@ -40,6 +40,12 @@ def message_id(key: str, sender: str) -> str:
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
 
 
+def lead_label(lead: LeadRow) -> str:
+    """How an SDR recognises a lead in a notification: name (company), else its id."""
+    who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
+    return f"{who} ({lead.company})" if lead.company else who
+
+
 def lead_context(row: LeadRow) -> dict[str, Any]:
     """Every lead field for templates; optional ones present and None when missing."""
     return lead_from_row(row).model_dump()
@@ -183,8 +189,16 @@ class EmailActivities:
             if not recipients:
                 activity.logger.info("notification %s: no recipient has an address", request.key)
                 return
-            if await session.get(LeadRow, request.lead_id) is None:
+            lead = await session.get(LeadRow, request.lead_id)
+            if lead is None:
                 return
+            text = request.text
+            if request.name_the_lead:
+                # Read here, never sent through Temporal: who the lead is, and its page.
+                text = (
+                    f"{text}\n\nLead: {lead_label(lead)}\n"
+                    f"{self.settings.public_base}/leads/{lead.id}"
+                )
             await send_notification(
                 session,
                 self.smtp,
@@ -195,7 +209,7 @@ class EmailActivities:
                     lead_id=request.lead_id,
                     recipients=recipients,
                     subject=request.subject,
-                    text=request.text,
+                    text=text,
                     now=request.now,
                 ),
             )
