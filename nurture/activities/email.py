@@ -22,7 +22,7 @@ from temporalio import activity
 from nurture.activities.outbox import Entry, Letter, NotSent, Outbox, paused_error, redact
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import LeadRow, Suppression, insert_once
-from nurture.adapters.link_tokens import click_url, unsubscribe_url
+from nurture.adapters.link_tokens import click_url, open_url, unsubscribe_url
 from nurture.adapters.secrets import link_key
 from nurture.adapters.smtp import PermanentSmtpError, SmtpSender
 from nurture.domain import keys
@@ -166,6 +166,8 @@ class EmailActivities:
             unsubscribe,
             playbook.sender.postal_address,
         )
+        if playbook.tracking.opens:
+            rendered = with_open_pixel(rendered, open_url(base, key, lead.id, request.key))
         message = build_message(
             sender=playbook.sender.from_,
             to=address,
@@ -304,6 +306,21 @@ def with_footer(
         closing = html.lower().rfind("</body>")
         html = html[:closing] + footer + html[closing:] if closing >= 0 else html + footer
     return RenderedEmail(subject=rendered.subject, text=text, html=html)
+
+
+def with_open_pixel(rendered: RenderedEmail, pixel_url: str) -> RenderedEmail:
+    """The email with its open pixel at the end of the HTML part (a text-only email has none:
+    plain text loads no images, so its opens are never known)."""
+    if rendered.html is None:
+        return rendered
+    image = (
+        f'<img src="{html_escape(pixel_url)}" width="1" height="1" alt="" '
+        'style="display:block;width:1px;height:1px;border:0;">'
+    )
+    html = rendered.html
+    closing = html.lower().rfind("</body>")
+    html = html[:closing] + image + html[closing:] if closing >= 0 else html + image
+    return RenderedEmail(subject=rendered.subject, text=rendered.text, html=html)
 
 
 def _text_footer(unsubscribe_url: str, postal_address: str) -> str:
