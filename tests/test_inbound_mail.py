@@ -207,6 +207,39 @@ async def test_erase_removes_the_leads_received_mail(web: Web) -> None:
     assert [e.type for e in await rows(web, EventRow)].count("email.replied") == 1
 
 
+async def test_mail_answering_an_erased_leads_email_keeps_nothing(web: Web) -> None:
+    from nurture.adapters.database import EmailSend
+
+    lead = uid()
+    address = f"{lead.lower()}@example.com"
+    assert (await web.post("/leads", {"id": lead, "email": address})).status_code == 202
+    sent_id = f"<{uid('m')}@acme.example>"
+    engine = make_engine(web.settings.database_url)
+    try:
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            session.add(
+                EmailSend(
+                    key=f"{lead}|0|welcome|hello|1", lead_id=lead, cycle=0, cadence="welcome",
+                    step="hello", visit=1, template="welcome/hello", message_id=sent_id,
+                    status="sent", sent_at=datetime.now(UTC),
+                )
+            )  # fmt: skip
+            await session.commit()
+        await erase_personal_data(sessions, lead, datetime.now(UTC))
+    finally:
+        await engine.dispose()
+
+    # Weeks later the person answers the old email (its Message-ID is kept, the address not).
+    answer = await post_mail(web, reply(sent_id, address, "Please call me on 555 0100."))
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["mail"] == "ignored" and answer.json()["event_id"] is None
+    [kept] = await rows(web, InboundMail)
+    assert (kept.lead_id, kept.sender, kept.subject, kept.excerpt) == (lead, None, None, None)
+    assert [e for e in await web.events() if e.type == "email.replied"] == []
+
+
 async def test_the_unmatched_page_lists_mail_for_ops(web: Web) -> None:
     from web_helpers import add_user, log_in
 
