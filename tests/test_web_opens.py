@@ -7,6 +7,8 @@ as a mail client, Apple's prefetching proxy or a mail gateway would.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -178,3 +180,75 @@ async def test_an_erased_leads_pixel_records_nothing(site) -> None:  # type: ign
 
     assert is_the_pixel(answer)
     assert await opens(stack, lead) == []
+
+
+@pytest.mark.browser
+async def test_looking_at_a_caught_email_in_the_browser_counts_no_open(  # type: ignore[no-untyped-def]
+    time_env, make_settings, smtp_sink
+) -> None:
+    from playwright.async_api import async_playwright, expect
+    from web_helpers import CHROMIUM, CHROMIUM_ARGS, PASSWORD, LiveServer, add_user
+
+    from nurture.adapters.database import ReceivedMail
+
+    settings = make_settings(temporal_address=time_env.client.service_client.config.target_host)
+    lead = uid()
+    async with running(time_env.client, settings) as stack:
+        await add_user(stack.sessions, "ops-1", "ops")
+        await stack.add_lead(id=lead, email=f"{lead.lower()}@example.com", country="US")
+        [message] = await smtp_sink.wait_for(1)
+        await stack.until(lead, lambda v: v.step == "pause")
+        async with stack.sessions() as session:
+            await session.execute(
+                update(EmailSend)
+                .where(EmailSend.lead_id == lead)
+                .values(sent_at=datetime.now(UTC) - timedelta(hours=1))
+            )
+            await session.commit()
+        with LiveServer(create_app(settings)) as server:
+            # The copy `make run`'s sink keeps, its pixel pointing at this very server.
+            html = message.get_body(preferencelist=("html",))
+            assert html is not None
+            html.set_content(
+                html.get_content().replace(settings.public_base, server.url), subtype="html"
+            )
+            raw = message.as_string()
+            again = email.message_from_string(raw, policy=email.policy.default)
+            assert isinstance(again, EmailMessage)
+            shown_html = again.get_body(preferencelist=("html",))
+            assert shown_html is not None and f"{server.url}/o/" in shown_html.get_content()
+            async with stack.sessions() as session:
+                caught = ReceivedMail(
+                    mail_from="hello@acme.example", rcpt_tos=[str(message["To"])],
+                    subject=str(message["Subject"]), message_id=str(message["Message-ID"]),
+                    raw=raw,
+                )  # fmt: skip
+                session.add(caught)
+                await session.commit()
+                mail_id = caught.id
+            async with async_playwright() as p:
+                browser = await p.chromium.launch(
+                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+                )
+                try:
+                    # Headless Chromium names itself (a machine); a person's Chrome does not.
+                    page = await browser.new_page(user_agent=BROWSER)
+                    await page.goto(f"{server.url}/login?next=/mail")
+                    await page.get_by_label("User").fill("ops-1")
+                    await page.get_by_label("Password").fill(PASSWORD)
+                    await page.get_by_role("button", name="Sign in").click()
+                    await expect(page).to_have_url(f"{server.url}/mail")
+                    # `load` waits for the frame and every image it may fetch.
+                    shown = await page.goto(f"{server.url}/mail/{mail_id}", wait_until="load")
+                    assert shown is not None and shown.status == 200
+                    await expect(page.locator("iframe[title='HTML part']")).to_be_visible()
+                    assert await opens(stack, lead) == []
+                    # The same pixel, fetched by the browser itself: a reader's open.
+                    pixel = f"{server.url}{pixel_of(message)}"
+                    assert pixel.startswith(server.url)
+                    fetched = await page.goto(pixel)
+                    assert fetched is not None and fetched.status == 200
+                finally:
+                    await browser.close()
+        [row] = await opens(stack, lead)
+        assert not row.data.get("scanner")
