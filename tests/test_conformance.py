@@ -676,3 +676,22 @@ async def test_an_out_of_office_holds_touches_until_the_stated_day(journey, time
     assert not any(w.startswith("score") for w in whats)
     assert "cadence stopped" not in whats
     assert both.live == both.simulated
+
+
+async def test_a_reply_tells_the_owner(journey):
+    lead = Lead(id="CF-14", email="ivy@bigco.example", country="US")
+    both = await journey(
+        lead,
+        [
+            timedelta(hours=2),
+            send(lead.id, "page.visited", url="/pricing"),  # MQL: a call task for ben
+            timedelta(hours=1),
+            send(lead.id, "email.replied", step="welcome", cadence="inbound"),
+            timedelta(days=3),
+        ],
+    )
+    whats = both.whats()
+    told = whats.index("told ben: the lead replied to welcome")
+    assert whats.index("call task task#1 for ben") < told
+    assert whats[told - 1].startswith("score ")  # scored first, then the owner is told
+    assert both.live == both.simulated

@@ -8,6 +8,7 @@ outbox row. SQLite always; PostgreSQL too when NURTURE_TEST_DATABASE_URL is set.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -488,6 +489,14 @@ async def test_the_message_as_the_server_received_it(outbox, sessions):
     token = click.rsplit("/", 1)[1]
     assert read_token(secret, "click", token)["u"] == "https://acme.example/ja/tour"
 
+    # The open pixel: one image at the end of the html part, signed for this send only.
+    pixels = re.findall(r'<img src="([^"]+/o/([^"]+))" width="1" height="1"', html)
+    assert len(pixels) == 1, html
+    assert html.rstrip().endswith(f'<img src="{pixels[0][0]}" width="1" height="1" alt="" '
+                                  'style="display:block;width:1px;height:1px;border:0;">')  # fmt: skip
+    assert read_token(secret, "open", pixels[0][1]) == {"l": "L-1", "k": request.key}
+    assert "/o/" not in text  # plain text loads no images
+
     # The 8-bit (UTF-8) body was declared, as RFC 6152 asks.
     assert outbox.sink.mail_options == [["BODY=8BITMIME"]]
     row = await outbox.row(request.key)
@@ -559,3 +568,32 @@ async def test_a_notification_is_sent_once_and_never_after_a_crash(outbox, sessi
     await run(outbox.acts.notify, notice("L-1|0|crashed"))
     assert len(outbox.sink.messages) == 1
     assert (await outbox.row("notify|L-1|0|crashed")).status == "unknown"
+
+
+async def test_tracking_opens_false_sends_no_pixel(
+    make_settings, migrated_url, sessions, faulty_sink, tmp_path
+):
+    from activitysupport import PLAYBOOK, TEMPLATES, TOUCHES_CADENCE
+    from conftest import SKELETON_CADENCE, write_cadence_set
+
+    cadences_dir, templates_dir = write_cadence_set(
+        tmp_path / "no-opens",
+        playbook=PLAYBOOK + "\n    tracking: {opens: false}\n",
+        cadences={"welcome": SKELETON_CADENCE, "touches": TOUCHES_CADENCE},
+        templates=TEMPLATES,
+    )
+    settings = make_settings(
+        database_url=migrated_url, cadences_dir=cadences_dir, templates_dir=templates_dir
+    )
+    assert not catalog_for(settings).current().playbook.tracking.opens
+    box = make_outbox(settings, sessions, faulty_sink)
+    try:
+        await add_lead(sessions, "L-1", **MIA)
+        result = await box.send(email_input("L-1", step="bare", template="welcome/bare"))
+    finally:
+        await box.acts.smtp.close()
+    assert result.status == "sent"
+    [message] = box.sink.messages
+    html = body(message, "html")
+    assert "<img" not in html and "/o/" not in html
+    assert "/u/" in html  # the footer is still added

@@ -21,6 +21,7 @@ from nurture.adapters.database import (
     CallTask,
     EmailSend,
     EventRow,
+    InboundMail,
     LeadRow,
     ReceivedMail,
     StageChange,
@@ -104,6 +105,29 @@ async def make_history(settings, sessions: Sessions, smtp_sink) -> None:  # type
                     raw=message.as_string(),
                 )
             )  # fmt: skip
+        # Mail that came back, as the inbound mail path keeps it: Mia's reply (matched:
+        # sender and subject), a bounce about her address that matched no lead (its
+        # excerpt quotes the address), and Raj's reply, which stays.
+        session.add_all(
+            [
+                InboundMail(
+                    message_key="<r1@initech.example>", source="webhook", kind="reply",
+                    why="a person's message", status="matched", lead_id="L-1",
+                    event_id="mail-1", sender=MIA["email"], subject="Re: Welcome, Mia",
+                ),
+                InboundMail(
+                    message_key="<b1@mx.example>", source="mailbox", kind="bounce",
+                    why="delivery status 5.1.1", status="unmatched",
+                    sender="mailer-daemon@mx.example", subject="Undelivered Mail Returned",
+                    excerpt=f"Your message to {MIA['email'].upper()} couldn't be delivered.",
+                ),
+                InboundMail(
+                    message_key="<r2@globex.example>", source="webhook", kind="reply",
+                    why="a person's message", status="matched", lead_id="L-2",
+                    event_id="mail-2", sender="raj@globex.example", subject="Re: Hello Raj",
+                ),
+            ]
+        )  # fmt: skip
         # Mia once bounced: the suppression list must keep stopping mail to that address.
         session.add(Suppression(email=MIA["email"], reason="bounced: 550 5.1.1"))
         await session.commit()
@@ -162,6 +186,8 @@ async def test_erase_removes_every_trace_and_keeps_the_funnel(
         kept_mail = (await session.scalars(select(ReceivedMail.rcpt_tos))).all()
         # Raj's email and his SDR's notification (Mia's went to Ben, Raj's turn is Carol's).
         assert sorted(kept_mail) == [["carol@example.com"], ["raj@globex.example"]]
+        kept_back = (await session.scalars(select(InboundMail.message_key))).all()
+        assert kept_back == ["<r2@globex.example>"]  # Mia's reply and her bounce are gone
         raj_task = await session.scalar(select(CallTask).where(CallTask.lead_id == "L-2"))
         assert raj_task is not None and "Raj" in (raj_task.script or "")
 

@@ -4,6 +4,7 @@ asks for them), who gets which territory, and the console's feed of what happens
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from conftest import write_cadence_set
 from web_helpers import asgi_client
@@ -168,3 +169,127 @@ def _email(lead_id: str, step: str, cadence: str, sent_at: datetime) -> EmailSen
         status="sent",
         sent_at=sent_at,
     )
+
+
+# --- the sample engagement: events, and mail the sample leads send back ----------------------
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo"
+
+
+def test_the_sample_engagement_answers_emails_the_demo_leads_are_sent() -> None:
+    from nurture.adapters.loader import load_cadence_set
+    from nurture.services.csvimport import read_leads
+    from nurture.services.demo import DemoMail, read_engagement
+
+    stream = read_engagement(DEMO / "engagement.jsonl")
+    assert [s.after for s in stream] == sorted(s.after for s in stream)
+    mail = [s.item for s in stream if isinstance(s.item, DemoMail)]
+    assert {m.mail for m in mail} == {"reply", "auto_reply"}
+    leads = {row.lead.id: row.lead for row in read_leads(DEMO / "leads.csv") if row.lead}
+    cadences = load_cadence_set(DEMO, Path("templates")).cadences.values()
+    email_steps = {s.id for c in cadences for s in c.steps if s.type == "email"}
+    for item in mail:
+        assert leads[item.lead_id].email, item
+        assert item.step in email_steps, item
+    back = next(m for m in mail if m.mail == "auto_reply")
+    assert back.back_after and "{back}" in back.text
+
+
+def test_a_bad_engagement_line_is_named_and_nothing_is_played(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+
+    from nurture.services.demo import EngagementError, read_engagement
+
+    stream = tmp_path / "engagement.jsonl"
+    stream.write_text(
+        '{"after": "1s", "id": "e-1", "type": "email.opened", "lead_id": "D-1"}\n'
+        '{"after": "2s", "id": "m-1", "mail": "repyl", "lead_id": "D-1", "text": "hi"}\n'
+        "# a comment\n"
+        '{"after": "0s", "id": "e-2", "type": "email.opened", "lead_id": "D-1"}\n'
+        "not json\n"
+        '{"id": "m-2", "mail": "auto_reply", "lead_id": "D-1", "text": "x", "back_after": "soon"}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(EngagementError) as caught:
+        read_engagement(stream)
+    lines = str(caught.value).splitlines()
+    assert [line.split(": ", 2)[:2] for line in lines] == [
+        ["engagement.jsonl:2", "mail"],
+        ["engagement.jsonl:4", "after"],
+        ["engagement.jsonl:5", "not a JSON object"],
+        ["engagement.jsonl:6", "back_after"],
+    ]
+    assert "'reply' or 'auto_reply'" in lines[0]
+
+
+async def test_the_demo_sends_a_reply_and_an_out_of_office_through_the_inbound_endpoint(  # type: ignore[no-untyped-def]
+    make_settings, time_env, tmp_path
+) -> None:
+    import asyncio
+
+    from harness import running
+    from sqlalchemy import select
+    from test_journeys import PLAYBOOK, journey_settings
+
+    from nurture.adapters.database import InboundMail
+    from nurture.services.demo import (
+        DemoMail,
+        compose_mail,
+        play_engagement,
+        signed_mail_poster,
+    )
+
+    # A reply's points alone must not make an MQL here: the reply is seen ending the cadence.
+    playbook = PLAYBOOK.replace("mql: {score: 10}", "mql: {score: 40}")
+    settings = journey_settings(make_settings, tmp_path, playbook=playbook)
+    stream = tmp_path / "engagement.jsonl"
+    stream.write_text(
+        '{"after": "1s", "id": "m-1", "mail": "reply", "lead_id": "DM-1", "step": "welcome",'
+        ' "text": "Sounds good, can we talk on Thursday?"}\n'
+        '{"after": "1s", "id": "m-2", "mail": "auto_reply", "lead_id": "DM-2",'
+        ' "back_after": "3d", "text": "I am out of the office until {back}."}\n',
+        encoding="utf-8",
+    )
+    async with (
+        running(time_env.client, settings) as stack,
+        asgi_client(create_app(settings, client=time_env.client)) as client,
+    ):
+        for lead, name in (("DM-1", "Ana"), ("DM-2", "Bo")):
+            await stack.add_lead(
+                id=lead, email=f"{name.lower()}@example.com", first_name=name, timezone="UTC"
+            )
+            await stack.until(lead, lambda v: v.step == "pause")
+        poster = signed_mail_poster(client, "/inbound/email", settings.require_webhook_secret())
+        await play_engagement(stack.intake, stream, asyncio.Event(), poster)
+
+        # The reply answers the email DM-1 was really sent, and ends its cadence.
+        async with stack.sessions() as session:
+            welcome = await session.scalar(select(EmailSend).where(EmailSend.lead_id == "DM-1"))
+        assert welcome is not None and welcome.message_id
+        item = DemoMail(id="m-x", mail="reply", lead_id="DM-1", step="welcome", text="x")
+        raw = await compose_mail(stack.intake, item, asyncio.Event())
+        assert raw is not None and f"In-Reply-To: {welcome.message_id}".encode() in raw
+        replied = await stack.until(
+            "DM-1", lambda v: any(h.what == "cadence stopped" for h in v.history)
+        )
+        assert replied.next_touch_at is None
+
+        # The out-of-office holds DM-2's next email, visibly, until the day it names.
+        back = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+        await stack.until(
+            "DM-2", lambda v: any(h.what == f"out of office until {back}" for h in v.history)
+        )
+        await time_env.sleep(timedelta(days=2, hours=1))
+        held = f"email nudge held: out of office until {back}"
+        view = await stack.until("DM-2", lambda v: any(h.what == held for h in v.history))
+        assert view.next_touch_at is not None and view.next_touch_at.date().isoformat() == back
+
+        # Played again (make run restarted): the same messages, read as seen.
+        await play_engagement(stack.intake, stream, asyncio.Event(), poster)
+        async with stack.sessions() as session:
+            mail = (await session.scalars(select(InboundMail).order_by(InboundMail.id))).all()
+        assert [(m.lead_id, m.kind, m.status) for m in mail] == [
+            ("DM-1", "reply", "matched"),
+            ("DM-2", "auto_reply", "matched"),
+        ]
+        assert all(m.excerpt is None for m in mail)  # matched: no words of the body kept

@@ -8,6 +8,7 @@ run the real worker on the time-skipping server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -206,6 +207,39 @@ async def test_erase_removes_the_leads_received_mail(web: Web) -> None:
     assert [e.type for e in await rows(web, EventRow)].count("email.replied") == 1
 
 
+async def test_mail_answering_an_erased_leads_email_keeps_nothing(web: Web) -> None:
+    from nurture.adapters.database import EmailSend
+
+    lead = uid()
+    address = f"{lead.lower()}@example.com"
+    assert (await web.post("/leads", {"id": lead, "email": address})).status_code == 202
+    sent_id = f"<{uid('m')}@acme.example>"
+    engine = make_engine(web.settings.database_url)
+    try:
+        sessions = session_factory(engine)
+        async with sessions() as session:
+            session.add(
+                EmailSend(
+                    key=f"{lead}|0|welcome|hello|1", lead_id=lead, cycle=0, cadence="welcome",
+                    step="hello", visit=1, template="welcome/hello", message_id=sent_id,
+                    status="sent", sent_at=datetime.now(UTC),
+                )
+            )  # fmt: skip
+            await session.commit()
+        await erase_personal_data(sessions, lead, datetime.now(UTC))
+    finally:
+        await engine.dispose()
+
+    # Weeks later the person answers the old email (its Message-ID is kept, the address not).
+    answer = await post_mail(web, reply(sent_id, address, "Please call me on 555 0100."))
+
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["mail"] == "ignored" and answer.json()["event_id"] is None
+    [kept] = await rows(web, InboundMail)
+    assert (kept.lead_id, kept.sender, kept.subject, kept.excerpt) == (lead, None, None, None)
+    assert [e for e in await web.events() if e.type == "email.replied"] == []
+
+
 async def test_the_unmatched_page_lists_mail_for_ops(web: Web) -> None:
     from web_helpers import add_user, log_in
 
@@ -273,3 +307,90 @@ async def test_a_bounce_posted_as_an_event_suppresses_too(web: Web) -> None:
     )
     assert posted.status_code == 202, posted.text
     assert [s.email for s in await rows(web, Suppression)] == [address]
+
+
+def payload_texts(node: object) -> list[str]:
+    """The decoded ``data`` of every payload in a JSON history (kept there in base64)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("data"), str) and "metadata" in node:
+            found.append(base64.b64decode(node["data"]).decode("utf-8", "replace"))
+        for value in node.values():
+            found += payload_texts(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += payload_texts(value)
+    return found
+
+
+async def test_a_reply_tells_the_owner_and_nothing_of_it_reaches_temporal(  # type: ignore[no-untyped-def]
+    make_settings, time_env, smtp_sink, tmp_path
+) -> None:
+    from harness import eventually, running
+    from test_journeys import journey_settings
+    from web_helpers import asgi_client
+
+    from nurture.domain.names import workflow_id
+    from nurture.web import create_app
+
+    # The journeys' set: a visit to /pricing makes an MQL whose call task gives it an owner.
+    settings = journey_settings(make_settings, tmp_path)
+    async with (
+        running(time_env.client, settings) as stack,
+        asgi_client(create_app(settings, client=time_env.client)) as client,
+    ):
+        web = Web(client, settings, settings.require_webhook_secret())
+        lead = uid()
+        address = f"{lead.lower()}@example.com"
+        created = await web.post(
+            "/leads",
+            {"id": lead, "email": address, "first_name": "Rei", "company": "Kumo", "country": "US"},
+        )
+        assert created.status_code == 202, created.text
+        stack.started.add(lead)
+        await stack.until(lead, lambda v: v.step == "pause")
+        [welcome] = await web.sends(lead)
+        visit = {"id": uid("evt"), "type": "page.visited", "lead_id": lead,
+                 "data": {"url": "https://acme.example/pricing"}}  # fmt: skip
+        assert (await web.post("/events", visit)).status_code == 202
+        await stack.settle(lead, "mql")
+        await stack.until(lead, lambda v: v.owner == "ben")
+
+        raw = reply(str(welcome.message_id), address, "My mobile is 555 0199; Tuesday 3pm works.")
+        first = await post_mail(web, raw)
+        again = await post_mail(web, raw)  # the provider retries: read once
+        assert first.status_code == 202 and first.json()["event_type"] == "email.replied"
+        assert again.status_code == 200
+
+        view = await stack.until(
+            lead, lambda v: any(h.what.startswith("told ben") for h in v.history)
+        )
+        told = [h.what for h in view.history if h.what.startswith("told ")]
+        assert told == ["told ben: the lead replied to welcome"]
+
+        async def notices() -> list:  # type: ignore[type-arg]
+            return [m for m in smtp_sink.messages if str(m["Subject"]) == f"Lead {lead} replied"]
+
+        [notice] = await eventually(notices)
+        assert str(notice["To"]) == "ben@example.com"
+        text = notice.get_content()
+        assert "replied to email welcome" in text
+        assert "Rei (Kumo)" in text and f"/leads/{lead}" in text  # named from the database
+        assert "555 0199" not in text and "Tuesday" not in text
+
+        # Nothing of the reply, and nothing personal, in any run of the lead's workflow.
+        texts: list[str] = []
+        run_id: str | None = None
+        while True:
+            history = await time_env.client.get_workflow_handle(
+                workflow_id(lead), run_id=run_id
+            ).fetch_history()
+            texts += payload_texts(json.loads(history.to_json()))
+            started = history.events[0].workflow_execution_started_event_attributes
+            if not started.continued_execution_run_id:
+                break
+            run_id = started.continued_execution_run_id
+        everything = "\n".join(texts)
+        assert f"Lead {lead} replied" in everything  # the notice's input was looked at
+        for trace in ("555 0199", "Tuesday 3pm", address, "Rei", "Kumo"):
+            assert trace not in everything, trace

@@ -94,3 +94,43 @@ def test_unsubscribe_needs_our_address() -> None:
 def test_garbage_is_read_without_raising() -> None:
     for raw in (b"", b"\x00\xff\xfe", b"Content-Type: multipart/report\r\n\r\n--x--"):
         assert classify(raw).kind in ("reply", "other")
+
+
+def _plain(subject: str, body: str, headers: str = "") -> bytes:
+    return (
+        f"From: a@b.example\r\nTo: hello@acme.example\r\nSubject: {subject}\r\n{headers}"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    ).encode() + body.encode()
+
+
+def test_dotted_dates_are_read_day_first_and_roll_into_next_year() -> None:
+    away = _plain(
+        "Abwesenheitsnotiz",
+        "Ich bin z.B. per Handy erreichbar. Ab dem 8.1. bin ich wieder im Büro.",
+        "Auto-Submitted: auto-replied\r\n",
+    )
+    facts = classify(away)
+    assert facts.kind == "auto_reply"
+    # 1 December 2026 now: "8.1." is next January, not last.
+    assert return_date(facts, "Europe/Berlin", NOW) == date(2027, 1, 8)
+
+
+def test_japanese_leave_is_an_auto_reply_only_when_said_in_the_present() -> None:
+    away = _plain("お知らせ", "誠に勝手ながら、12月14日まで休暇をいただいております。")
+    plan = _plain("Re: ご案内", "年末は休暇をいただく予定ですので、その前にお願いします。")
+    assert classify(away).kind == "auto_reply"
+    assert return_date(classify(away), "Asia/Tokyo", NOW) == date(2026, 12, 14)
+    assert classify(plan).kind == "reply"
+
+
+def test_away_later_is_an_auto_reply_only_outside_a_reply() -> None:
+    words = "I will be on vacation until 2026-12-14 with no access to email."
+    notice = classify(_plain("Thanks for your message", words))
+    answer = classify(_plain("Re: Your Acme trial", words + " Can we talk before?"))
+    assert notice.kind == "auto_reply"
+    assert return_date(notice, "UTC", NOW) == date(2026, 12, 14)
+    assert answer.kind == "reply"
+    # Said in the present, it is an auto-reply whatever the subject.
+    assert classify(_plain("Re: Your Acme trial", "I am out of the office today.")).kind == (
+        "auto_reply"
+    )

@@ -190,7 +190,8 @@ async def test_step_performance(seeded) -> None:
     ]
     welcome = rows[("inbound", "welcome")]
     # Sent to L-2, L-3 and L-4 (erased, still counted; L-6's was in February). Opened by
-    # L-2 (twice: one email) and L-4; clicked by L-2 only (L-3's click was a scanner);
+    # L-2 (twice: one email) and L-4 (L-3's open was a prefetching proxy); clicked by L-2
+    # only (L-3's click was a scanner);
     # replied by L-4. L-2 left for mql and was tossed up from this step.
     assert (welcome.emails_sent, welcome.opened, welcome.clicked, welcome.replied) == (3, 2, 1, 1)
     assert (welcome.open_rate, welcome.click_rate) == (round(2 / 3, 4), round(1 / 3, 4))

@@ -104,6 +104,8 @@ async def test_mail_pages_list_and_show_messages_safely(migrated_url: str) -> No
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in detail.text
     assert "<script>" not in detail.text
     assert 'onclick="steal()"' not in detail.text
+    # No remote image loads (an open pixel would count an open when ops look).
+    assert detail.headers["content-security-policy"] == "img-src data:"
 
     assert missing.status_code == 404
 

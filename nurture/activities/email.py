@@ -22,7 +22,7 @@ from temporalio import activity
 from nurture.activities.outbox import Entry, Letter, NotSent, Outbox, paused_error, redact
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import LeadRow, Suppression, insert_once
-from nurture.adapters.link_tokens import click_url, unsubscribe_url
+from nurture.adapters.link_tokens import click_url, open_url, unsubscribe_url
 from nurture.adapters.secrets import link_key
 from nurture.adapters.smtp import PermanentSmtpError, SmtpSender
 from nurture.domain import keys
@@ -38,6 +38,12 @@ def message_id(key: str, sender: str) -> str:
     """A deterministic Message-ID: the same touch always has the same id."""
     domain = parseaddr(sender)[1].rpartition("@")[2] or "nurture.invalid"
     return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{domain}>"
+
+
+def lead_label(lead: LeadRow) -> str:
+    """How an SDR recognises a lead in a notification: name (company), else its id."""
+    who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
+    return f"{who} ({lead.company})" if lead.company else who
 
 
 def lead_context(row: LeadRow) -> dict[str, Any]:
@@ -160,6 +166,8 @@ class EmailActivities:
             unsubscribe,
             playbook.sender.postal_address,
         )
+        if playbook.tracking.opens:
+            rendered = with_open_pixel(rendered, open_url(base, key, lead.id, request.key))
         message = build_message(
             sender=playbook.sender.from_,
             to=address,
@@ -183,8 +191,16 @@ class EmailActivities:
             if not recipients:
                 activity.logger.info("notification %s: no recipient has an address", request.key)
                 return
-            if await session.get(LeadRow, request.lead_id) is None:
+            lead = await session.get(LeadRow, request.lead_id)
+            if lead is None:
                 return
+            text = request.text
+            if request.name_the_lead:
+                # Read here, never sent through Temporal: who the lead is, and its page.
+                text = (
+                    f"{text}\n\nLead: {lead_label(lead)}\n"
+                    f"{self.settings.public_base}/leads/{lead.id}"
+                )
             await send_notification(
                 session,
                 self.smtp,
@@ -195,7 +211,7 @@ class EmailActivities:
                     lead_id=request.lead_id,
                     recipients=recipients,
                     subject=request.subject,
-                    text=request.text,
+                    text=text,
                     now=request.now,
                 ),
             )
@@ -290,6 +306,21 @@ def with_footer(
         closing = html.lower().rfind("</body>")
         html = html[:closing] + footer + html[closing:] if closing >= 0 else html + footer
     return RenderedEmail(subject=rendered.subject, text=text, html=html)
+
+
+def with_open_pixel(rendered: RenderedEmail, pixel_url: str) -> RenderedEmail:
+    """The email with its open pixel at the end of the HTML part (a text-only email has none:
+    plain text loads no images, so its opens are never known)."""
+    if rendered.html is None:
+        return rendered
+    image = (
+        f'<img src="{html_escape(pixel_url)}" width="1" height="1" alt="" '
+        'style="display:block;width:1px;height:1px;border:0;">'
+    )
+    html = rendered.html
+    closing = html.lower().rfind("</body>")
+    html = html[:closing] + image + html[closing:] if closing >= 0 else html + image
+    return RenderedEmail(subject=rendered.subject, text=rendered.text, html=html)
 
 
 def _text_footer(unsubscribe_url: str, postal_address: str) -> str:

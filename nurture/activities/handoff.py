@@ -10,6 +10,7 @@ from temporalio.exceptions import ApplicationError
 from nurture.activities.email import (
     Notification,
     lead_context,
+    lead_label,
     sdr_context,
     send_notification,
     sender_context,
@@ -402,9 +403,3 @@ class TaskActivities:
             lead.owner = owner
             await session.commit()
         return owner
-
-
-def lead_label(lead: LeadRow) -> str:
-    """How an SDR recognises a lead in a notification: name (company), else its id."""
-    who = " ".join(part for part in (lead.first_name, lead.last_name) if part) or lead.id
-    return f"{who} ({lead.company})" if lead.company else who

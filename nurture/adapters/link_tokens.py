@@ -1,4 +1,4 @@
-"""Signed tokens for unsubscribe and tracked-click links.
+"""Signed tokens for unsubscribe links, tracked-click links and the open pixel.
 
 A token carries what it points at and an HMAC over it, so the web app can act on it without a
 login (RFC 8058 one-click) and a forged or edited token is refused. No personal data in a
@@ -71,3 +71,8 @@ def unsubscribe_url(base: str, key: str, lead_id: str, send_key: str | None = No
 def click_url(base: str, key: str, lead_id: str, send_key: str, url: str) -> str:
     """A tracked link to ``url`` in a send; ``key``: the link key."""
     return f"{base}/c/{make_token(key, 'click', {'l': lead_id, 'k': send_key, 'u': url})}"
+
+
+def open_url(base: str, key: str, lead_id: str, send_key: str) -> str:
+    """The open pixel of a send (an image in its HTML part); ``key``: the link key."""
+    return f"{base}/o/{make_token(key, 'open', {'l': lead_id, 'k': send_key})}"

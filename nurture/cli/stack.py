@@ -131,6 +131,8 @@ async def _wait_for_temporal(settings: Settings, timeout: float = 60.0):  # type
 
 
 async def _dev(settings: Settings) -> None:
+    import httpx
+
     from nurture.adapters.catalog import CadenceCatalog
     from nurture.adapters.database import make_engine, session_factory
     from nurture.adapters.mailsink import MailSink
@@ -138,10 +140,13 @@ async def _dev(settings: Settings) -> None:
     from nurture.adapters.temporal import ensure_search_attributes
     from nurture.services.demo import (
         ActivityFeed,
+        EngagementError,
         create_demo_users,
         import_leads,
         play_engagement,
+        read_engagement,
         sample_countries,
+        signed_mail_poster,
     )
     from nurture.services.intake import Intake
 
@@ -152,10 +157,20 @@ async def _dev(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     sink: MailSink | None = None
     engine = None
+    http = httpx.AsyncClient(timeout=30.0)
     background: list[asyncio.Task[None]] = []
     try:
         catalog = CadenceCatalog(settings.cadences_dir, settings.templates_dir)
         catalog.current()  # refuse to start on broken files, with every problem listed
+        stream = settings.cadences_dir / "engagement.jsonl"
+        if not stream.exists():
+            stream = DEMO_DIR / "engagement.jsonl"
+        if stream.exists():
+            try:
+                read_engagement(stream)  # a bad line is named before anything starts
+            except EngagementError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
         host, _, port = settings.temporal_address.rpartition(":")
         argv = [
             _temporal_binary(),
@@ -252,11 +267,14 @@ async def _dev(settings: Settings) -> None:
         typer.echo("What happens, as it happens (at most 8 lines every 2 s):")
         background.append(asyncio.create_task(feed.run(stop, typer.echo)))
 
-        stream = settings.cadences_dir / "engagement.jsonl"
-        if not stream.exists():
-            stream = DEMO_DIR / "engagement.jsonl"
         if stream.exists():
-            background.append(asyncio.create_task(play_engagement(intake, stream, stop)))
+            # Mail the sample leads send back goes the way a mail provider's webhook does.
+            poster = signed_mail_poster(
+                http,
+                f"http://127.0.0.1:{settings.http_port}/inbound/email",
+                settings.require_webhook_secret(),
+            )
+            background.append(asyncio.create_task(play_engagement(intake, stream, stop, poster)))
 
         while not stop.is_set():
             crashed = children.exited()
@@ -274,4 +292,5 @@ async def _dev(settings: Settings) -> None:
             sink.stop()
         if engine is not None:
             await engine.dispose()
+        await http.aclose()
         typer.echo("stopped.")

@@ -1067,6 +1067,17 @@ class Sender(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class Tracking(_Strict):
+    """What the emails measure of their readers."""
+
+    opens: bool = Field(
+        default=True,
+        strict=True,
+        description="Put the open pixel (GET /o/<token>) in each email's HTML part; "
+        "false: no pixel, so no email.opened from these emails.",
+    )
+
+
 class Playbook(_Strict):
     """The written agreement between marketing, inside sales and sales."""
 
@@ -1077,6 +1088,7 @@ class Playbook(_Strict):
     limits: Limits = Field(default_factory=Limits)
     team: Team = Field(default_factory=Team)
     sender: Sender
+    tracking: Tracking = Field(default_factory=Tracking)
 
     @model_validator(mode="after")
     def _grades_name_bands(self) -> Playbook:

@@ -52,6 +52,11 @@ def unknown_send(key: str) -> str:
     return f"{key}|unknown"
 
 
+def reply_notice(lead_id: str, event_id: str) -> str:
+    """The notice to a lead's owner that the lead replied (the ``email.replied`` event)."""
+    return f"{lead_id}|replied|{event_id}"
+
+
 def escalation(task_id: str) -> str:
     """The escalation of one call task (at most one per task)."""
     return f"task|{task_id}|escalated"

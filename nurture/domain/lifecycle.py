@@ -62,7 +62,7 @@ class EventEffect(BaseModel):
     exit_cadence: str | None = None  # why the cadence stops early (exit_on)
     call_outcome: str | None = None
     wake_type: str | None = None  # the event type, for `until_any` waits
-    scanner: bool = False  # a link scanner's click: recorded only
+    scanner: bool = False  # a link scanner's click or a machine's open: recorded only
 
 
 def note(state: LeadState, at: datetime, what: str, why: str) -> None:
@@ -323,10 +323,12 @@ def _engage(
     state: LeadState, event: Event, at: datetime, now: datetime, effect: EventEffect
 ) -> None:
     kind = event.type
-    # Link scanners click everything seconds after delivery: recorded, and nothing more (no
-    # points, no "clicked" for branches, no early wake-up, no reset of the decay clock).
+    # Link scanners click everything and image proxies fetch every message, seconds after
+    # delivery: recorded, and nothing more (no points, no "clicked" or "opened" for
+    # branches, no early wake-up, no reset of the decay clock).
     if event.data.get("scanner"):
-        note(state, now, f"{kind} recorded", "looks like a link scanner; no points")
+        who = "a link scanner" if kind == "email.clicked" else "a machine, not a reader"
+        note(state, now, f"{kind} recorded", f"looks like {who}; no points")
         effect.scanner = True
         return
     step = event.data.get("step")

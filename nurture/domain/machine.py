@@ -535,6 +535,13 @@ class LeadMachine:
                 self.woken_by = effect.wake_type
             if event.type == "call.completed" and state.watches:
                 self._unwatch(event)
+            if (
+                event.type == "email.replied"
+                and state.owner
+                and state.stage not in FINAL_STAGES
+                and self.patched("notify-owner-on-reply")
+            ):
+                yield from self._tell_owner_of_reply(event)
         while self.controls:
             kind, value = self.controls.pop(0)
             yield from self._control(kind, value)
@@ -1022,6 +1029,41 @@ class LeadMachine:
         if to == "next_sdr" and target is not None and target != before:
             lifecycle.take_owner(state, target, self.now, f"call task {watch.task_id} escalated")
         yield _PUBLISH
+
+    def _tell_owner_of_reply(self, event: Event) -> Steps[None]:
+        """A lead that answers is the owner's to pick up: they hear of it at once, once.
+
+        Only ids and the step travel: the reply itself (sender, subject, body) stays in the
+        app database; the notification activity names the lead from there.
+        """
+        state = self._state
+        owner = state.owner
+        assert owner is not None
+        step = event.data.get("step")
+        replied = f"the lead replied to {step}" if step else "the lead replied"
+        if not state.playbook.team.contacts([owner]):
+            lifecycle.note(
+                state, self.now, f"{replied}; nobody told", f"owner {owner} has no address"
+            )
+            return
+        lifecycle.note(state, self.now, f"told {owner}: {replied}", f"event {event.id}")
+        about = f"email {step}" if step else "an email"
+        yield Perform(
+            am.NOTIFY,
+            am.NotifyInput(
+                key=keys.reply_notice(state.facts.id, event.id),
+                lead_id=state.facts.id,
+                to=[owner],
+                subject=f"Lead {state.facts.id} replied",
+                text=(
+                    f"Lead {state.facts.id} replied to {about}: a person is waiting for "
+                    "an answer. The reply is in the mailbox it was sent to."
+                ),
+                now=self.now,
+                name_the_lead=True,
+            ),
+            f"tell {owner}: lead replied to {step or 'an email'}",
+        )
 
     def _told(self, names: list[str]) -> str:
         """Who an alert to ``names`` reaches, for the history (ids, never addresses)."""

@@ -78,19 +78,18 @@ _AUTO_BODY = re.compile(
         (
             r"\bi am (currently )?(out of (the )?office|away|on (vacation|holiday|leave))",
             r"\bi'm (currently )?(out of (the )?office|away|on (vacation|holiday|leave))",
-            r"\bi will be (out of (the )?office|away|on (vacation|holiday|leave))",
             r"\blimited access to (my )?e-?mail\b",
             r"\bthis is an automatic(ally generated)? (reply|response|message)\b",
             r"\bnicht im büro\b",
             r"\bbin (ich )?(bis|vom) .{0,40}(abwesend|nicht erreichbar|im urlaub)",
             r"\bich bin (derzeit |zurzeit )?(abwesend|im urlaub|nicht im büro)",
             r"\bje suis (actuellement )?(absent|en congés?|en vacances)",
-            r"\bje serai (absent|de retour)",
             r"\babsente? du bureau\b",
             r"\bestoy (actualmente )?(fuera de la oficina|de vacaciones|ausente)",
-            r"\bestaré (fuera|de vacaciones|ausente)",
             "不在にして",
-            "休暇を",
+            # "I am taking leave" (present), not "I will take leave over New Year" (a
+            # person's reply planning a meeting before it).
+            "休暇を(いただいて|頂いて|取得して|取って)お",
             "休暇中",
             "出張中",
             "我目前不在",
@@ -99,6 +98,22 @@ _AUTO_BODY = re.compile(
             "休假中",
         )
     )
+)
+# Saying one will be away is what an auto-reply says, and also what a person answering
+# says when planning a meeting ("I will be on holiday from the 21st; can we talk before?"):
+# it counts only in a message that is not a reply by its subject.
+_AWAY_LATER = re.compile(
+    "|".join(
+        (
+            r"\bi will be (out of (the )?office|away|on (vacation|holiday|leave))",
+            r"\bje serai (absent|de retour)",
+            r"\bestaré (fuera|de vacaciones|ausente)",
+        )
+    )
+)
+# The prefixes mail clients put before the subject of a reply (Re, AW, SV, RIF, 回复...).
+_REPLY_SUBJECT = re.compile(
+    r"^\s*(re|aw|antw|sv|vs|r|rif|res|ref|réf|wg|回复|答复|回覆)\s*[:：]", re.IGNORECASE
 )
 # Where a return date is said; the date is looked for in these sentences only, so a date
 # quoted from the original message or a signature is not taken for it.
@@ -129,7 +144,11 @@ _RETURN_WORDS = re.compile(
 )
 _CJK_DATE = re.compile(r"(?:(\d{4})\s*年\s*)?(\d{1,2})\s*月\s*(\d{1,2})\s*(?:日|号)")
 _ISO_DATE = re.compile(r"\b(\d{4})-(\d{2})-(\d{2})\b")
-_SENTENCE = re.compile(r"(?<=[.!?。！？\n])\s*")
+# Day.month.[year], as German (and Outlook in many locales) writes dates: 15.12.2026, 15.12.
+_DOTTED_DATE = re.compile(r"\b(\d{1,2})\.\s?(\d{1,2})\.(?:\s?(\d{4})\b)?")
+# A sentence ends at . ! ? followed by a space (not the dot of a date: "15.12.2026",
+# "ab dem 8.1. bin ich"), or at CJK punctuation or a line break.
+_SENTENCE = re.compile(r"(?<!\d\.\d\.)(?<!\d\.\d\d\.)(?<=[.!?])\s+|(?<=[。！？\n])\s*")
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _UNSUBSCRIBE = re.compile(r"^\s*unsubscribe\b", re.IGNORECASE)
 _LANGUAGES = ["en", "ja", "zh", "de", "fr", "es"]
@@ -318,7 +337,10 @@ def _auto_reply_why(message: EmailMessage, subject: str, body: str) -> str | Non
     found = _AUTO_SUBJECT.search(_normal(subject))
     if found:
         return f"subject says {found.group(0)!r}"
-    found = _AUTO_BODY.search(_normal(body))
+    text = _normal(body)
+    found = _AUTO_BODY.search(text)
+    if found is None and not _REPLY_SUBJECT.match(subject):
+        found = _AWAY_LATER.search(text)
     if found:
         return f"body says {found.group(0).strip()!r}"
     return None
@@ -415,10 +437,11 @@ def return_date(facts: MailFacts, zone: str, now: datetime) -> date | None:
 def _dates_in(sentence: str, local_now: datetime) -> list[date]:
     found: list[date] = []
     for match in _CJK_DATE.finditer(sentence):
-        year = int(match.group(1)) if match.group(1) else local_now.year
-        candidate = _safe_date(year, int(match.group(2)), int(match.group(3)))
-        if candidate is not None and match.group(1) is None and candidate < local_now.date():
-            candidate = _safe_date(year + 1, candidate.month, candidate.day)
+        candidate = _day_of(match.group(1), match.group(2), match.group(3), local_now)
+        if candidate is not None:
+            found.append(candidate)
+    for match in _DOTTED_DATE.finditer(sentence):
+        candidate = _day_of(match.group(3), match.group(2), match.group(1), local_now)
         if candidate is not None:
             found.append(candidate)
     for match in _ISO_DATE.finditer(sentence):
@@ -437,6 +460,14 @@ def _dates_in(sentence: str, local_now: datetime) -> list[date]:
     results = search_dates(sentence, languages=_LANGUAGES, settings=settings)  # type: ignore[arg-type]
     # A match without a digit ("Je", "on Monday") is too often a word misread as a date.
     return [when.date() for text, when in results or [] if re.search(r"\d", text)]
+
+
+def _day_of(year: str | None, month: str, day: str, local_now: datetime) -> date | None:
+    """The date written, or the next one with that month and day when no year is written."""
+    candidate = _safe_date(int(year) if year else local_now.year, int(month), int(day))
+    if candidate is not None and year is None and candidate < local_now.date():
+        candidate = _safe_date(local_now.year + 1, candidate.month, candidate.day)
+    return candidate
 
 
 def _safe_date(year: int, month: int, day: int) -> date | None:

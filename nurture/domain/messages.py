@@ -161,3 +161,6 @@ class NotifyInput(BaseModel):
     subject: str
     text: str
     now: datetime
+    # The activity adds who the lead is (name, company) and a link to its page, read from
+    # the app database: personal data that must not travel through Temporal.
+    name_the_lead: bool = False

@@ -1,28 +1,45 @@
-"""What `make run` loads: demo logins, the sample leads, a stream of sample engagement."""
+"""What `make run` loads: demo logins, the sample leads, a stream of sample engagement.
+
+The sample engagement (``examples/demo/engagement.jsonl``) holds events, posted as a CRM
+would, and mail that leads send back (a reply, an out-of-office answer): each is written
+as a raw RFC 5322 message answering the email the lead was really sent (its Message-ID
+read from the outbox at that moment) and posted, signed, to ``POST /inbound/email``, the
+way a mail provider's inbound webhook delivers it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formataddr, formatdate
 from pathlib import Path
+from typing import Literal
 
-from sqlalchemy import select
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy import desc, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from nurture.adapters.database import (
     NOTIFICATION_CADENCE,
     CallTask,
     EmailSend,
+    InboundMail,
+    LeadRow,
     StageChange,
     User,
     utcnow,
 )
 from nurture.adapters.passwords import hash_password, verify_password
+from nurture.adapters.signing import sign
 from nurture.domain.cadence import Playbook
 from nurture.domain.durations import parse_duration
 from nurture.domain.events import Event
@@ -123,23 +140,192 @@ async def import_leads(intake: Intake, path: Path) -> str:
     return f"{new + updated + bad} ({new} new, {updated} existing, {bad} bad)"
 
 
-async def play_engagement(intake: Intake, path: Path, stop: asyncio.Event) -> None:
-    """Post each scripted event `after` its delay from now; ids make a replay harmless."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    for line in path.read_text(encoding="utf-8").splitlines():
+log = logging.getLogger(__name__)
+
+# Posts one raw message to `POST /inbound/email`; returns the HTTP status.
+MailPoster = Callable[[bytes], Awaitable[int]]
+
+
+class DemoMail(BaseModel):
+    """A message a sample lead sends back: a person's reply, or an out-of-office answer.
+
+    ``text`` may say ``{back}``: the return day, ``back_after`` from now (an auto-reply).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, max_length=100)
+    mail: Literal["reply", "auto_reply"]
+    lead_id: str = Field(min_length=1)
+    step: str | None = Field(default=None, description="the email answered; default: the last")
+    text: str = Field(min_length=1)
+    back_after: str | None = None
+
+    @field_validator("back_after")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+
+@dataclass(frozen=True)
+class Scripted:
+    """One line of the engagement stream: what to post, ``after`` seconds from the start."""
+
+    line: int
+    after: float
+    item: Event | DemoMail
+
+
+class EngagementError(ValueError):
+    """The engagement stream has bad lines; the message names each (file:line: field: why)."""
+
+
+def read_engagement(path: Path) -> list[Scripted]:
+    """Every line of an engagement stream, checked; nothing is posted when any is bad.
+
+    Raises:
+        EngagementError: naming each bad line as ``<file>:<line>: <field>: <message>``.
+    """
+    items: list[Scripted] = []
+    problems: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        item = json.loads(line)
-        delay = parse_duration(item.pop("after", "1s")).calendar.total_seconds()
-        wait = started + delay - loop.time()
+        where = f"{path.name}:{number}"
+        try:
+            raw = json.loads(line)
+        except ValueError as exc:
+            problems.append(f"{where}: not a JSON object: {exc}")
+            continue
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: not a JSON object")
+            continue
+        try:
+            after = parse_duration(str(raw.pop("after", "1s"))).calendar.total_seconds()
+        except ValueError as exc:
+            problems.append(f"{where}: after: {exc}")
+            continue
+        try:
+            item: Event | DemoMail = (
+                DemoMail.model_validate(raw) if "mail" in raw else Event.model_validate(raw)
+            )
+        except ValidationError as exc:
+            for error in exc.errors():
+                field = ".".join(str(part) for part in error["loc"]) or "item"
+                problems.append(f"{where}: {field}: {error['msg']}")
+            continue
+        items.append(Scripted(number, after, item))
+    if problems:
+        raise EngagementError("\n".join(problems))
+    return items
+
+
+async def play_engagement(
+    intake: Intake,
+    path: Path,
+    stop: asyncio.Event,
+    post_mail: MailPoster | None = None,
+    *,
+    wait_for_send: float = 60.0,
+) -> None:
+    """Post each scripted item ``after`` its delay from now; ids make a replay harmless.
+
+    Events go the way a CRM's go; mail goes through ``post_mail`` (``POST /inbound/email``),
+    skipped without it. A mail item waits up to ``wait_for_send`` seconds for the email it
+    answers to be sent.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    for scripted in read_engagement(path):
+        wait = started + scripted.after - loop.time()
         if wait > 0:
             try:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
                 return
             except TimeoutError:
                 pass
-        await submit_event(intake, Event.model_validate(item))
+        item = scripted.item
+        if isinstance(item, Event):
+            await submit_event(intake, item)
+        elif post_mail is not None:
+            raw = await compose_mail(intake, item, stop, wait_for_send)
+            if raw is None:
+                log.warning("demo mail %s: %s was sent no email to answer", item.id, item.lead_id)
+                continue
+            status = await post_mail(raw)
+            if status >= 300:
+                log.warning("demo mail %s: POST /inbound/email answered %s", item.id, status)
+
+
+async def compose_mail(
+    intake: Intake, mail: DemoMail, stop: asyncio.Event, wait_for_send: float = 60.0
+) -> bytes | None:
+    """The raw message ``mail`` describes, answering the newest email its lead was sent
+    (of ``mail.step``, if named); None when no such email went out in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_for_send
+    while True:
+        async with intake.sessions() as session:
+            lead = await session.get(LeadRow, mail.lead_id)
+            query = select(EmailSend).where(
+                EmailSend.lead_id == mail.lead_id,
+                EmailSend.status == "sent",
+                EmailSend.message_id.is_not(None),
+                EmailSend.cadence != NOTIFICATION_CADENCE,
+            )
+            if mail.step:
+                query = query.where(EmailSend.step == mail.step)
+            send = await session.scalar(query.order_by(desc(EmailSend.sent_at)).limit(1))
+        if lead is not None and lead.email and send is not None:
+            break
+        if loop.time() > deadline or stop.is_set():
+            return None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=1.0)
+    now = datetime.now(UTC)
+    playbook = intake.catalog.current().playbook
+    message = EmailMessage()
+    name = " ".join(part for part in (lead.first_name, lead.last_name) if part)
+    message["From"] = formataddr((name, lead.email)) if name else lead.email
+    message["To"] = playbook.sender.reply_to or playbook.sender.from_
+    subject = send.subject or "your email"
+    message["Subject"] = f"Re: {subject}" if mail.mail == "reply" else f"Out of office: {subject}"
+    message["Date"] = formatdate(now.timestamp(), usegmt=True)
+    # Derived from the item's id: the stream played again after a restart is read as seen.
+    digest = hashlib.sha256(f"{mail.lead_id}|{mail.id}".encode()).hexdigest()[:24]
+    message["Message-ID"] = f"<demo-{digest}@{lead.email.rpartition('@')[2]}>"
+    message["In-Reply-To"] = send.message_id
+    message["References"] = send.message_id
+    text = mail.text
+    if mail.mail == "auto_reply":
+        message["Auto-Submitted"] = "auto-replied"
+        if mail.back_after:
+            back = (now + parse_duration(mail.back_after).calendar).date()
+            text = text.replace("{back}", f"{back:%A} {back.day} {back:%B %Y}")
+    message.set_content(text + "\n")
+    return message.as_bytes()
+
+
+def signed_mail_poster(client: httpx.AsyncClient, url: str, secret: str) -> MailPoster:
+    """A :data:`MailPoster` to ``url``, signed with the webhook secret like every webhook;
+    it waits for the web app while it is starting (connection refused)."""
+
+    async def post(raw: bytes) -> int:
+        for attempt in range(30):
+            headers = {"Content-Type": "message/rfc822", "X-Nurture-Signature": sign(secret, raw)}
+            try:
+                answer = await client.post(url, content=raw, headers=headers)
+            except httpx.TransportError:
+                if attempt == 29:
+                    raise
+                await asyncio.sleep(1.0)
+                continue
+            return answer.status_code
+        raise AssertionError("unreachable")
+
+    return post
 
 
 class ActivityFeed:
@@ -164,6 +350,7 @@ class ActivityFeed:
         self._emails = _Mark(start)
         self._tasks = _Mark(start)
         self._stages = _Mark(start)
+        self._mail = _Mark(start)
 
     async def poll(self) -> list[str]:
         """The lines for what happened since the last poll (oldest first), rate-limited."""
@@ -209,6 +396,17 @@ class ActivityFeed:
                     why = f": {c.reason}" if c.reason else ""
                     found.append(
                         (c.at, f"{c.lead_id}  stage {c.from_stage or '(new)'} → {c.to_stage}{why}")
+                    )
+            mail = await session.scalars(
+                select(InboundMail)
+                .where(InboundMail.received_at >= self._mail.at)
+                .order_by(InboundMail.received_at, InboundMail.id)
+            )
+            for m in mail:
+                if self._mail.new(m.received_at, str(m.id)):
+                    kind = m.kind.replace("_", "-")
+                    found.append(
+                        (m.received_at, f"{m.lead_id or '(no lead)'}  mail in: {kind} ({m.status})")
                     )
         found.sort(key=lambda item: item[0])
         lines = [f"{at:%H:%M:%S}  {text}" for at, text in found[: self.limit]]

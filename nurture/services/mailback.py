@@ -163,9 +163,16 @@ async def take_mail(
             return MailResult("duplicate", facts.kind, "matched", why="already read")
         found = await match_lead(session, facts) if facts.kind != "other" else None
         lead = await session.get(LeadRow, found.lead_id) if found else None
-    event = _event(facts, found, lead, key, now) if found and lead else None
+    # Mail answering an erased lead's old email: nothing of it is kept, nothing happens
+    # (a complaint still suppresses its address: the suppression list outlives erase).
+    erased = lead is not None and lead.erased_at is not None
+    event = _event(facts, found, lead, key, now) if found and lead and not erased else None
     status: Literal["matched", "unmatched", "ignored"]
-    if facts.kind == "other":
+    if erased:
+        status = "ignored"
+        if facts.kind == "complaint" and facts.address:
+            await suppress_address(intake.sessions, facts.address, "spam complaint", now)
+    elif facts.kind == "other":
         status = "ignored"
     elif event is None:
         status = "unmatched"
@@ -183,12 +190,12 @@ async def take_mail(
                 received_at=now,
                 source=source,
                 kind=facts.kind,
-                why=facts.why[:500],
+                why=("the lead was erased: nothing kept" if erased else facts.why)[:500],
                 status=status,
                 lead_id=found.lead_id if found else None,
                 event_id=event.id if event else None,
-                sender=facts.sender,
-                subject=facts.subject,
+                sender=None if erased else facts.sender,
+                subject=None if erased else facts.subject,
                 excerpt=excerpt(raw) if status == "unmatched" else None,
             )
             .returning(InboundMail.id)

@@ -137,7 +137,15 @@ async def erase_personal_data(
         address = address_key(lead.email) if lead is not None and lead.email else None
         mail = InboundMail.lead_id == lead_id
         if address:
-            mail = or_(mail, func.lower(InboundMail.sender) == address)
+            # Also a bounce or complaint about the address that matched no lead: its
+            # subject or kept excerpt quotes the address ("Your message to ... couldn't be
+            # delivered").
+            mail = or_(
+                mail,
+                func.lower(InboundMail.sender) == address,
+                func.lower(InboundMail.subject).contains(address, autoescape=True),
+                func.lower(InboundMail.excerpt).contains(address, autoescape=True),
+            )
         await session.execute(delete(InboundMail).where(mail))
         if lead is not None:
             for name in PERSONAL_COLUMNS:

@@ -667,7 +667,8 @@ async def step_performance(
     An open, click or reply counts for an email when an event of the lead names the email's
     step (``data.step``) and, if it names one, its cadence; each event is given to the
     latest matching email sent before it, so an email is opened at most once however many
-    open events arrive. Link-scanner clicks (``data.scanner``) are not clicks.
+    open events arrive. A machine's clicks and opens (``data.scanner``: link scanners, image
+    proxies that fetch every message) are not counted.
 
     Args:
         session: A database session.
@@ -788,7 +789,7 @@ async def _email_performance(
     engaged: dict[str, set[int]] = {kind: set() for kind in EMAIL_EVENTS}
     for event in (await session.execute(event_query)).all():
         step, cadence = _event_step(event.data)
-        if step is None or (event.type == "email.clicked" and (event.data or {}).get("scanner")):
+        if step is None or (event.data or {}).get("scanner"):
             continue
         candidates = [
             s for s in by_lead[event.lead_id] if s.step == step and cadence in (None, s.cadence)

@@ -319,8 +319,14 @@ async def mail_list(request: Request, viewer: OpsDep, session: SessionDep) -> Re
 async def mail_detail(
     request: Request, mail_id: int, viewer: OpsDep, session: SessionDep
 ) -> Response:
-    """One received message: headers, text part, and the HTML part in a sandboxed frame."""
+    """One received message: headers, text part, and the HTML part in a sandboxed frame.
+
+    Remote images stay unloaded (the frame inherits the page's policy): the email's open
+    pixel must not count an open when ops look at the copy the sink caught.
+    """
     mail = await session.get(ReceivedMail, mail_id)
     if mail is None:
         raise HTTPException(status_code=404, detail="no such message")
-    return render(request, "mail_detail.html", {"mail": mail, "parsed": parse_mail(mail.raw)})
+    page = render(request, "mail_detail.html", {"mail": mail, "parsed": parse_mail(mail.raw)})
+    page.headers["Content-Security-Policy"] = "img-src data:"
+    return page

@@ -1,4 +1,5 @@
-"""The links in every email: `/u/<token>` (unsubscribe) and `/c/<token>` (a tracked click).
+"""The links in every email: `/u/<token>` (unsubscribe), `/c/<token>` (a tracked click) and
+`/o/<token>` (the open pixel).
 
 No login: the signed token (:mod:`nurture.adapters.link_tokens`, keyed with the app's link key) is
 the authority, and a forged or edited one gets 404. The click target is inside the signed token,
@@ -12,7 +13,30 @@ is RFC 8058's one-click.
 
 A click is recorded once per send, link and kind (a person's, or a link scanner's): the
 event id is derived from them, so the same link clicked again is a duplicate with no second
-effect (the reader is still redirected).
+effect (the reader is still redirected). An open is recorded once per send and kind (a
+reader's, or a machine's) the same way.
+
+Machines are told apart from people, and recorded without points (``data.scanner``, which
+the lead's reducer and the step report honour): link scanners for clicks, and for opens
+the proxies that fetch every image of every message on delivery, read or not. Which
+fetches count as a machine's open, and why:
+
+- Apple Mail Privacy Protection: Apple's proxy loads every message's images when the
+  message arrives, whether anyone reads it, with the bare user agent ``Mozilla/5.0`` (no
+  mail client or browser sends only that). A machine.
+- Mail security gateways and programs (Proofpoint, Mimecast, Barracuda, HTTP libraries,
+  bots; the click check's list) and a fetch with no user agent: machines.
+- Any fetch within seconds of delivery: nobody has read the message yet. A machine.
+- Gmail's and Yahoo's image proxies (``GoogleImageProxy``, ``YahooMailProxy``) fetch a
+  message's images when its reader opens it, and cache them: the first open is a
+  person's (later ones are not seen). A reader, unless it comes within seconds of
+  delivery. Outlook's own user agent (``Microsoft Office``) is the reader's mail client
+  loading images: a reader too, though the click check distrusts it for links (Office
+  previews links, it does not preview images).
+
+A forged or edited pixel token still gets the image (200), with nothing recorded: a
+broken-image icon would show in every email sent before a change of the app secret, and
+one answer for every token tells a prober nothing.
 """
 
 from __future__ import annotations
@@ -95,6 +119,27 @@ SCANNER_AGENTS = (
     "linkexpander",
 )
 REDIRECT_SCHEMES = ("http", "https")
+# Apple Mail Privacy Protection's proxy: this user agent and nothing more (lower case).
+PREFETCH_AGENTS = frozenset({"mozilla/5.0"})
+# Fetches of images on a reader's behalf when the message is opened: a person's open,
+# though the click check counts these agents as scanners (see the module docstring).
+READER_AGENTS = (
+    "googleimageproxy",
+    "ggpht",
+    "yahoomailproxy",
+    "microsoft office",
+    "ms-office",
+)
+# The open pixel: a transparent 1x1 GIF, never cached, so each open reaches us.
+PIXEL_GIF = (
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\x00\x00\x00!\xf9\x04\x01\x00"
+    b"\x00\x00\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+)
+PIXEL_HEADERS = {
+    "Cache-Control": "no-store, no-cache, must-revalidate, private, max-age=0",
+    "Pragma": "no-cache",
+    "Expires": "0",
+}
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {
@@ -313,9 +358,31 @@ def click_event_id(lead_id: str, send_key: str | None, url: str, *, scanner: boo
     link scanner's clicks and the person's are told apart: a gateway opening every link
     on delivery must not use up the click of the person reading it later.
     """
-    who = "scanner" if scanner else "person"
-    raw = json.dumps([lead_id, send_key, url, who], separators=(",", ":"))
-    return f"click-{hashlib.sha256(raw.encode()).hexdigest()[:32]}"
+    return _once_id("click", [lead_id, send_key, url], machine=scanner)
+
+
+def open_event_id(lead_id: str, send_key: str | None, *, machine: bool) -> str:
+    """The id of an open's event: one per send and kind (a reader's, or a machine's), so a
+    proxy's prefetch on delivery does not use up the open of the person reading later."""
+    return _once_id("open", [lead_id, send_key], machine=machine)
+
+
+def _once_id(prefix: str, parts: list[str | None], *, machine: bool) -> str:
+    who = "scanner" if machine else "person"
+    raw = json.dumps([*parts, who], separators=(",", ":"))
+    return f"{prefix}-{hashlib.sha256(raw.encode()).hexdigest()[:32]}"
+
+
+async def _delivered_just_now(
+    session: AsyncSession, key: str | None, now: datetime, what: str
+) -> str | None:
+    """Why a click or open is a machine's: it came seconds after delivery (None: it did not)."""
+    if key is None:
+        return None
+    send = await session.scalar(select(EmailSend).where(EmailSend.key == key))
+    if send is not None and send.sent_at is not None and now - send.sent_at < SCANNER_WINDOW:
+        return f"{what} within {SCANNER_WINDOW.seconds} s of delivery"
+    return None
 
 
 async def _scanner_reason(
@@ -330,9 +397,9 @@ async def _scanner_reason(
         return "link scanner user agent"
     if key is None:
         return None
-    send = await session.scalar(select(EmailSend).where(EmailSend.key == key))
-    if send is not None and send.sent_at is not None and now - send.sent_at < SCANNER_WINDOW:
-        return f"clicked within {SCANNER_WINDOW.seconds} s of delivery"
+    soon = await _delivered_just_now(session, key, now, "clicked")
+    if soon:
+        return soon
     recent = (
         await session.scalars(
             select(EventRow).where(
@@ -346,3 +413,83 @@ async def _scanner_reason(
     if len(others) >= BURST_LINKS:
         return "many links of one email clicked at once"
     return None
+
+
+# --- opens --------------------------------------------------------------------------------
+
+
+@router.get(
+    "/o/{token}",
+    summary="The open pixel: record an open, answer a 1x1 transparent GIF",
+    responses={
+        200: {"description": "A 1x1 transparent GIF, never cached", "content": {"image/gif": {}}}
+    },
+    response_class=Response,
+)
+async def open_pixel(token: str, request: Request, services: ServicesDep) -> Response:
+    """Record `email.opened` (flagged when a machine fetched it) and answer the image.
+
+    The image comes back whatever happens: a forged token, an erased lead or a failure to
+    record never shows as a broken image in someone's mail.
+    """
+    try:
+        payload = read_token(await link_key(services.settings, services.sessions), "open", token)
+    except BadToken:
+        payload = None
+    if payload is not None:
+        try:
+            await record_open(services, payload, request.headers.get("user-agent"))
+        except Exception:
+            log.warning("open not recorded", exc_info=True)
+    return Response(PIXEL_GIF, media_type="image/gif", headers=PIXEL_HEADERS)
+
+
+def machine_open_agent(user_agent: str | None) -> str | None:
+    """Why a fetch of the pixel with ``user_agent`` is a machine's (None: a reader's)."""
+    if not user_agent or not user_agent.strip():
+        return "no user agent"
+    agent = user_agent.strip().lower()
+    if agent in PREFETCH_AGENTS:
+        return "image proxy prefetch (Apple Mail Privacy Protection)"
+    if any(marker in agent for marker in READER_AGENTS):
+        return None
+    if scanner_agent(agent):
+        return "mail scanner or program user agent"
+    return None
+
+
+async def record_open(
+    services: Services, payload: dict[str, Any], user_agent: str | None
+) -> str | None:
+    """Record one open as `email.opened` with the send's cadence and step.
+
+    Returns:
+        The event's status, or None when there is nothing to record (no such lead, erased).
+    """
+    now = datetime.now(UTC)
+    lead_id = str(payload.get("l"))
+    key = payload.get("k") if isinstance(payload.get("k"), str) else None
+    data: dict[str, object] = {}
+    if key:
+        data["key"] = key
+        where = keys.touch_step(key)
+        if where is not None:
+            data["cadence"], data["step"] = where
+    async with services.sessions() as session:
+        lead = await session.get(LeadRow, lead_id)
+        if lead is None or lead.erased_at is not None:
+            return None
+        why = machine_open_agent(user_agent) or await _delivered_just_now(
+            session, key, now, "opened"
+        )
+    if why:
+        data["scanner"] = True
+        data["scanner_reason"] = why
+    event = Event(
+        id=open_event_id(lead_id, key, machine=bool(why)),
+        type="email.opened",
+        lead_id=lead_id,
+        occurred_at=now,
+        data=data,
+    )
+    return (await submit_event(await services.intake(), event)).status
