@@ -555,3 +555,20 @@ async def test_the_mailbox_process_stops_cleanly_on_sigterm(mail: Mail) -> None:
     assert proc.returncode == 0, text
     assert "connected (IDLE)" in text and "stopped" in text
     assert "p%40" not in text and "Traceback" not in text
+
+
+def test_compose_runs_the_reader_only_with_its_profile_and_never_in_a_restart_loop() -> None:
+    from ruamel.yaml import YAML
+
+    services = YAML(typ="safe").load((ROOT / "docker-compose.yml").read_text())["services"]
+    reader = services["mailbox"]
+
+    assert reader["profiles"] == ["mailbox"]
+    # Without a URL it exits 0, which `on-failure` leaves alone.
+    assert reader["restart"] == "on-failure" and "--if-configured" in reader["command"]
+    env = reader["environment"]
+    assert env["NURTURE_MAILBOX_URL"] == "${NURTURE_MAILBOX_URL:-}"
+    assert env["NURTURE_DATABASE_URL"] == services["worker"]["environment"]["NURTURE_DATABASE_URL"]
+    assert reader["volumes"] == services["worker"]["volumes"]
+    settings = load_settings(mailbox_url="", mailbox_ca="", mailbox_poll_seconds="60")
+    assert settings.mailbox is None and settings.mailbox_ca is None
