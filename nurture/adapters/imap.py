@@ -53,6 +53,7 @@ _FETCH_UID = re.compile(rb"UID (\d+)")
 _FETCH_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 # Untagged responses that say the folder changed (new mail, or flags set elsewhere).
 _NEWS = re.compile(rb"^\* \d+ (EXISTS|RECENT)\b", re.IGNORECASE)
+_NEWS_RESPONSES = ("EXISTS", "RECENT")
 
 
 class MailboxUrlError(ValueError):
@@ -232,6 +233,15 @@ class ImapMailbox:
     def unprocessed(self) -> list[Waiting]:
         """Messages carrying neither of our keywords, oldest first."""
         client = self._client()
+        # A NOOP first: servers (Dovecot among them) search the folder as they last showed
+        # it, and take in mail delivered since only as a command ends. Without it a poll
+        # would find a new message one poll late.
+        typ, data = self._do(client.noop)
+        if typ != "OK":
+            raise MailboxUnavailable(f"NOOP failed: {data!r}")
+        # From here on, what the server reports as new is news for wait_for_news.
+        for name in _NEWS_RESPONSES:
+            client.untagged_responses.pop(name, None)
         typ, data = self._do(client.uid, "SEARCH", "UNKEYWORD", PROCESSED, "UNKEYWORD", FAILED)
         if typ != "OK":
             raise MailboxUnavailable(f"SEARCH failed: {data!r}")
@@ -285,7 +295,8 @@ class ImapMailbox:
     def wait_for_news(self, timeout: float, stop: threading.Event) -> bool:
         """IDLE until the folder changes, ``timeout`` seconds pass or ``stop`` is set.
 
-        Returns True when the server announced new mail. The server's responses are read
+        Returns True when the server announced new mail (at once, without IDLE, when it
+        did so since the last :meth:`unprocessed`). The server's responses are read
         here line by line (not with imap-tools' poll, which returns nothing at all when
         the connection closes), so a server that goes away is noticed at once.
         """
@@ -293,12 +304,14 @@ class ImapMailbox:
         if box is None:
             raise MailboxUnavailable("not connected")
         client = box.client
-        # What the server says as IDLE begins can arrive with its "+ idling" and land in
-        # imaplib's store of untagged responses instead of on the wire: look there too.
-        for name in ("EXISTS", "RECENT"):
-            client.untagged_responses.pop(name, None)
+        # Mail reported since the last search (in the answer to a FETCH or a STORE: servers
+        # report changes with any command) is news already: no IDLE.
+        if any(client.untagged_responses.get(name) for name in _NEWS_RESPONSES):
+            return True
         self._do(box.idle.start)
-        news = any(client.untagged_responses.get(name) for name in ("EXISTS", "RECENT"))
+        # What the server says as IDLE begins can arrive with its "+ idling" and be stored
+        # by imaplib with the untagged responses instead of waiting on the wire.
+        news = any(client.untagged_responses.get(name) for name in _NEWS_RESPONSES)
         done = False
         try:
             remaining = timeout
