@@ -404,6 +404,45 @@ async def test_two_readers_of_one_folder_give_each_message_one_effect(mail: Mail
 
 
 @pytest.mark.imap
+async def test_with_idle_new_mail_is_read_without_waiting_for_the_next_search(mail: Mail) -> None:
+    lead = uid()
+    address = f"{lead.lower()}@example.com"
+    await mail.first_email(lead, email=address, country="US")
+    # A search only every 29 minutes: within the test, only IDLE can bring the mail in.
+    mail.start(mail.reader(poll_interval=1740.0))
+
+    # Each one lands as soon as the one before is recorded: while the reader still hands
+    # that one over and marks it, before its next IDLE (so the server reports the new one
+    # in an answer to those commands, not to the IDLE).
+    for n in range(1, 7):
+        await mail.append(away(address))
+        await _events_reach(mail, "email.auto_replied", n)
+    for _ in range(3):
+        await mail.append(away(address))
+
+    await mail.all_processed(9)
+    assert len(await mail.rows(EventRow, type="email.auto_replied")) == 9
+
+
+def away(sender: str) -> bytes:
+    return (
+        f"From: <{sender}>\r\nTo: Acme <hello@acme.example>\r\nSubject: Out of office\r\n"
+        f"Message-ID: <{uid('away')}@mail.example>\r\nAuto-Submitted: auto-replied\r\n"
+        "Date: Tue, 1 Dec 2026 10:00:00 +0000\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        "\r\nI am away from the office.\r\n"
+    ).encode()
+
+
+async def _events_reach(mail: Mail, kind: str, count: int, timeout: float = 120.0) -> None:
+    # Looked for often: the next message must land while the reader is still busy.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(await mail.rows(EventRow, type=kind)) < count:
+        assert loop.time() < deadline, f"fewer than {count} {kind} events in {timeout} s"
+        await asyncio.sleep(0.002)
+
+
+@pytest.mark.imap
 async def test_a_message_that_cannot_be_processed_is_set_aside_and_the_rest_is_read(
     mail: Mail, monkeypatch, caplog
 ) -> None:  # type: ignore[no-untyped-def]
