@@ -97,10 +97,9 @@ def mailbox(
             "(or imap://... for STARTTLS on port 143)",
             2,
         )
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    # The SDK and the HTTP client say little of use here at INFO.
-    for noisy in ("temporalio", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Ours at INFO (each message read, each reconnect); the libraries' warnings only.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("nurture").setLevel(logging.INFO)
     asyncio.run(_read_mailbox(settings, retry_failed=retry_failed, once=once))
 
 
