@@ -28,6 +28,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 from webhookfixtures import uid
 
+from nurture.adapters import imap
 from nurture.adapters.database import EmailSend, EventRow, InboundMail, LeadRow, Suppression
 from nurture.adapters.imap import (
     FAILED,
@@ -384,11 +385,15 @@ async def test_a_message_read_again_after_a_crash_before_its_mark_has_one_effect
 
 
 @pytest.mark.imap
-async def test_two_readers_of_one_folder_give_each_message_one_effect(mail: Mail) -> None:
+async def test_two_readers_of_one_folder_give_each_message_one_effect(
+    mail: Mail, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     lead = uid()
     address = f"{lead.lower()}@example.com"
     sent = await mail.first_email(lead, email=address, country="US")
-    # One with IDLE, one polling every 0.2 s: both race for every message.
+    # One with IDLE, one polling every 0.2 s: both race for every message; sizes are
+    # fetched in slices (a backlog must not make one command too long for the server).
+    monkeypatch.setattr(imap, "FETCH_SLICE", 4)
     mail.start(mail.reader())
     mail.start(mail.reader(idle=False, poll_interval=0.2, starttls=True))
 
@@ -566,12 +571,19 @@ async def test_the_command_reads_once_and_refuses_a_bad_login_or_certificate(mai
     read = await asyncio.to_thread(
         runner.invoke, cli, ["mailbox", "--once"], env=_command_env(mail)
     )
+    # A backlog a person chose to leave out: marked, never read.
+    await mail.append(stranger("old mail"))
+    skipped = await asyncio.to_thread(
+        runner.invoke, cli, ["mailbox", "--skip-existing"], env=_command_env(mail)
+    )
 
     assert refused.exit_code == 2 and "refused the login" in refused.output
     assert "p%40" not in refused.output and "p@ss" not in refused.output  # no password said
     assert untrusted.exit_code == 2 and "NURTURE_MAILBOX_CA" in untrusted.output
     assert read.exit_code == 0, read.output
     assert "read 1 message(s)" in read.output
+    assert skipped.exit_code == 0 and "1 message(s) marked" in skipped.output
+    assert [PROCESSED in f for f in await mail.flags()] == [True, True]
     assert len(await mail.rows(InboundMail)) == 1
 
 

@@ -54,6 +54,7 @@ _FETCH_SIZE = re.compile(rb"RFC822\.SIZE (\d+)")
 # Untagged responses that say the folder changed (new mail, or flags set elsewhere).
 _NEWS = re.compile(rb"^\* \d+ (EXISTS|RECENT)\b", re.IGNORECASE)
 _NEWS_RESPONSES = ("EXISTS", "RECENT")
+FETCH_SLICE = 500
 
 
 class MailboxUrlError(ValueError):
@@ -202,8 +203,10 @@ class ImapMailbox:
         except (OSError, imaplib.IMAP4.error, ImapToolsError) as exc:
             self.close(polite=False)
             raise MailboxUnavailable(f"selecting {url.folder!r} failed: {exc}") from None
-        permanent = b" ".join(box.client.untagged_responses.get("PERMANENTFLAGS", []) or [b""])
-        if b"\\*" not in permanent and PROCESSED.encode() not in permanent:
+        # No PERMANENTFLAGS at all means every flag is kept (RFC 3501, 7.1).
+        said = box.client.untagged_responses.get("PERMANENTFLAGS")
+        permanent = b" ".join(item for item in said or [] if isinstance(item, bytes))
+        if said and b"\\*" not in permanent and PROCESSED.encode() not in permanent:
             self.close(polite=False)
             raise MailboxRefused(
                 f"folder {url.folder!r} on {url.host} keeps no custom keywords "
@@ -248,9 +251,15 @@ class ImapMailbox:
         uids = (data[0] or b"").split() if data else []
         if not uids:
             return []
-        typ, data = self._do(client.uid, "FETCH", b",".join(uids).decode(), "(UID RFC822.SIZE)")
-        if typ != "OK":
-            raise MailboxUnavailable(f"FETCH of sizes failed: {data!r}")
+        data = []
+        # In slices: a first start on a folder with a backlog must not send one command
+        # longer than servers take (Dovecot: 64 KiB).
+        for start in range(0, len(uids), FETCH_SLICE):
+            part = b",".join(uids[start : start + FETCH_SLICE]).decode()
+            typ, answer = self._do(client.uid, "FETCH", part, "(UID RFC822.SIZE)")
+            if typ != "OK":
+                raise MailboxUnavailable(f"FETCH of sizes failed: {answer!r}")
+            data.extend(answer or [])
         found: dict[int, int] = {}
         for item in data:
             line = item[0] if isinstance(item, tuple) else item
@@ -290,6 +299,19 @@ class ImapMailbox:
             )
             if typ != "OK":
                 raise MailboxUnavailable(f"STORE failed: {data!r}")
+        return len(uids)
+
+    def skip_existing(self) -> int:
+        """Mark every message not yet marked ``$NurtureProcessed`` without reading it (a
+        backlog a person chose to leave out); returns how many."""
+        client = self._client()
+        typ, data = self._do(client.uid, "SEARCH", "UNKEYWORD", PROCESSED, "UNKEYWORD", FAILED)
+        uids = (data[0] or b"").split() if typ == "OK" and data else []
+        for start in range(0, len(uids), FETCH_SLICE):
+            part = b",".join(uids[start : start + FETCH_SLICE]).decode()
+            typ, answer = self._do(client.uid, "STORE", part, "+FLAGS.SILENT", f"({PROCESSED})")
+            if typ != "OK":
+                raise MailboxUnavailable(f"STORE failed: {answer!r}")
         return len(uids)
 
     def wait_for_news(self, timeout: float, stop: threading.Event) -> bool:

@@ -80,6 +80,12 @@ def mailbox(
         help="First take $NurtureFailed off the folder's messages, so they are read again.",
     ),
     once: bool = typer.Option(False, "--once", help="Read what is waiting, then exit."),
+    skip_existing: bool = typer.Option(
+        False,
+        "--skip-existing",
+        help="Mark every message the folder holds now $NurtureProcessed without reading it "
+        "(on a first start against a mailbox with old mail), then exit.",
+    ),
 ) -> None:
     """Read the mailbox of NURTURE_MAILBOX_URL: replies, auto-replies, bounces, complaints.
 
@@ -100,10 +106,12 @@ def mailbox(
     # Ours at INFO (each message read, each reconnect); the libraries' warnings only.
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("nurture").setLevel(logging.INFO)
-    asyncio.run(_read_mailbox(settings, retry_failed=retry_failed, once=once))
+    asyncio.run(
+        _read_mailbox(settings, retry_failed=retry_failed, once=once, skip_existing=skip_existing)
+    )
 
 
-async def _read_mailbox(settings, *, retry_failed: bool, once: bool) -> None:  # type: ignore[no-untyped-def]
+async def _read_mailbox(settings, *, retry_failed: bool, once: bool, skip_existing: bool) -> None:  # type: ignore[no-untyped-def]
     from nurture.adapters.imap import MailboxError
     from nurture.adapters.temporal import TemporalGate, connect
     from nurture.services.intake import Intake
@@ -131,6 +139,10 @@ async def _read_mailbox(settings, *, retry_failed: bool, once: bool) -> None:  #
             poll_interval=settings.mailbox_poll_seconds,
         )
         try:
+            if skip_existing:
+                skipped = await reader.skip_existing()
+                typer.echo(f"{skipped} message(s) marked $NurtureProcessed without being read")
+                return
             if retry_failed:
                 cleared = await reader.retry_failed()
                 typer.echo(f"{cleared} message(s) marked $NurtureFailed will be read again")

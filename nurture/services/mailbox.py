@@ -267,6 +267,15 @@ class MailboxReader:
         finally:
             await self._call(box.close)
 
+    async def skip_existing(self) -> int:
+        """Mark what the folder holds now as read without reading it (its backlog)."""
+        box = ImapMailbox(self.url, ca_file=self.ca_file)
+        await self._call(box.connect)
+        try:
+            return await self._call(box.skip_existing)
+        finally:
+            await self._call(box.close)
+
     async def retry_failed(self) -> int:
         """Take ``$NurtureFailed`` off the folder's messages so they are read again."""
         box = ImapMailbox(self.url, ca_file=self.ca_file)
