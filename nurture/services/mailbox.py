@@ -176,6 +176,9 @@ class MailboxReader:
                 except asyncio.CancelledError:
                     self._halt.set()  # an IDLE in the thread ends, so the close can run
                     raise
+                except Exception as exc:  # noqa: BLE001 - a reader that exits reads nothing
+                    log.exception("mailbox %s: unexpected error", self.url.redacted())
+                    why = f"unexpected {type(exc).__name__}"
                 finally:
                     await self._call(box.close, polite=not broken)
                 if stop.is_set():
