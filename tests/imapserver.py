@@ -81,8 +81,10 @@ class Dovecot:
     """One dovecot instance; :meth:`start` and :meth:`stop` may be called again and again
     (same ports, same store: a server restart)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, settings: str = "") -> None:
+        """``settings``: more dovecot settings, for example ``imap_capability = ...``."""
         self.root = root
+        self.settings = settings
         self.imap_port = _free_port()
         self.imaps_port = _free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -149,6 +151,7 @@ class Dovecot:
             first_valid_uid = 0
             first_valid_gid = 0
             mail_location = maildir:~/Maildir
+            {self.settings}
             {identity}
             passdb {{
               driver = passwd-file

@@ -534,6 +534,28 @@ async def test_the_reader_reconnects_after_the_server_restarts(
         server.stop()
 
 
+@pytest.mark.imap
+async def test_a_server_without_idle_is_polled(make_settings, time_env, tmp_path, caplog) -> None:  # type: ignore[no-untyped-def]
+    # Dovecot announcing, once logged in, what a server without IDLE would.
+    server = Dovecot(tmp_path / "no-idle", settings="imap_capability = IMAP4rev1 LITERAL+ UIDPLUS")
+    server.start()
+    try:
+        async with running(time_env.client, make_settings()) as stack:
+            mail = Mail(stack, server)
+            await mail.create_folder()
+            try:
+                with caplog.at_level(logging.INFO, logger="nurture.services.mailbox"):
+                    mail.start(mail.reader(poll_interval=1.0))
+                    await mail.append(stranger())
+                    await mail.all_processed(1)
+            finally:
+                await mail.stop()
+            assert "connected (polling)" in caplog.text
+            assert len(await mail.rows(InboundMail)) == 1
+    finally:
+        server.stop()
+
+
 async def _logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return text in caplog.text
 

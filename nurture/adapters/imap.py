@@ -154,6 +154,7 @@ class ImapMailbox:
         self.ca_file = ca_file
         self.timeout = timeout
         self._box: MailBox | MailBoxStartTls | None = None
+        self._capabilities: set[str] = set()
 
     # --- connection ---------------------------------------------------------------------
 
@@ -214,9 +215,17 @@ class ImapMailbox:
                 f"the reader marks what it read with {PROCESSED}"
             )
 
+        # What the server can do once logged in (it may differ from what it announced to a
+        # stranger, and imaplib keeps only the latter).
+        typ, data = self._do(box.client.capability)
+        words = (data[0] or b"").split() if typ == "OK" and data and data[0] else []
+        self._capabilities = {w.decode(errors="replace").upper() for w in words} or {
+            c.upper() for c in box.client.capabilities
+        }
+
     @property
     def supports_idle(self) -> bool:
-        return self._box is not None and "IDLE" in self._box.client.capabilities
+        return self._box is not None and "IDLE" in self._capabilities
 
     def close(self, *, polite: bool = True) -> None:
         """Log out (``polite``, on a connection that still answers) and close."""
