@@ -42,6 +42,8 @@ from nurture.services import mailback
 from nurture.services.mailbox import MailboxReader, backoff
 from nurture.settings import SettingsError, load_settings
 
+pytest_plugins = ["dbfixtures"]
+
 CORPUS = Path(__file__).parent / "mail"
 EXIT_ON_REPLY = """
     id: welcome
@@ -209,12 +211,26 @@ class Mail:
 
 @pytest.fixture
 async def mail(make_settings, time_env, dovecot) -> AsyncIterator[Mail]:  # type: ignore[no-untyped-def]
+    async for box in _mail(make_settings, time_env, dovecot):
+        yield box
+
+
+@pytest.fixture
+async def mail_on_each_database(
+    make_settings, time_env, dovecot, database_url
+) -> AsyncIterator[Mail]:  # type: ignore[no-untyped-def]
+    """As ``mail``, on SQLite and (with NURTURE_TEST_DATABASE_URL) on PostgreSQL."""
+    async for box in _mail(make_settings, time_env, dovecot, database_url=database_url):
+        yield box
+
+
+async def _mail(make_settings, time_env, dovecot, **overrides) -> AsyncIterator[Mail]:  # type: ignore[no-untyped-def]
     cadences_dir, templates_dir = write_cadence_set(
         Path(make_settings().cadences_dir).parent / "mailbox",
         SKELETON_PLAYBOOK,
         {"welcome": EXIT_ON_REPLY},
     )
-    settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir)
+    settings = make_settings(cadences_dir=cadences_dir, templates_dir=templates_dir, **overrides)
     async with running(time_env.client, settings) as stack:
         box = Mail(stack, dovecot)
         await box.create_folder()
@@ -386,8 +402,9 @@ async def test_a_message_read_again_after_a_crash_before_its_mark_has_one_effect
 
 @pytest.mark.imap
 async def test_two_readers_of_one_folder_give_each_message_one_effect(
-    mail: Mail, monkeypatch
+    mail_on_each_database: Mail, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
+    mail = mail_on_each_database
     lead = uid()
     address = f"{lead.lower()}@example.com"
     sent = await mail.first_email(lead, email=address, country="US")
