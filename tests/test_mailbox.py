@@ -275,6 +275,27 @@ async def test_a_reply_read_from_the_mailbox_ends_the_cadence(mail: Mail) -> Non
     assert kept.source == "mailbox" and kept.status == "matched" and kept.lead_id == lead
 
 
+@pytest.mark.imap
+async def test_a_reply_too_large_to_fetch_is_read_by_its_header(
+    mail: Mail, monkeypatch, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    from nurture.services import mailbox
+
+    lead = uid()
+    address = f"{lead.lower()}@example.com"
+    sent = await mail.first_email(lead, email=address, country="US")
+    # The limit lowered, so a reply with a long quote stands for one with a big attachment.
+    monkeypatch.setattr(mailbox, "MAX_MESSAGE_BYTES", 2_000)
+    with caplog.at_level(logging.INFO, logger="nurture.services.mailbox"):
+        mail.start()
+        await mail.append(reply(sent.message_id, address, "Yes.\r\n" + "> quoted\r\n" * 500))
+        await mail.all_processed(1)
+
+    [replied] = await mail.rows(EventRow, type="email.replied")
+    assert replied.lead_id == lead and replied.data.get("step") == "hello"
+    assert "header only" in caplog.text
+
+
 def japanese_out_of_office(to_message_id: str, sender: str, back: datetime) -> bytes:
     """The corpus' Japanese auto-reply (ISO-2022-JP), its return day and thread rewritten."""
     raw = (CORPUS / "japanese-autoreply.eml").read_bytes()

@@ -247,7 +247,7 @@ class MailboxReader:
             log.info(
                 "mailbox: UID %s%s: %s %s -> %s%s (%.0f ms)",
                 waiting.uid,
-                " (header only: larger than 10 MiB)" if big else "",
+                f" (header only: {waiting.size} bytes)" if big else "",
                 result.status,
                 result.kind,
                 result.mail_status,
