@@ -50,9 +50,11 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	NURTURE_CADENCES_DIR="$(CADENCES)" exec $(PY) starter.py dev
 
-# Debian's Chromium for the browser tests: installed when this user may (see the script).
+# Debian's Chromium for the browser tests and dovecot for the IMAP tests: installed when
+# this user may (see the scripts).
 test: $(STAMP)
 	@sh scripts/ensure-browser.sh
+	@sh scripts/ensure-dovecot.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

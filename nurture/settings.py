@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     # allow list at the proxy).
     salesforce_token: SecretStr | None = None
 
+    # --- Mail that comes back (README, "Mail that comes back") ---
+    # The IMAP folder `nurture mailbox` reads: imaps://user:password@host:993/INBOX, or
+    # imap://... upgraded with STARTTLS. Unset: no mailbox is read.
+    mailbox_url: SecretStr | None = None
+    # A PEM bundle of the CA(s) that signed the mail server's certificate (a private CA);
+    # unset: the system's trust store.
+    mailbox_ca: str | None = None
+    # Seconds between two searches of the folder: the polling period when the server has no
+    # IDLE, and how long one IDLE lasts before it is renewed (RFC 2177: under 29 minutes).
+    mailbox_poll_seconds: float = Field(default=60.0, ge=1.0, le=1740.0)
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -104,6 +115,19 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("mailbox_url")
+    @classmethod
+    def _mailbox_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from nurture.adapters.imap import MailboxUrlError, parse_mailbox_url
+
+        try:
+            parse_mailbox_url(value.get_secret_value())
+        except MailboxUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
     @field_validator(
         "temporal_tls_key",
         "temporal_api_key",
@@ -121,6 +145,7 @@ class Settings(BaseSettings):
     @field_validator(
         "temporal_tls_cert",
         "temporal_tls_ca",
+        "mailbox_ca",
         "metrics_port",
         "smtp_username",
         "salesforce_org_id",
@@ -134,6 +159,15 @@ class Settings(BaseSettings):
     def encryption_spec(self) -> str | None:
         """The raw key list, for the data converter (never print it)."""
         return self.encryption_keys.get_secret_value() if self.encryption_keys else None
+
+    @property
+    def mailbox(self):  # type: ignore[no-untyped-def]
+        """The parsed NURTURE_MAILBOX_URL (a ``MailboxUrl``), or None when it is unset."""
+        if self.mailbox_url is None:
+            return None
+        from nurture.adapters.imap import parse_mailbox_url
+
+        return parse_mailbox_url(self.mailbox_url.get_secret_value())
 
     @property
     def public_base(self) -> str:

@@ -62,26 +62,36 @@ async def register_search_attributes(client: Client) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip the tests marked ``browser`` (only those) when Chromium cannot run here."""
+    """Skip the tests marked ``browser`` (only those) when Chromium cannot run here, and
+    those marked ``imap`` (only those) when dovecot is not installed."""
+    from imapserver import dovecot_unavailable
     from web_helpers import browser_unavailable
 
-    reason = browser_unavailable()
-    browser_tests = [item for item in items if item.get_closest_marker("browser")]
-    if reason is None or not browser_tests:
-        return
-    config.stash[_BROWSER_SKIPPED] = (len(browser_tests), reason)
-    for item in browser_tests:
-        item.add_marker(pytest.mark.skip(reason=reason))
+    for marker, unavailable, key in (
+        ("browser", browser_unavailable, _BROWSER_SKIPPED),
+        ("imap", dovecot_unavailable, _IMAP_SKIPPED),
+    ):
+        marked = [item for item in items if item.get_closest_marker(marker)]
+        if not marked:
+            continue
+        reason = unavailable()
+        if reason is None:
+            continue
+        config.stash[key] = (len(marked), reason)
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:  # type: ignore[no-untyped-def]
-    skipped = config.stash.get(_BROWSER_SKIPPED, None)
-    if skipped:
-        count, reason = skipped
-        terminalreporter.write_line(f"browser tests: {count} skipped: {reason}", yellow=True)
+    for what, key in (("browser", _BROWSER_SKIPPED), ("IMAP", _IMAP_SKIPPED)):
+        skipped = config.stash.get(key, None)
+        if skipped:
+            count, reason = skipped
+            terminalreporter.write_line(f"{what} tests: {count} skipped: {reason}", yellow=True)
 
 
 _BROWSER_SKIPPED = pytest.StashKey[tuple[int, str]]()
+_IMAP_SKIPPED = pytest.StashKey[tuple[int, str]]()
 
 
 # The SDK waits 5 s for a server to answer; a busy 2-core machine can take longer to start

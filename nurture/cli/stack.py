@@ -48,7 +48,8 @@ def serve(
 
 def dev() -> None:
     """Run everything embedded, as `make run` does: Temporal dev server + UI, SMTP sink,
-    worker and web app, on the demo set (or NURTURE_CADENCES_DIR); until Ctrl-C."""
+    worker and web app, on the demo set (or NURTURE_CADENCES_DIR), and the mailbox reader
+    when NURTURE_MAILBOX_URL is set; until Ctrl-C."""
     DATA_DIR.mkdir(exist_ok=True)
     secret_file = DATA_DIR / "webhook_secret"
     if not os.environ.get("NURTURE_WEBHOOK_SECRET"):
@@ -229,6 +230,10 @@ async def _dev(settings: Settings) -> None:
             env=env,
         )
 
+        if settings.mailbox is not None:
+            # Replies, out-of-office answers and bounces, read from the real mailbox.
+            await children.start("mailbox", sys.executable, "-m", "starter", "mailbox")
+
         engine = make_engine(settings.database_url)
         sessions = session_factory(engine)
         users = await create_demo_users(sessions, catalog.current().playbook)
@@ -255,6 +260,13 @@ async def _dev(settings: Settings) -> None:
             f"http://localhost:{worker_metrics + 1}/metrics (web app)"
         )
         typer.echo(f"  cadences     {settings.cadences_dir}   leads loaded: {report}")
+        if settings.mailbox is not None:
+            typer.echo(f"  mailbox      reading {settings.mailbox.redacted()}")
+        else:
+            typer.echo(
+                "  mailbox      not read: set NURTURE_MAILBOX_URL "
+                "(imaps://user:password@host:993/INBOX) to read replies and bounces"
+            )
         countries = sample_countries(leads_csv)
         width = max(len(u.user) for u in users)
         for login in users:
