@@ -243,16 +243,22 @@ def condition_rules(
                     )
         name = getattr(inner, "field", None)
         if isinstance(name, str) and name in PERSONAL_FIELDS:
-            errors.append(
-                rule_error(
-                    (*at, "field"),
-                    f"field '{name}' never reaches the workflow (personal data stays "
-                    "out of it), so this rule never matches: decide on country, industry, "
-                    "employees, tier_account, source or a free field",
-                    name,
-                )
-            )
+            errors.append(rule_error((*at, "field"), personal_field_message(name), name))
     return errors
+
+
+def personal_field_message(name: str) -> str:
+    """Why a rule on a personal field is refused, and what to decide on instead."""
+    instead = (
+        "use `account` (the email domain, or the company name for free-mail addresses) "
+        "or list the account in tier_accounts"
+        if name in ("company", "email")
+        else "decide on country, industry, employees, tier_account, account, source or a free field"
+    )
+    return (
+        f"field '{name}' never reaches the workflow (personal data stays out of it), so "
+        f"this rule never matches: {instead}"
+    )
 
 
 # --- steps ------------------------------------------------------------------------------
@@ -1067,11 +1073,42 @@ class Sender(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+def _check_tier_account(text: str) -> str:
+    """An account key as the intake computes it: a domain (lowercase), or ``company:<name>``."""
+    key = text.strip().lower().removeprefix("@")
+    if key.startswith("company:"):
+        if key.removeprefix("company:").strip():
+            return key
+        message = f"'{text}' names no company: write company:<name>, e.g. company:initech"
+    elif "@" in key:
+        message = (
+            f"'{text}' is an email address: write its domain "
+            f"({key.rpartition('@')[2] or 'e.g. initech.example'}), never a person's address"
+        )
+    elif re.fullmatch(r"[^\s.@:/]+(\.[^\s.@:/]+)+", key):
+        return key
+    else:
+        message = f"'{text}' is not an account: write a domain (initech.example) or company:<name>"
+    raise PydanticCustomError(RULE_ERROR, message)
+
+
+TierAccount = Annotated[
+    str,
+    AfterValidator(_check_tier_account),
+    WithJsonSchema({"type": "string", "examples": ["initech.example", "company:initech"]}),
+]
+
+
 class Playbook(_Strict):
     """The written agreement between marketing, inside sales and sales."""
 
     scoring: Scoring = Field(default_factory=Scoring)
     grading: Grading = Field(default_factory=Grading)
+    tier_accounts: list[TierAccount] = Field(
+        default_factory=list,
+        description="Named accounts (email domains, or company:<name> for free-mail leads): "
+        "a lead of one of them (or of a subdomain) has tier_account true for rules.",
+    )
     thresholds: Thresholds
     routing: Routing
     limits: Limits = Field(default_factory=Limits)

@@ -323,6 +323,69 @@ def check_callback(value: object, now: datetime) -> datetime:
     return at
 
 
+# --- accounts (CONTRACT.md, "Account stickiness") -------------------------------------
+
+FREE_MAIL = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.co.jp",
+        "hotmail.com",
+        "outlook.com",
+        "live.com",
+        "icloud.com",
+        "me.com",
+        "aol.com",
+        "gmx.de",
+        "gmx.net",
+        "web.de",
+        "mail.ru",
+        "proton.me",
+        "protonmail.com",
+        "qq.com",
+        "163.com",
+        "naver.com",
+        "yandex.ru",
+    }
+)
+_COMPANY_SUFFIXES = (
+    " inc",
+    " inc.",
+    " ltd",
+    " ltd.",
+    " llc",
+    " gmbh",
+    " co.",
+    " corp",
+    " corp.",
+    " k.k.",
+    " plc",
+    " sa",
+    " ag",
+)
+
+
+def account_key(email: str | None, company: str | None) -> str | None:
+    """The account a lead belongs to: its email domain, or its normalized company name for
+    free-mail addresses (so every lead of one company gets the same SDR).
+
+    A domain (``initech.example``) or ``company:<name>``: no person's data, so it travels
+    into the workflow as the ``account`` decision field that rules and ``tier_accounts``
+    read (CONTRACT.md, "Accounts and people").
+    """
+    domain = email.rpartition("@")[2].lower() if email and "@" in email else None
+    if domain and domain not in FREE_MAIL:
+        return domain
+    if company:
+        name = " ".join(company.lower().replace(",", " ").split())
+        for suffix in _COMPANY_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)].strip()
+        return f"company:{name}" if name else None
+    return None
+
+
 class Lead(BaseModel):
     """A lead as the CRM posts it. Only ``id`` is required; unknown keys go to ``fields``.
 
@@ -397,6 +460,7 @@ class Lead(BaseModel):
             source=self.source,
             fields=dict(self.fields),
             has_email=bool(self.email),
+            account=account_key(self.email, self.company),
         )
 
 
@@ -412,9 +476,15 @@ class LeadFacts(BaseModel):
     source: str | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
     has_email: bool = False
+    # The account key (`account_key`): computed from the email and company by the intake,
+    # never posted; kept current by `lead.updated`.
+    account: str | None = None
 
     def value(self, name: str) -> Any:
         """A field by name: a known attribute, else a free field, else None."""
+        if name == "account" and self.account is None:
+            # A run started before the account was carried read a free field of that name.
+            return self.fields.get(name)
         if name in LeadFacts.model_fields and name not in ("fields", "has_email"):
             return getattr(self, name)
         return self.fields.get(name)

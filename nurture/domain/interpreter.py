@@ -10,6 +10,7 @@ task, wait, or end (an `exit` step, or falling off the last step).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -176,6 +177,7 @@ def _branch_target(cadence: Cadence, step: BranchStep, facts: Facts) -> tuple[st
 def entry_cadence(playbook: Playbook, facts: Facts) -> tuple[str, str]:
     """The first cadence for a new lead by the playbook's routing (first match wins)."""
     rule: RoutingRule
+    facts = replace(facts, tier_accounts=tuple(playbook.tier_accounts))
     for rule in playbook.routing.entry:
         if rule.when is None:
             return rule.cadence, "routing: default entry"

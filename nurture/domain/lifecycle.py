@@ -95,6 +95,7 @@ def facts_view(state: LeadState, now: datetime) -> Facts:
         ),
         last_call_outcome=position.last_call_outcome if position else None,
         cadence=position.cadence.id if position else None,
+        tier_accounts=tuple(state.playbook.tier_accounts),
     )
 
 

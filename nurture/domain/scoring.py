@@ -76,7 +76,7 @@ def grade(playbook: Playbook, lead: LeadFacts, now: datetime) -> Grade:
     """Fit: the grading rules' points added up, then banded."""
     total = 0
     why: list[str] = []
-    facts = Facts(lead=lead, now=now)
+    facts = Facts(lead=lead, now=now, tier_accounts=tuple(playbook.tier_accounts))
     for rule in playbook.grading.rules:
         if evaluate(rule.when, facts):
             total += rule.points

@@ -28,6 +28,7 @@ from nurture.adapters.temporal import TemporalGate, TemporalUnavailable
 from nurture.domain.cadence import CadenceSet
 from nurture.domain.conditions import Facts, fields_used
 from nurture.domain.events import PERSONAL_FIELDS, Event, Lead, LeadFacts
+from nurture.domain.events import account_key as account_of
 from nurture.domain.interpreter import entry_cadence
 from nurture.domain.names import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
 from nurture.domain.state import LeadInput
@@ -44,61 +45,6 @@ log = logging.getLogger(__name__)
 
 # How stale the rule fields an event is filtered with may be (see Intake.rule_fields).
 RULE_FIELDS_RECHECK_S = 1.0
-
-FREE_MAIL = frozenset(
-    {
-        "gmail.com",
-        "googlemail.com",
-        "yahoo.com",
-        "yahoo.co.jp",
-        "hotmail.com",
-        "outlook.com",
-        "live.com",
-        "icloud.com",
-        "me.com",
-        "aol.com",
-        "gmx.de",
-        "gmx.net",
-        "web.de",
-        "mail.ru",
-        "proton.me",
-        "protonmail.com",
-        "qq.com",
-        "163.com",
-        "naver.com",
-        "yandex.ru",
-    }
-)
-_COMPANY_SUFFIXES = (
-    " inc",
-    " inc.",
-    " ltd",
-    " ltd.",
-    " llc",
-    " gmbh",
-    " co.",
-    " corp",
-    " corp.",
-    " k.k.",
-    " plc",
-    " sa",
-    " ag",
-)
-
-
-def account_of(email: str | None, company: str | None) -> str | None:
-    """The account a lead belongs to: its email domain, or its normalized company name for
-    free-mail addresses (so every lead of one company gets the same SDR)."""
-    domain = email.rpartition("@")[2].lower() if email and "@" in email else None
-    if domain and domain not in FREE_MAIL:
-        return domain
-    if company:
-        name = " ".join(company.lower().replace(",", " ").split())
-        for suffix in _COMPANY_SUFFIXES:
-            if name.endswith(suffix):
-                name = name[: -len(suffix)].strip()
-        return f"company:{name}" if name else None
-    return None
 
 
 @dataclass(frozen=True)
@@ -325,14 +271,21 @@ class Intake:
             RPCError: NOT_FOUND when the lead has no workflow (the caller decides).
         """
         handle = self.client.get_workflow_handle(workflow_id(event.lead_id))
+        signaled = for_workflow(event, self.rule_fields())
+        if event.type == "lead.updated" and ACCOUNT_SOURCES & event.data.keys():
+            # The account follows the email and company, which the workflow never sees.
+            signaled.data["account"] = await self._account(event.lead_id)
         try:
-            await self.gate.call(
-                lambda: handle.signal(SIGNAL_EVENT, for_workflow(event, self.rule_fields()))
-            )
+            await self.gate.call(lambda: handle.signal(SIGNAL_EVENT, signaled))
         except TemporalUnavailable:
             return "parked"
         await self.mark(event.id, "delivered")
         return "delivered"
+
+    async def _account(self, lead_id: str) -> str | None:
+        async with self.sessions() as session:
+            row = await session.get(LeadRow, lead_id)
+            return row.account if row is not None else None
 
     async def mark(self, event_id: str, status: str) -> None:
         """Set a recorded event's status (through the writer when there is one)."""
@@ -403,6 +356,7 @@ def _decision_view(row: LeadRow) -> dict[str, object]:
         "source": row.source,
         "fields": dict(row.fields or {}),
         "has_email": bool(row.email),
+        "account": row.account,
     }
 
 
@@ -529,6 +483,9 @@ async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> 
     return EventResult(event.id, status)  # type: ignore[arg-type]
 
 
+# The lead fields a `lead.updated` may change the account by.
+ACCOUNT_SOURCES = frozenset({"email", "company", "account"})
+
 # What of an event's data a workflow may see, by key: everything else (form fields, notes,
 # free text) may be personal and stays in the app database.
 WORKFLOW_DATA_KEYS = frozenset(
@@ -563,10 +520,12 @@ def for_workflow(event: Event, used_fields: set[str]) -> Event:
         if isinstance(data.get("reason"), str):
             data["reason"] = data["reason"][:200]
         return event.model_copy(update={"data": data})
-    known = set(LeadFacts.model_fields) - {"id", "fields", "has_email"}
+    # `account` is computed from the email and company (Intake.signal_recorded adds it):
+    # a posted one is not the lead's account.
+    known = set(LeadFacts.model_fields) - {"id", "fields", "has_email", "account"}
     data: dict[str, object] = {}
     for key, value in event.data.items():
-        if key in known or key in used_fields:
+        if key != "account" and (key in known or key in used_fields):
             data[key] = value
         elif key == "fields" and isinstance(value, dict):
             kept = {k: v for k, v in value.items() if k in used_fields}

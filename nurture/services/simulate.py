@@ -615,7 +615,7 @@ class _Simulation:
             if self.person is not None
             else {"email": "lead@example.com" if facts.has_email else None}
         )
-        lead.update(facts.model_dump(exclude={"has_email", "fields"}))
+        lead.update(facts.model_dump(exclude={"has_email", "fields", "account"}))
         lead["fields"] = {**lead.get("fields", {}), **facts.fields}
         return {
             "lead": lead,
