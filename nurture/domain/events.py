@@ -21,9 +21,11 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 # Re-exported: the vocabulary is defined in nurture.domain.vocabulary, and read from here too.
 from nurture.domain.vocabulary import CALL_OUTCOMES as CALL_OUTCOMES
@@ -79,7 +81,11 @@ DECISION_DATA_LIMITS: dict[str, int] = {
     "key": 200,
     "until": 40,
     "kind": 20,
+    "suppressed": 200,
 }
+
+# `email.bounced` data.kind (CONTRACT.md, "Accounts and people"); none given means soft.
+BOUNCE_KINDS = ("hard", "soft")
 
 # Event times. The earliest is before any real CRM or engagement tool and after the
 # defaults bad data falls back to (0001-01-01, 1900-01-01, the Unix epoch). The latest
@@ -285,6 +291,32 @@ class IncomingEvent(Event):
         if "callback" in value:
             check_callback(value["callback"], datetime.now(UTC))
         return value
+
+    @model_validator(mode="after")
+    def _bounce_kind(self) -> IncomingEvent:
+        # A bounce's kind decides whether its address is suppressed: a kind nobody knows
+        # would be a guess either way, so it is refused; a bounce that says none is soft.
+        if self.type == "email.bounced" and "kind" in self.data:
+            kind = self.data["kind"]
+            known = kind.strip().lower() if isinstance(kind, str) else None
+            if known not in BOUNCE_KINDS:
+                raise ValidationError.from_exception_data(
+                    type(self).__name__,
+                    [
+                        {
+                            "type": PydanticCustomError(
+                                "bounce_kind",
+                                "a bounce is hard (the address does not exist: suppressed at "
+                                "once) or soft (a full mailbox, a server down: three in 30 days "
+                                "suppress); leave kind out for soft",
+                            ),
+                            "loc": ("data", "kind"),
+                            "input": kind,
+                        }
+                    ],
+                )
+            self.data["kind"] = known
+        return self
 
 
 # How far ahead a `call_back_later` outcome may ask for its callback.

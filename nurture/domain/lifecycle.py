@@ -72,6 +72,11 @@ def note(state: LeadState, at: datetime, what: str, why: str) -> None:
         del state.history[: len(state.history) - HISTORY_KEEP]
 
 
+def opted_out(state: LeadState) -> str:
+    """Why an email of an unsubscribed lead is skipped, in the words of its history."""
+    return f"address suppressed: {state.suppressed}" if state.suppressed else "unsubscribed"
+
+
 def take_owner(state: LeadState, owner: str | None, at: datetime, why: str) -> bool:
     """Make ``owner`` the lead's owner, noted; False (nothing noted) when nothing changes."""
     if not owner or owner == state.owner:
@@ -245,14 +250,27 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
     elif kind == "lead.unsubscribed":
         if not state.unsubscribed:
             state.unsubscribed = True
-            note(state, now, "unsubscribed", "no more email; calls go on")
+            suppressed = event.data.get("suppressed")
+            if suppressed:
+                # The address bounced (on this lead, or on another with the same address).
+                state.suppressed = str(suppressed)[:200]
+                via = f" ({event.data['via']})" if event.data.get("via") else ""
+                note(
+                    state,
+                    now,
+                    f"address suppressed: {state.suppressed}",
+                    f"no more email to this address{via}; calls go on",
+                )
+            else:
+                note(state, now, "unsubscribed", "no more email; calls go on")
     elif kind == "email.auto_replied":
         # Not a reply and not engagement: no points, no wake-up; the touches wait.
         state.away_until, why = away_until(state, event, at)
         day = state.away_until.astimezone(_zone(state)).date().isoformat()
         note(state, now, f"out of office until {day}", why)
     elif kind == "email.bounced":
-        note(state, now, "email bounced", str(event.data.get("reason") or "bounce reported"))
+        bounce = "hard" if str(event.data.get("kind") or "").lower() == "hard" else "soft"
+        note(state, now, "email bounced", str(event.data.get("reason") or f"{bounce} bounce"))
     elif kind == "lead.do_not_contact":
         effect.transition = Transition(to="closed", why="do not contact", trigger=kind)
     elif kind == "lead.erased":

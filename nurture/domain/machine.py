@@ -373,7 +373,9 @@ class LeadMachine:
                 case interpreter.SendEmail():
                     if state.unsubscribed or not state.facts.has_email:
                         # Nothing to hold for the window: the step is skipped now, visibly.
-                        why = "unsubscribed" if state.unsubscribed else "no email address"
+                        why = (
+                            lifecycle.opted_out(state) if state.unsubscribed else "no email address"
+                        )
                         lifecycle.note(state, now, f"email {action.step} skipped", why)
                     else:
                         if not (yield from self._touch_allowed("email", action.step)):
@@ -661,7 +663,9 @@ class LeadMachine:
         told_paused = False
         while True:
             if state.unsubscribed:
-                lifecycle.note(state, self.now, f"email {action.step} skipped", "unsubscribed")
+                lifecycle.note(
+                    state, self.now, f"email {action.step} skipped", lifecycle.opted_out(state)
+                )
                 return True
             yield from self._set_doing(f"sending {action.template} ({action.reason})")
             result: am.SendEmailResult = yield Perform(

@@ -92,6 +92,8 @@ class LeadState(BaseModel):
     last_engagement_at: datetime | None = None
     last_decay_at: datetime | None = None
     unsubscribed: bool = False
+    # Why the address is suppressed (a bounce), when that is why the lead is unsubscribed.
+    suppressed: str | None = None
     paused: bool = False
     # An auto-reply said the person is away until then: touches wait (email.auto_replied).
     away_until: datetime | None = None

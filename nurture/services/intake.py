@@ -8,12 +8,13 @@ signaled as `lead.updated`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,7 +28,7 @@ from nurture.adapters.database import LeadRow, insert_or_ignore
 from nurture.adapters.temporal import TemporalGate, TemporalUnavailable
 from nurture.domain.cadence import CadenceSet
 from nurture.domain.conditions import Facts, fields_used
-from nurture.domain.events import PERSONAL_FIELDS, Event, Lead, LeadFacts
+from nurture.domain.events import MAX_EVENT_ID, PERSONAL_FIELDS, Event, Lead, LeadFacts
 from nurture.domain.events import account_key as account_of
 from nurture.domain.interpreter import entry_cadence
 from nurture.domain.names import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
@@ -441,7 +442,36 @@ async def submit_event(intake: Intake, event: Event) -> EventResult:
 
 async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> EventResult:
     """What follows the recording of a new event (``lead``: its lead's row as read then, or
-    None): opt-outs applied at once, then the signal, or the event left parked."""
+    None): opt-outs applied at once, then the signal, or the event left parked; then the
+    events it causes for other leads (a bounce that suppressed an address)."""
+    told: list[Event] = []
+    result = await _dispatch(intake, event, lead, told)
+    for follow_up in told:
+        await submit_event(intake, follow_up)
+    return result
+
+
+def suppression_event(bounce: Event, holder: str, bounced: str, reason: str) -> Event:
+    """The `lead.unsubscribed` that tells ``holder``'s workflow its address is suppressed by
+    ``bounce`` (on lead ``bounced``): its emails are skipped from now on, saying why."""
+    data: dict[str, Any] = {"suppressed": reason}
+    if holder != bounced:
+        data["via"] = f"same address as {bounced}"
+    event_id = f"{bounce.id}~{holder}"
+    if len(event_id) > MAX_EVENT_ID:
+        event_id = f"{bounce.id[:100]}~{hashlib.sha256(event_id.encode()).hexdigest()[:32]}"
+    return Event(
+        id=event_id,
+        type="lead.unsubscribed",
+        lead_id=holder,
+        occurred_at=bounce.occurred_at,
+        data=data,
+    )
+
+
+async def _dispatch(
+    intake: Intake, event: Event, lead: LeadRow | None, told: list[Event]
+) -> EventResult:
     if lead is None:
         return EventResult(event.id, "parked")
     now = event.occurred_at or datetime.now(UTC)
@@ -458,8 +488,15 @@ async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> 
             )  # fmt: skip
     elif event.type == "email.bounced":
         # Suppressed at once (hard), or on the third soft bounce in 30 days: the email
-        # activity re-checks suppressions right before each send.
-        await apply_bounce(intake.sessions, lead.id, event.data.get("kind"), datetime.now(UTC))
+        # activity re-checks suppressions right before each send, and every lead with the
+        # address is told (after this bounce) why its emails stop.
+        suppressed = await apply_bounce(intake.sessions, lead.id, event.data, now)
+        if suppressed is not None:
+            told.extend(
+                suppression_event(event, holder, lead.id, suppressed.reason)
+                for holder, already in suppressed.leads.items()
+                if not already
+            )
     elif event.type in ("lead.do_not_contact", "lead.erased"):
         await mark_do_not_contact(intake.sessions, lead.id)
     final = lead.stage in ("won", "closed")
@@ -502,6 +539,7 @@ WORKFLOW_DATA_KEYS = frozenset(
         "key",
         "until",
         "kind",
+        "suppressed",
     }
 )
 
