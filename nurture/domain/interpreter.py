@@ -24,6 +24,7 @@ from nurture.domain.cadence import (
     CallStep,
     EmailStep,
     ExitStep,
+    Limits,
     Playbook,
     RoutingRule,
     WaitStep,
@@ -93,6 +94,7 @@ def decide(
     *,
     playbook: Playbook,
     zone: ZoneInfo,
+    limits: Limits | None = None,
 ) -> Decision:
     """The action of the first acting step reached from ``step_id``.
 
@@ -102,6 +104,8 @@ def decide(
         facts: what conditions see; ``facts.now`` is the current time.
         playbook: for the send window and holidays of business-day waits and call dues.
         zone: the lead's time zone.
+        limits: the limits as they hold for the lead (its own holidays); default: the
+            playbook's.
 
     Raises:
         SpinError: when branches jump more often than there are steps without acting.
@@ -142,7 +146,7 @@ def decide(
                     trail=trail,
                 )
             case WaitStep():
-                until = add_duration(facts.now, step.duration, zone, playbook.limits)
+                until = add_duration(facts.now, step.duration, zone, limits or playbook.limits)
                 wake = f"; wakes early on {', '.join(step.until_any)}" if step.until_any else ""
                 return Decision(
                     action=Wait(

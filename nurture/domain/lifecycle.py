@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from nurture.domain import scoring, timing
-from nurture.domain.cadence import Playbook
+from nurture.domain import calendars, scoring, timing
+from nurture.domain.cadence import Limits, Playbook
 from nurture.domain.conditions import Engagement, Facts
 from nurture.domain.durations import later, parse_duration
 from nurture.domain.events import (
@@ -295,6 +295,11 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
 MAX_AWAY = timedelta(days=366)
 
 
+def limits_of(state: LeadState) -> Limits:
+    """The playbook's limits as they hold for this lead (its country's and public holidays)."""
+    return calendars.lead_limits(state.playbook.limits, state.facts.country, state.public_holidays)
+
+
 def _zone(state: LeadState) -> ZoneInfo:
     return timing.lead_zone(state.facts.timezone, state.facts.country)
 
@@ -314,7 +319,7 @@ def away_until(state: LeadState, event: Event, at: datetime) -> tuple[datetime, 
             start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
             return min(start, later(at, MAX_AWAY)), "the auto-reply states its return date"
     default = state.playbook.limits.out_of_office
-    until = timing.add_duration(at, default, zone, state.playbook.limits)
+    until = timing.add_duration(at, default, zone, limits_of(state))
     return until, f"an auto-reply with no return date: limits.out_of_office ({default})"
 
 
