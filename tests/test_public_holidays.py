@@ -15,6 +15,8 @@ import holidays
 import pytest
 from conftest import SKELETON_TEMPLATES, write_cadence_set
 from harness import running
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from nurture.adapters.loader import load_cadence_set
 from nurture.domain import calendars, timing
@@ -26,6 +28,7 @@ from nurture.domain.messages import RESOLVE_PUBLIC_HOLIDAYS, SEND_EMAIL, SendEma
 from nurture.domain.state import LeadInput
 from nurture.services.calendars import public_holidays
 from nurture.services.simulate import simulate
+from nurture.workflows.lead import LeadWorkflow
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NEW_YORK = ZoneInfo("America/New_York")
@@ -266,6 +269,22 @@ async def test_a_japanese_lead_is_held_on_a_japanese_holiday_and_a_us_lead_is_no
         }
         assert sent["nia@example.com"].astimezone(NEW_YORK).date() == holiday
         assert sent["jun@example.jp"].astimezone(TOKYO).date() == holiday + timedelta(days=1)
+
+        # The run replays without the package: its dates come from the recorded activity.
+        history = await time_env.client.get_workflow_handle("lead-H-JP").fetch_history()
+        assert "resolve_public_holidays" in history.to_json()
+
+    def no_package(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the workflow asked the holidays package")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(holidays, "country_holidays", no_package)
+        replayer = Replayer(
+            workflows=[LeadWorkflow],
+            data_converter=pydantic_data_converter,
+            workflow_runner=UnsandboxedWorkflowRunner(),
+        )
+        await replayer.replay_workflow(history)
 
 
 @pytest.mark.parametrize("country", ["JP", "US", None])

@@ -274,6 +274,8 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
     elif kind == "lead.do_not_contact":
         effect.transition = Transition(to="closed", why="do not contact", trigger=kind)
     elif kind == "lead.erased":
+        # The account is a domain, but may be a person's own: it goes with the rest.
+        state.facts = state.facts.model_copy(update={"account": None})
         effect.transition = Transition(
             to="closed", why="personal data erased on request", trigger=kind, erase=True
         )
