@@ -210,6 +210,14 @@ async def test_a_tier_account_is_graded_a_by_its_domain_and_follows_updates(
         assert updates[-1].data["account"] == "umbrella.example"
         assert updates[-1].data["email"] is True
         assert not any("bo@" in e.model_dump_json() for e in signaled)
+        # The redelivery sweep signals parked events the same way: the account as it is now.
+        parked = Event(
+            id="U-2",
+            type="lead.updated",
+            lead_id="A-2",
+            data={"company": "Umbrella", "account": "posted.example"},
+        )
+        assert (await stack.intake.for_signal(parked)).data == {"account": "umbrella.example"}
 
 
 async def signals(lead_id: str, stack) -> list[Event]:  # type: ignore[no-untyped-def]

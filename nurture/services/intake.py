@@ -272,16 +272,22 @@ class Intake:
             RPCError: NOT_FOUND when the lead has no workflow (the caller decides).
         """
         handle = self.client.get_workflow_handle(workflow_id(event.lead_id))
-        signaled = for_workflow(event, self.rule_fields())
-        if event.type == "lead.updated" and ACCOUNT_SOURCES & event.data.keys():
-            # The account follows the email and company, which the workflow never sees.
-            signaled.data["account"] = await self._account(event.lead_id)
+        signaled = await self.for_signal(event)
         try:
             await self.gate.call(lambda: handle.signal(SIGNAL_EVENT, signaled))
         except TemporalUnavailable:
             return "parked"
         await self.mark(event.id, "delivered")
         return "delivered"
+
+    async def for_signal(self, event: Event) -> Event:
+        """The event as its lead's workflow is signaled it (:func:`for_workflow`); a
+        `lead.updated` that may change the account carries the account as it is now."""
+        signaled = for_workflow(event, self.rule_fields())
+        if event.type == "lead.updated" and ACCOUNT_SOURCES & event.data.keys():
+            # The account follows the email and company, which the workflow never sees.
+            signaled.data["account"] = await self._account(event.lead_id)
+        return signaled
 
     async def _account(self, lead_id: str) -> str | None:
         async with self.sessions() as session:
