@@ -17,11 +17,11 @@ from pydantic import ValidationError
 from nurture.adapters.loader import load_cadence_set
 from nurture.domain import scoring
 from nurture.domain.cadence import Playbook
-from nurture.domain.conditions import Facts, evaluate, in_tier
+from nurture.domain.conditions import Facts, evaluate, fields_used, in_tier
 from nurture.domain.events import Event, Lead, LeadFacts, account_key
 from nurture.domain.interpreter import entry_cadence
 from nurture.domain.state import LeadInput
-from nurture.services.intake import for_workflow, submit_event
+from nurture.services.intake import for_workflow, rule_fields, submit_event
 from nurture.services.simulate import simulate
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
@@ -136,6 +136,12 @@ def test_routing_sends_named_accounts_to_their_cadence(cadence_dirs) -> None:  #
     other = LeadFacts(id="L-2", account="other.example")
     assert entry_cadence(playbook, Facts(lead=named, now=NOW))[0] == "named"
     assert entry_cadence(playbook, Facts(lead=other, now=NOW))[0] == "welcome"
+
+
+def test_a_free_field_named_account_never_travels(cadence_dirs) -> None:  # type: ignore[no-untyped-def]
+    cadence_set = load_cadence_set(cadence_dirs[0])
+    assert "account" in fields_used(cadence_set.playbook.grading.rules[1].when)
+    assert "account" not in rule_fields(cadence_set)
 
 
 def test_a_posted_account_never_overrides_the_computed_one() -> None:

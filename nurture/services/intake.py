@@ -94,6 +94,9 @@ def rule_fields(cadence_set: CadenceSet) -> set[str]:
             if isinstance(step, BranchStep):
                 for case in step.cases:
                     names |= fields_used(case.when)
+    # `account` is computed from the email and company, never a free field: a posted or
+    # imported one (a CRM's "account" may be a company name) stays in the app database.
+    names.discard("account")
     return names
 
 
