@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from nurture.activities.calendar import resolve_public_holidays
 from nurture.activities.crm import CrmSender
 from nurture.activities.email import EmailActivities
 from nurture.activities.handoff import TaskActivities
@@ -74,6 +75,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
             tasks.move_call_tasks,
             tasks.escalate_call_task,
             tasks.handoff,
+            resolve_public_holidays,
         ],
         workflow_runner=SANDBOX,
         max_concurrent_activities=slots,

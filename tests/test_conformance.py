@@ -38,6 +38,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from test_journeys import CADENCES as JOURNEY_CADENCES
 from test_journeys import PLAYBOOK, TEMPLATES
+from test_public_holidays import next_japan_only_holiday
 
 from nurture.adapters.loader import load_cadence_set
 from nurture.domain.cadence import Cadence, CadenceSet, Playbook
@@ -694,4 +695,28 @@ async def test_a_reply_tells_the_owner(journey):
     told = whats.index("told ben: the lead replied to welcome")
     assert whats.index("call task task#1 for ben") < told
     assert whats[told - 1].startswith("score ")  # scored first, then the owner is told
+    assert both.live == both.simulated
+
+
+async def test_a_public_holiday_of_the_leads_country_holds_its_touch(journey, time_env):
+    # From 09:00 in Tokyo on a Japanese public holiday: the welcome waits for the next day,
+    # and both drivers name the holiday (resolved by an activity live, by the same service
+    # function in the simulator).
+    now = await time_env.get_current_time()
+    holiday = next_japan_only_holiday(now.astimezone(ZoneInfo("Asia/Tokyo")).date())
+    start = datetime.combine(holiday, datetime.min.time(), tzinfo=UTC)
+    await time_env.sleep(start - now)
+    playbook = WINDOWED.replace(
+        "min_gap_between_touches: 20h", "min_gap_between_touches: 20h\n      public_holidays: true"
+    )
+    assert playbook != WINDOWED
+    lead = Lead(id="CF-24", email="aki@example.jp", country="JP")
+    both = await journey(lead, [timedelta(days=2), timedelta(days=5)], playbook)
+    whats = both.whats()
+    held = next(i for i, what in enumerate(whats) if what.startswith("email welcome deferred"))
+    assert (
+        both.live[held][2].startswith("public holiday in JP (")
+        and holiday.isoformat() in (both.live[held][2])
+    )
+    assert "email welcome: sent" in whats
     assert both.live == both.simulated

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, NamedTuple, Protocol, Union, get_arg
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -243,16 +244,22 @@ def condition_rules(
                     )
         name = getattr(inner, "field", None)
         if isinstance(name, str) and name in PERSONAL_FIELDS:
-            errors.append(
-                rule_error(
-                    (*at, "field"),
-                    f"field '{name}' never reaches the workflow (personal data stays "
-                    "out of it), so this rule never matches: decide on country, industry, "
-                    "employees, tier_account, source or a free field",
-                    name,
-                )
-            )
+            errors.append(rule_error((*at, "field"), personal_field_message(name), name))
     return errors
+
+
+def personal_field_message(name: str) -> str:
+    """Why a rule on a personal field is refused, and what to decide on instead."""
+    instead = (
+        "use `account` (the email domain, or the company name for free-mail addresses) "
+        "or list the account in tier_accounts"
+        if name in ("company", "email")
+        else "decide on country, industry, employees, tier_account, account, source or a free field"
+    )
+    return (
+        f"field '{name}' never reaches the workflow (personal data stays out of it), so "
+        f"this rule never matches: {instead}"
+    )
 
 
 # --- steps ------------------------------------------------------------------------------
@@ -935,16 +942,109 @@ def _check_iso_date(text: str) -> str:
 IsoDate = Annotated[str, AfterValidator(_check_iso_date)]
 
 
+# --- holidays: the playbook's own dates, global or per country --------------------------
+#
+# `limits.holidays` is a list (every lead's holidays: the same as `{all: [...]}`) or a map
+# from `all` or a country (ISO 3166 alpha-2) to dates. The form written is kept as it is,
+# so a playbook of the old form keeps its content hash (its version).
+
+ALL_COUNTRIES = "all"
+# ISO 3166-1 alpha-2, the officially assigned codes (a lead's `country`).
+_COUNTRY_CODES = """
+    AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ
+    BR BS BT BV BW BY BZ CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM
+    DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS
+    GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP KE KG KH KI KM KN
+    KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ
+    MR MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM
+    PN PR PS PT PW PY QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV
+    SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ VA VC VE VG VI
+    VN VU WF WS YE YT ZA ZM ZW
+"""
+COUNTRY_CODES = frozenset(_COUNTRY_CODES.split())
+HolidayMap = dict[str, list[IsoDate]]
+
+
+def _holiday_rules(value: Any) -> Any:
+    """Check the holidays in either form at once, naming each bad key or date where it is.
+
+    Runs before the type (so a bad date is reported at its own path, not once per form of
+    the union); country keys are upper-cased and ``all`` lower-cased.
+    """
+    errors: list[InitErrorDetails] = []
+
+    def dates(loc: Loc, items: Any) -> None:
+        if not isinstance(items, list):
+            return  # the type's own error says it
+        for i, item in enumerate(items):
+            try:
+                _check_iso_date(str(item) if isinstance(item, date) else item)
+            except PydanticCustomError as exc:
+                errors.append(rule_error((*loc, i), exc.message(), item))
+            except TypeError:
+                pass
+
+    if isinstance(value, list):
+        dates((), value)
+    elif isinstance(value, dict):
+        normal: dict[Any, Any] = {}
+        for key, items in value.items():
+            text = str(key).strip()
+            name = text.lower() if text.lower() == ALL_COUNTRIES else text.upper()
+            if name != ALL_COUNTRIES and name not in COUNTRY_CODES:
+                errors.append(
+                    rule_error(
+                        (key,),
+                        f"'{key}' is not a country: write all (every lead) or an ISO 3166 "
+                        "alpha-2 country code such as JP, US or DE"
+                        + (" (the United Kingdom is GB)" if name == "UK" else ""),
+                        key,
+                    )
+                )
+            elif name in normal:
+                errors.append(
+                    rule_error((key,), f"'{key}' names {name} again: merge its dates into one list")
+                )
+            dates((key,), items)
+            normal[name] = items
+        value = normal
+    if errors:
+        raise ValidationError.from_exception_data("holidays", errors)
+    return value
+
+
+Holidays = Annotated[list[IsoDate] | HolidayMap, BeforeValidator(_holiday_rules)]
+
+
 class Limits(_Strict):
     max_emails_per_week: int | None = Field(default=None, ge=1)
     min_gap_between_touches: Duration | None = None
     send_window: SendWindow = Field(default_factory=SendWindow)
-    holidays: list[IsoDate] = Field(default_factory=list, description="ISO dates, YYYY-MM-DD.")
+    holidays: Holidays = Field(
+        default_factory=list,
+        description="ISO dates (YYYY-MM-DD) when no lead is touched; or a map from `all` and "
+        "country codes (JP, US) to dates: `all` for every lead, a country for its leads.",
+    )
+    public_holidays: bool = Field(
+        default=False,
+        description="Each lead is also held on its own country's public holidays.",
+    )
     out_of_office: Duration = Field(
         default="7d",
         description="How long a lead's touches wait after an auto-reply that states no "
         "return date (a stated one is used when there is one).",
     )
+
+    def holiday_dates(self, country: str | None) -> dict[str, str]:
+        """The playbook's own holidays of a lead of ``country``: ISO date -> which list
+        (``all`` or the country), the country's own label winning."""
+        if isinstance(self.holidays, list):
+            return dict.fromkeys(self.holidays, ALL_COUNTRIES)
+        found = dict.fromkeys(self.holidays.get(ALL_COUNTRIES, []), ALL_COUNTRIES)
+        code = (country or "").strip().upper()
+        if code and code != ALL_COUNTRIES.upper():
+            found.update(dict.fromkeys(self.holidays.get(code, []), code))
+        return found
 
 
 class Sdr(_Strict):
@@ -1078,11 +1178,42 @@ class Tracking(_Strict):
     )
 
 
+def _check_tier_account(text: str) -> str:
+    """An account key as the intake computes it: a domain (lowercase), or ``company:<name>``."""
+    key = text.strip().lower().removeprefix("@")
+    if key.startswith("company:"):
+        if key.removeprefix("company:").strip():
+            return key
+        message = f"'{text}' names no company: write company:<name>, e.g. company:initech"
+    elif "@" in key:
+        message = (
+            f"'{text}' is an email address: write its domain "
+            f"({key.rpartition('@')[2] or 'e.g. initech.example'}), never a person's address"
+        )
+    elif re.fullmatch(r"[^\s.@:/]+(\.[^\s.@:/]+)+", key):
+        return key
+    else:
+        message = f"'{text}' is not an account: write a domain (initech.example) or company:<name>"
+    raise PydanticCustomError(RULE_ERROR, message)
+
+
+TierAccount = Annotated[
+    str,
+    AfterValidator(_check_tier_account),
+    WithJsonSchema({"type": "string", "examples": ["initech.example", "company:initech"]}),
+]
+
+
 class Playbook(_Strict):
     """The written agreement between marketing, inside sales and sales."""
 
     scoring: Scoring = Field(default_factory=Scoring)
     grading: Grading = Field(default_factory=Grading)
+    tier_accounts: list[TierAccount] = Field(
+        default_factory=list,
+        description="Named accounts (email domains, or company:<name> for free-mail leads): "
+        "a lead of one of them (or of a subdomain) has tier_account true for rules.",
+    )
     thresholds: Thresholds
     routing: Routing
     limits: Limits = Field(default_factory=Limits)

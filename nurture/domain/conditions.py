@@ -48,6 +48,27 @@ class Facts:
     engagements: Sequence[Engagement] = field(default_factory=tuple)
     last_call_outcome: str | None = None
     cadence: str | None = None
+    # The playbook's `tier_accounts` (normalized): a lead of one of them is a tier account.
+    tier_accounts: tuple[str, ...] = ()
+
+    def value(self, name: str) -> Any:
+        """A lead field as rules see it: ``tier_account`` is true when the CRM says so *or*
+        the lead's account is in the playbook's ``tier_accounts`` (see :func:`in_tier`)."""
+        value = self.lead.value(name)
+        if name == "tier_account" and in_tier(self.lead.value("account"), self.tier_accounts):
+            return True
+        return value
+
+
+def in_tier(account: Any, tier_accounts: Sequence[str]) -> bool:
+    """Whether ``account`` is one of ``tier_accounts`` or a subdomain of one of them
+    (``eu.initech.example`` belongs to ``initech.example``)."""
+    if not isinstance(account, str) or not account or not tier_accounts:
+        return False
+    key = account.strip().lower()
+    return any(
+        key == t or (not t.startswith("company:") and key.endswith("." + t)) for t in tier_accounts
+    )
 
 
 def evaluate(condition: Condition, facts: Facts) -> bool:
@@ -63,7 +84,7 @@ def evaluate(condition: Condition, facts: Facts) -> bool:
             # No outcome recorded is its own case (`none`), never a missed call.
             return (facts.last_call_outcome or NO_CALL_OUTCOME) in condition.call_outcome
         case FieldCondition():
-            return _field_matches(condition, facts.lead.value(condition.field))
+            return _field_matches(condition, facts.value(condition.field))
         case AllCondition():
             return all(evaluate(c, facts) for c in condition.all)
         case AnyCondition():

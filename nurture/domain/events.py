@@ -21,9 +21,11 @@ from pydantic import (
     Field,
     JsonValue,
     StringConstraints,
+    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 # Re-exported: the vocabulary is defined in nurture.domain.vocabulary, and read from here too.
 from nurture.domain.vocabulary import CALL_OUTCOMES as CALL_OUTCOMES
@@ -79,7 +81,11 @@ DECISION_DATA_LIMITS: dict[str, int] = {
     "key": 200,
     "until": 40,
     "kind": 20,
+    "suppressed": 200,
 }
+
+# `email.bounced` data.kind (CONTRACT.md, "Accounts and people"); none given means soft.
+BOUNCE_KINDS = ("hard", "soft")
 
 # Event times. The earliest is before any real CRM or engagement tool and after the
 # defaults bad data falls back to (0001-01-01, 1900-01-01, the Unix epoch). The latest
@@ -286,6 +292,32 @@ class IncomingEvent(Event):
             check_callback(value["callback"], datetime.now(UTC))
         return value
 
+    @model_validator(mode="after")
+    def _bounce_kind(self) -> IncomingEvent:
+        # A bounce's kind decides whether its address is suppressed: a kind nobody knows
+        # would be a guess either way, so it is refused; a bounce that says none is soft.
+        if self.type == "email.bounced" and "kind" in self.data:
+            kind = self.data["kind"]
+            known = kind.strip().lower() if isinstance(kind, str) else None
+            if known not in BOUNCE_KINDS:
+                raise ValidationError.from_exception_data(
+                    type(self).__name__,
+                    [
+                        {
+                            "type": PydanticCustomError(
+                                "bounce_kind",
+                                "a bounce is hard (the address does not exist: suppressed at "
+                                "once) or soft (a full mailbox, a server down: three in 30 days "
+                                "suppress); leave kind out for soft",
+                            ),
+                            "loc": ("data", "kind"),
+                            "input": kind,
+                        }
+                    ],
+                )
+            self.data["kind"] = known
+        return self
+
 
 # How far ahead a `call_back_later` outcome may ask for its callback.
 MAX_CALLBACK_AHEAD = timedelta(days=366)
@@ -321,6 +353,69 @@ def check_callback(value: object, now: datetime) -> datetime:
     if probe > now + MAX_CALLBACK_AHEAD:
         raise ValueError("callback: more than a year ahead")
     return at
+
+
+# --- accounts (CONTRACT.md, "Account stickiness") -------------------------------------
+
+FREE_MAIL = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.co.jp",
+        "hotmail.com",
+        "outlook.com",
+        "live.com",
+        "icloud.com",
+        "me.com",
+        "aol.com",
+        "gmx.de",
+        "gmx.net",
+        "web.de",
+        "mail.ru",
+        "proton.me",
+        "protonmail.com",
+        "qq.com",
+        "163.com",
+        "naver.com",
+        "yandex.ru",
+    }
+)
+_COMPANY_SUFFIXES = (
+    " inc",
+    " inc.",
+    " ltd",
+    " ltd.",
+    " llc",
+    " gmbh",
+    " co.",
+    " corp",
+    " corp.",
+    " k.k.",
+    " plc",
+    " sa",
+    " ag",
+)
+
+
+def account_key(email: str | None, company: str | None) -> str | None:
+    """The account a lead belongs to: its email domain, or its normalized company name for
+    free-mail addresses (so every lead of one company gets the same SDR).
+
+    A domain (``initech.example``) or ``company:<name>``: no person's data, so it travels
+    into the workflow as the ``account`` decision field that rules and ``tier_accounts``
+    read (CONTRACT.md, "Accounts and people").
+    """
+    domain = email.rpartition("@")[2].lower() if email and "@" in email else None
+    if domain and domain not in FREE_MAIL:
+        return domain
+    if company:
+        name = " ".join(company.lower().replace(",", " ").split())
+        for suffix in _COMPANY_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)].strip()
+        return f"company:{name}" if name else None
+    return None
 
 
 class Lead(BaseModel):
@@ -397,6 +492,7 @@ class Lead(BaseModel):
             source=self.source,
             fields=dict(self.fields),
             has_email=bool(self.email),
+            account=account_key(self.email, self.company),
         )
 
 
@@ -412,9 +508,15 @@ class LeadFacts(BaseModel):
     source: str | None = None
     fields: dict[str, Any] = Field(default_factory=dict)
     has_email: bool = False
+    # The account key (`account_key`): computed from the email and company by the intake,
+    # never posted; kept current by `lead.updated`.
+    account: str | None = None
 
     def value(self, name: str) -> Any:
         """A field by name: a known attribute, else a free field, else None."""
+        if name == "account" and self.account is None:
+            # A run started before the account was carried read a free field of that name.
+            return self.fields.get(name)
         if name in LeadFacts.model_fields and name not in ("fields", "has_email"):
             return getattr(self, name)
         return self.fields.get(name)

@@ -10,6 +10,7 @@ task, wait, or end (an `exit` step, or falling off the last step).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo
@@ -23,6 +24,7 @@ from nurture.domain.cadence import (
     CallStep,
     EmailStep,
     ExitStep,
+    Limits,
     Playbook,
     RoutingRule,
     WaitStep,
@@ -92,6 +94,7 @@ def decide(
     *,
     playbook: Playbook,
     zone: ZoneInfo,
+    limits: Limits | None = None,
 ) -> Decision:
     """The action of the first acting step reached from ``step_id``.
 
@@ -101,6 +104,8 @@ def decide(
         facts: what conditions see; ``facts.now`` is the current time.
         playbook: for the send window and holidays of business-day waits and call dues.
         zone: the lead's time zone.
+        limits: the limits as they hold for the lead (its own holidays); default: the
+            playbook's.
 
     Raises:
         SpinError: when branches jump more often than there are steps without acting.
@@ -141,7 +146,7 @@ def decide(
                     trail=trail,
                 )
             case WaitStep():
-                until = add_duration(facts.now, step.duration, zone, playbook.limits)
+                until = add_duration(facts.now, step.duration, zone, limits or playbook.limits)
                 wake = f"; wakes early on {', '.join(step.until_any)}" if step.until_any else ""
                 return Decision(
                     action=Wait(
@@ -176,6 +181,7 @@ def _branch_target(cadence: Cadence, step: BranchStep, facts: Facts) -> tuple[st
 def entry_cadence(playbook: Playbook, facts: Facts) -> tuple[str, str]:
     """The first cadence for a new lead by the playbook's routing (first match wins)."""
     rule: RoutingRule
+    facts = replace(facts, tier_accounts=tuple(playbook.tier_accounts))
     for rule in playbook.routing.entry:
         if rule.when is None:
             return rule.cadence, "routing: default entry"

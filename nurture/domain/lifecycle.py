@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from nurture.domain import scoring, timing
-from nurture.domain.cadence import Playbook
+from nurture.domain import calendars, scoring, timing
+from nurture.domain.cadence import Limits, Playbook
 from nurture.domain.conditions import Engagement, Facts
 from nurture.domain.durations import later, parse_duration
 from nurture.domain.events import (
@@ -72,6 +72,11 @@ def note(state: LeadState, at: datetime, what: str, why: str) -> None:
         del state.history[: len(state.history) - HISTORY_KEEP]
 
 
+def opted_out(state: LeadState) -> str:
+    """Why an email of an unsubscribed lead is skipped, in the words of its history."""
+    return f"address suppressed: {state.suppressed}" if state.suppressed else "unsubscribed"
+
+
 def take_owner(state: LeadState, owner: str | None, at: datetime, why: str) -> bool:
     """Make ``owner`` the lead's owner, noted; False (nothing noted) when nothing changes."""
     if not owner or owner == state.owner:
@@ -95,6 +100,7 @@ def facts_view(state: LeadState, now: datetime) -> Facts:
         ),
         last_call_outcome=position.last_call_outcome if position else None,
         cadence=position.cadence.id if position else None,
+        tier_accounts=tuple(state.playbook.tier_accounts),
     )
 
 
@@ -244,17 +250,32 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
     elif kind == "lead.unsubscribed":
         if not state.unsubscribed:
             state.unsubscribed = True
-            note(state, now, "unsubscribed", "no more email; calls go on")
+            suppressed = event.data.get("suppressed")
+            if suppressed:
+                # The address bounced (on this lead, or on another with the same address).
+                state.suppressed = str(suppressed)[:200]
+                via = f" ({event.data['via']})" if event.data.get("via") else ""
+                note(
+                    state,
+                    now,
+                    f"address suppressed: {state.suppressed}",
+                    f"no more email to this address{via}; calls go on",
+                )
+            else:
+                note(state, now, "unsubscribed", "no more email; calls go on")
     elif kind == "email.auto_replied":
         # Not a reply and not engagement: no points, no wake-up; the touches wait.
         state.away_until, why = away_until(state, event, at)
         day = state.away_until.astimezone(_zone(state)).date().isoformat()
         note(state, now, f"out of office until {day}", why)
     elif kind == "email.bounced":
-        note(state, now, "email bounced", str(event.data.get("reason") or "bounce reported"))
+        bounce = "hard" if str(event.data.get("kind") or "").lower() == "hard" else "soft"
+        note(state, now, "email bounced", str(event.data.get("reason") or f"{bounce} bounce"))
     elif kind == "lead.do_not_contact":
         effect.transition = Transition(to="closed", why="do not contact", trigger=kind)
     elif kind == "lead.erased":
+        # The account is a domain, but may be a person's own: it goes with the rest.
+        state.facts = state.facts.model_copy(update={"account": None})
         effect.transition = Transition(
             to="closed", why="personal data erased on request", trigger=kind, erase=True
         )
@@ -276,6 +297,11 @@ def apply_event(state: LeadState, event: Event, now: datetime) -> EventEffect:
 MAX_AWAY = timedelta(days=366)
 
 
+def limits_of(state: LeadState) -> Limits:
+    """The playbook's limits as they hold for this lead (its country's and public holidays)."""
+    return calendars.lead_limits(state.playbook.limits, state.facts.country, state.public_holidays)
+
+
 def _zone(state: LeadState) -> ZoneInfo:
     return timing.lead_zone(state.facts.timezone, state.facts.country)
 
@@ -295,7 +321,7 @@ def away_until(state: LeadState, event: Event, at: datetime) -> tuple[datetime, 
             start = datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
             return min(start, later(at, MAX_AWAY)), "the auto-reply states its return date"
     default = state.playbook.limits.out_of_office
-    until = timing.add_duration(at, default, zone, state.playbook.limits)
+    until = timing.add_duration(at, default, zone, limits_of(state))
     return until, f"an auto-reply with no return date: limits.out_of_office ({default})"
 
 

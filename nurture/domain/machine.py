@@ -33,9 +33,9 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from nurture.domain import interpreter, keys, lifecycle, timing
+from nurture.domain import calendars, interpreter, keys, lifecycle, timing
 from nurture.domain import messages as am
-from nurture.domain.cadence import Cadence, Playbook
+from nurture.domain.cadence import Cadence, Limits, Playbook
 from nurture.domain.durations import parse_duration
 from nurture.domain.events import Event
 from nurture.domain.lifecycle import Transition
@@ -335,6 +335,7 @@ class LeadMachine:
             if position is None or position.step is None:
                 yield from self._rest()
                 return
+            yield from self._resolve_public_holidays()
             now = self.now
             decision = interpreter.decide(
                 position.cadence,
@@ -342,6 +343,7 @@ class LeadMachine:
                 lifecycle.facts_view(state, now),
                 playbook=state.playbook,
                 zone=self._zone,
+                limits=self._limits,
             )
             for taken in decision.trail:
                 lifecycle.note(state, now, "branch", taken)
@@ -373,7 +375,9 @@ class LeadMachine:
                 case interpreter.SendEmail():
                     if state.unsubscribed or not state.facts.has_email:
                         # Nothing to hold for the window: the step is skipped now, visibly.
-                        why = "unsubscribed" if state.unsubscribed else "no email address"
+                        why = (
+                            lifecycle.opted_out(state) if state.unsubscribed else "no email address"
+                        )
                         lifecycle.note(state, now, f"email {action.step} skipped", why)
                     else:
                         if not (yield from self._touch_allowed("email", action.step)):
@@ -634,11 +638,13 @@ class LeadMachine:
                 if result is Wake.INTERRUPTED:
                     return False
                 continue
+            yield from self._resolve_public_holidays()
+            now = self.now
             state.emails_sent = timing.prune_sends(state.emails_sent, now)
             slot = timing.earliest_touch(
                 now,
                 self._zone,
-                state.playbook.limits,
+                self._limits,
                 channel=channel,  # type: ignore[arg-type]
                 emails_sent=state.emails_sent,
                 last_touch=state.last_touch_at,
@@ -657,6 +663,21 @@ class LeadMachine:
             if result is Wake.INTERRUPTED:
                 return False
 
+    def _resolve_public_holidays(self) -> Steps[None]:
+        """Resolve the public holidays of the lead's country when it needs them and does
+        not hold them for the years ahead (``limits.public_holidays``): an activity, so a
+        replay reads the dates recorded then, whatever the holidays package says now."""
+        state = self._state
+        wanted = calendars.wanted(state.playbook.limits, state.facts.country, self.now)
+        held = state.public_holidays
+        if wanted is None or (held is not None and held.covers(wanted)):
+            return
+        if not self.patched("public-holidays"):
+            return
+        state.public_holidays = yield Perform(
+            am.RESOLVE_PUBLIC_HOLIDAYS, wanted, wanted.label(), am.PublicHolidays
+        )
+
     def _send_email(self, action: interpreter.SendEmail) -> Steps[bool]:
         """Send the step's email once; False when a stage change interrupted a paused send.
 
@@ -668,7 +689,9 @@ class LeadMachine:
         told_paused = False
         while True:
             if state.unsubscribed:
-                lifecycle.note(state, self.now, f"email {action.step} skipped", "unsubscribed")
+                lifecycle.note(
+                    state, self.now, f"email {action.step} skipped", lifecycle.opted_out(state)
+                )
                 return True
             yield from self._set_doing(f"sending {action.template} ({action.reason})")
             result: am.SendEmailResult = yield Perform(
@@ -768,7 +791,7 @@ class LeadMachine:
             position.last_call_outcome = None
         calling_back = due_at is not None
         if due_at is None:
-            due_at = timing.add_duration(now, action.due, self._zone, state.playbook.limits)
+            due_at = timing.add_duration(now, action.due, self._zone, self._limits)
         result: am.CallTaskResult = yield Perform(
             am.CREATE_CALL_TASK,
             am.CallTaskInput(
@@ -799,7 +822,7 @@ class LeadMachine:
                     task_id=result.task_id,
                     step=action.step,
                     escalate_at=timing.add_duration(
-                        due_at, escalation.after, self._zone, state.playbook.limits
+                        due_at, escalation.after, self._zone, self._limits
                     ),
                 )
             )
@@ -816,7 +839,7 @@ class LeadMachine:
         # A callback's outcome is due after its call, not after the task was made.
         since = due_at if calling_back else now
         until = position.resume_until or timing.add_duration(
-            since, action.wait_for_outcome, self._zone, state.playbook.limits
+            since, action.wait_for_outcome, self._zone, self._limits
         )
         position.resume_until = until
         state.next_touch_at = until
@@ -864,7 +887,7 @@ class LeadMachine:
         due_at = timing.earliest_touch(
             max(asked, self.now),
             self._zone,
-            state.playbook.limits,
+            self._limits,
             channel="call",
             emails_sent=[],
             last_touch=None,
@@ -1203,6 +1226,11 @@ class LeadMachine:
     def _position(self) -> Position:
         assert self._state.position is not None
         return self._state.position
+
+    @property
+    def _limits(self) -> Limits:
+        """The playbook's limits as they hold for this lead (its own holidays)."""
+        return lifecycle.limits_of(self._state)
 
     @property
     def _zone(self) -> ZoneInfo:

@@ -13,6 +13,10 @@ from pydantic import BaseModel, Field
 
 from nurture.domain.cadence import Cadence, Playbook
 
+# The public holidays activity's input and result (re-exported).
+from nurture.domain.calendars import PublicHolidays as PublicHolidays
+from nurture.domain.calendars import PublicHolidaysInput as PublicHolidaysInput
+
 # Activity names, used by the workflow (by name, so it never imports SMTP or SQL code).
 LOAD_CADENCE = "load_cadence"
 SEND_EMAIL = "send_email"
@@ -24,6 +28,7 @@ HANDOFF = "handoff"
 RECORD_TRANSITION = "record_transition"
 ERASE_LEAD = "erase_lead"
 NOTIFY = "notify"
+RESOLVE_PUBLIC_HOLIDAYS = "resolve_public_holidays"
 
 
 class LoadCadenceInput(BaseModel):

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from nurture.domain.cadence import Playbook
-from nurture.domain.conditions import Facts, describe, evaluate
+from nurture.domain.conditions import Facts, describe, evaluate, fields_used, in_tier
 from nurture.domain.durations import later, parse_duration
 from nurture.domain.events import LeadFacts
 
@@ -76,11 +76,16 @@ def grade(playbook: Playbook, lead: LeadFacts, now: datetime) -> Grade:
     """Fit: the grading rules' points added up, then banded."""
     total = 0
     why: list[str] = []
-    facts = Facts(lead=lead, now=now)
+    facts = Facts(lead=lead, now=now, tier_accounts=tuple(playbook.tier_accounts))
+    listed = False
     for rule in playbook.grading.rules:
         if evaluate(rule.when, facts):
             total += rule.points
             why.append(f"{describe(rule.when)} +{rule.points}")
+            listed = listed or "tier_account" in fields_used(rule.when)
+    if listed and in_tier(lead.value("account"), facts.tier_accounts):
+        # Say where a tier account comes from when the CRM did not say so.
+        why.append(f"account {lead.value('account')} is in tier_accounts")
     return Grade(playbook.grading.band(total), total, tuple(why))
 
 

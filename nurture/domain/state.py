@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from nurture.domain.cadence import Cadence, Playbook
+from nurture.domain.calendars import PublicHolidays
 from nurture.domain.events import Event, LeadFacts
 
 # Re-exported: the stages are defined in nurture.domain.vocabulary, and read from here too.
@@ -92,6 +93,8 @@ class LeadState(BaseModel):
     last_engagement_at: datetime | None = None
     last_decay_at: datetime | None = None
     unsubscribed: bool = False
+    # Why the address is suppressed (a bounce), when that is why the lead is unsubscribed.
+    suppressed: str | None = None
     paused: bool = False
     # An auto-reply said the person is away until then: touches wait (email.auto_replied).
     away_until: datetime | None = None
@@ -112,6 +115,9 @@ class LeadState(BaseModel):
     watches: list[TaskWatch] = Field(default_factory=list)
     # A playbook rolled out just before continue-as-new, applied by the next run.
     pending_playbook: Playbook | None = None
+    # The public holidays of the lead's country (limits.public_holidays), resolved by an
+    # activity for a few years: see nurture.domain.calendars.
+    public_holidays: PublicHolidays | None = None
     doing: str = "starting"
     created_at: datetime | None = None
 

@@ -232,6 +232,15 @@ class _Window:
     start: time
     end: time | None  # None: the window closes at midnight ("24:00")
     holidays: frozenset[date]
+    # What a holiday is, where it is more than a date (a country's, a public one).
+    labels: tuple[tuple[date, str], ...] = ()
+
+    def holiday(self, day: date, zone: ZoneInfo) -> str:
+        """A holiday in words: ``holiday 2026-12-25 in Asia/Tokyo``, or its label."""
+        for labelled, label in self.labels:
+            if labelled == day:
+                return label
+        return f"holiday {day.isoformat()} in {zone}"
 
     def open_on(self, day: date) -> bool:
         return day.weekday() in self.days and day not in self.holidays
@@ -262,20 +271,30 @@ def _parse_holiday(value: object) -> date:
 
 @lru_cache(maxsize=256)
 def _window_from(
-    days: tuple[str, ...], start: str, end: str, holidays: tuple[object, ...]
+    days: tuple[str, ...],
+    start: str,
+    end: str,
+    holidays: tuple[object, ...],
+    labels: tuple[tuple[str, str], ...] = (),
 ) -> _Window:
     return _Window(
         days=frozenset(WEEKDAYS.index(day) for day in days),
         start=time.fromisoformat(start),
         end=None if end == "24:00" else time.fromisoformat(end),
         holidays=frozenset(_parse_holiday(h) for h in holidays),
+        labels=tuple((_parse_holiday(d), label) for d, label in labels),
     )
 
 
 def _window(limits: Limits) -> _Window:
-    # Limits holds lists (unhashable), so the cache is keyed on its parts.
+    # Limits holds lists (unhashable), so the cache is keyed on its parts. A lead's own
+    # limits (nurture.domain.calendars.lead_limits) carry its holidays' labels too.
     sw = limits.send_window
-    return _window_from(tuple(sw.days), sw.start, sw.end, tuple(limits.holidays))
+    holidays = limits.holidays
+    if isinstance(holidays, dict):
+        holidays = holidays.get("all", [])  # a playbook's map: only what holds for every lead
+    labels = getattr(limits, "holiday_labels", ())
+    return _window_from(tuple(sw.days), sw.start, sw.end, tuple(holidays), labels)
 
 
 def _utc(at: datetime, name: str = "at") -> datetime:
@@ -538,12 +557,16 @@ def _ago(elapsed: timedelta) -> str:
 
 def _holidays_between(
     after: datetime, before: datetime, zone: ZoneInfo, window: _Window
-) -> Iterable[date]:
-    """Holidays on send days strictly between two instants' local dates: the days a reader
-    would otherwise have expected the touch on."""
+) -> Iterable[str]:
+    """Holidays on send days strictly between two instants' local dates, in words: the
+    days a reader would otherwise have expected the touch on."""
     first = after.astimezone(zone).date()
     last = before.astimezone(zone).date()
-    return sorted(h for h in window.holidays if first < h < last and h.weekday() in window.days)
+    return [
+        window.holiday(h, zone)
+        for h in sorted(window.holidays)
+        if first < h < last and h.weekday() in window.days
+    ]
 
 
 def earliest_touch(
@@ -620,15 +643,13 @@ def earliest_touch(
         local_day = ready.astimezone(zone).date()
         opening = _clock(at, zone, now)
         if local_day in window.holidays and local_day.weekday() in window.days:
-            reasons.append(f"holiday {local_day.isoformat()} in {zone}; next opening {opening}")
+            reasons.append(f"{window.holiday(local_day, zone)}; next opening {opening}")
         else:
             reasons.append(
                 f"outside the send window ({_clock(ready, zone, now)} {zone}); "
                 f"next opening {opening}"
             )
-        reasons.extend(
-            f"holiday {h.isoformat()} in {zone}" for h in _holidays_between(ready, at, zone, window)
-        )
+        reasons.extend(_holidays_between(ready, at, zone, window))
     return TouchSlot(at=at, reasons=reasons)
 
 
@@ -652,7 +673,7 @@ def hold_kinds(reasons: list[str]) -> list[str]:
             kind = "min_gap"
         elif "in the last 7 days" in reason:
             kind = "weekly_cap"
-        elif reason.startswith("holiday"):
+        elif reason.startswith(("holiday", "public holiday")):
             kind = "holiday"
         else:
             kind = "send_window"

@@ -8,12 +8,13 @@ signaled as `lead.updated`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,7 +28,8 @@ from nurture.adapters.database import LeadRow, insert_or_ignore
 from nurture.adapters.temporal import TemporalGate, TemporalUnavailable
 from nurture.domain.cadence import CadenceSet
 from nurture.domain.conditions import Facts, fields_used
-from nurture.domain.events import PERSONAL_FIELDS, Event, Lead, LeadFacts
+from nurture.domain.events import MAX_EVENT_ID, PERSONAL_FIELDS, Event, Lead, LeadFacts
+from nurture.domain.events import account_key as account_of
 from nurture.domain.interpreter import entry_cadence
 from nurture.domain.names import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
 from nurture.domain.state import LeadInput
@@ -44,61 +46,6 @@ log = logging.getLogger(__name__)
 
 # How stale the rule fields an event is filtered with may be (see Intake.rule_fields).
 RULE_FIELDS_RECHECK_S = 1.0
-
-FREE_MAIL = frozenset(
-    {
-        "gmail.com",
-        "googlemail.com",
-        "yahoo.com",
-        "yahoo.co.jp",
-        "hotmail.com",
-        "outlook.com",
-        "live.com",
-        "icloud.com",
-        "me.com",
-        "aol.com",
-        "gmx.de",
-        "gmx.net",
-        "web.de",
-        "mail.ru",
-        "proton.me",
-        "protonmail.com",
-        "qq.com",
-        "163.com",
-        "naver.com",
-        "yandex.ru",
-    }
-)
-_COMPANY_SUFFIXES = (
-    " inc",
-    " inc.",
-    " ltd",
-    " ltd.",
-    " llc",
-    " gmbh",
-    " co.",
-    " corp",
-    " corp.",
-    " k.k.",
-    " plc",
-    " sa",
-    " ag",
-)
-
-
-def account_of(email: str | None, company: str | None) -> str | None:
-    """The account a lead belongs to: its email domain, or its normalized company name for
-    free-mail addresses (so every lead of one company gets the same SDR)."""
-    domain = email.rpartition("@")[2].lower() if email and "@" in email else None
-    if domain and domain not in FREE_MAIL:
-        return domain
-    if company:
-        name = " ".join(company.lower().replace(",", " ").split())
-        for suffix in _COMPANY_SUFFIXES:
-            if name.endswith(suffix):
-                name = name[: -len(suffix)].strip()
-        return f"company:{name}" if name else None
-    return None
 
 
 @dataclass(frozen=True)
@@ -147,6 +94,9 @@ def rule_fields(cadence_set: CadenceSet) -> set[str]:
             if isinstance(step, BranchStep):
                 for case in step.cases:
                     names |= fields_used(case.when)
+    # `account` is computed from the email and company, never a free field: a posted or
+    # imported one (a CRM's "account" may be a company name) stays in the app database.
+    names.discard("account")
     return names
 
 
@@ -325,14 +275,27 @@ class Intake:
             RPCError: NOT_FOUND when the lead has no workflow (the caller decides).
         """
         handle = self.client.get_workflow_handle(workflow_id(event.lead_id))
+        signaled = await self.for_signal(event)
         try:
-            await self.gate.call(
-                lambda: handle.signal(SIGNAL_EVENT, for_workflow(event, self.rule_fields()))
-            )
+            await self.gate.call(lambda: handle.signal(SIGNAL_EVENT, signaled))
         except TemporalUnavailable:
             return "parked"
         await self.mark(event.id, "delivered")
         return "delivered"
+
+    async def for_signal(self, event: Event) -> Event:
+        """The event as its lead's workflow is signaled it (:func:`for_workflow`); a
+        `lead.updated` that may change the account carries the account as it is now."""
+        signaled = for_workflow(event, self.rule_fields())
+        if event.type == "lead.updated" and ACCOUNT_SOURCES & event.data.keys():
+            # The account follows the email and company, which the workflow never sees.
+            signaled.data["account"] = await self._account(event.lead_id)
+        return signaled
+
+    async def _account(self, lead_id: str) -> str | None:
+        async with self.sessions() as session:
+            row = await session.get(LeadRow, lead_id)
+            return row.account if row is not None else None
 
     async def mark(self, event_id: str, status: str) -> None:
         """Set a recorded event's status (through the writer when there is one)."""
@@ -403,6 +366,7 @@ def _decision_view(row: LeadRow) -> dict[str, object]:
         "source": row.source,
         "fields": dict(row.fields or {}),
         "has_email": bool(row.email),
+        "account": row.account,
     }
 
 
@@ -487,7 +451,36 @@ async def submit_event(intake: Intake, event: Event) -> EventResult:
 
 async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> EventResult:
     """What follows the recording of a new event (``lead``: its lead's row as read then, or
-    None): opt-outs applied at once, then the signal, or the event left parked."""
+    None): opt-outs applied at once, then the signal, or the event left parked; then the
+    events it causes for other leads (a bounce that suppressed an address)."""
+    told: list[Event] = []
+    result = await _dispatch(intake, event, lead, told)
+    for follow_up in told:
+        await submit_event(intake, follow_up)
+    return result
+
+
+def suppression_event(bounce: Event, holder: str, bounced: str, reason: str) -> Event:
+    """The `lead.unsubscribed` that tells ``holder``'s workflow its address is suppressed by
+    ``bounce`` (on lead ``bounced``): its emails are skipped from now on, saying why."""
+    data: dict[str, Any] = {"suppressed": reason}
+    if holder != bounced:
+        data["via"] = f"same address as {bounced}"
+    event_id = f"{bounce.id}~{holder}"
+    if len(event_id) > MAX_EVENT_ID:
+        event_id = f"{bounce.id[:100]}~{hashlib.sha256(event_id.encode()).hexdigest()[:32]}"
+    return Event(
+        id=event_id,
+        type="lead.unsubscribed",
+        lead_id=holder,
+        occurred_at=bounce.occurred_at,
+        data=data,
+    )
+
+
+async def _dispatch(
+    intake: Intake, event: Event, lead: LeadRow | None, told: list[Event]
+) -> EventResult:
     if lead is None:
         return EventResult(event.id, "parked")
     now = event.occurred_at or datetime.now(UTC)
@@ -504,8 +497,15 @@ async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> 
             )  # fmt: skip
     elif event.type == "email.bounced":
         # Suppressed at once (hard), or on the third soft bounce in 30 days: the email
-        # activity re-checks suppressions right before each send.
-        await apply_bounce(intake.sessions, lead.id, event.data.get("kind"), datetime.now(UTC))
+        # activity re-checks suppressions right before each send, and every lead with the
+        # address is told (after this bounce) why its emails stop.
+        suppressed = await apply_bounce(intake.sessions, lead.id, event.data, now)
+        if suppressed is not None:
+            told.extend(
+                suppression_event(event, holder, lead.id, suppressed.reason)
+                for holder, already in suppressed.leads.items()
+                if not already
+            )
     elif event.type in ("lead.do_not_contact", "lead.erased"):
         await mark_do_not_contact(intake.sessions, lead.id)
     final = lead.stage in ("won", "closed")
@@ -529,6 +529,9 @@ async def dispatch_event(intake: Intake, event: Event, lead: LeadRow | None) -> 
     return EventResult(event.id, status)  # type: ignore[arg-type]
 
 
+# The lead fields a `lead.updated` may change the account by.
+ACCOUNT_SOURCES = frozenset({"email", "company", "account"})
+
 # What of an event's data a workflow may see, by key: everything else (form fields, notes,
 # free text) may be personal and stays in the app database.
 WORKFLOW_DATA_KEYS = frozenset(
@@ -545,6 +548,7 @@ WORKFLOW_DATA_KEYS = frozenset(
         "key",
         "until",
         "kind",
+        "suppressed",
     }
 )
 
@@ -563,10 +567,12 @@ def for_workflow(event: Event, used_fields: set[str]) -> Event:
         if isinstance(data.get("reason"), str):
             data["reason"] = data["reason"][:200]
         return event.model_copy(update={"data": data})
-    known = set(LeadFacts.model_fields) - {"id", "fields", "has_email"}
+    # `account` is computed from the email and company (Intake.signal_recorded adds it):
+    # a posted one is not the lead's account.
+    known = set(LeadFacts.model_fields) - {"id", "fields", "has_email", "account"}
     data: dict[str, object] = {}
     for key, value in event.data.items():
-        if key in known or key in used_fields:
+        if key != "account" and (key in known or key in used_fields):
             data[key] = value
         elif key == "fields" and isinstance(value, dict):
             kept = {k: v for k, v in value.items() if k in used_fields}

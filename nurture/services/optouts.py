@@ -7,7 +7,9 @@ an opt-out wins even while a send is being retried.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,7 +24,7 @@ from nurture.adapters.database import (
     Suppression,
     insert_once,
 )
-from nurture.domain.events import PERSONAL_FIELDS, address_key
+from nurture.domain.events import PERSONAL_FIELDS, address_key, event_time
 
 # The lead's contact details (the fields the workflow never carries), and `account`, which
 # is derived from the email domain or the company name.
@@ -75,34 +77,75 @@ SOFT_BOUNCES_TO_SUPPRESS = 3
 SOFT_BOUNCE_WINDOW = timedelta(days=30)
 
 
+def bounce_kind(data: dict[str, Any]) -> str:
+    """``hard`` or ``soft``: a bounce that names no kind (or, recorded before kinds were
+    checked, one nobody knows) counts as soft, never suppressing an address on a guess."""
+    kind = data.get("kind")
+    return "hard" if isinstance(kind, str) and kind.strip().lower() == "hard" else "soft"
+
+
+def soft_bounces_suppress(times: list[datetime]) -> bool:
+    """Whether :data:`SOFT_BOUNCES_TO_SUPPRESS` of the soft bounces ``times`` fall within
+    one :data:`SOFT_BOUNCE_WINDOW` (any window: bounces may be reported out of order)."""
+    ordered = sorted(times)
+    n = SOFT_BOUNCES_TO_SUPPRESS
+    return any(
+        ordered[i + n - 1] - ordered[i] <= SOFT_BOUNCE_WINDOW for i in range(len(ordered) - n + 1)
+    )
+
+
+def bounce_reason(kind: str, status: object) -> str:
+    """Why a bounce suppressed its address, for histories and pages: ``hard bounce (5.1.1)``."""
+    code = f" ({str(status)[:20]})" if isinstance(status, str) and status.strip() else ""
+    if kind == "hard":
+        return f"hard bounce{code}"
+    days = SOFT_BOUNCE_WINDOW.days
+    return f"{SOFT_BOUNCES_TO_SUPPRESS} soft bounces in {days} days{code}"
+
+
+@dataclass(frozen=True)
+class Suppressed:
+    """A bounce that suppressed its address: why, and each lead with it (and whether it
+    was unsubscribed already: the others' workflows must be told)."""
+
+    reason: str
+    leads: dict[str, bool]
+
+
 async def apply_bounce(
-    sessions: async_sessionmaker[AsyncSession], lead_id: str, kind: object, now: datetime
-) -> bool:
-    """Suppress the lead's address after a hard bounce, or its third soft bounce in 30 days
-    (counted over every lead with that address). Returns whether it is suppressed now.
+    sessions: async_sessionmaker[AsyncSession], lead_id: str, data: dict[str, Any], at: datetime
+) -> Suppressed | None:
+    """Suppress the lead's address after a hard bounce, or when this soft bounce makes
+    three in 30 days (counted over every lead with that address, by when each bounce
+    happened: ``occurred_at``, else when it was received). None when nothing is suppressed.
 
     Called once the bounce is recorded, so the bounce being handled is counted too.
     """
+    kind = bounce_kind(data)
     async with sessions() as session:
         lead = await session.get(LeadRow, lead_id)
         address = address_key(lead.email) if lead is not None and lead.email else None
         if not address:
-            return False
-        if kind != "hard":
+            return None
+        if kind == "soft":
             holders = select(LeadRow.id).where(func.lower(LeadRow.email) == address)
-            bounces = await session.scalars(
-                select(EventRow.data).where(
-                    EventRow.type == "email.bounced",
-                    EventRow.lead_id.in_(holders),
-                    EventRow.received_at >= now - SOFT_BOUNCE_WINDOW,
+            bounces = await session.execute(
+                select(EventRow.data, EventRow.occurred_at, EventRow.received_at).where(
+                    EventRow.type == "email.bounced", EventRow.lead_id.in_(holders)
                 )
             )
-            soft = sum(1 for data in bounces if (data or {}).get("kind", "soft") != "hard")
-            if soft < SOFT_BOUNCES_TO_SUPPRESS:
-                return False
-    why = "hard bounce" if kind == "hard" else f"{SOFT_BOUNCES_TO_SUPPRESS} soft bounces in 30 days"
-    await suppress_address(sessions, address, f"bounced: {why}", now)
-    return True
+            at = event_time(at)
+            times = [
+                when
+                for data_, occurred, received in bounces
+                if bounce_kind(data_ or {}) == "soft"
+                and abs((when := event_time(occurred or received)) - at) <= SOFT_BOUNCE_WINDOW
+            ]
+            if not soft_bounces_suppress(times):
+                return None
+    reason = bounce_reason(kind, data.get("status"))
+    leads = await suppress_address(sessions, address, f"bounced: {reason}", at)
+    return Suppressed(reason, leads)
 
 
 async def mark_do_not_contact(sessions: async_sessionmaker[AsyncSession], lead_id: str) -> None:

@@ -35,7 +35,6 @@ from nurture.services.intake import (
     Intake,
     IntakeResult,
     dispatch_event,
-    for_workflow,
     record_event,
 )
 
@@ -115,7 +114,7 @@ async def deliver_parked(intake: Intake, lead_id: str) -> list[str]:
         )
         try:
             # As submit_event does: a lead.updated's personal fields stay out of Temporal.
-            await _signal(intake, handle, for_workflow(event, intake.rule_fields()))
+            await _signal(intake, handle, await intake.for_signal(event))
         except TemporalUnavailable:
             await _set_status(intake.sessions, row.id, "parked")
             log.info("Temporal unreachable; parked events of %s wait for the next sweep", lead_id)

@@ -47,6 +47,7 @@ from nurture.domain.events import CALL_OUTCOMES, EVENT_TYPES, Event, EventType, 
 from nurture.domain.interpreter import entry_cadence
 from nurture.domain.rendering import Renderer, TemplateProblem, sdr_context, sender_context
 from nurture.domain.state import HistoryEntry, LeadInput
+from nurture.services.calendars import public_holidays
 
 __all__ = [
     "CONTROLS",
@@ -564,6 +565,8 @@ class _Simulation:
                 return self._send_email(request)
             case am.CREATE_CALL_TASK:
                 return self._create_call_task(request)
+            case am.RESOLVE_PUBLIC_HOLIDAYS:
+                return public_holidays(request)
             case am.LOAD_CADENCE:
                 return self._load_cadence(request)
             case am.HANDOFF:
@@ -615,7 +618,7 @@ class _Simulation:
             if self.person is not None
             else {"email": "lead@example.com" if facts.has_email else None}
         )
-        lead.update(facts.model_dump(exclude={"has_email", "fields"}))
+        lead.update(facts.model_dump(exclude={"has_email", "fields", "account"}))
         lead["fields"] = {**lead.get("fields", {}), **facts.fields}
         return {
             "lead": lead,

@@ -23,7 +23,9 @@ from nurture.adapters.database import (
     EmailSend,
     LeadRow,
     StageChange,
+    Suppression,
 )
+from nurture.domain.events import address_key
 from nurture.domain.names import QUERY_STATE, workflow_id
 from nurture.domain.state import HistoryEntry, LeadView
 from nurture.web.common import Services
@@ -56,6 +58,8 @@ class LeadInfo:
     doing: str | None = None
     paused: bool = False
     unsubscribed: bool = False
+    # Why the lead's address gets no email (the suppression list), if it is on it.
+    suppressed: str | None = None
     score_why: list[str] = field(default_factory=list)
     grade_why: list[str] = field(default_factory=list)
     # Newest first.
@@ -136,6 +140,7 @@ async def load_lead(
             .limit(history)
         )
     ).all()
+    suppression = await session.get(Suppression, address_key(row.email)) if row.email else None
     wf_id = workflow_id(lead_id)
     return LeadInfo(
         row=row,
@@ -149,6 +154,7 @@ async def load_lead(
         step=row.step,
         next_touch_at=row.next_touch_at,
         unsubscribed=row.unsubscribed,
+        suppressed=(suppression.reason or "on the suppression list") if suppression else None,
         emails=emails,
         notifications=notifications,
         history=[
