@@ -23,7 +23,7 @@ from nurture.domain import keys
 from nurture.domain import messages as am
 from nurture.domain.cadence import Playbook
 from nurture.services import crm_outbox
-from nurture.services.team import choose_owner
+from nurture.services.team import assign, choose_owner
 from nurture.settings import Settings
 
 
@@ -392,16 +392,8 @@ class TaskActivities:
         )
 
     async def _assign_owner(self, session: AsyncSession, lead_id: str) -> str | None:
-        """Give the lead an SDR by the playbook's rule and keep it (committed on its own, so
-        a retry after a later failure finds the same owner rather than choosing again)."""
-        lead = await session.get(LeadRow, lead_id)
-        if lead is None:
-            return None
-        owner = await choose_owner(session, self.catalog.current().playbook, lead)
-        if owner is not None and lead.owner != owner:
-            lead.owner = owner
-            await session.commit()
-        return owner
+        """Give the lead an SDR by the playbook's rule and keep it (see ``team.assign``)."""
+        return await assign(session, self.catalog.current().playbook, lead_id)
 
 
 def lead_label(lead: LeadRow) -> str:
