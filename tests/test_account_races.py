@@ -17,6 +17,7 @@ from nurture.adapters.database import LeadRow, TouchGrant, make_engine, session_
 from nurture.domain import messages as am
 from nurture.domain.cadence import AccountLimits, Limits, SendWindow
 from nurture.services import accounts, team
+from nurture.services.optouts import erase_personal_data
 from nurture.web import create_app
 
 pytest_plugins = ["dbfixtures"]
@@ -203,5 +204,44 @@ async def test_first_leads_of_one_account_taken_in_at_once_get_one_sdr(
     for row in rows:
         stored.setdefault(row.account, set()).add(row.owner)
     assert all(len(found) == 1 for found in stored.values())
-    # Both SDRs got accounts: the rotation still works under the lock.
-    assert {owner for owner in owners} == {"aiko", "ben"}
+    # A later lead of each account, assigned alone, follows its account's SDR.
+    await _add_leads(
+        migrated_url,
+        [
+            {
+                "id": f"S{run}-late",
+                "email": f"late@co3-{run}.example",
+                "account": f"co3-{run}.example",
+                "country": "FR",
+            }
+        ],
+    )
+    assert await assign(f"S{run}-late") == by_account[f"co3-{run}.example"].pop()
+
+
+async def test_erase_takes_the_persons_hash_and_account_from_the_grants(
+    migrated_url: str,
+) -> None:
+    await _add_leads(
+        migrated_url,
+        [
+            {
+                "id": "E-1",
+                "email": "mia@gmail.com",
+                "company": "Mia Consulting",
+                "account": "company:mia consulting",
+            }
+        ],
+    )
+    limits = Limits(send_window=ALWAYS, min_gap_between_touches="1d")
+    assert (await _reserve(migrated_url, _ask("E-1", limits))).granted
+    engine = make_engine(migrated_url)
+    try:
+        sessions = session_factory(engine)
+        await erase_personal_data(sessions, "E-1", NOW)
+        async with sessions() as session:
+            grant = await session.get(TouchGrant, "E-1|0|burst|e1|1")
+    finally:
+        await engine.dispose()
+    assert grant is not None and (grant.person, grant.account) == (None, None)
+    assert grant.at == NOW

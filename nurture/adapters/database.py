@@ -551,10 +551,11 @@ class CrmUnmatched(Base):
 
 
 class GovernorLock(Base):
-    """One row per account (``account:<key>``) and per person (``person:<keyed hash>``) that
-    the account governor locks while it decides (``nurture/activities/accounts.py``), and
-    that the sticky assignment locks while it chooses an account's SDR. Its only use is the
-    row lock; ``at`` is when it was last taken."""
+    """One row per account (``account:<hash of its key>``) and per person
+    (``person:<keyed hash>``) that the account governor locks while it decides
+    (``nurture/activities/accounts.py``), and that the sticky assignment locks while it
+    chooses an account's SDR. Its only use is the row lock; ``at`` is when it was last
+    taken."""
 
     __tablename__ = "governor_locks"
 
