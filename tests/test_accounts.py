@@ -102,6 +102,17 @@ def test_one_conversation_holds_the_other_leads_and_names_no_person() -> None:
     assert _decide(_limits(min_gap_between_touches="1d"), conversations=talking).granted
 
 
+def test_the_lead_in_conversation_is_not_held_by_the_accounts_caps() -> None:
+    # An SDR calling an MQL must not wait because a colleague got a nurture email.
+    first = governor.Granted(lead_id="L-1", at=T0 - timedelta(hours=3), channel="email")
+    limits = _limits(min_gap_between_touches="1d")
+    assert not _decide(limits, account_touches=[first]).granted
+    assert _decide(limits, account_touches=[first], stage="mql").granted
+    # Its person's limits still hold it.
+    person = Limits(send_window=ALWAYS, min_gap_between_touches="20h")
+    assert not _decide(person, account=None, person_touches=[first], stage="mql").granted
+
+
 def test_a_free_mail_account_is_not_named_in_the_history() -> None:
     talking = [governor.Conversation(lead_id="L-7", stage="sql", owner=None)]
     verdict = _decide(

@@ -147,7 +147,8 @@ def decide(
     Args:
         now: the instant of the decision (workflow time), aware.
         lead_id: the lead asking.
-        stage: its stage (a lead in mql or sql is itself the conversation: never held by one).
+        stage: its stage (a lead in mql or sql is itself the conversation: the account's
+            limits never hold it; the per-person ones still do).
         channel: ``email`` or ``call``.
         limits: the lead's playbook limits (``limits.account`` and the per-lead caps, which
             here count per person across lead ids; the send window and holidays).
@@ -163,9 +164,11 @@ def decide(
     reasons: list[str] = []
     ready = now
     shared = limits.account
-    if account is not None and shared is not None:
+    # The account's limits pace its nurture; a lead in mql or sql is the conversation
+    # itself (an SDR's calls, sales): its touches count toward them but are never held.
+    if account is not None and shared is not None and stage not in CONVERSATION_STAGES:
         label = account_label(account)
-        if shared.one_conversation and stage not in CONVERSATION_STAGES:
+        if shared.one_conversation:
             others = sorted(
                 (c for c in conversations if c.lead_id != lead_id), key=lambda c: c.lead_id
             )
