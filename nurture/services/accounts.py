@@ -4,8 +4,8 @@
 A reservation locks the account's and the person's rows of ``governor_locks`` (in sorted
 order: two reservations never deadlock), reads what was granted to them and which of the
 account's leads are in conversation, decides, and records the grant under the touch's
-idempotency key, all in one transaction. On PostgreSQL the locks are row locks (``UPDATE``
-after ``INSERT ... ON CONFLICT DO NOTHING``) and each later statement reads what was
+idempotency key, all in one transaction. On PostgreSQL the locks are row locks (an
+``INSERT ... ON CONFLICT DO UPDATE`` locks the row it finds) and each later statement reads what was
 committed before it (READ COMMITTED); on SQLite the first write begins the transaction
 IMMEDIATE, which takes the database's write lock, so reservations are serialized.
 
@@ -21,10 +21,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nurture.adapters.database import GovernorLock, LeadRow, TouchGrant, insert_or_ignore
+from nurture.adapters.database import GovernorLock, LeadRow, TouchGrant
 from nurture.domain import governor, timing
 from nurture.domain import messages as am
 from nurture.domain.events import address_key
@@ -51,11 +52,16 @@ async def lock(session: AsyncSession, keys: Iterable[str], now: datetime) -> Non
         now: stamped on the rows (when they were last taken).
     """
     dialect = session.get_bind().dialect.name
+    upsert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
+    if upsert is None:
+        raise ValueError(f"no governor lock for the {dialect} dialect")
     for key in sorted(set(keys)):
+        # One statement: a new row, or the existing one updated; either way locked.
         await session.execute(
-            insert_or_ignore(GovernorLock, dialect, on=["key"]).values(key=key, at=now)
+            upsert(GovernorLock)
+            .values(key=key, at=now)
+            .on_conflict_do_update(index_elements=["key"], set_={"at": now})
         )
-        await session.execute(update(GovernorLock).where(GovernorLock.key == key).values(at=now))
 
 
 def account_lock(account: str) -> str:
