@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 from nurture.adapters.loader import load_cadence_set
 from nurture.cli.simulate import simulate as simulate_command
 from nurture.domain import governor
+from nurture.domain import messages as am
 from nurture.domain.cadence import AccountLimits, CadenceSet, Limits, SendWindow
 from nurture.domain.events import Lead
+from nurture.domain.machine import Perform
 from nurture.domain.rendering import Renderer
 from nurture.services.simulate import (
     SimulatedLead,
@@ -380,3 +382,46 @@ def test_templates_render_for_each_lead(cadence_set: CadenceSet, tmp_path: Path)
         renderer=Renderer(tmp_path / "templates"),
     )
     assert len(_sent(timeline)) == 3
+
+
+def _activities(cadence_set: CadenceSet, lead: Lead) -> list[str]:
+    performed: list[str] = []
+
+    def note(command: object) -> timedelta:
+        if isinstance(command, Perform):
+            performed.append(command.activity)
+        return timedelta(0)
+
+    simulate(cadence_set, "burst", lead, [], T0, timedelta(days=20), latency=note)
+    return performed
+
+
+def test_nothing_shared_costs_no_activity(tmp_path: Path) -> None:
+    plain = PLAYBOOK.replace(
+        """      max_emails_per_week: 5
+      min_gap_between_touches: 1h
+""",
+        "",
+    ).replace(
+        """      account:
+        max_emails_per_week: 4
+        min_gap_between_touches: 1d
+        one_conversation: true
+""",
+        "",
+    )
+    cadences, templates = write_cadence_set(tmp_path / "plain", plain, CADENCES, SKELETON_TEMPLATES)
+    performed = _activities(
+        load_cadence_set(cadences, templates), _lead("P-1", "p@initech.example")
+    )
+    assert performed.count(am.SEND_EMAIL) == 3
+    assert am.RESERVE_TOUCH not in performed and am.RELEASE_ACCOUNT not in performed
+
+
+def test_a_governed_touch_asks_once_per_touch(cadence_set: CadenceSet) -> None:
+    performed = _activities(cadence_set, _lead("G-1", "g@initech.example"))
+    # Each email asked for its slot (the account's gap held two of them, asked again).
+    assert performed.count(am.SEND_EMAIL) == 3
+    assert performed.count(am.RESERVE_TOUCH) == 5
+    sends = [i for i, a in enumerate(performed) if a == am.SEND_EMAIL]
+    assert all(performed[i - 1] == am.RESERVE_TOUCH for i in sends)
