@@ -85,17 +85,16 @@ class TaskActivities:
         lead = await session.get(LeadRow, request.lead_id)
         if lead is None:
             raise ApplicationError(f"lead {request.lead_id} has no record", type="LeadMissing")
+        # Before the owner is chosen: choosing locks the account (on SQLite, the database's
+        # write lock) until this transaction ends, and the key may be written by a session
+        # of its own on first use.
+        key = await link_key(self.settings, self.sessions)
         owner = request.owner or await choose_owner(session, playbook, lead)
         context = {
             "lead": lead_context(lead),
             "sdr": sdr_context(playbook, owner),
             "sender": sender_context(playbook),
-            "unsubscribe_url": unsubscribe_url(
-                self.settings.public_base,
-                await link_key(self.settings, self.sessions),
-                lead.id,
-                None,
-            ),
+            "unsubscribe_url": unsubscribe_url(self.settings.public_base, key, lead.id, None),
             "link": lambda url: str(url),
         }
         renderer = self.catalog.renderer(self.settings.templates_dir)
