@@ -14,6 +14,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from nurture.activities.accounts import AccountActivities
 from nurture.activities.calendar import resolve_public_holidays
 from nurture.activities.crm import CrmSender
 from nurture.activities.email import EmailActivities
@@ -60,6 +61,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
     email = EmailActivities(settings, sessions, smtp, catalog)
     storage = StorageActivities(sessions, catalog, settings)
     tasks = TaskActivities(settings, sessions, catalog, smtp)
+    governor = AccountActivities(settings, sessions, client)
     worker = Worker(
         client,
         task_queue=settings.task_queue,
@@ -76,6 +78,8 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
             tasks.escalate_call_task,
             tasks.handoff,
             resolve_public_holidays,
+            governor.reserve_touch,
+            governor.release_account,
         ],
         workflow_runner=SANDBOX,
         max_concurrent_activities=slots,

@@ -720,3 +720,33 @@ async def test_a_public_holiday_of_the_leads_country_holds_its_touch(journey, ti
     )
     assert "email welcome: sent" in whats
     assert both.live == both.simulated
+
+
+ACCOUNT_PLAYBOOK = PLAYBOOK.replace(
+    "    limits:\n",
+    "    limits:\n      account:\n        min_gap_between_touches: 3d\n        one_conversation: true\n",
+)
+
+
+async def test_a_lead_under_the_account_governor(journey):
+    # The account's gap (3 days) holds the nudge past the cadence's 2-day pause; leaving
+    # sales tells the account's other leads (none here) that the conversation is over.
+    assert ACCOUNT_PLAYBOOK != PLAYBOOK
+    lead = Lead(id="CF-20", email="ann@initech.example", country="US")
+    both = await journey(
+        lead,
+        [
+            timedelta(days=4),
+            send("CF-20", "form.submitted", form="demo"),
+            send("CF-20", "opportunity.lost", reason="no budget"),
+            timedelta(days=1),
+        ],
+        ACCOUNT_PLAYBOOK,
+    )
+    whats = both.whats()
+    deferred = next(w for w in whats if w.startswith("email nudge deferred to "))
+    assert whats.index(deferred) < whats.index("email nudge: sent")
+    nudge = next(row for row in both.live if row[1] == deferred)
+    assert nudge[2].startswith("initech.example: last touch 2d ago; minimum gap 3d")
+    assert "stage sql -> lost" in whats
+    assert both.live == both.simulated

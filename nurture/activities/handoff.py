@@ -24,7 +24,7 @@ from nurture.domain import keys
 from nurture.domain import messages as am
 from nurture.domain.cadence import Playbook
 from nurture.services import crm_outbox
-from nurture.services.team import choose_owner
+from nurture.services.team import assign, choose_owner
 from nurture.settings import Settings
 
 
@@ -86,17 +86,16 @@ class TaskActivities:
         lead = await session.get(LeadRow, request.lead_id)
         if lead is None:
             raise ApplicationError(f"lead {request.lead_id} has no record", type="LeadMissing")
+        # Before the owner is chosen: choosing locks the account (on SQLite, the database's
+        # write lock) until this transaction ends, and the key may be written by a session
+        # of its own on first use.
+        key = await link_key(self.settings, self.sessions)
         owner = request.owner or await choose_owner(session, playbook, lead)
         context = {
             "lead": lead_context(lead),
             "sdr": sdr_context(playbook, owner),
             "sender": sender_context(playbook),
-            "unsubscribe_url": unsubscribe_url(
-                self.settings.public_base,
-                await link_key(self.settings, self.sessions),
-                lead.id,
-                None,
-            ),
+            "unsubscribe_url": unsubscribe_url(self.settings.public_base, key, lead.id, None),
             "link": lambda url: str(url),
         }
         renderer = self.catalog.renderer(self.settings.templates_dir)
@@ -393,13 +392,5 @@ class TaskActivities:
         )
 
     async def _assign_owner(self, session: AsyncSession, lead_id: str) -> str | None:
-        """Give the lead an SDR by the playbook's rule and keep it (committed on its own, so
-        a retry after a later failure finds the same owner rather than choosing again)."""
-        lead = await session.get(LeadRow, lead_id)
-        if lead is None:
-            return None
-        owner = await choose_owner(session, self.catalog.current().playbook, lead)
-        if owner is not None and lead.owner != owner:
-            lead.owner = owner
-            await session.commit()
-        return owner
+        """Give the lead an SDR by the playbook's rule and keep it (see ``team.assign``)."""
+        return await assign(session, self.catalog.current().playbook, lead_id)

@@ -550,6 +550,39 @@ class CrmUnmatched(Base):
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class GovernorLock(Base):
+    """One row per account (``account:<hash of its key>``) and per person
+    (``person:<keyed hash>``) that the account governor locks while it decides
+    (``nurture/activities/accounts.py``), and that the sticky assignment locks while it
+    chooses an account's SDR. Its only use is the row lock; ``at`` is when it was last
+    taken."""
+
+    __tablename__ = "governor_locks"
+
+    key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TouchGrant(Base):
+    """A touch the account governor let go, unique by the touch's idempotency key (a retry
+    re-finds it). ``person`` is a keyed hash of the address, never the address itself."""
+
+    __tablename__ = "touch_grants"
+    __table_args__ = (
+        Index("ix_touch_grants_account_at", "account", "at"),
+        Index("ix_touch_grants_person_at", "person", "at"),
+        Index("ix_touch_grants_lead_id", "lead_id"),
+    )
+
+    key: Mapped[str] = mapped_column(String(500), primary_key=True)
+    # No foreign key: a grant outlives nothing it names, as the CRM outbox.
+    lead_id: Mapped[str]
+    account: Mapped[str | None]
+    person: Mapped[str | None] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime]
+
+
 def insert_or_ignore(
     model: type[Base] | Table, dialect_name: str, on: list[str] | None = None
 ) -> Any:

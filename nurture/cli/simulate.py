@@ -24,7 +24,12 @@ from nurture.domain.events import Lead
 from nurture.domain.interpreter import SpinError
 from nurture.domain.rendering import Renderer
 from nurture.domain.timing import lead_zone
-from nurture.services.simulate import TimelineEntry, parse_script
+from nurture.services.simulate import (
+    SimulatedLead,
+    TimelineEntry,
+    parse_script,
+    simulate_leads,
+)
 from nurture.services.simulate import simulate as run_simulation
 from nurture.settings import SettingsError, load_settings
 
@@ -56,7 +61,10 @@ def simulate(
                 "A YAML or JSON file with the lead's fields (id, country, timezone, industry, "
                 "employees, tier_account, source, ...). Default: a sample lead (US, "
                 "America/New_York, 250 employees, software). A file without an `email` key "
-                "gets a sample address; write `email: null` to simulate a lead without one."
+                "gets a sample address; write `email: null` to simulate a lead without one. "
+                "A file holding a list of leads runs them all on one clock, sharing the "
+                "account governor (limits.account, one address across lead ids); each item "
+                "may add `cadence` (default: ID), `events` (a SPEC of its own) and `start`."
             ),
         ),
     ] = None,
@@ -123,9 +131,13 @@ def simulate(
         )
         raise typer.Exit(1)
 
-    person = _read_lead(lead)
-    facts = person.facts()
     begin = _parse_start(start) if start is not None else next_monday_morning(datetime.now(UTC))
+    data = _read_file(lead) if lead is not None else None
+    if isinstance(data, list):
+        _simulate_several(cadence_set, cadence_id, lead, data, events, begin, days, as_json)
+        return
+    person = _read_lead(lead, data)
+    facts = person.facts()
     zone = lead_zone(facts.timezone, facts.country)
     try:
         script = parse_script(events or "", begin, zone=zone)
@@ -146,7 +158,7 @@ def simulate(
         raise typer.Exit(1) from None
 
     if as_json:
-        typer.echo(json.dumps([entry.model_dump(mode="json") for entry in timeline], indent=2))
+        typer.echo(_as_json(timeline))
         return
     title = (
         f"{cadence_id}: lead {facts.id} ({zone}), from {begin:%Y-%m-%d %H:%M} UTC for {days} days"
@@ -174,20 +186,23 @@ def _parse_start(text: str) -> datetime:
     return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
-def _read_lead(path: Path | None) -> Lead:
-    if path is None:
-        return Lead.model_validate(SAMPLE_LEAD)
+def _read_file(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise typer.BadParameter(f"cannot read {path}: {exc}", param_hint="--lead") from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text).data
+        return json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text).data
     except (json.JSONDecodeError, YamlSyntaxError) as exc:
         raise typer.BadParameter(f"{path}: {exc}", param_hint="--lead") from None
+
+
+def _read_lead(path: Path | None, data: Any = None, where: str = "") -> Lead:
+    if path is None:
+        return Lead.model_validate(SAMPLE_LEAD)
     if not isinstance(data, dict):
         raise typer.BadParameter(
-            f"{path} must hold a mapping of lead fields (id, country, timezone, ...)",
+            f"{path}{where} must hold a mapping of lead fields (id, country, timezone, ...)",
             param_hint="--lead",
         )
     # A dry run is about the cadence: emails go out unless the file says the lead has none.
@@ -199,18 +214,93 @@ def _read_lead(path: Path | None) -> Lead:
             f"{'.'.join(str(p) for p in error['loc']) or 'lead'}: {error['msg']}"
             for error in exc.errors()
         )
-        raise typer.BadParameter(f"{path}: {problems}", param_hint="--lead") from None
+        raise typer.BadParameter(f"{path}{where}: {problems}", param_hint="--lead") from None
 
 
-def _print_table(timeline: list[TimelineEntry], title: str) -> None:
+# The keys of a list item that are about the run, not the lead.
+_RUN_KEYS = ("cadence", "events", "start")
+
+
+def _simulate_several(
+    cadence_set: Any,
+    cadence_id: str,
+    path: Path,
+    items: list[Any],
+    events: str | None,
+    begin: datetime,
+    days: int,
+    as_json: bool,
+) -> None:
+    """Several leads on one clock: the account governor's view (``--lead`` holds a list)."""
+    if not items:
+        raise typer.BadParameter(f"{path}: the list of leads is empty", param_hint="--lead")
+    if events:
+        raise typer.BadParameter(
+            "with a list of leads, give each lead its own `events` in the file",
+            param_hint="--events",
+        )
+    leads: list[SimulatedLead] = []
+    for n, item in enumerate(items, start=1):
+        where = f": lead {n}"
+        if not isinstance(item, dict):
+            raise typer.BadParameter(
+                f"{path}{where} must hold a mapping of lead fields (id, email, company, ...)",
+                param_hint="--lead",
+            )
+        fields = {k: v for k, v in item.items() if k not in _RUN_KEYS}
+        person = _read_lead(path, {"id": f"sample-lead-{n}", **fields}, where)
+        arrives = _parse_start(str(item["start"])) if item.get("start") is not None else begin
+        cadence = str(item.get("cadence") or cadence_id)
+        if cadence not in cadence_set.cadences:
+            raise typer.BadParameter(f"{path}{where}: no cadence '{cadence}'", param_hint="--lead")
+        facts = person.facts()
+        zone = lead_zone(facts.timezone, facts.country)
+        try:
+            script = parse_script(str(item.get("events") or ""), arrives, zone=zone)
+        except ValueError as exc:
+            raise typer.BadParameter(f"{path}{where}: {exc}", param_hint="--lead") from None
+        leads.append(SimulatedLead(lead=person, cadence=cadence, script=script, start=arrives))
+    try:
+        timeline = simulate_leads(
+            cadence_set,
+            leads,
+            begin,
+            timedelta(days=days),
+            renderer=Renderer(load_settings().templates_dir),
+        )
+    except (ValueError, SpinError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        typer.echo(_as_json(timeline))
+        return
+    names = ", ".join(item.lead.id for item in leads)
+    _print_table(
+        timeline,
+        f"{len(leads)} leads ({names}), from {begin:%Y-%m-%d %H:%M} UTC for {days} days",
+        several=True,
+    )
+
+
+def _as_json(timeline: list[TimelineEntry]) -> str:
+    # `lead_id` only in a run of several leads: one lead's entries stay {at, local, what, why}.
+    return json.dumps(
+        [entry.model_dump(mode="json", exclude_none=True) for entry in timeline], indent=2
+    )
+
+
+def _print_table(timeline: list[TimelineEntry], title: str, *, several: bool = False) -> None:
     console = Console()
     if not console.is_terminal:
         console = Console(width=_PIPE_WIDTH)
     table = Table(title=title, title_justify="left", show_lines=False)
     table.add_column("UTC", no_wrap=True)
     table.add_column("lead time", no_wrap=True)
+    if several:
+        table.add_column("lead", no_wrap=True)
     table.add_column("what")
     table.add_column("why")
     for entry in timeline:
-        table.add_row(f"{entry.at:%Y-%m-%d %H:%M}", entry.local, entry.what, entry.why)
+        lead = [entry.lead_id or ""] if several else []
+        table.add_row(f"{entry.at:%Y-%m-%d %H:%M}", entry.local, *lead, entry.what, entry.why)
     console.print(table)

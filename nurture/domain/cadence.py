@@ -1016,7 +1016,30 @@ def _holiday_rules(value: Any) -> Any:
 Holidays = Annotated[list[IsoDate] | HolidayMap, BeforeValidator(_holiday_rules)]
 
 
+# --- limits.account: caps shared by every lead of one account (one company, one conversation)
+
+
+class AccountLimits(_Strict):
+    """``limits.account``: what every lead of one account shares (the account governor,
+    ``nurture/domain/governor.py``). Touches over a cap wait; none is dropped."""
+
+    max_emails_per_week: int | None = Field(
+        default=None, ge=1, description="Emails to all leads of one account in 7 rolling days."
+    )
+    min_gap_between_touches: Duration | None = Field(
+        default=None, description="The least time between two touches of one account."
+    )
+    one_conversation: bool = Field(
+        default=False,
+        description="While one lead of the account is in mql or sql, the other leads' "
+        "nurture touches wait (and resume when it leaves).",
+    )
+
+
 class Limits(_Strict):
+    account: AccountLimits | None = Field(
+        default=None, description="Caps shared by every lead of one account."
+    )
     max_emails_per_week: int | None = Field(default=None, ge=1)
     min_gap_between_touches: Duration | None = None
     send_window: SendWindow = Field(default_factory=SendWindow)

@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel
 
-from nurture.domain import calendars, interpreter, keys, lifecycle, timing
+from nurture.domain import calendars, governor, interpreter, keys, lifecycle, timing
 from nurture.domain import messages as am
 from nurture.domain.cadence import Cadence, Limits, Playbook
 from nurture.domain.durations import parse_duration
@@ -51,6 +51,7 @@ from nurture.domain.state import (
 )
 
 __all__ = [
+    "ACCOUNT_GOVERNOR",
     "SENDING_PAUSED_RETRY",
     "Command",
     "ContinueAsNew",
@@ -66,6 +67,9 @@ __all__ = [
 
 # While the kill switch (NURTURE_SENDING_PAUSED) is on, a held email asks again this often.
 SENDING_PAUSED_RETRY = timedelta(minutes=10)
+# The patch of the account governor (limits.account, per-person caps across lead ids):
+# touches ask for a slot (an activity) before they go.
+ACCOUNT_GOVERNOR = "account-governor"
 # A sleep is never shorter than this, so a deadline that is due already cannot spin.
 SLEEP_FLOOR = timedelta(seconds=1)
 # Activity and timer summaries are limited to 200 bytes in Temporal.
@@ -190,6 +194,10 @@ class LeadMachine:
         # the workflow counts them as metrics; nothing decides on it, nothing replays it.
         self.held: list[str] = []
         self.history_long = False
+        # The account governor: a conversation of the account ended (a signal), and whether
+        # a touch is waiting for that now (only then does the signal wake a sleep).
+        self.account_released = False
+        self.account_hold = False
         self._life = self._run()
 
     # --- the driver's side ----------------------------------------------------------------
@@ -224,6 +232,10 @@ class LeadMachine:
         self.migration = (cadence, step_map)
         self.control_changed = True
 
+    def release_account(self) -> None:
+        """A lead of this lead's account left mql/sql: a touch held for it asks again."""
+        self.account_released = True
+
     def receive_playbook(self, playbook: Playbook) -> None:
         """A playbook rolled out to leads in flight; the newest one given wins."""
         self.rollout = playbook
@@ -235,6 +247,7 @@ class LeadMachine:
             or bool(self.controls)
             or self.control_changed
             or self.rollout is not None
+            or (self.account_hold and self.account_released)
         )
 
     def view(self) -> LeadView | None:
@@ -650,7 +663,16 @@ class LeadMachine:
                 last_touch=state.last_touch_at,
             )
             if slot.at <= now:
-                return True
+                if not (
+                    governor.governed(state.playbook.limits) and self.patched(ACCOUNT_GOVERNOR)
+                ):
+                    return True
+                held = yield from self._account_slot(channel, step)
+                if held is None:
+                    return True
+                if held is Wake.INTERRUPTED:
+                    return False
+                continue
             reasons = "; ".join(slot.reasons)
             self.held.extend(timing.hold_kinds(slot.reasons))
             lifecycle.note(state, now, f"{channel} {step} deferred to {_fmt(slot.at)}", reasons)
@@ -676,6 +698,81 @@ class LeadMachine:
             return
         state.public_holidays = yield Perform(
             am.RESOLVE_PUBLIC_HOLIDAYS, wanted, wanted.label(), am.PublicHolidays
+        )
+
+    def _account_slot(self, channel: str, step: str) -> Steps[Wake | None]:
+        """Ask the account governor for the touch's slot; None when it may go now, else
+        hold until the answer's time (or until the conversation that held it ends) and
+        return how the hold ended (the caller then checks every limit again)."""
+        state = self._state
+        visit = self._visit(step) + 1
+        # A release that arrives after this point is about a conversation this answer saw.
+        self.account_released = False
+        answer: am.ReserveTouchResult = yield Perform(
+            am.RESERVE_TOUCH,
+            am.ReserveTouchInput(
+                key=self._touch(step, visit)["key"],
+                lead_id=state.facts.id,
+                stage=state.stage,
+                channel=channel,  # type: ignore[arg-type]
+                limits=self._limits,  # the lead's own holidays (where a cap reopens)
+                zone=self._zone.key,
+                now=self.now,
+            ),
+            f"account slot for {channel} {step}",
+            am.ReserveTouchResult,
+        )
+        if answer.granted:
+            return None
+        now = self.now
+        reasons = "; ".join(answer.reasons)
+        self.held.append("account")
+        if answer.conversation:
+            what = f"{channel} {step} held"
+            doing = f"held: {reasons} (asks again when it ends, at the latest {_fmt(answer.at)})"
+        else:
+            what = f"{channel} {step} deferred to {_fmt(answer.at)}"
+            doing = f"{what}: {reasons}"
+        last = state.history[-1] if state.history else None
+        if last is None or (last.what, last.why) != (what, reasons):
+            # A backstop re-check that finds the same conversation adds nothing new.
+            lifecycle.note(state, now, what, reasons)
+        state.next_touch_at = answer.at
+        yield from self._set_doing(doing)
+        self.replan = False
+        self.account_hold = answer.conversation
+        try:
+            result = yield from self._wait(
+                answer.at,
+                frozenset(),
+                f"account hold: {channel} {step}",
+                done=lambda: self.replan or (answer.conversation and self.account_released),
+            )
+        finally:
+            self.account_hold = False
+        if result is Wake.WOKEN and self.account_released:
+            lifecycle.note(
+                state, self.now, f"{channel} {step} hold ended", "the account's conversation ended"
+            )
+        return result
+
+    def _release_account(self, before: str) -> Steps[None]:
+        """The lead left mql/sql: its account's leads holding a touch for it ask again."""
+        state = self._state
+        shared = state.playbook.limits.account
+        if (
+            before not in governor.CONVERSATION_STAGES
+            or state.stage in governor.CONVERSATION_STAGES
+            or shared is None
+            or not shared.one_conversation
+            or not self.patched(ACCOUNT_GOVERNOR)
+        ):
+            return
+        yield Perform(
+            am.RELEASE_ACCOUNT,
+            am.ReleaseAccountInput(lead_id=state.facts.id, stage=state.stage, now=self.now),
+            f"{before} -> {state.stage}: the account's other leads may be touched again",
+            am.ReleaseAccountResult,
         )
 
     def _send_email(self, action: interpreter.SendEmail) -> Steps[bool]:
@@ -908,7 +1005,7 @@ class LeadMachine:
         transition = self.pending
         assert transition is not None
         self.pending = None
-        before = state.stage
+        before = was = state.stage
         now = self.now
         # The funnel credits the cadence step a lead left from (step performance).
         left = (state.position.cadence.id, step_label(state)) if state.position else (None, None)
@@ -947,6 +1044,7 @@ class LeadMachine:
                     f"Lead {state.facts.id} closed",
                     f"Lead {state.facts.id} was with sales and is now closed: {transition.why}.",
                 )
+        yield from self._release_account(was)
         yield _PUBLISH
         return True
 

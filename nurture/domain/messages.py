@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from nurture.domain.cadence import Cadence, Playbook
+from nurture.domain.cadence import Cadence, Limits, Playbook
 
 # The public holidays activity's input and result (re-exported).
 from nurture.domain.calendars import PublicHolidays as PublicHolidays
@@ -29,6 +29,8 @@ RECORD_TRANSITION = "record_transition"
 ERASE_LEAD = "erase_lead"
 NOTIFY = "notify"
 RESOLVE_PUBLIC_HOLIDAYS = "resolve_public_holidays"
+RESERVE_TOUCH = "reserve_touch"
+RELEASE_ACCOUNT = "release_account"
 
 
 class LoadCadenceInput(BaseModel):
@@ -169,3 +171,42 @@ class NotifyInput(BaseModel):
     # The activity adds who the lead is (name, company) and a link to its page, read from
     # the app database: personal data that must not travel through Temporal.
     name_the_lead: bool = False
+
+
+# --- the account governor (nurture/domain/governor.py) -----------------------------------
+
+
+class ReserveTouchInput(BaseModel):
+    """Ask the account governor for a touch slot, just before the touch."""
+
+    key: str  # the touch's idempotency key: a retry re-finds its grant
+    lead_id: str
+    stage: str
+    channel: Literal["email", "call"]
+    limits: Limits
+    zone: str  # the lead's IANA zone (where a cap pushed past closing time reopens)
+    now: datetime
+
+
+class ReserveTouchResult(BaseModel):
+    """Granted (``reasons`` empty: touch now), or held until ``at`` for ``reasons``."""
+
+    at: datetime
+    reasons: list[str] = Field(default_factory=list)
+    conversation: bool = False  # held by another lead's conversation: a release ends it
+
+    @property
+    def granted(self) -> bool:
+        return not self.reasons
+
+
+class ReleaseAccountInput(BaseModel):
+    """The lead left mql/sql: the account's held leads are told to ask again."""
+
+    lead_id: str
+    stage: str
+    now: datetime
+
+
+class ReleaseAccountResult(BaseModel):
+    told: int = 0  # how many leads of the account were told

@@ -29,3 +29,5 @@ SIGNAL_RESUME = "resume"
 SIGNAL_REASSIGN = "reassign"
 SIGNAL_MIGRATE = "migrate"
 SIGNAL_PLAYBOOK = "playbook"
+# The account governor: a lead of the account left mql/sql; a touch held for it asks again.
+SIGNAL_ACCOUNT_RELEASED = "account_released"

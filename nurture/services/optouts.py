@@ -22,6 +22,7 @@ from nurture.adapters.database import (
     LeadRow,
     ReceivedMail,
     Suppression,
+    TouchGrant,
     insert_once,
 )
 from nurture.domain.events import PERSONAL_FIELDS, address_key, event_time
@@ -216,4 +217,11 @@ async def erase_personal_data(
             update(CallTask).where(CallTask.lead_id == lead_id).values(script=None, notes=None)
         )
         await session.execute(update(EventRow).where(EventRow.lead_id == lead_id).values(data={}))
+        # The account governor's grants: the keyed hash of the address and the account key
+        # (a company name for free-mail leads) go too; the grant's time stays.
+        await session.execute(
+            update(TouchGrant)
+            .where(TouchGrant.lead_id == lead_id)
+            .values(person=None, account=None)
+        )
         await session.commit()

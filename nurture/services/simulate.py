@@ -39,15 +39,24 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from nurture.domain import machine, timing
+from nurture.domain import governor, machine, timing
 from nurture.domain import messages as am
 from nurture.domain.cadence import Cadence, CadenceSet, Playbook
 from nurture.domain.conditions import Facts
-from nurture.domain.events import CALL_OUTCOMES, EVENT_TYPES, Event, EventType, Lead, LeadFacts
+from nurture.domain.events import (
+    CALL_OUTCOMES,
+    EVENT_TYPES,
+    Event,
+    EventType,
+    Lead,
+    LeadFacts,
+    address_key,
+)
 from nurture.domain.interpreter import entry_cadence
 from nurture.domain.rendering import Renderer, TemplateProblem, sdr_context, sender_context
-from nurture.domain.state import HistoryEntry, LeadInput
+from nurture.domain.state import TOUCH_STAGES, HistoryEntry, LeadInput
 from nurture.services.calendars import public_holidays
+from nurture.services.intake import account_of
 
 __all__ = [
     "CONTROLS",
@@ -58,9 +67,11 @@ __all__ = [
     "ScriptedEvent",
     "ScriptedMigration",
     "ScriptedPlaybook",
+    "SimulatedLead",
     "TimelineEntry",
     "parse_script",
     "simulate",
+    "simulate_leads",
 ]
 
 DEFAULT_HORIZON = timedelta(days=120)
@@ -83,12 +94,15 @@ class TimelineEntry(BaseModel):
             ``branch``, ``stage nurturing -> mql``, ``email follow-up deferred to ...``;
             the last entry is ``stop``.
         why: the reason, as the live history gives it.
+        lead_id: whose entry it is, in a run of several leads (:func:`simulate_leads`);
+            None in a run of one.
     """
 
     at: datetime
     local: str
     what: str
     why: str = ""
+    lead_id: str | None = None
 
 
 ControlType = Literal["pause", "resume", "reassign"]
@@ -431,6 +445,7 @@ class _Simulation:
         max_entries: int,
         renderer: Renderer | None,
         latency: Latency | None,
+        accounts: SimulatedGovernor | None = None,
     ) -> None:
         self.cadence_set = cadence_set
         self.person = lead if isinstance(lead, Lead) else None
@@ -446,6 +461,10 @@ class _Simulation:
         self.latency = latency
         self.tasks: dict[str, str] = {}  # call task key -> id, so a retry finds its task
         self.seen: HistoryEntry | None = None  # the last history entry put in the timeline
+        self.lead_id: str | None = None  # set in a run of several leads: stamped on entries
+        self.accounts = accounts or SimulatedGovernor()
+        self.accounts.join(self)
+        self.steps = 0
 
     def _schedule(
         self, script: list[Scripted], start: datetime
@@ -465,6 +484,23 @@ class _Simulation:
     # --- the driver -----------------------------------------------------------------------
 
     def run(self, cadence: Cadence) -> list[TimelineEntry]:
+        try:
+            self.begin(cadence)
+            while True:
+                target = self.advance()
+                if target is None:
+                    raise _Stop(f"{self._doing()}; no scripted events left", self.now)
+                if target > self.end:
+                    raise _Stop(
+                        f"horizon reached ({_span(self.horizon)}) while {self._doing()}", self.end
+                    )
+                self.wake(target)
+        except _Stop as stop:
+            self.stop(stop)
+        return self.timeline
+
+    def begin(self, cadence: Cadence) -> None:
+        """Make the lead's machine and take its first command."""
         playbook = self.cadence_set.playbook
         routed, why = entry_cadence(playbook, Facts(lead=self.facts, now=self.now))
         if routed != cadence.id:
@@ -472,17 +508,52 @@ class _Simulation:
         self.life = machine.LeadMachine(
             LeadInput(facts=self.facts, playbook=playbook, cadence=cadence, routing_reason=why)
         )
-        try:
+        self._deliver()
+        self.command: machine.Command = self.life.start(self.now)
+
+    def advance(self) -> datetime | None:
+        """Carry out commands until the lead must wait for time to pass.
+
+        Returns:
+            When it wakes by itself: its sleep's deadline or its next scripted input,
+            whichever comes first; None when neither exists.
+
+        Raises:
+            _Stop: the lead's life is over, or a limit is reached.
+        """
+        while True:
+            self._collect()
+            command = self.command
+            if isinstance(command, machine.Sleep) and not self.life.has_input():
+                timeout = command.timeout(self.now)
+                fires = self.now + timeout if timeout is not None else None
+                arrives = self.script[0][0] if self.script else None
+                return min((t for t in (fires, arrives) if t is not None), default=None)
+            self.steps += 1
+            if self.steps > MAX_STEPS:
+                raise _Stop(f"{MAX_STEPS} steps of the lead's life reached", self.now)
+            self.command = self._perform(command)
+
+    def wake(self, target: datetime) -> None:
+        """Time passed to ``target``: the sleep's timer fired, or scripted input arrived."""
+        sleep = self.command
+        assert isinstance(sleep, machine.Sleep)
+        timeout = sleep.timeout(self.now)
+        fires = self.now + timeout if timeout is not None else None
+        self.now = max(self.now, target)
+        if target == fires:
+            self._pass(sleep)  # the timer fired
+        else:
             self._deliver()
-            command: machine.Command = self.life.start(self.now)
-            for _ in range(MAX_STEPS):
-                self._collect()
-                command = self._perform(command)
-            raise _Stop(f"{MAX_STEPS} steps of the lead's life reached", self.now)
-        except _Stop as stop:
-            self._collect(limit=False)
-            self.timeline.append(self._entry("stop", stop.why, stop.at))
-        return self.timeline
+        self.command = self.life.resume(now=self.now)
+
+    def stop(self, stop: _Stop) -> None:
+        """End the timeline with a ``stop`` entry saying why."""
+        self._collect(limit=False)
+        self.timeline.append(self._entry("stop", stop.why, stop.at))
+
+    def _doing(self) -> str:
+        return self.life.state.doing if self.life.state else "starting"
 
     def _perform(self, command: machine.Command) -> machine.Command:
         """Carry out one command; returns the machine's next."""
@@ -493,7 +564,7 @@ class _Simulation:
                 self._pass(command)
                 return life.resume(result, now=self.now)
             case machine.Sleep():
-                self._sleep(command)
+                # Only reached with input already there: as live, such a wait returns at once.
                 return life.resume(now=self.now)
             case machine.Publish():
                 return life.resume(now=self.now)
@@ -509,25 +580,6 @@ class _Simulation:
             case machine.Finish():
                 raise _Stop(f"the lead is {command.stage}: its workflow completes", self.now)
         raise AssertionError(f"unknown command {command!r}")  # pragma: no cover
-
-    def _sleep(self, sleep: machine.Sleep) -> None:
-        """Move the clock to the sleep's deadline or the next scripted input, and deliver."""
-        if self.life.has_input():
-            return  # as live: a wait for input that is already there returns at once
-        timeout = sleep.timeout(self.now)
-        fires = self.now + timeout if timeout is not None else None
-        arrives = self.script[0][0] if self.script else None
-        doing = self.life.state.doing if self.life.state else "starting"
-        if fires is None and arrives is None:
-            raise _Stop(f"{doing}; no scripted events left", self.now)
-        target = min(t for t in (fires, arrives) if t is not None)
-        if target > self.end:
-            raise _Stop(f"horizon reached ({_span(self.horizon)}) while {doing}", self.end)
-        self.now = max(self.now, target)
-        if target == fires:
-            self._pass(sleep)  # the timer fired
-        else:
-            self._deliver()
 
     def _pass(self, command: machine.Command) -> None:
         """Let the time the command takes pass, then hand over what arrived meanwhile."""
@@ -572,7 +624,14 @@ class _Simulation:
             case am.HANDOFF:
                 # As live: a lead reaching sales without an owner gets one by the rule.
                 owner = request.owner or _lone_lead_owner(self._playbook, self.facts.country)
+                self.accounts.owned(request.lead_id, owner)
                 return am.HandoffResult(opportunity_key=request.key, created=True, owner=owner)
+            case am.RESERVE_TOUCH:
+                return self.accounts.reserve(self, request)
+            case am.RELEASE_ACCOUNT:
+                return am.ReleaseAccountResult(told=self.accounts.release(self))
+            case am.RECORD_TRANSITION:
+                self.accounts.record(self, request)
         return None  # record, notify, close tasks, erase: they succeed and return nothing
 
     def _send_email(self, request: am.SendEmailInput) -> am.SendEmailResult:
@@ -596,6 +655,7 @@ class _Simulation:
                     self.now,
                 ) from None
         task_id = self.tasks.setdefault(request.key, f"T-sim{len(self.tasks) + 1}")
+        self.accounts.owned(request.lead_id, owner)
         return am.CallTaskResult(task_id=task_id, owner=owner, created=True)
 
     def _load_cadence(self, request: am.LoadCadenceInput) -> am.CadenceSnapshot:
@@ -657,7 +717,232 @@ class _Simulation:
     def _entry(self, what: str, why: str, at: datetime) -> TimelineEntry:
         local = at.astimezone(self.zone)
         stamp = f"{_DAY_NAMES[local.weekday()]} {local:%Y-%m-%d %H:%M} {local.tzname()}"
-        return TimelineEntry(at=at, local=stamp, what=what, why=why)
+        return TimelineEntry(at=at, local=stamp, what=what, why=why, lead_id=self.lead_id)
+
+
+class SimulatedGovernor:
+    """The account governor of a dry run: the live reservation's facts kept in memory.
+
+    The same pure decision (:func:`nurture.domain.governor.decide`) as the live governor
+    (``nurture/services/accounts.py``), on what the leads of the run did: the touches it
+    granted, per account and per person (address), and each lead's stage and owner as its
+    stage changes are recorded. A lead leaving mql/sql tells its account's other leads, as
+    the live release signal does.
+    """
+
+    def __init__(self) -> None:
+        self.members: list[_Simulation] = []
+        self.grants: dict[str, tuple[str | None, str | None, governor.Granted]] = {}
+        self.stages: dict[str, tuple[str, str | None]] = {}
+
+    def join(self, member: _Simulation) -> None:
+        self.members.append(member)
+
+    @staticmethod
+    def account(member: _Simulation) -> str | None:
+        person = member.person
+        if person is None:
+            return None
+        return account_of(person.email, person.company)
+
+    @staticmethod
+    def address(member: _Simulation) -> str | None:
+        person = member.person
+        if person is None or not person.email:
+            return None
+        return address_key(person.email)
+
+    def reserve(self, member: _Simulation, request: am.ReserveTouchInput) -> am.ReserveTouchResult:
+        found = self.grants.get(request.key)
+        if found is not None:
+            return am.ReserveTouchResult(at=found[2].at)
+        account, person = self.account(member), self.address(member)
+        account_touches = [g for a, _p, g in self.grants.values() if account and a == account]
+        person_touches = [g for _a, p, g in self.grants.values() if person and p == person]
+        conversations = [
+            governor.Conversation(lead_id=other.facts.id, stage=stage, owner=owner)
+            for other in self.members
+            if other is not member and account and self.account(other) == account
+            for stage, owner in [self.stages.get(other.facts.id, ("nurturing", None))]
+            if stage in governor.CONVERSATION_STAGES
+        ]
+        verdict = governor.decide(
+            request.now,
+            lead_id=request.lead_id,
+            stage=request.stage,
+            channel=request.channel,
+            limits=request.limits,
+            zone=timing.lead_zone(request.zone, None),
+            account=account,
+            account_touches=account_touches,
+            person_touches=person_touches,
+            conversations=conversations,
+        )
+        if verdict.granted:
+            granted = governor.Granted(
+                lead_id=request.lead_id, at=request.now, channel=request.channel
+            )
+            self.grants[request.key] = (account, person, granted)
+        return am.ReserveTouchResult(
+            at=verdict.at, reasons=verdict.reasons, conversation=verdict.conversation
+        )
+
+    def record(self, member: _Simulation, request: am.TransitionInput) -> None:
+        before = self.stages.get(request.lead_id, ("nurturing", None))[1]
+        self.stages[request.lead_id] = (request.to_stage, request.owner or before)
+
+    def owned(self, lead_id: str, owner: str | None) -> None:
+        """As live: a call task or a toss-up keeps the owner it gave the lead."""
+        stage, before = self.stages.get(lead_id, ("nurturing", None))
+        self.stages[lead_id] = (stage, owner or before)
+
+    def release(self, member: _Simulation) -> int:
+        """Tell the account's other leads in a touch stage; how many were told."""
+        account = self.account(member)
+        told = 0
+        for other in self.members:
+            if other is member or account is None or self.account(other) != account:
+                continue
+            stage = self.stages.get(other.facts.id, ("nurturing", None))[0]
+            if stage in TOUCH_STAGES:
+                other.life.release_account()
+                told += 1
+        return told
+
+
+class SimulatedLead(BaseModel):
+    """One lead of a run of several (:func:`simulate_leads`).
+
+    Attributes:
+        lead: the lead (its address and company give its account, as intake computes it).
+        cadence: the cadence it starts in; None: the one the playbook's routing chooses.
+        script: its own scripted events and controls.
+        start: when it arrives; None: the run's start.
+    """
+
+    lead: Lead
+    cadence: str | None = None
+    script: list[ScriptedEvent] = Field(default_factory=list)
+    start: datetime | None = None
+
+
+def simulate_leads(
+    cadence_set: CadenceSet,
+    leads: list[SimulatedLead],
+    start: datetime,
+    horizon: timedelta = DEFAULT_HORIZON,
+    *,
+    max_entries: int = MAX_ENTRIES,
+    renderer: Renderer | None = None,
+) -> list[TimelineEntry]:
+    """Run several leads on one virtual clock, sharing one account governor.
+
+    What one company sees: leads of one account (the email domain, or the company for
+    free-mail addresses) share ``limits.account``'s caps and gap, wait while another of
+    them is in conversation (``one_conversation``), and two lead ids with one address
+    count as one person. Each lead otherwise lives exactly as :func:`simulate` runs it.
+
+    Args:
+        cadence_set: the validated playbook and cadences.
+        leads: the leads, each with its cadence, script and arrival.
+        start: the run's start (aware; naive means UTC).
+        horizon: how far the run goes.
+        max_entries: the most timeline entries per lead (its ``stop`` entry included).
+        renderer: renders each email and call script as the activities would.
+
+    Returns:
+        Every lead's history merged in time order (ties in the leads' order), each entry
+        naming its lead (``lead_id``); each lead's last entry is its ``stop``.
+
+    Raises:
+        KeyError: a cadence is not in the set.
+        ValueError: two leads share an id; a scripted input before its lead's arrival.
+    """
+    begin = _aware(start)
+    end = begin + horizon
+    ids = [item.lead.id for item in leads]
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise ValueError(f"lead ids must differ in one run; given twice: {', '.join(twice)}")
+    accounts = SimulatedGovernor()
+    waiting: list[tuple[datetime, int, _Simulation, Cadence]] = []
+    for order, item in enumerate(leads):
+        arrives = _aware(item.start) if item.start is not None else begin
+        facts = item.lead.facts()
+        if item.cadence is not None:
+            cadence = cadence_set.cadence(item.cadence)
+        else:
+            routed, _why = entry_cadence(cadence_set.playbook, Facts(lead=facts, now=arrives))
+            cadence = cadence_set.cadence(routed)
+        sim = _Simulation(
+            cadence_set,
+            item.lead,
+            list(item.script),
+            arrives,
+            end - arrives,
+            max(2, max_entries),
+            renderer,
+            None,
+            accounts,
+        )
+        sim.lead_id = item.lead.id
+        waiting.append((arrives, order, sim, cadence))
+    # Each lead: (when it wakes next, its order); None: it waits for input only.
+    awake: dict[int, _Simulation] = {}
+    clock = begin
+    done: list[_Simulation] = []
+
+    def finish(sim: _Simulation, stop: _Stop) -> None:
+        sim.stop(stop)
+        done.append(sim)
+
+    while waiting or awake:
+        targets: list[tuple[datetime, int]] = []
+        for order, sim in list(awake.items()):
+            if sim.life.has_input():
+                # Woken by another lead's input (a release): it goes on at the shared clock.
+                sim.now = max(sim.now, clock)
+            try:
+                target = sim.advance()
+            except _Stop as stop:
+                del awake[order]
+                finish(sim, stop)
+                continue
+            if target is not None:
+                targets.append((target, order))
+        arrivals = [(at, order) for at, order, _sim, _cadence in waiting]
+        nxt = min(targets + arrivals, default=None)
+        if nxt is None:
+            for _key, sim in sorted(awake.items(), key=lambda kv: kv[0]):
+                finish(sim, _Stop(f"{sim._doing()}; no scripted events left", sim.now))
+            awake.clear()
+            break
+        at, order = nxt
+        if at > end:
+            for _key, sim in sorted(awake.items(), key=lambda kv: kv[0]):
+                finish(sim, _Stop(f"horizon reached ({_span(horizon)}) while {sim._doing()}", end))
+            for _at, _order, sim, _cadence in waiting:
+                done.append(sim)  # never arrived: nothing to show
+            break
+        clock = max(clock, at)
+        arrived = next((w for w in waiting if w[1] == order and w[0] == at), None)
+        if arrived is not None:
+            waiting.remove(arrived)
+            sim, cadence = arrived[2], arrived[3]
+            try:
+                sim.begin(cadence)
+            except _Stop as stop:
+                finish(sim, stop)
+                continue
+            awake[order] = sim
+        else:
+            awake[order].wake(at)
+    merged = [
+        (entry.at, n, i, entry)
+        for n, sim in enumerate(sorted(done, key=lambda d: ids.index(d.facts.id)))
+        for i, entry in enumerate(sim.timeline)
+    ]
+    return [entry for _at, _n, _i, entry in sorted(merged, key=lambda m: (m[0], m[1], m[2]))]
 
 
 def _control_value(scripted: ScriptedEvent) -> str:

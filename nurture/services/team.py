@@ -17,6 +17,7 @@ from nurture.adapters.database import LeadRow, User, utcnow
 from nurture.domain.cadence import Playbook, Sdr
 from nurture.domain.names import SIGNAL_REASSIGN, workflow_id
 from nurture.domain.vocabulary import FINAL_STAGES
+from nurture.services.accounts import account_lock, lock
 
 # The password hash of a deactivation row written for an SDR who never had a login: no
 # password matches it.
@@ -79,6 +80,10 @@ async def choose_owner(session: AsyncSession, playbook: Playbook, lead: LeadRow)
     if lead.owner and lead.owner not in gone:
         return lead.owner
     if lead.account:
+        # The account's lock, held until the caller's transaction ends (it writes the owner
+        # in it): two first leads of one account chosen at once are chosen one after the
+        # other, and the second finds the first one's owner.
+        await lock(session, [account_lock(lead.account)], utcnow())
         sticky = await session.scalar(
             select(LeadRow.owner)
             .where(
@@ -109,6 +114,20 @@ async def choose_owner(session: AsyncSession, playbook: Playbook, lead: LeadRow)
     )
     counts: dict[str | None, int] = {owner: count for owner, count in rows.all()}
     return min(pool, key=lambda s: (counts.get(s.id, 0), pool.index(s))).id
+
+
+async def assign(session: AsyncSession, playbook: Playbook, lead_id: str) -> str | None:
+    """Give the lead an SDR by the playbook's rule and keep it, committed (so a retry after
+    a later failure finds the same owner rather than choosing again); race-free per account
+    (see :func:`choose_owner`). None when the lead is unknown or there is no SDR."""
+    lead = await session.get(LeadRow, lead_id)
+    if lead is None:
+        return None
+    owner = await choose_owner(session, playbook, lead)
+    if owner is not None and lead.owner != owner:
+        lead.owner = owner
+    await session.commit()
+    return owner
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from nurture.domain.names import (
         QUERY_STATE,
+        SIGNAL_ACCOUNT_RELEASED,
         SIGNAL_EVENT,
         SIGNAL_MIGRATE,
         SIGNAL_PAUSE,
@@ -140,6 +141,10 @@ class LeadWorkflow:
     @workflow.signal(name=SIGNAL_PLAYBOOK)
     def playbook(self, playbook: Playbook) -> None:
         self.machine.receive_playbook(playbook)
+
+    @workflow.signal(name=SIGNAL_ACCOUNT_RELEASED)
+    def account_released(self, lead_id: str = "") -> None:
+        self.machine.release_account()
 
     @workflow.query(name=QUERY_STATE)
     def view(self) -> LeadView:
