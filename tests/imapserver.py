@@ -9,13 +9,13 @@ Running as root (as the suite does in CI), dovecot refuses to run its login proc
 open mail as root: logins run as ``dovenull``, mail as ``dovecot`` (the users Debian's
 package creates), chrooted into the store (``home=<store>/./<user>``), so the test's
 private temporary directory needs no looser permissions. Run as anyone else, everything
-runs as that user, without chroots.
+runs as that user, without chroots (checked as `nobody`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import getpass
+import grp
 import os
 import pwd
 import shutil
@@ -128,10 +128,15 @@ class Dovecot:
             userdb = f"uid={mail_user} gid={entry.pw_gid} home={store}/./%u"
             login_chroot = ""
         else:
-            me = getpass.getuser()
+            me = pwd.getpwuid(os.geteuid()).pw_name
+            group = grp.getgrgid(os.getegid()).gr_name
             identity = f"""
                 default_internal_user = {me}
+                default_internal_group = {group}
                 default_login_user = {me}
+                service anvil {{
+                  chroot =
+                }}
             """
             userdb = f"uid={os.geteuid()} gid={os.getegid()} home={store}/%u"
             login_chroot = "chroot ="

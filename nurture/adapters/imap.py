@@ -9,8 +9,9 @@ Built on imap-tools: maintained, small, with IDLE and STARTTLS, over the standar
 library's ``imaplib``, so it is the protocol as the RFCs and every server know it. Its calls
 block: :class:`ImapMailbox` is used from one worker thread at a time (the reader gives it a
 thread of its own), which keeps the event loop free for the database and Temporal. The
-asyncio client (aioimaplib) was the alternative; imap-tools was chosen for its wider use,
-its server-side search helpers and its steadier release record.
+asyncio client (aioimaplib) was the alternative; imap-tools was chosen because it is the
+standard library's client with the connection, login and IDLE handling done: one thread
+blocked on a socket costs nothing here, and the protocol code stays the well-worn one.
 
 What is read is marked on the server, never deleted and never expunged: a processed
 message gets the keyword ``$NurtureProcessed`` and ``\\Seen``; one that could not be
