@@ -87,15 +87,19 @@ async def test_an_open_is_recorded_once_per_send_and_kind_and_machines_score_not
     pixel = pixel_of(message)
     await stack.until(lead, lambda v: v.step == "pause")
 
-    # Seconds after delivery, even with a reader's agent: nobody has read it yet.
+    async def delivered(ago: timedelta) -> None:
+        async with stack.sessions() as session:
+            await session.execute(
+                update(EmailSend)
+                .where(EmailSend.lead_id == lead)
+                .values(sent_at=datetime.now(UTC) - ago)
+            )
+            await session.commit()
+
+    # Just delivered, even with a reader's agent: nobody has read it yet.
+    await delivered(timedelta(0))
     early = await client.get(pixel, headers={"User-Agent": BROWSER})
-    async with stack.sessions() as session:
-        await session.execute(
-            update(EmailSend)
-            .where(EmailSend.lead_id == lead)
-            .values(sent_at=datetime.now(UTC) - timedelta(hours=1))
-        )
-        await session.commit()
+    await delivered(timedelta(hours=1))
     apple = await client.get(pixel, headers={"User-Agent": APPLE_PROXY})  # prefetch
     reader = await client.get(pixel, headers={"User-Agent": BROWSER})
     again = await client.get(pixel, headers={"User-Agent": IPHONE_MAIL})  # the same reader
