@@ -256,3 +256,13 @@ async def test_looking_at_a_caught_email_in_the_browser_counts_no_open(  # type:
                     await browser.close()
         [row] = await opens(stack, lead)
         assert not row.data.get("scanner")
+
+
+async def test_the_image_comes_back_even_when_nothing_can_be_recorded(  # type: ignore[no-untyped-def]
+    make_settings,
+) -> None:
+    # The app database is unreachable (nothing listens on port 1): no key, no lead, no event.
+    settings = make_settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    async with asgi_client(create_app(settings)) as client:
+        answer = await client.get("/o/anything.at-all", headers={"User-Agent": BROWSER})
+    assert is_the_pixel(answer)
