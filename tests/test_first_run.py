@@ -247,7 +247,7 @@ async def test_the_demo_sends_a_reply_and_an_out_of_office_through_the_inbound_e
         '{"after": "1s", "id": "m-1", "mail": "reply", "lead_id": "DM-1", "step": "welcome",'
         ' "text": "Sounds good, can we talk on Thursday?"}\n'
         '{"after": "1s", "id": "m-2", "mail": "auto_reply", "lead_id": "DM-2",'
-        ' "back_after": "3d", "text": "I am out of the office until {back}."}\n',
+        ' "back_after": "5d", "text": "I am out of the office until {back}."}\n',
         encoding="utf-8",
     )
     async with (
@@ -275,7 +275,8 @@ async def test_the_demo_sends_a_reply_and_an_out_of_office_through_the_inbound_e
         assert replied.next_touch_at is None
 
         # The out-of-office holds DM-2's next email, visibly, until the day it names.
-        back = (datetime.now(UTC) + timedelta(days=3)).date().isoformat()
+        # Back in 5 days: the next email (2 days on) is held whatever the hour now.
+        back = (datetime.now(UTC) + timedelta(days=5)).date().isoformat()
         await stack.until(
             "DM-2", lambda v: any(h.what == f"out of office until {back}" for h in v.history)
         )
@@ -287,7 +288,7 @@ async def test_the_demo_sends_a_reply_and_an_out_of_office_through_the_inbound_e
         # Played again (make run restarted): the same messages, read as seen.
         await play_engagement(stack.intake, stream, asyncio.Event(), poster)
         async with stack.sessions() as session:
-            mail = (await session.scalars(select(InboundMail).order_by(InboundMail.id))).all()
+            mail = (await session.scalars(select(InboundMail).order_by(InboundMail.lead_id))).all()
         assert [(m.lead_id, m.kind, m.status) for m in mail] == [
             ("DM-1", "reply", "matched"),
             ("DM-2", "auto_reply", "matched"),

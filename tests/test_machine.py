@@ -193,3 +193,53 @@ def test_what_arrives_during_a_stage_change_travels_to_the_next_run(
     # Events travel as they are, controls are applied, a migration travels as a request.
     assert state.inbox == [late] and state.paused
     assert state.migration is not None and state.migration.cadence == new_version
+
+
+def _reply(driver: Driver, event_id: str, owner: str) -> list[Perform]:
+    """The lead (now owned by ``owner``) replies to its welcome; the notices it caused."""
+    driver.machine.control(Control.REASSIGN, owner)
+    driver.wake(driver.now + timedelta(minutes=1))
+    driver.until_sleep()
+    driver.machine.receive_event(
+        Event(id=event_id, type="email.replied", lead_id="L-1", data={"step": "hello"})
+    )
+    before = len(driver.log)
+    driver.wake(driver.now + timedelta(hours=1))
+    driver.until_sleep()
+    return [c for c in driver.log[before:] if isinstance(c, Perform) and c.activity == am.NOTIFY]
+
+
+def test_a_reply_tells_the_owner_once_with_ids_only(cadence_set: CadenceSet) -> None:
+    driver = Driver(cadence_set)
+    driver.until_sleep()
+    [notice] = _reply(driver, "r-1", "ben")
+    sent = notice.input
+    assert isinstance(sent, am.NotifyInput)
+    assert (sent.key, sent.to, sent.name_the_lead) == ("L-1|replied|r-1", ["ben"], True)
+    assert sent.subject == "Lead L-1 replied" and "replied to email hello" in sent.text
+    assert notice.summary == "tell ben: lead replied to hello"
+    history = driver.machine.view().history  # type: ignore[union-attr]
+    assert [(h.what, h.why) for h in history if h.what.startswith("told")] == [
+        ("told ben: the lead replied to hello", "event r-1")
+    ]
+    # The same event again (a redelivery): applied once, told once.
+    assert _reply(driver, "r-1", "ben") == []
+
+
+def test_a_reply_to_an_owner_without_an_address_is_noted(cadence_set: CadenceSet) -> None:
+    driver = Driver(cadence_set)
+    driver.until_sleep()
+    assert _reply(driver, "r-2", "zed") == []  # not in team.sdrs: no address
+    whats = [h.what for h in driver.machine.view().history]  # type: ignore[union-attr]
+    assert "the lead replied to hello; nobody told" in whats
+
+
+def test_a_run_recorded_before_the_patch_replays_without_the_notice(
+    cadence_set: CadenceSet,
+) -> None:
+    driver = Driver(cadence_set)
+    driver.machine.patched = lambda patch: patch != "notify-owner-on-reply"
+    driver.until_sleep()
+    assert _reply(driver, "r-3", "ben") == []
+    whats = [h.what for h in driver.machine.view().history]  # type: ignore[union-attr]
+    assert "email.replied" in whats and not any(w.startswith("told") for w in whats)

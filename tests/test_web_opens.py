@@ -87,15 +87,19 @@ async def test_an_open_is_recorded_once_per_send_and_kind_and_machines_score_not
     pixel = pixel_of(message)
     await stack.until(lead, lambda v: v.step == "pause")
 
-    # Seconds after delivery, even with a reader's agent: nobody has read it yet.
+    async def delivered(ago: timedelta) -> None:
+        async with stack.sessions() as session:
+            await session.execute(
+                update(EmailSend)
+                .where(EmailSend.lead_id == lead)
+                .values(sent_at=datetime.now(UTC) - ago)
+            )
+            await session.commit()
+
+    # Just delivered, even with a reader's agent: nobody has read it yet.
+    await delivered(timedelta(0))
     early = await client.get(pixel, headers={"User-Agent": BROWSER})
-    async with stack.sessions() as session:
-        await session.execute(
-            update(EmailSend)
-            .where(EmailSend.lead_id == lead)
-            .values(sent_at=datetime.now(UTC) - timedelta(hours=1))
-        )
-        await session.commit()
+    await delivered(timedelta(hours=1))
     apple = await client.get(pixel, headers={"User-Agent": APPLE_PROXY})  # prefetch
     reader = await client.get(pixel, headers={"User-Agent": BROWSER})
     again = await client.get(pixel, headers={"User-Agent": IPHONE_MAIL})  # the same reader
@@ -252,3 +256,13 @@ async def test_looking_at_a_caught_email_in_the_browser_counts_no_open(  # type:
                     await browser.close()
         [row] = await opens(stack, lead)
         assert not row.data.get("scanner")
+
+
+async def test_the_image_comes_back_even_when_nothing_can_be_recorded(  # type: ignore[no-untyped-def]
+    make_settings,
+) -> None:
+    # The app database is unreachable (nothing listens on port 1): no key, no lead, no event.
+    settings = make_settings(database_url="postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    async with asgi_client(create_app(settings)) as client:
+        answer = await client.get("/o/anything.at-all", headers={"User-Agent": BROWSER})
+    assert is_the_pixel(answer)

@@ -234,29 +234,43 @@ async def play_engagement(
 
     Events go the way a CRM's go; mail goes through ``post_mail`` (``POST /inbound/email``),
     skipped without it. A mail item waits up to ``wait_for_send`` seconds for the email it
-    answers to be sent.
+    answers to be sent, beside the stream (the items after it are not held up).
     """
     loop = asyncio.get_running_loop()
     started = loop.time()
-    for scripted in read_engagement(path):
-        wait = started + scripted.after - loop.time()
-        if wait > 0:
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-                return
-            except TimeoutError:
-                pass
-        item = scripted.item
-        if isinstance(item, Event):
-            await submit_event(intake, item)
-        elif post_mail is not None:
-            raw = await compose_mail(intake, item, stop, wait_for_send)
-            if raw is None:
-                log.warning("demo mail %s: %s was sent no email to answer", item.id, item.lead_id)
-                continue
-            status = await post_mail(raw)
-            if status >= 300:
-                log.warning("demo mail %s: POST /inbound/email answered %s", item.id, status)
+    mailing: list[asyncio.Task[None]] = []
+    try:
+        for scripted in read_engagement(path):
+            wait = started + scripted.after - loop.time()
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
+                    return
+                except TimeoutError:
+                    pass
+            item = scripted.item
+            if isinstance(item, Event):
+                await submit_event(intake, item)
+            elif post_mail is not None:
+                mailing.append(
+                    asyncio.create_task(_send_back(intake, item, stop, post_mail, wait_for_send))
+                )
+        await asyncio.gather(*mailing)
+    finally:
+        for task in mailing:
+            task.cancel()
+
+
+async def _send_back(
+    intake: Intake, mail: DemoMail, stop: asyncio.Event, post_mail: MailPoster, wait: float
+) -> None:
+    raw = await compose_mail(intake, mail, stop, wait)
+    if raw is None:
+        log.warning("demo mail %s: %s was sent no email to answer", mail.id, mail.lead_id)
+        return
+    status = await post_mail(raw)
+    if status >= 300:
+        log.warning("demo mail %s: POST /inbound/email answered %s", mail.id, status)
 
 
 async def compose_mail(
@@ -303,9 +317,18 @@ async def compose_mail(
         message["Auto-Submitted"] = "auto-replied"
         if mail.back_after:
             back = (now + parse_duration(mail.back_after).calendar).date()
-            text = text.replace("{back}", f"{back:%A} {back.day} {back:%B %Y}")
+            # In English whatever the machine's locale: "Monday 7 December 2026".
+            said = f"{_DAYS[back.weekday()]} {back.day} {_MONTHS[back.month - 1]} {back.year}"
+            text = text.replace("{back}", said)
     message.set_content(text + "\n")
     return message.as_bytes()
+
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = (
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+)  # fmt: skip
 
 
 def signed_mail_poster(client: httpx.AsyncClient, url: str, secret: str) -> MailPoster:

@@ -434,13 +434,11 @@ async def open_pixel(token: str, request: Request, services: ServicesDep) -> Res
     """
     try:
         payload = read_token(await link_key(services.settings, services.sessions), "open", token)
+        await record_open(services, payload, request.headers.get("user-agent"))
     except BadToken:
-        payload = None
-    if payload is not None:
-        try:
-            await record_open(services, payload, request.headers.get("user-agent"))
-        except Exception:
-            log.warning("open not recorded", exc_info=True)
+        pass  # not ours: nothing to record, and the same image as for any token
+    except Exception:
+        log.warning("open not recorded", exc_info=True)
     return Response(PIXEL_GIF, media_type="image/gif", headers=PIXEL_HEADERS)
 
 
