@@ -86,7 +86,7 @@ from nurture.domain.names import SEARCH_ATTRIBUTES, SIGNAL_EVENT, workflow_id  #
 from nurture.domain.state import LeadView  # noqa: E402
 from nurture.services.intake import Intake, submit_event  # noqa: E402
 from nurture.settings import load_settings  # noqa: E402
-from worker import SANDBOX, build_worker  # noqa: E402
+from worker import build_worker, workflow_runner  # noqa: E402
 
 HOST = "127.0.0.1"
 PRODUCT_QUEUE = "nurture-bench"
@@ -523,7 +523,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
             task_queue=BARE_QUEUE,
             workflows=[bare.BareWorkflow],
             activities=[bare.step],
-            workflow_runner=SANDBOX,
+            workflow_runner=workflow_runner(settings),  # the product's runner: a fair baseline
         )
         async with product_worker as worker, worker, bare_worker:
             print(
