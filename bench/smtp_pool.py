@@ -317,6 +317,7 @@ def bench(setup: Setup, count: int, rounds: int) -> float:
 
 
 def main() -> None:
+    global CONCURRENCY, CONNECTIONS  # noqa: PLW0603 - the script's two knobs
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("-n", "--messages", type=int, default=500, help="messages per mode, round")
     parser.add_argument("--rounds", type=int, default=3, help="rounds; the median is reported")
@@ -328,7 +329,6 @@ def main() -> None:
         "--connections", type=int, default=CONNECTIONS, help="the pooled sender's connections"
     )
     args = parser.parse_args()
-    global CONCURRENCY, CONNECTIONS  # noqa: PLW0603 - the script's two knobs
     CONCURRENCY, CONNECTIONS = args.concurrency, args.connections
     python = sys.version.split()[0]
     print(
