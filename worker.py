@@ -41,7 +41,7 @@ SANDBOX = SandboxedWorkflowRunner(
 # that thin driver: the lead's logic (nurture.domain) is passed through it. What guards
 # determinism is the replay of recorded histories (tests/test_replay.py, under both
 # runners) and the domain's purity (import-linter). NURTURE_WORKFLOW_SANDBOX=true turns it
-# back on. Measured in docs/benchmarks.md ("Lead throughput").
+# back on. Measured in docs/benchmarks.md ("As fast as bare Temporal").
 UNSANDBOXED = UnsandboxedWorkflowRunner()
 
 

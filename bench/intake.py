@@ -30,7 +30,7 @@ export of an earlier commit), alternating with this one.
 Run from the repository root::
 
     .venv/bin/python bench/intake.py
-    .venv/bin/python bench/intake.py --tree /tmp/before --rounds 2
+    .venv/bin/python bench/intake.py --tree ../before --rounds 2
 
 Results are in ``docs/benchmarks.md``.
 """
