@@ -11,7 +11,7 @@ import sys
 from collections.abc import AsyncIterator
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from nurture.activities.accounts import AccountActivities
@@ -37,6 +37,20 @@ SANDBOX = SandboxedWorkflowRunner(
     )
 )
 
+# Without the sandbox, a workflow run costs what its code costs: the sandbox imports
+# nurture/workflows/lead.py again for every run (each new lead, each continue-as-new, each
+# replay after an eviction) and keeps a copy of the module per cached run. It guards only
+# that thin driver: the lead's logic (nurture.domain) is passed through it. What guards
+# determinism is the replay of recorded histories (tests/test_replay.py, under both
+# runners) and the domain's purity (import-linter). NURTURE_WORKFLOW_SANDBOX=true turns it
+# back on. Measured in docs/benchmarks.md ("As fast as bare Temporal").
+UNSANDBOXED = UnsandboxedWorkflowRunner()
+
+
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """The runner of the lead workflow: unsandboxed unless NURTURE_WORKFLOW_SANDBOX is on."""
+    return SANDBOX if settings.workflow_sandbox else UNSANDBOXED
+
 
 @contextlib.asynccontextmanager
 async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Worker]:
@@ -56,6 +70,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
         username=settings.smtp_username,
         password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
         starttls=settings.smtp_starttls,
+        connections=settings.smtp_connections,
     )
     catalog = CadenceCatalog(settings.cadences_dir, settings.templates_dir)
     email = EmailActivities(settings, sessions, smtp, catalog)
@@ -81,7 +96,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
             governor.reserve_touch,
             governor.release_account,
         ],
-        workflow_runner=SANDBOX,
+        workflow_runner=workflow_runner(settings),
         max_concurrent_activities=slots,
     )
     sender: asyncio.Task[None] | None = None

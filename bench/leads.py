@@ -76,8 +76,20 @@ from temporalio.worker import Worker
 
 # Run as a script from anywhere: make the repository importable without installing it.
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
+
+def _tree() -> Path:
+    """The source tree to measure: this one, or ``--tree DIR`` (an export of another commit),
+    read before anything of the product is imported."""
+    if "--tree" in sys.argv[:-1]:
+        return Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()
+    return ROOT
+
+
+TREE = _tree()
+sys.path.insert(0, str(TREE))
+
+import worker as product_worker  # noqa: E402
 from nurture.adapters.catalog import CadenceCatalog  # noqa: E402
 from nurture.adapters.database import EmailSend, make_engine, session_factory  # noqa: E402
 from nurture.adapters.schema import migrate  # noqa: E402
@@ -86,7 +98,10 @@ from nurture.domain.names import SEARCH_ATTRIBUTES, SIGNAL_EVENT, workflow_id  #
 from nurture.domain.state import LeadView  # noqa: E402
 from nurture.services.intake import Intake, submit_event  # noqa: E402
 from nurture.settings import load_settings  # noqa: E402
-from worker import SANDBOX, build_worker  # noqa: E402
+from worker import build_worker  # noqa: E402
+
+# The product's workflow runner (trees before the runner became a setting: the sandbox).
+workflow_runner = getattr(product_worker, "workflow_runner", lambda _s: product_worker.SANDBOX)
 
 HOST = "127.0.0.1"
 PRODUCT_QUEUE = "nurture-bench"
@@ -248,6 +263,38 @@ def rss_mib() -> float:
     return float("nan")
 
 
+def create_database(server_url: str) -> str:
+    """A new database on the PostgreSQL server of ``server_url``; returns its URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    url = make_url(server_url)
+    name = f"bench_leads_{secrets.token_hex(4)}"
+
+    async def create() -> None:
+        admin = create_async_engine(url, isolation_level="AUTOCOMMIT")
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        await admin.dispose()
+
+    asyncio.run(create())
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server_url: str, database_url: str) -> None:
+    async def drop() -> None:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        admin = create_async_engine(make_url(server_url), isolation_level="AUTOCOMMIT")
+        name = make_url(database_url).database
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.dispose()
+
+    asyncio.run(drop())
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -395,7 +442,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
         path = templates_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(body).strip() + "\n", encoding="utf-8")
-    database_url = f"sqlite+aiosqlite:///{folder / 'nurture.db'}"
+    database_url = args.app_database or f"sqlite+aiosqlite:///{folder / 'nurture.db'}"
     settings = load_settings(
         database_url=database_url,
         smtp_host=HOST,
@@ -523,7 +570,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
             task_queue=BARE_QUEUE,
             workflows=[bare.BareWorkflow],
             activities=[bare.step],
-            workflow_runner=SANDBOX,
+            workflow_runner=workflow_runner(settings),  # the product's runner: a fair baseline
         )
         async with product_worker as worker, worker, bare_worker:
             print(
@@ -767,7 +814,15 @@ def main() -> None:
         help="keep the dev server's state in this (new) SQLite file, WAL, synchronous=normal",
     )  # fmt: skip
     parser.add_argument("--timeout", type=float, default=900, help="give up after this many s")
+    parser.add_argument("--tree", type=Path, help="measure this source tree instead of this one")
+    parser.add_argument(
+        "--database-url",
+        help="a PostgreSQL server URL: the app database is a new database there (default: SQLite)",
+    )
     args = parser.parse_args()
+    args.app_database = None
+    if args.database_url:
+        args.app_database = create_database(args.database_url)
     args.load_at_start = os.getloadavg()[0]  # the machine's load before this run adds its own
     if args.sqlite is not None and args.sqlite.exists():
         raise SystemExit(f"{args.sqlite} exists: give a new file")
@@ -785,6 +840,8 @@ def main() -> None:
     finally:
         sink.terminate()
         sink.join(10)
+        if args.app_database:
+            drop_database(args.database_url, args.app_database)
         if args.sqlite is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{args.sqlite}{suffix}").unlink(missing_ok=True)

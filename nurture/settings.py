@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = False
+    # Reused SMTP connections per worker (sends side by side, one message on each at a time).
+    smtp_connections: int = Field(default=4, ge=1, le=50)
     webhook_secret: SecretStr | None = None
     # Keys the login sessions and email links; never shared. Unset: a random one is made
     # once and kept in the app database (nurture.adapters.secrets).
@@ -46,6 +48,10 @@ class Settings(BaseSettings):
     demo_logins: bool = False
     # Activities one worker runs at once; its database pool is sized from this (worker.py).
     max_concurrent_activities: int = Field(default=40, ge=1, le=1000)
+    # Run the lead workflow in Temporal's sandbox (worker.py, "runner"). Off by default: the
+    # workflow's logic lives in nurture.domain, which the sandbox passes through unguarded
+    # anyway, and the recorded-history replay tests (in the sandbox too) guard determinism.
+    workflow_sandbox: bool = False
 
     # --- Production (CONTRACT.md, "Production") ---
     # Prometheus endpoint (GET /metrics) of this process; unset: none.

@@ -121,3 +121,39 @@ async def test_a_batch_for_an_unknown_lead_is_delivered_in_the_order_posted(
         for p in item.workflow_execution_signaled_event_attributes.input.payloads
     ]
     assert order == ids
+
+
+async def test_a_flood_of_new_leads_shares_its_receipts_and_start_marks(
+    make_settings, time_env, migrated_url: str
+) -> None:  # type: ignore[no-untyped-def]
+    """Each new lead writes its own row; its receipt and its `started` mark join the writer's
+    shared transactions, and every lead is marked started once."""
+    from nurture.adapters.database import LeadRow
+
+    settings = make_settings(database_url=migrated_url)
+    secret = settings.require_webhook_secret()
+    tag = secrets.token_hex(4)
+    app = create_app(settings, client=time_env.client)
+    async with asgi_client(app) as client:
+        assert (await post_signed(client, secret, "/leads", {"id": f"W-{tag}"})).status_code == 202
+        commits = Counter[str]()
+        sa_event.listen(app.state.engine.sync_engine, "commit", lambda _c: commits.update(["n"]))
+        posts = 30
+        answers = await asyncio.gather(
+            *(post_signed(client, secret, "/leads", {"id": f"N{n}-{tag}"}) for n in range(posts))
+        )
+        again = await post_signed(client, secret, "/leads", {"id": f"N0-{tag}"})
+
+    assert {a.status_code for a in answers} == {202}
+    assert again.status_code == 200 and again.json()["status"] == "updated"
+    # One transaction of its own per lead (its row), the receipts and marks shared.
+    assert commits["n"] < 2 * posts + 2, commits
+    engine = make_engine(migrated_url)
+    try:
+        async with session_factory(engine)() as session:
+            rows = (
+                await session.scalars(select(LeadRow).where(LeadRow.id.like(f"N%-{tag}")))
+            ).all()
+    finally:
+        await engine.dispose()
+    assert len(rows) == posts and all(r.started_at is not None for r in rows)

@@ -24,12 +24,18 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Literal
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.exceptions import ApplicationError
 
 from nurture.adapters import metrics, tracing
-from nurture.adapters.database import NOTIFICATION_CADENCE, EmailSend, insert_once, utcnow
+from nurture.adapters.database import (
+    NOTIFICATION_CADENCE,
+    EmailSend,
+    insert_once,
+    insert_or_ignore,
+    utcnow,
+)
 from nurture.adapters.smtp import (
     DeliveryUnknown,
     PermanentSmtpError,
@@ -104,25 +110,74 @@ class Outbox:
             ApplicationError: ``TransientSmtpError`` (retryable): nothing was sent, and the
                 row is ``queued`` again for the next attempt.
         """
+        session = self.session
+        # One write transaction on the common path (the claim, below), not two: the row is
+        # read first, and written only once the message is ready or the send is settled.
+        # On SQLite every write transaction waits for the database's one write lock.
+        row = await session.scalar(select(EmailSend).where(EmailSend.key == entry.key))
+        if row is not None and row.status != "queued":
+            return await self._already_done(row)
+        paused: am.SendEmailResult | None = None
+        if self.sending_paused:
+            paused = am.SendEmailResult(status="paused", detail=PAUSED_DETAIL)
+        else:
+            switch = await sending.current(session)
+            if switch.paused:
+                paused = am.SendEmailResult(status="paused", detail=switch.hold_detail())
+        if paused is not None:
+            if row is None:  # the touch waits in the outbox, visibly (`sends list`)
+                await self._queued(entry)
+                await session.commit()
+            return paused
+        prepared = await prepare()
+        if isinstance(prepared, NotSent):
+            if row is None:
+                row = await self._queued(entry)
+            return await self.finish(row, prepared.status, prepared.detail)
+        claimed = await self._claim(entry, row, prepared)
+        if claimed is None:
+            found = await session.scalar(
+                select(EmailSend)
+                .where(EmailSend.key == entry.key)
+                .execution_options(populate_existing=True)
+            )
+            assert found is not None  # claimed by another attempt, so it exists
+            return await self._lost_race(found)
+        return await self._hand_over(claimed, prepared)
+
+    async def _queued(self, entry: Entry) -> EmailSend:
+        """The entry's row, ``queued`` when new (not committed here)."""
         row, _created = await insert_once(
             self.session, EmailSend, {"key": entry.key}, lead_id=entry.lead_id,
             cycle=entry.cycle, cadence=entry.cadence, step=entry.step, visit=entry.visit,
             template=entry.template, status="queued",
         )  # fmt: skip
-        await self.session.commit()
-        if row.status != "queued":
-            return await self._already_done(row)
-        if self.sending_paused:
-            return am.SendEmailResult(status="paused", detail=PAUSED_DETAIL)
-        switch = await sending.current(self.session)
-        if switch.paused:
-            return am.SendEmailResult(status="paused", detail=switch.hold_detail())
-        prepared = await prepare()
-        if isinstance(prepared, NotSent):
-            return await self.finish(row, prepared.status, prepared.detail)
-        if not await self._take(row, prepared):
-            return await self._lost_race(row)
-        return await self._hand_over(row, prepared)
+        return row
+
+    async def _claim(self, entry: Entry, row: EmailSend | None, letter: Letter) -> EmailSend | None:
+        """Take the entry's row to ``sending`` for this attempt, or None if another has it.
+
+        A new row is inserted as ``sending`` (``INSERT ... ON CONFLICT DO NOTHING``: of two
+        attempts inserting at once, one wins); a ``queued`` one (a retry after a temporary
+        failure, or after a pause) is taken by :meth:`_take`. Committed before the message
+        is handed over, so a crash mid-send leaves ``sending`` behind: ``unknown``, never
+        resent.
+        """
+        if row is not None:
+            return row if await self._take(row, letter) else None
+        session = self.session
+        statement = (
+            insert_or_ignore(EmailSend, session.get_bind().dialect.name, on=["key"])
+            .values(
+                key=entry.key, lead_id=entry.lead_id, cycle=entry.cycle, cadence=entry.cadence,
+                step=entry.step, visit=entry.visit, template=entry.template, status="sending",
+                attempts=1, **_letter_columns(letter),
+            )
+            .returning(EmailSend)
+        )  # fmt: skip
+        claimed = await session.scalar(statement)
+        await session.commit()
+        return claimed
 
     async def _hand_over(self, row: EmailSend, letter: Letter) -> am.SendEmailResult:
         try:
@@ -176,21 +231,15 @@ class Outbox:
         session = self.session
         # End the read transaction first: SQLite upgrades a fresh one to a writer cleanly.
         await session.commit()
-        result = await session.execute(
+        taken = await session.scalar(
             update(EmailSend)
             .where(EmailSend.id == row.id, EmailSend.status == "queued")
-            .values(
-                status="sending",
-                attempts=EmailSend.attempts + 1,
-                to_address=", ".join(letter.recipients),
-                subject=letter.subject,
-                message_id=letter.message["Message-ID"],
-            )
-            .execution_options(synchronize_session=False)
+            .values(status="sending", attempts=EmailSend.attempts + 1, **_letter_columns(letter))
+            .returning(EmailSend)
+            .execution_options(populate_existing=True)
         )
         await session.commit()
-        await session.refresh(row)
-        return result.rowcount == 1  # type: ignore[attr-defined]
+        return taken is not None
 
     async def _lost_race(self, row: EmailSend) -> am.SendEmailResult:
         """The result for an attempt that found another one sending the same message."""
@@ -220,6 +269,15 @@ class Outbox:
             message_id=row.message_id,
             detail=f"already {row.status} (no second send)",
         )
+
+
+def _letter_columns(letter: Letter) -> dict[str, str | None]:
+    """What the outbox row records of a message it hands over."""
+    return {
+        "to_address": ", ".join(letter.recipients),
+        "subject": letter.subject,
+        "message_id": letter.message["Message-ID"],
+    }
 
 
 def paused_error(result: am.SendEmailResult) -> ApplicationError:

@@ -1,4 +1,4 @@
-"""One reused SMTP connection per worker, with the failure cases told apart.
+"""A few reused SMTP connections per worker, with the failure cases told apart.
 
 SMTP has no idempotency key, so what matters is *where* a failure happened: before the
 message body was handed over nothing was sent (safe to retry); after it, the message may
@@ -41,8 +41,23 @@ class DeliveryUnknown(Exception):
     """The connection broke after the body was sent: the message may or may not be out."""
 
 
+# Connections one sender keeps: sends run side by side on them (one message at a time each),
+# so a worker's email activities do not queue behind one connection's round trips.
+# Measured in docs/benchmarks.md ("SMTP connection reuse"); mail servers commonly allow
+# 10 to 20 connections per client, so a few workers stay well inside that.
+DEFAULT_CONNECTIONS = 4
+
+
+class _Line:
+    """One connection of the pool (opened on first use, reopened when it breaks)."""
+
+    def __init__(self) -> None:
+        self.client: aiosmtplib.SMTP | None = None
+
+
 class SmtpSender:
-    """Sends messages over one connection that is reused across sends (reconnects as needed)."""
+    """Sends messages over a small pool of connections reused across sends (reconnects as
+    needed); each connection carries one message at a time."""
 
     def __init__(
         self,
@@ -53,6 +68,7 @@ class SmtpSender:
         password: str | None = None,
         starttls: bool = False,
         timeout: float = 30.0,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self._host = host
         self._port = port
@@ -60,10 +76,16 @@ class SmtpSender:
         self._password = password
         self._starttls = starttls
         self._timeout = timeout
-        self._client: aiosmtplib.SMTP | None = None
-        self._lock = asyncio.Lock()
+        if connections < 1:
+            raise ValueError("an SMTP sender needs at least one connection")
+        self._lines = [_Line() for _ in range(connections)]
+        # Last in, first out: under light load one hot connection carries the sends, and
+        # the others are opened only when sends overlap.
+        self._idle: asyncio.LifoQueue[_Line] = asyncio.LifoQueue()
+        for line in reversed(self._lines):
+            self._idle.put_nowait(line)
 
-    async def _open(self) -> aiosmtplib.SMTP:
+    async def _open(self, line: _Line) -> aiosmtplib.SMTP:
         """A new connection, logged in when credentials are set.
 
         Raises:
@@ -89,11 +111,11 @@ class SmtpSender:
         except (aiosmtplib.SMTPException, OSError) as exc:
             client.close()
             raise TransientSmtpError(f"cannot connect to {self._host}:{self._port}: {exc}") from exc
-        self._client = client
+        line.client = client
         return client
 
-    async def _drop(self) -> None:
-        client, self._client = self._client, None
+    async def _drop(self, line: _Line) -> None:
+        client, line.client = line.client, None
         if client is not None:
             # Closing a broken connection must not fail a send.
             with contextlib.suppress(Exception):
@@ -112,59 +134,67 @@ class SmtpSender:
             PermanentSmtpError: refused for good (5xx), or an address that cannot be sent to.
             DeliveryUnknown: the body may have been sent.
         """
-        async with self._lock:
-            client, options = await self._begin(sender, recipients)
-            try:
-                for rcpt in recipients:
-                    await client.rcpt(rcpt, encoding=options.encoding)
-            except aiosmtplib.SMTPResponseException as exc:
-                await self._reset(client)
-                raise _classify(exc) from exc
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                await self._drop()
-                raise TransientSmtpError(
-                    f"connection lost before the message was sent: {exc}"
-                ) from exc
-            except (ValueError, UnicodeError) as exc:
-                await self._reset(client)
-                raise PermanentSmtpError(553, f"5.1.3 cannot send to this address: {exc}") from exc
-            try:
-                response = await client.data(_flatten(message, options))
-            except aiosmtplib.SMTPResponseException as exc:
-                # The server answered the body with an error: it did not take the message.
-                await self._reset(client)
-                raise _classify(exc) from exc
-            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
-                await self._drop()
-                raise DeliveryUnknown(f"connection lost while sending the message: {exc}") from exc
-            return f"{response.code} {response.message}"
+        line = await self._idle.get()
+        try:
+            return await self._send(line, message, sender, recipients)
+        finally:
+            self._idle.put_nowait(line)
 
-    async def _begin(self, sender: str, recipients: list[str]) -> tuple[aiosmtplib.SMTP, _Envelope]:
+    async def _send(
+        self, line: _Line, message: EmailMessage, sender: str, recipients: list[str]
+    ) -> str:
+        client, options = await self._begin(line, sender, recipients)
+        try:
+            for rcpt in recipients:
+                await client.rcpt(rcpt, encoding=options.encoding)
+        except aiosmtplib.SMTPResponseException as exc:
+            await self._reset(line, client)
+            raise _classify(exc) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop(line)
+            raise TransientSmtpError(f"connection lost before the message was sent: {exc}") from exc
+        except (ValueError, UnicodeError) as exc:
+            await self._reset(line, client)
+            raise PermanentSmtpError(553, f"5.1.3 cannot send to this address: {exc}") from exc
+        try:
+            response = await client.data(_flatten(message, options))
+        except aiosmtplib.SMTPResponseException as exc:
+            # The server answered the body with an error: it did not take the message.
+            await self._reset(line, client)
+            raise _classify(exc) from exc
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop(line)
+            raise DeliveryUnknown(f"connection lost while sending the message: {exc}") from exc
+        return f"{response.code} {response.message}"
+
+    async def _begin(
+        self, line: _Line, sender: str, recipients: list[str]
+    ) -> tuple[aiosmtplib.SMTP, _Envelope]:
         """Start a transaction (MAIL FROM) on the reused connection, or on a new one.
 
         No NOOP probe before each message: it would cost a round trip per send. A reused
         connection that the server closed while idle (a disconnect, or 421) fails at MAIL,
         before anything was sent, so it is replaced once, transparently.
         """
-        client = self._client
+        client = line.client
         if client is not None and client.is_connected:
             try:
                 return client, await self._mail(client, sender, recipients)
             except aiosmtplib.SMTPResponseException as exc:
                 if exc.code != 421:
-                    await self._reset(client)
+                    await self._reset(line, client)
                     raise _classify(exc) from exc
             except (aiosmtplib.SMTPException, OSError):
                 pass
-            await self._drop()
-        client = await self._open()
+            await self._drop(line)
+        client = await self._open(line)
         try:
             return client, await self._mail(client, sender, recipients)
         except aiosmtplib.SMTPResponseException as exc:
-            await self._reset(client)
+            await self._reset(line, client)
             raise _classify(exc) from exc
         except (aiosmtplib.SMTPException, OSError) as exc:
-            await self._drop()
+            await self._drop(line)
             raise TransientSmtpError(f"connection lost before the message was sent: {exc}") from exc
 
     async def _mail(self, client: aiosmtplib.SMTP, sender: str, recipients: list[str]) -> _Envelope:
@@ -173,19 +203,21 @@ class SmtpSender:
         await client.mail(sender, options=envelope.mail_options, encoding=envelope.encoding)
         return envelope
 
-    async def _reset(self, client: aiosmtplib.SMTP) -> None:
+    async def _reset(self, line: _Line, client: aiosmtplib.SMTP) -> None:
         try:
             await client.rset()
         except (aiosmtplib.SMTPException, OSError):
-            await self._drop()
+            await self._drop(line)
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None and client.is_connected:
-            try:
-                await client.quit()
-            except (aiosmtplib.SMTPException, OSError):
-                client.close()
+        """QUIT every open connection (the sender opens them again if used after)."""
+        for line in self._lines:
+            client, line.client = line.client, None
+            if client is not None and client.is_connected:
+                try:
+                    await client.quit()
+                except (aiosmtplib.SMTPException, OSError):
+                    client.close()
 
 
 def _classify(exc: aiosmtplib.SMTPResponseException) -> Exception:

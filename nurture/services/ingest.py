@@ -64,6 +64,15 @@ class _Mark:
     done: asyncio.Future[None]
 
 
+@dataclass
+class _Started:
+    lead_id: str
+    done: asyncio.Future[bool]
+
+
+_Job = _Record | _Mark | _Started
+
+
 class EventWriter:
     """The web app's writer of received events, their request receipts and their marks.
 
@@ -75,7 +84,7 @@ class EventWriter:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], receipt_ttl: timedelta) -> None:
         self.sessions = sessions
         self.receipt_ttl = receipt_ttl
-        self._queue: asyncio.Queue[_Record | _Mark] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._pruned_at: datetime | None = None
         self._last_received: datetime | None = None
@@ -97,6 +106,13 @@ class EventWriter:
         self._put(_Mark(event_id, status, done))
         await done
 
+    async def started(self, lead_id: str) -> bool:
+        """Note that the lead's workflow exists (``started_at``), in the next transaction;
+        True for the call that noted it first."""
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._put(_Started(lead_id, done))
+        return await done
+
     async def close(self) -> None:
         """Stop the writer (what is queued and not yet written fails with CancelledError)."""
         if self._task is not None:
@@ -109,7 +125,7 @@ class EventWriter:
             if not job.done.done():
                 job.done.cancel()
 
-    def _put(self, job: _Record | _Mark) -> None:
+    def _put(self, job: _Job) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="event-writer")
         self._queue.put_nowait(job)
@@ -136,9 +152,10 @@ class EventWriter:
                     except Exception as alone:  # noqa: BLE001 - answered to its own request
                         _fail(job, alone)
 
-    async def _write(self, batch: list[_Record | _Mark]) -> None:
+    async def _write(self, batch: list[_Job]) -> None:
         records = [j for j in batch if isinstance(j, _Record) and not j.done.done()]
         marks = [j for j in batch if isinstance(j, _Mark) and not j.done.done()]
+        starts = [j for j in batch if isinstance(j, _Started) and not j.done.done()]
         async with self.sessions() as session:
             dialect = session.get_bind().dialect.name
             now = utcnow()
@@ -149,6 +166,7 @@ class EventWriter:
             lead_ids = {e.lead_id for r in taken for e in r.events if e.id in fresh_ids}
             leads = await _leads(session, lead_ids)
             await _write_marks(session, marks, now)
+            noted = await _write_starts(session, starts, now)
             await session.commit()
         # Answered only now, after the commit: the first of two posts of one id wins.
         claimed: set[str] = set()
@@ -171,6 +189,11 @@ class EventWriter:
         for mark in marks:
             if not mark.done.done():
                 mark.done.set_result(None)
+        for start in starts:
+            if not start.done.done():
+                # The same lead twice in one batch: the first call noted it.
+                start.done.set_result(start.lead_id in noted)
+                noted.discard(start.lead_id)
 
     async def _prune(self, session: AsyncSession, now: datetime) -> None:
         if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
@@ -219,11 +242,11 @@ class EventWriter:
         return now
 
 
-def _size(job: _Record | _Mark) -> int:
+def _size(job: _Job) -> int:
     return len(job.events) if isinstance(job, _Record) else 1
 
 
-def _fail(job: _Record | _Mark, exc: Exception) -> None:
+def _fail(job: _Job, exc: Exception) -> None:
     log.warning("event writer: a transaction failed: %s", exc)
     if not job.done.done():
         # The request sees the database's own error, as if it had written alone.
@@ -275,3 +298,20 @@ async def _write_marks(session: AsyncSession, marks: list[_Mark], now: datetime)
                 .where(EventRow.id.in_(ids[start : start + ROWS_PER_STATEMENT]))
                 .values(status=status, delivered_at=now if status == "delivered" else None)
             )
+
+
+async def _write_starts(session: AsyncSession, starts: list[_Started], now: datetime) -> set[str]:
+    """Set ``started_at`` of the leads not marked yet; returns the ids this batch marked."""
+    ids = sorted({start.lead_id for start in starts})
+    noted: set[str] = set()
+    for first in range(0, len(ids), ROWS_PER_STATEMENT):
+        marked = await session.scalars(
+            update(LeadRow)
+            .where(LeadRow.id.in_(ids[first : first + ROWS_PER_STATEMENT]))
+            .where(LeadRow.started_at.is_(None))
+            .values(started_at=now)
+            .returning(LeadRow.id)
+            .execution_options(synchronize_session=False)
+        )
+        noted.update(marked.all())
+    return noted

@@ -236,7 +236,13 @@ class Intake:
         return other
 
     async def mark_started(self, lead_id: str) -> bool:
-        """Note that the lead's workflow exists; True for the call that noted it first."""
+        """Note that the lead's workflow exists; True for the call that noted it first.
+
+        Through the web app's writer when there is one: the mark joins its next
+        transaction instead of taking the database's write lock on its own.
+        """
+        if self.writer is not None:
+            return await self.writer.started(lead_id)
         async with self.sessions() as session:
             marked = await session.execute(
                 update(LeadRow)

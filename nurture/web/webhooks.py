@@ -22,7 +22,7 @@ import logging
 import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -36,7 +36,7 @@ from pydantic import (
     ValidationError,
 )
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
 from nurture.adapters import metrics
@@ -247,20 +247,10 @@ async def receipt(services: Services, timestamp: int, body: bytes) -> AsyncItera
         WebhookRefused: 503 when the database cannot be reached.
     """
     digest = receipt_digest(timestamp, body)
-    now = datetime.now(UTC)
     try:
-        async with services.sessions() as session:
-            # Opportunistic pruning, in the same transaction: nothing older can be replayed.
-            await session.execute(
-                delete(WebhookReceipt).where(WebhookReceipt.seen_at < now - RECEIPT_TTL)
-            )
-            session.add(WebhookReceipt(digest=digest, seen_at=now))
-            try:
-                await session.commit()
-                first = True
-            except IntegrityError:
-                await session.rollback()
-                first = False
+        # Through the writer (nurture.services.ingest): the receipt joins its next
+        # transaction with other requests' writes, and it prunes old receipts.
+        first = not (await services.writer.take(digest, [])).replay
     except (SQLAlchemyError, OSError) as exc:
         log.warning("webhook not taken: %s", exc, exc_info=True)
         raise _unavailable("the database is unavailable") from None
