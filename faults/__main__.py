@@ -65,7 +65,11 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         for name in names:
             run = Run(
-                quick=args.quick, seed=args.seed, folder=folder, postgres_url=args.postgres_url
+                quick=args.quick,
+                seed=args.seed,
+                folder=folder,
+                postgres_url=args.postgres_url,
+                kill_leads=args.kill_leads,
             )
             before = load()
             started = time.monotonic()
@@ -119,6 +123,9 @@ def main() -> None:
         "--keep", action="store_true", help="keep the work folder (logs) at the end"
     )
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument(
+        "--kill-leads", type=int, help="leads in the kill scenario (default 300; quick 100)"
+    )
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get(

@@ -46,6 +46,7 @@ class Run:
     seed: int
     folder: Path
     postgres_url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+    kill_leads: int | None = None
 
     def size(self, quick: int, full: int) -> int:
         return quick if self.quick else full
@@ -144,12 +145,11 @@ async def outbox_settled(db: Db, expected_rows: int) -> bool:
     )
 
 
-def unknown_listed(stack: Stack) -> set[str]:
-    """The keys `sends list --status unknown --json` shows ops."""
-    return {
-        row["key"]
-        for row in json.loads(stack.cli("sends", "list", "--status", "unknown", "--json"))
-    }
+async def unknown_listed(stack: Stack) -> set[str]:
+    """The keys `sends list --status unknown --json` shows ops (in a thread: the event loop
+    may be serving the proxy the CLI goes through)."""
+    out = await asyncio.to_thread(stack.cli, "sends", "list", "--status", "unknown", "--json")
+    return {row["key"] for row in json.loads(out)}
 
 
 async def post_leads(port: int, ids: list[str], source: str, senders: int = 10) -> Answers:
@@ -195,7 +195,7 @@ async def account_for_sends(
     result.check(
         "`unknown` rows listed by `sends list --status unknown`",
         unknown,
-        unknown_listed(stack) & unknown,
+        await unknown_listed(stack) & unknown,
     )
 
 
@@ -205,7 +205,7 @@ async def account_for_sends(
 async def kill_worker(run: Run) -> Result:
     """SIGKILL the worker at random moments while leads run three emails each."""
     result = Result("kill")
-    leads, kills = run.size(100, 1000), run.size(5, 20)
+    leads, kills = run.kill_leads or run.size(100, 300), run.size(5, 20)
     rng = random.Random(run.seed)
     stack = Stack(run.folder / "kill")
     stack.start(workers=1, webs=1)
@@ -261,7 +261,7 @@ async def restart_server(run: Run) -> Result:
     """Stop (SIGINT, then SIGKILL) and restart the SQLite-persisted dev server while every
     lead waits on a 40 s timer between two emails."""
     result = Result("timers")
-    leads = run.size(30, 200)
+    leads = run.size(30, 100)
     stack = Stack(run.folder / "timers", persisted=True)
     stack.start(workers=1, webs=1)
     db = Db(stack.database_url)
@@ -301,6 +301,9 @@ async def restart_server(run: Run) -> Result:
             timers_started=started_timers,
         )
         result.check("leads accepted (202)", leads, answers.statuses.get(202, 0))
+        result.check(
+            "worker processes that died meanwhile", 0, sum(not w.alive() for w in stack.workers)
+        )
         result.check("second emails after the restarts", True, done)
         result.check("leads whose timer fired exactly once", leads, fired.get(1, 0))
         result.check("workflows (no lead lost)", leads, await count_workflows(client))
@@ -482,6 +485,9 @@ async def temporal_outage(run: Run) -> Result:
             lead_answers=dict(made.statuses),
             event_answers=dict(answers.statuses),
         )
+        result.check(
+            "worker processes that died in the outage", 0, sum(not w.alive() for w in stack.workers)
+        )
         result.check("leads before the outage (202)", before, first.statuses.get(202, 0))
         result.check("leads during the outage answered 202", during, made.statuses.get(202, 0))
         result.check(
@@ -516,7 +522,7 @@ async def racing(run: Run) -> Result:
     one worker is frozen (SIGSTOP) past the activity timeout so its work is retried by the
     other, then thawed to finish what it held."""
     result = Result("race")
-    leads = run.size(60, 200)
+    leads = run.size(60, 100)
     freeze_s = run.size(0, 130)
     stack = Stack(run.folder / "race")
     stack.start(workers=2, webs=2)
@@ -526,9 +532,18 @@ async def racing(run: Run) -> Result:
         ids = [f"R-{n}" for n in range(leads)]
         # Every request twice, to the two web apps, side by side.
         lead_requests = [("/leads", lead(i, "race"), SECRET) for i in ids for _ in range(2)]
-        made = await send_all(lambda n: stack.web_ports[n % 2], lead_requests, 20, timeout=600)
+        posting = asyncio.create_task(
+            send_all(lambda n: stack.web_ports[n % 2], lead_requests, 20, timeout=600)
+        )
+        frozen_at = 0
         if freeze_s:
+            # Frozen mid-flow: whatever it holds then (sends, tasks) is retried elsewhere.
+            await eventually(
+                lambda: len(stack.sink.accepted()) >= leads // 3, timeout=300, every=0.2
+            )
+            frozen_at = len(stack.sink.accepted())
             stack.workers[0].signal(signal.SIGSTOP)
+        made = await posting
         evs = [event(f"r-{i}-{k}", i) for i in ids for k in range(2)]
         ev_requests = [("/events", e, SECRET) for e in evs for _ in range(2)]
         got = await send_all(lambda n: stack.web_ports[n % 2], ev_requests, 20, timeout=600)
@@ -547,6 +562,7 @@ async def racing(run: Run) -> Result:
         result.figures.update(
             leads=leads,
             frozen_s=freeze_s,
+            frozen_at_sink_count=frozen_at,
             lead_answers=dict(made.statuses),
             event_answers=dict(got.statuses),
         )
@@ -590,7 +606,7 @@ async def database_outage(run: Run) -> Result:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     result = Result("database")
-    leads, cut_s = run.size(30, 100), run.size(20, 60)
+    leads, cut_s = run.size(30, 60), run.size(20, 60)
     admin_url = make_url(run.postgres_url)
     name = f"faults_{secrets.token_hex(4)}"
     admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -603,7 +619,8 @@ async def database_outage(run: Run) -> Result:
     stack = Stack(run.folder / "database", database_url=proxied)
     db = Db(direct)
     try:
-        stack.start(workers=1, webs=1)
+        # In a thread: this event loop serves the proxy the processes start through.
+        await asyncio.to_thread(stack.start, workers=1, webs=1)
         client = await client_for(stack)
         port = stack.web_ports[0]
         ids = [f"D-{n}" for n in range(leads)]
@@ -646,9 +663,13 @@ async def database_outage(run: Run) -> Result:
 
         applied = await eventually(scored, timeout=300, every=5)
         rows = await db.events()
+        failed_attempts = (
+            stack.workers[0].log.read_text(errors="replace").count("Completing activity as failed")
+        )
         result.figures.update(
             leads=leads,
             cut_s=cut_s,
+            activity_attempts_failed_in_cut=failed_attempts,
             events_during_cut=dict(during),
             health_during_cut=dict(health),
             resent_after=dict(again.statuses),
@@ -671,7 +692,7 @@ async def database_outage(run: Run) -> Result:
         await account_for_sends(result, stack, db, expected)
     finally:
         await db.close()
-        stack.stop()
+        await asyncio.to_thread(stack.stop)
         await proxy.close()
         async with admin.connect() as connection:
             await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

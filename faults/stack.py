@@ -30,6 +30,8 @@ from nurture.domain.names import SEARCH_ATTRIBUTES
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 SECRET = "faults-webhook-secret"
+# What worker.py prints once it polls.
+WORKER_READY = "worker polling task queue"
 
 
 def free_port() -> int:
@@ -190,6 +192,20 @@ class Proc:
         )
         out.close()
         self.starts += 1
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        """Until ``text`` shows in this start's output (the log only grows)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (
+                self.log.exists()
+                and self.log.read_text(errors="replace").count(text) >= self.starts
+            ):
+                return
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited: see {self.log}")
+            time.sleep(0.2)
+        raise RuntimeError(f"{self.name} did not say {text!r} within {timeout} s")
 
     @property
     def pid(self) -> int:
@@ -371,6 +387,8 @@ class Stack:
             self.add_web()
         for _ in range(workers):
             self.add_worker()
+        for worker in self.workers:
+            worker.wait_for(WORKER_READY)
 
     def stop(self) -> None:
         for proc in [*self.webs, *self.workers]:
