@@ -470,6 +470,7 @@ class Conn:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.resent = False
 
     async def request(
         self, method: str, path: str, body: bytes = b"", headers: Sequence[tuple[str, str]] = ()
@@ -478,7 +479,8 @@ class Conn:
         head += [f"{k}: {v}" for k, v in headers]
         data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
         status_line = b""
-        for _attempt in range(2):
+        self.resent = False
+        for attempt in range(2):
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
             assert self.reader is not None
@@ -489,7 +491,10 @@ class Conn:
                 status_line = b""
             if status_line:
                 break
-            await self.close()  # an idle keep-alive connection the server closed
+            # The server closed the connection without an answer (an idle keep-alive
+            # connection it timed out): send again on a new one, as a webhook sender does.
+            self.resent = attempt == 0
+            await self.close()
         if not status_line:
             raise ConnectionError("no answer")
         assert self.reader is not None
@@ -534,6 +539,8 @@ class Answers:
     statuses: Counter[int] = field(default_factory=Counter)
     by_status: dict[int, list[int]] = field(default_factory=dict)
     errors: int = 0
+    # Requests sent twice because the first went unanswered, with the second's status.
+    resent: Counter[int] = field(default_factory=Counter)
 
     def add(self, n: int, status: int) -> None:
         self.statuses[status] += 1
@@ -567,6 +574,8 @@ async def send_all(
                     await conn.close()
                     continue
                 answers.add(n, status)
+                if conn.resent:
+                    answers.resent[status] += 1
         finally:
             for conn in mine.values():
                 await conn.close()
