@@ -235,6 +235,38 @@ async def test_a_send_found_in_flight_becomes_unknown_and_is_not_sent(outbox, se
     assert row.status == "unknown" and "not resent" in (row.error or "")
 
 
+async def test_a_send_still_waiting_for_the_connection_is_sent_by_the_retry(outbox, sessions):
+    # A worker killed (SIGKILL) loses every send it was running. One that was still waiting
+    # for the worker's connection had handed nothing over: its row must still say `queued`,
+    # so the retry sends it, instead of finding it `sending` and giving it up as `unknown`.
+    await add_lead(sessions, "L-1", **MIA)
+    await add_lead(sessions, "L-2", email="raj@globex.example")
+    outbox.sink.data_faults.append(HANG_AFTER_BODY)  # L-1 holds the connection for a second
+    outbox.sink.hang_seconds = 1.0
+    holding = asyncio.create_task(run(outbox.acts.send_email, email_input("L-1")))
+    while outbox.sink.data_seen == 0:
+        await asyncio.sleep(0.01)
+    waiting = asyncio.create_task(run(outbox.acts.send_email, email_input("L-2")))
+    key = email_input("L-2").key
+    while True:
+        async with sessions() as session:
+            if await session.scalar(select(EmailSend).where(EmailSend.key == key)) is not None:
+                break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)  # rendered, and queued behind L-1 for the connection
+    assert (await outbox.row(key)).status == "queued"
+    waiting.cancel()  # the process dies here
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (await holding).status == "sent"
+
+    retried = await outbox.send(email_input("L-2"))
+    assert retried.status == "sent"
+    assert len(outbox.sink.messages) == 2
+    assert "raj@globex.example" in str(outbox.sink.messages[1]["To"])
+    assert (await outbox.row(key)).attempts == 1
+
+
 # --- at most once ------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ from nurture.adapters import metrics, tracing
 from nurture.adapters.database import NOTIFICATION_CADENCE, EmailSend, insert_once, utcnow
 from nurture.adapters.smtp import (
     DeliveryUnknown,
+    NotClaimed,
     PermanentSmtpError,
     SmtpSender,
     TransientSmtpError,
@@ -120,17 +121,27 @@ class Outbox:
         prepared = await prepare()
         if isinstance(prepared, NotSent):
             return await self.finish(row, prepared.status, prepared.detail)
-        if not await self._take(row, prepared):
-            return await self._lost_race(row)
         return await self._hand_over(row, prepared)
 
     async def _hand_over(self, row: EmailSend, letter: Letter) -> am.SendEmailResult:
+        """Take the row and send, the row taken only once the connection is this send's.
+
+        Taken any earlier, a send queued behind others for the worker's one connection
+        would be ``sending`` while nothing was handed over; a crash then (SIGKILL, an OOM)
+        made every such row ``unknown``, lost for good, though none had been sent.
+        """
+
+        async def claim() -> bool:
+            return await self._take(row, letter)
+
         try:
             # The SMTP conversation as the last span of a traced lead (ids only, no address).
             with tracing.span("smtp send", **{"nurture.send_key": row.key}):
                 reply = await self.smtp.send(
-                    letter.message, letter.envelope_from, letter.recipients
+                    letter.message, letter.envelope_from, letter.recipients, claim=claim
                 )
+        except NotClaimed:
+            return await self._lost_race(row)
         except TransientSmtpError as exc:
             row.status = "queued"
             row.error = str(exc)

@@ -12,6 +12,7 @@ import contextlib
 import email.policy
 import io
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import EmailMessage
@@ -39,6 +40,10 @@ class PermanentSmtpError(Exception):
 
 class DeliveryUnknown(Exception):
     """The connection broke after the body was sent: the message may or may not be out."""
+
+
+class NotClaimed(Exception):
+    """The caller's claim said no once the connection was free: nothing was sent."""
 
 
 class SmtpSender:
@@ -99,20 +104,34 @@ class SmtpSender:
             with contextlib.suppress(Exception):
                 client.close()
 
-    async def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> str:
+    async def send(
+        self,
+        message: EmailMessage,
+        sender: str,
+        recipients: list[str],
+        *,
+        claim: Callable[[], Awaitable[bool]] | None = None,
+    ) -> str:
         """Send ``message``; returns the server's reply to the body.
 
         Args:
             message: the message; serialized here, for what the server advertises.
             sender: the envelope sender (MAIL FROM), a bare address.
             recipients: the envelope recipients (RCPT TO), bare addresses.
+            claim: called once the connection is this send's, before a word is written
+                to it; False (another attempt has the message) sends nothing. The
+                outbox marks its row ``sending`` here, so a send that was still waiting
+                for the connection when its process died is known never to have started.
 
         Raises:
+            NotClaimed: ``claim`` said no; nothing was sent.
             TransientSmtpError: nothing was sent; retry.
             PermanentSmtpError: refused for good (5xx), or an address that cannot be sent to.
             DeliveryUnknown: the body may have been sent.
         """
         async with self._lock:
+            if claim is not None and not await claim():
+                raise NotClaimed("another attempt has this message")
             client, options = await self._begin(sender, recipients)
             try:
                 for rcpt in recipients:
