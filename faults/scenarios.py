@@ -38,6 +38,11 @@ from nurture.domain.state import LeadView
 from nurture.settings import load_settings
 
 FINAL_SENDS = ("sent", "unknown", "failed", "skipped")
+# At most once: a process killed while it hands a message over leaves its row `unknown`
+# (surfaced, never resent), whether or not the server kept the message. So the sink's count
+# equals the expected count only when no kill hit a handover; what is checked is that no
+# message is there twice and every one is delivered or surfaced.
+AT_MOST_ONCE = "lead emails at the sink (a kill mid-handover may leave one `unknown`)"
 
 
 @dataclass
@@ -62,6 +67,10 @@ class Result:
 
     def check(self, what: str, expected: object, got: object) -> None:
         self.checks.append((what, expected, got))
+
+    def info(self, what: str, ideal: object, got: object) -> None:
+        """A figure shown beside its ideal that the product cannot promise (not a check)."""
+        self.notes.append(f"{what}: {got} (ideal {ideal})")
 
     @property
     def passed(self) -> bool:
@@ -272,7 +281,7 @@ async def kill_worker(run: Run) -> Result:
         result.check("outbox settled within the bound", True, settled)
         result.check("leads at the end of their cadence", leads, done)
         await account_for_sends(result, stack, db, expected)
-        result.check("lead emails at the sink", expected, result.figures["sink_messages"])
+        result.info(AT_MOST_ONCE, expected, result.figures["sink_messages"])
     finally:
         await db.close()
         stack.stop()
@@ -616,7 +625,7 @@ async def racing(run: Run) -> Result:
             "leads whose score = 2 events", leads, sum(v.score == 2 for v in views.values())
         )
         await account_for_sends(result, stack, db, expected)
-        result.check("lead emails at the sink", expected, result.figures["sink_messages"])
+        result.info(AT_MOST_ONCE, expected, result.figures["sink_messages"])
     finally:
         await db.close()
         stack.stop()
