@@ -274,7 +274,9 @@ async def kill_worker(run: Run) -> Result:
             kills=kills,
             sink_count_at_each_kill=at_kill,
             kills_while_sending=sum(1 for n in at_kill if 0 < n < expected),
+            lead_answers=dict(answers.statuses),
             lead_posts_resent=dict(answers.resent),
+            lead_posts_unanswered=leads - sum(answers.statuses.values()),
             seconds_to_settle=round(time.monotonic() - started),
         )
         result.check("leads taken (202; 200 to a resend after a 503)", leads, taken(answers))
