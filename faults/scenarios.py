@@ -7,13 +7,14 @@ the figures it measured and its checks, each an exact expected count.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import secrets
 import signal
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -230,6 +231,25 @@ async def account_for_sends(
         unknown,
         await unknown_listed(stack) & unknown,
     )
+
+
+@contextlib.asynccontextmanager
+async def postgres_database(run: Run) -> AsyncIterator[str]:
+    """A fresh database on ``run.postgres_url``'s server, dropped afterwards; its URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    admin_url = make_url(run.postgres_url)
+    name = f"faults_{secrets.token_hex(4)}"
+    admin = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as connection:
+        await connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.dispose()
 
 
 # --- 1. SIGKILL the worker ----------------------------------------------------------------
@@ -558,10 +578,17 @@ async def racing(run: Run) -> Result:
     """Two web apps take the same leads and events at the same moment; two workers run them;
     one worker is frozen (SIGSTOP) past the activity timeout so its work is retried by the
     other, then thawed to finish what it held."""
+    # PostgreSQL, the production shape for several processes: on SQLite the frozen worker
+    # may hold the file's one write lock, and every other process then waits and fails.
+    async with postgres_database(run) as url:
+        return await _racing(run, url)
+
+
+async def _racing(run: Run, database_url: str) -> Result:
     result = Result("race")
     leads = run.size(60, 100)
     freeze_s = run.size(0, 130)
-    stack = Stack(run.folder / "race")
+    stack = Stack(run.folder / "race", database_url=database_url)
     stack.start(workers=2, webs=2)
     db = Db(stack.database_url)
     try:
