@@ -236,6 +236,42 @@ async def test_a_send_found_in_flight_becomes_unknown_and_is_not_sent(outbox, se
     assert row.status == "unknown" and "not resent" in (row.error or "")
 
 
+async def test_a_send_still_waiting_for_the_connection_is_sent_by_the_retry(
+    activity_settings, sessions, faulty_sink
+):
+    # A worker killed (SIGKILL) loses every send it was running. One that was still waiting
+    # for a connection of the worker's pool had handed nothing over: it must not be marked
+    # `sending`, so the retry sends it, instead of giving it up as `unknown`.
+    box = make_outbox(activity_settings(), sessions, faulty_sink, connections=1)
+    try:
+        await add_lead(sessions, "L-1", **MIA)
+        await add_lead(sessions, "L-2", email="raj@globex.example")
+        box.sink.data_faults.append(HANG_AFTER_BODY)  # L-1 holds the one connection a second
+        box.sink.hang_seconds = 1.0
+        holding = asyncio.create_task(run(box.acts.send_email, email_input("L-1")))
+        while box.sink.data_seen == 0:
+            await asyncio.sleep(0.01)
+        waiting = asyncio.create_task(run(box.acts.send_email, email_input("L-2")))
+        while box.acts.smtp.waiting == 0:  # rendered, and waiting behind L-1 for the connection
+            await asyncio.sleep(0.01)
+        key = email_input("L-2").key
+        async with sessions() as session:
+            row = await session.scalar(select(EmailSend).where(EmailSend.key == key))
+        assert row is None or row.status == "queued"
+        waiting.cancel()  # the process dies here
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        assert (await holding).status == "sent"
+
+        retried = await box.send(email_input("L-2"))
+        assert retried.status == "sent"
+        assert len(box.sink.messages) == 2
+        assert "raj@globex.example" in str(box.sink.messages[1]["To"])
+        assert (await box.row(key)).attempts == 1
+    finally:
+        await box.acts.smtp.close()
+
+
 # --- at most once ------------------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from nurture.adapters.database import (
 )
 from nurture.adapters.smtp import (
     DeliveryUnknown,
+    NotClaimed,
     PermanentSmtpError,
     SmtpSender,
     TransientSmtpError,
@@ -134,16 +135,7 @@ class Outbox:
             if row is None:
                 row = await self._queued(entry)
             return await self.finish(row, prepared.status, prepared.detail)
-        claimed = await self._claim(entry, row, prepared)
-        if claimed is None:
-            found = await session.scalar(
-                select(EmailSend)
-                .where(EmailSend.key == entry.key)
-                .execution_options(populate_existing=True)
-            )
-            assert found is not None  # claimed by another attempt, so it exists
-            return await self._lost_race(found)
-        return await self._hand_over(claimed, prepared)
+        return await self._hand_over(entry, row, prepared)
 
     async def _queued(self, entry: Entry) -> EmailSend:
         """The entry's row, ``queued`` when new (not committed here)."""
@@ -179,30 +171,56 @@ class Outbox:
         await session.commit()
         return claimed
 
-    async def _hand_over(self, row: EmailSend, letter: Letter) -> am.SendEmailResult:
+    async def _hand_over(
+        self, entry: Entry, row: EmailSend | None, letter: Letter
+    ) -> am.SendEmailResult:
+        """Claim the row and send, the row claimed only once a connection is this send's.
+
+        Claimed any earlier, a send waiting behind others for a connection of the worker's
+        pool would be ``sending`` while nothing was handed over; a crash then (SIGKILL, an
+        OOM) made every such row ``unknown``, lost for good, though none had been sent.
+        """
+        claimed: list[EmailSend] = []
+
+        async def claim() -> bool:
+            taken = await self._claim(entry, row, letter)
+            if taken is not None:
+                claimed.append(taken)
+            return taken is not None
+
         try:
             # The SMTP conversation as the last span of a traced lead (ids only, no address).
-            with tracing.span("smtp send", **{"nurture.send_key": row.key}):
+            with tracing.span("smtp send", **{"nurture.send_key": entry.key}):
                 reply = await self.smtp.send(
-                    letter.message, letter.envelope_from, letter.recipients
+                    letter.message, letter.envelope_from, letter.recipients, claim=claim
                 )
+        except NotClaimed:
+            found = await self.session.scalar(
+                select(EmailSend)
+                .where(EmailSend.key == entry.key)
+                .execution_options(populate_existing=True)
+            )
+            assert found is not None  # claimed by another attempt, so it exists
+            return await self._lost_race(found)
         except TransientSmtpError as exc:
-            row.status = "queued"
-            row.error = str(exc)
+            back = claimed[0]  # the claim comes before any word to the server
+            back.status = "queued"
+            back.error = str(exc)
             await self.session.commit()
             raise ApplicationError(
-                f"temporary SMTP failure, will retry: {redact(str(exc), row.to_address)}",
+                f"temporary SMTP failure, will retry: {redact(str(exc), back.to_address)}",
                 type="TransientSmtpError",
             ) from exc
         except PermanentSmtpError as exc:
             if letter.on_refused is not None:
                 await letter.on_refused(exc)
-            return await self.finish(row, "failed", str(exc))
+            return await self.finish(claimed[0], "failed", str(exc))
         except DeliveryUnknown as exc:
-            return await self.finish(row, "unknown", str(exc))
-        row.smtp_reply = reply
-        row.sent_at = utcnow()
-        return await self.finish(row, "sent", f"accepted by the mail server: {reply}")
+            return await self.finish(claimed[0], "unknown", str(exc))
+        sent = claimed[0]
+        sent.smtp_reply = reply
+        sent.sent_at = utcnow()
+        return await self.finish(sent, "sent", f"accepted by the mail server: {reply}")
 
     async def finish(self, row: EmailSend, status: str, detail: str) -> am.SendEmailResult:
         """Record the outcome; the result's detail goes to Temporal, so without the address.

@@ -12,6 +12,7 @@ import contextlib
 import email.policy
 import io
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.generator import BytesGenerator
 from email.message import EmailMessage
@@ -55,6 +56,10 @@ class _Line:
         self.client: aiosmtplib.SMTP | None = None
 
 
+class NotClaimed(Exception):
+    """The caller's claim said no once the connection was free: nothing was sent."""
+
+
 class SmtpSender:
     """Sends messages over a small pool of connections reused across sends (reconnects as
     needed); each connection carries one message at a time."""
@@ -84,6 +89,8 @@ class SmtpSender:
         self._idle: asyncio.LifoQueue[_Line] = asyncio.LifoQueue()
         for line in reversed(self._lines):
             self._idle.put_nowait(line)
+        # Sends waiting for a free connection (none of them has written a word yet).
+        self.waiting = 0
 
     async def _open(self, line: _Line) -> aiosmtplib.SMTP:
         """A new connection, logged in when credentials are set.
@@ -121,21 +128,39 @@ class SmtpSender:
             with contextlib.suppress(Exception):
                 client.close()
 
-    async def send(self, message: EmailMessage, sender: str, recipients: list[str]) -> str:
+    async def send(
+        self,
+        message: EmailMessage,
+        sender: str,
+        recipients: list[str],
+        *,
+        claim: Callable[[], Awaitable[bool]] | None = None,
+    ) -> str:
         """Send ``message``; returns the server's reply to the body.
 
         Args:
             message: the message; serialized here, for what the server advertises.
             sender: the envelope sender (MAIL FROM), a bare address.
             recipients: the envelope recipients (RCPT TO), bare addresses.
+            claim: called once the connection is this send's, before a word is written
+                to it; False (another attempt has the message) sends nothing. The
+                outbox marks its row ``sending`` here, so a send that was still waiting
+                for the connection when its process died is known never to have started.
 
         Raises:
+            NotClaimed: ``claim`` said no; nothing was sent.
             TransientSmtpError: nothing was sent; retry.
             PermanentSmtpError: refused for good (5xx), or an address that cannot be sent to.
             DeliveryUnknown: the body may have been sent.
         """
-        line = await self._idle.get()
+        self.waiting += 1
         try:
+            line = await self._idle.get()
+        finally:
+            self.waiting -= 1
+        try:
+            if claim is not None and not await claim():
+                raise NotClaimed("another attempt has this message")
             return await self._send(line, message, sender, recipients)
         finally:
             self._idle.put_nowait(line)
