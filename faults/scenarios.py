@@ -589,6 +589,9 @@ async def _racing(run: Run, database_url: str) -> Result:
     leads = run.size(60, 100)
     freeze_s = run.size(0, 130)
     stack = Stack(run.folder / "race", database_url=database_url)
+    # Two workers and two web apps on one PostgreSQL server (100 connections by default,
+    # shared with others): each worker's pool is its activity slots plus 10 (worker.py).
+    stack.env["NURTURE_MAX_CONCURRENT_ACTIVITIES"] = "8"
     stack.start(workers=2, webs=2)
     db = Db(stack.database_url)
     try:

@@ -405,8 +405,11 @@ class Stack:
             capture_output=True,
             text=True,
             timeout=timeout,
-            check=True,
         )
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"starter.py {' '.join(args)}: exit {done.returncode}: {done.stderr}"
+            )
         return done.stdout
 
 
