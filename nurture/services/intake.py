@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -171,7 +172,15 @@ class Intake:
             return replace(started, status="updated", stage=upserted.stage)
         if started.status != "created":
             return replace(started, stage=upserted.stage)
-        first_start = await self.mark_started(lead.id)
+        try:
+            first_start = await self.mark_started(lead.id)
+        except SQLAlchemyError as exc:
+            # Recorded and started: only the note of it failed (the database stayed locked,
+            # or went away, after the start). The contract answers 503 only when nothing
+            # was recorded, so this is a creation; the redelivery sweep finds the row
+            # unmarked, finds its workflow running, and marks it.
+            log.warning("lead %s started, its start not noted yet: %s", lead.id, exc)
+            first_start = not upserted.existed
         if upserted.existed and upserted.facts_changed:
             # Signaled even after a first start: a start that timed out earlier may have
             # made the workflow with the older facts.
