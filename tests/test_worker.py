@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from conftest import free_port
 from sqlalchemy import text
+from test_temporal_outage import temporal_on
 
 from nurture.adapters.schema import migrate
-from worker import build_worker
+from worker import build_worker, connect_when_up
 
 
 async def test_every_activity_slot_can_hold_a_connection_at_once(make_settings, time_env) -> None:  # type: ignore[no-untyped-def]
@@ -92,3 +94,21 @@ async def test_the_worker_sends_the_crm_outbox_beside_its_activities(
         server.close()
         await server.wait_closed()
     assert [b'"to_stage": "mql"' in body for body in received] == [True]
+
+
+async def test_a_worker_started_before_temporal_waits_for_it(make_settings, capfd) -> None:  # type: ignore[no-untyped-def]
+    # Compose (or a reboot) may start the worker before its server: it waits, saying so,
+    # and connects once the server is up on that address, instead of exiting.
+    port = free_port()  # nothing listens here yet
+    settings = make_settings(temporal_address=f"127.0.0.1:{port}")
+    connecting = asyncio.create_task(connect_when_up(settings, cap_s=0.5))
+    for _ in range(600):  # bounded: the first failed attempt is reported within seconds
+        if "waiting for Temporal (attempt 1" in capfd.readouterr().err:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the worker never said it was waiting")
+    assert not connecting.done()
+    async with temporal_on(port):
+        client = await asyncio.wait_for(connecting, timeout=120)
+        assert (await client.count_workflows()).count == 0
