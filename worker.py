@@ -11,7 +11,6 @@ import sys
 from collections.abc import AsyncIterator
 
 from temporalio.client import Client
-from temporalio.runtime import Runtime
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -26,7 +25,7 @@ from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import make_engine, session_factory
 from nurture.adapters.schema import migrate
 from nurture.adapters.smtp import SmtpSender
-from nurture.adapters.temporal import TemporalUnavailable, connect
+from nurture.adapters.temporal import TemporalUnavailable, connect_when_up
 from nurture.settings import Settings, SettingsError, load_settings
 from nurture.workflows.lead import LeadWorkflow
 
@@ -113,34 +112,6 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
                 await sender
         await smtp.close()
         await engine.dispose()
-
-
-# Waits between attempts to reach Temporal at start: doubling from 1 s up to this.
-CONNECT_BACKOFF_CAP_S = 30.0
-
-
-async def connect_when_up(
-    settings: Settings, *, runtime: Runtime | None = None, cap_s: float = CONNECT_BACKOFF_CAP_S
-) -> Client:
-    """Connect to Temporal, waiting for it when it is not up yet.
-
-    A worker often starts beside its server (compose, a host reboot); exiting then would
-    leave every lead waiting for a supervisor to try again. Each failed attempt says so on
-    stderr. Once connected, the SDK itself rides out later outages.
-    """
-    delay, attempt = 1.0, 0
-    while True:
-        try:
-            return await connect(settings, runtime=runtime)
-        except TemporalUnavailable as exc:
-            attempt += 1
-            print(
-                f"waiting for Temporal (attempt {attempt}, again in {delay:.0f} s): {exc}",
-                file=sys.stderr,
-                flush=True,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, cap_s)
 
 
 async def main() -> None:

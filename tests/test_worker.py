@@ -10,7 +10,8 @@ from sqlalchemy import text
 from test_temporal_outage import temporal_on
 
 from nurture.adapters.schema import migrate
-from worker import build_worker, connect_when_up
+from nurture.adapters.temporal import connect_when_up
+from worker import build_worker
 
 
 async def test_every_activity_slot_can_hold_a_connection_at_once(make_settings, time_env) -> None:  # type: ignore[no-untyped-def]

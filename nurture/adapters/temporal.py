@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -112,6 +113,34 @@ async def connect(
             f"cannot reach the Temporal server at {settings.temporal_address} "
             f"(start it with `make run`, or set NURTURE_TEMPORAL_ADDRESS): {exc}"
         ) from exc
+
+
+# Waits between attempts to reach Temporal at start: doubling from 1 s up to this.
+CONNECT_BACKOFF_CAP_S = 30.0
+
+
+async def connect_when_up(
+    settings: Settings, *, runtime: Runtime | None = None, cap_s: float = CONNECT_BACKOFF_CAP_S
+) -> Client:
+    """Connect to Temporal, waiting for it when it is not up yet.
+
+    A worker often starts beside its server (compose, a host reboot); exiting then would
+    leave every lead waiting for a supervisor to try again. Each failed attempt says so on
+    stderr. Once connected, the SDK itself rides out later outages.
+    """
+    delay, attempt = 1.0, 0
+    while True:
+        try:
+            return await connect(settings, runtime=runtime)
+        except TemporalUnavailable as exc:
+            attempt += 1
+            print(
+                f"waiting for Temporal (attempt {attempt}, again in {delay:.0f} s): {exc}",
+                file=sys.stderr,
+                flush=True,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, cap_s)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> None:
