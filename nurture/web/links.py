@@ -325,14 +325,8 @@ async def record_click(
         The event's status, or None when the lead no longer exists (nothing to record).
     """
     now = datetime.now(UTC)
-    lead_id = str(payload.get("l"))
-    key = payload.get("k") if isinstance(payload.get("k"), str) else None
-    data: dict[str, object] = {"url": url}
-    if key:
-        data["key"] = key
-        where = keys.touch_step(key)
-        if where is not None:
-            data["cadence"], data["step"] = where
+    lead_id, key, data = _tracked(payload)
+    data["url"] = url
     async with services.sessions() as session:
         lead = await session.get(LeadRow, lead_id)
         if lead is None or lead.erased_at is not None:
@@ -465,14 +459,7 @@ async def record_open(
         The event's status, or None when there is nothing to record (no such lead, erased).
     """
     now = datetime.now(UTC)
-    lead_id = str(payload.get("l"))
-    key = payload.get("k") if isinstance(payload.get("k"), str) else None
-    data: dict[str, object] = {}
-    if key:
-        data["key"] = key
-        where = keys.touch_step(key)
-        if where is not None:
-            data["cadence"], data["step"] = where
+    lead_id, key, data = _tracked(payload)
     async with services.sessions() as session:
         lead = await session.get(LeadRow, lead_id)
         if lead is None or lead.erased_at is not None:
@@ -491,3 +478,17 @@ async def record_open(
         data=data,
     )
     return (await submit_event(await services.intake(), event)).status
+
+
+def _tracked(payload: dict[str, Any]) -> tuple[str, str | None, dict[str, object]]:
+    """A tracking token's lead, its send's key, and the event data naming that send's step."""
+    lead_id = str(payload.get("l"))
+    found = payload.get("k")
+    key = found if isinstance(found, str) else None
+    data: dict[str, object] = {}
+    if key:
+        data["key"] = key
+        where = keys.touch_step(key)
+        if where is not None:
+            data["cadence"], data["step"] = where
+    return lead_id, key, data
