@@ -4,6 +4,7 @@ a small cadence set written per test, and the worker wired exactly as `worker.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import secrets
@@ -321,3 +322,20 @@ def make_settings(tmp_path: Path, smtp_sink: SmtpSink) -> Callable[..., Settings
         return load_settings(**values)
 
     return build
+
+
+@contextlib.asynccontextmanager
+async def temporal_on(port: int, db_file: Path | None = None) -> AsyncIterator[WorkflowEnvironment]:
+    """A dev server on ``port`` (state kept in ``db_file`` when given)."""
+    env = await WorkflowEnvironment.start_local(
+        port=port,
+        data_converter=pydantic_data_converter,
+        dev_server_existing_path=binary("temporal"),
+        dev_server_database_filename=str(db_file) if db_file else None,
+        search_attributes=search_attribute_keys(),  # type: ignore[arg-type]
+        dev_server_startup_timeout=SERVER_STARTUP,
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()

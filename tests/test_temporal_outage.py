@@ -12,15 +12,13 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from conftest import ROOT, SERVER_STARTUP, binary, free_port, search_attribute_keys
+from conftest import ROOT, free_port, temporal_on
 from harness import running
 from sqlalchemy import select
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 from web_helpers import add_user, asgi_client, log_in, post_signed, wait_until
 
 from nurture.adapters.database import EventRow, LeadRow, make_engine, session_factory
@@ -30,23 +28,6 @@ from nurture.web import create_app
 
 # The sweep runs this often here (30 s in production), so "later" comes soon in a test.
 SWEEP_S = 0.2
-
-
-@contextlib.asynccontextmanager
-async def temporal_on(port: int, db_file: Path | None = None) -> AsyncIterator[WorkflowEnvironment]:
-    """A dev server on ``port`` (state kept in ``db_file`` when given)."""
-    env = await WorkflowEnvironment.start_local(
-        port=port,
-        data_converter=pydantic_data_converter,
-        dev_server_existing_path=binary("temporal"),
-        dev_server_database_filename=str(db_file) if db_file else None,
-        search_attributes=search_attribute_keys(),  # type: ignore[arg-type]
-        dev_server_startup_timeout=SERVER_STARTUP,
-    )
-    try:
-        yield env
-    finally:
-        await env.shutdown()
 
 
 @contextlib.contextmanager

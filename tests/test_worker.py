@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from conftest import free_port
+from conftest import free_port, temporal_on
 from sqlalchemy import text
-from test_temporal_outage import temporal_on
 
 from nurture.adapters.schema import migrate
 from nurture.adapters.temporal import connect_when_up
