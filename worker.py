@@ -25,7 +25,7 @@ from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import make_engine, session_factory
 from nurture.adapters.schema import migrate
 from nurture.adapters.smtp import SmtpSender
-from nurture.adapters.temporal import TemporalUnavailable, connect_when_up
+from nurture.adapters.temporal import connect_when_up
 from nurture.settings import Settings, SettingsError, load_settings
 from nurture.workflows.lead import LeadWorkflow
 
@@ -137,7 +137,7 @@ async def main() -> None:
 if __name__ == "__main__":
     try:
         asyncio.run(main())
-    except (SettingsError, TemporalUnavailable) as exc:
+    except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
