@@ -13,7 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +25,7 @@ from nurture.adapters.database import (
     EventRow,
     LeadRow,
     Opportunity,
+    StageChange,
     Suppression,
     insert_once,
     make_engine,
@@ -104,7 +105,7 @@ async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: st
         await engine.dispose()
 
     assert tables == TABLES | {"alembic_version"}
-    assert version == _head(database_url) == "0009"
+    assert version == _head(database_url) == "0010"
     # The hand-written migration and the ORM models describe the same schema, down to the
     # constraint names that later batch migrations on SQLite will refer to.
     assert diff == []
@@ -396,3 +397,41 @@ async def test_leads_already_nurtured_count_as_started_after_the_upgrade(databas
     finally:
         await engine.dispose()
     assert started["L-run"] is not None and started["L-half"] is None
+
+
+async def test_duplicate_stage_changes_are_folded_into_one_by_the_upgrade(
+    database_url: str,
+) -> None:
+    # Attempts of `record_transition` that ran at once could each add the same transition
+    # before 0010; the upgrade keeps the first row of each and then refuses a second one.
+    await migrate(database_url, "0009")
+    engine = make_engine(database_url)
+    at = datetime(2026, 11, 1, tzinfo=UTC)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO leads (id, fields, stage, score, unsubscribed,"
+                    " do_not_contact, created_at, updated_at) VALUES ('L-1', '{}',"
+                    " 'mql', 0, false, false, :at, :at)"
+                ),
+                {"at": at},
+            )
+            # Through the table, so `at` is stored as the application stores it.
+            table = StageChange.__table__
+            for to_stage, reason in (("mql", "first"), ("mql", "twin"), ("sql", "only")):
+                await connection.execute(
+                    insert(table).values(
+                        lead_id="L-1", cycle=0, to_stage=to_stage, at=at, reason=reason
+                    )
+                )
+        await migrate(database_url)
+        async with async_sessionmaker(engine)() as session:
+            rows = (await session.scalars(select(StageChange).order_by(StageChange.id))).all()
+            kept = [(row.to_stage, row.reason) for row in rows]
+            session.add(StageChange(lead_id="L-1", cycle=0, to_stage="sql", at=at))
+            with pytest.raises(IntegrityError):
+                await session.commit()
+    finally:
+        await engine.dispose()
+    assert kept == [("mql", "first"), ("sql", "only")]

@@ -23,7 +23,14 @@ from temporalio.exceptions import ApplicationError
 
 from nurture.activities.crm import CrmSender
 from nurture.activities.handoff import TaskActivities
-from nurture.adapters.database import CallTask, CrmPost, EmailSend, LeadRow, Opportunity
+from nurture.adapters.database import (
+    CallTask,
+    CrmPost,
+    EmailSend,
+    LeadRow,
+    Opportunity,
+    StageChange,
+)
 from nurture.adapters.smtp import SmtpSender
 from nurture.domain import keys
 from nurture.domain import messages as am
@@ -526,3 +533,23 @@ async def test_one_leads_posts_reach_the_crm_in_order(
     assert sent == [
         ("L-1", "lead.tossed_up"), ("L-2", "lead.tossed_up"), ("L-1", "lead.stage_changed"),
     ]  # fmt: skip
+
+
+async def test_a_transition_is_one_row_however_many_attempts_run_at_once(
+    activity_settings, sessions
+):
+    """A worker frozen past the activity's timeout finishes after its retry started: the
+    attempts race, and the funnel must still count the transition once."""
+    from nurture.activities.storage import StorageActivities
+
+    settings = activity_settings()
+    storage = StorageActivities(sessions, catalog_for(settings), settings)
+    await add_lead(sessions, "L-1", email="mia@initech.example", country="US")
+    await run(storage.record_transition, transition("L-1", "nurturing", "mql"))
+    await run(storage.record_transition, transition("L-1", "nurturing", "mql"))
+    await asyncio.gather(
+        *(run(storage.record_transition, transition("L-1", "mql", "sql")) for _ in range(4))
+    )
+    async with sessions() as session:
+        rows = (await session.scalars(select(StageChange).order_by(StageChange.id))).all()
+    assert [(r.from_stage, r.to_stage) for r in rows] == [("nurturing", "mql"), ("mql", "sql")]

@@ -12,6 +12,7 @@ from nurture.adapters.database import (
     LeadRow,
     Opportunity,
     StageChange,
+    insert_once,
 )
 from nurture.adapters.loader import CadenceSetInvalid
 from nurture.domain import messages as am
@@ -51,28 +52,23 @@ class StorageActivities:
     async def record_transition(self, request: am.TransitionInput) -> None:
         """One stage-change row per transition (idempotent) and the lead's projection."""
         async with self.sessions() as session:
-            exists = await session.scalar(
-                select(StageChange.id).where(
-                    StageChange.lead_id == request.lead_id,
-                    StageChange.cycle == request.cycle,
-                    StageChange.to_stage == request.to_stage,
-                    StageChange.at == request.at,
-                )
+            # Unique by the transition: an attempt running beside another (or after it) finds
+            # the row instead of adding a second one.
+            await insert_once(
+                session,
+                StageChange,
+                {
+                    "lead_id": request.lead_id,
+                    "cycle": request.cycle,
+                    "to_stage": request.to_stage,
+                    "at": request.at,
+                },
+                from_stage=request.from_stage,
+                reason=request.reason,
+                source=request.source,
+                cadence=request.cadence,
+                step=request.step,
             )
-            if exists is None:
-                session.add(
-                    StageChange(
-                        lead_id=request.lead_id,
-                        cycle=request.cycle,
-                        from_stage=request.from_stage,
-                        to_stage=request.to_stage,
-                        at=request.at,
-                        reason=request.reason,
-                        source=request.source,
-                        cadence=request.cadence,
-                        step=request.step,
-                    )
-                )
             lead = await session.get(LeadRow, request.lead_id)
             if lead is not None:
                 lead.stage = request.to_stage

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    UniqueConstraint,
     event,
     false,
     select,
@@ -207,6 +208,9 @@ class StageChange(Base):
     __table_args__ = (
         Index("ix_stage_changes_lead_id_at", "lead_id", "at"),
         Index("ix_stage_changes_to_stage_at", "to_stage", "at"),
+        # One row per transition, however many attempts of its activity run at once (a
+        # worker that froze past the activity's timeout finishes after its retry did).
+        UniqueConstraint("lead_id", "cycle", "to_stage", "at"),
     )
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
