@@ -44,10 +44,15 @@ starts no slice pair that the last pair's duration says would end later; the las
 is then taken where the run stands. ``--nice 10`` runs every process of the benchmark (the
 server, both workers, this script) at a lower priority, for a shared machine.
 
+``bench/parked.py memory`` says where the memory of a cached workflow goes, in Python's heap:
+in one process, ``tracemalloc`` before and after ``--leads`` workflows of each kind park,
+by the file that allocated (RSS is not read there: tracemalloc adds its own).
+
 Run from the repository root::
 
     .venv/bin/python bench/parked.py --counts 2000 --slice 1000 --cache 500   # a quick look
     .venv/bin/python bench/parked.py --counts 10000,50000,100000 --nice 10
+    .venv/bin/python bench/parked.py memory --leads 500
 
 Results are in ``docs/benchmarks.md`` ("Benchmark 5").
 """
@@ -251,6 +256,33 @@ async def run_all(jobs: list[Callable[[], Awaitable[Any]]], concurrency: int) ->
     return time.perf_counter() - started
 
 
+def lead_id(i: int) -> str:
+    return f"PK-{i:06d}"
+
+
+def bare_id(i: int) -> str:
+    return f"parked-bare-{i:06d}"
+
+
+async def add_lead_rows(sessions: Any, first: int, n: int) -> None:
+    """The leads' rows, as ``Intake.submit`` leaves them (written in bulk, not timed)."""
+    from sqlalchemy import insert
+
+    from nurture.adapters.database import LeadRow
+
+    now = datetime.now(UTC)
+    rows = [
+        {"id": lead_id(i), "email": f"pk{i}@example.com", "country": "US",
+         "employees": 2000, "source": "bench", "fields": {}, "account": "example.com",
+         "started_at": now}
+        for i in range(first, first + n)
+    ]  # fmt: skip
+    for chunk in range(0, n, 2000):
+        async with sessions() as session:
+            await session.execute(insert(LeadRow), rows[chunk : chunk + 2000])
+            await session.commit()
+
+
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -287,10 +319,10 @@ async def run(args: argparse.Namespace, folder: Path, procs: list[Proc]) -> None
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "bench"))
     from rollout import PLAYBOOK, write_set
-    from sqlalchemy import func, insert, select
+    from sqlalchemy import func, select
 
     from nurture.adapters.catalog import CadenceCatalog
-    from nurture.adapters.database import LeadRow, StageChange, make_engine, session_factory
+    from nurture.adapters.database import StageChange, make_engine, session_factory
     from nurture.adapters.schema import migrate
     from nurture.adapters.temporal import connect, ensure_search_attributes
     from nurture.domain.events import Event
@@ -379,30 +411,10 @@ async def run(args: argparse.Namespace, folder: Path, procs: list[Proc]) -> None
     sessions = session_factory(engine)
     intake = Intake(settings, client, sessions, CadenceCatalog(cadences_dir, templates_dir))
 
-    def lead_id(i: int) -> str:
-        return f"PK-{i:06d}"
-
-    def bare_id(i: int) -> str:
-        return f"parked-bare-{i:06d}"
-
-    async def add_rows(first: int, n: int) -> None:
-        """The leads' rows, as ``Intake.submit`` leaves them (written in bulk, not timed)."""
-        now = datetime.now(UTC)
-        rows = [
-            {"id": lead_id(i), "email": f"pk{i}@example.com", "country": "US",
-             "employees": 2000, "source": "bench", "fields": {}, "account": "example.com",
-             "started_at": now}
-            for i in range(first, first + n)
-        ]  # fmt: skip
-        for chunk in range(0, n, 2000):
-            async with sessions() as session:
-                await session.execute(insert(LeadRow), rows[chunk : chunk + 2000])
-                await session.commit()
-
     async def start_slice(kind: Kind, n: int) -> None:
         first = kind.started
         if kind.name == "lead":
-            await add_rows(first, n)
+            await add_lead_rows(sessions, first, n)
 
             def job(i: int) -> Callable[[], Awaitable[Any]]:
                 async def go() -> None:
@@ -601,6 +613,139 @@ async def run(args: argparse.Namespace, folder: Path, procs: list[Proc]) -> None
         await engine.dispose()
 
 
+async def memory_breakdown(args: argparse.Namespace) -> None:
+    """``memory``: where a cached, parked workflow's Python memory goes, lead against bare.
+
+    In one process (an in-memory dev server, a worker of each kind in turn, with a cache
+    larger than ``--leads``): ``tracemalloc`` snapshots before and after ``--leads``
+    workflows park, compared by the file that allocated. RSS is not read here (tracemalloc
+    adds its own); the benchmark's RSS figures come from the separate processes.
+    """
+    import gc
+    import linecache
+    import tracemalloc
+
+    from temporalio.common import SearchAttributeKey
+    from temporalio.contrib.pydantic import pydantic_data_converter
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "bench"))
+    from rollout import PLAYBOOK, write_set
+    from sqlalchemy import func, select
+
+    from nurture.adapters.catalog import CadenceCatalog
+    from nurture.adapters.database import StageChange, make_engine, session_factory
+    from nurture.adapters.schema import migrate
+    from nurture.domain.names import SEARCH_ATTRIBUTES
+    from nurture.services.intake import Intake
+    from nurture.settings import load_settings
+    from worker import build_worker
+
+    n = args.leads
+    folder = Path(tempfile.mkdtemp(prefix="nurture-parked-memory-"))
+    temporal = shutil.which("temporal") or shutil.which(
+        "temporal", path=str(Path(sys.executable).parent)
+    )
+    cadences_dir, templates_dir = write_set(folder / "set", PLAYBOOK)
+    database_url = f"sqlite+aiosqlite:///{folder / 'nurture.db'}"
+    settings = load_settings(
+        database_url=database_url, task_queue=LEAD_QUEUE, cadences_dir=cadences_dir,
+        templates_dir=templates_dir, smtp_host=HOST, smtp_port=1,
+        webhook_secret=secrets.token_hex(16), max_cached_workflows=n + 100,
+    )  # fmt: skip
+    await migrate(database_url)
+    makers = {
+        "Keyword": SearchAttributeKey.for_keyword,
+        "Int": SearchAttributeKey.for_int,
+        "Datetime": SearchAttributeKey.for_datetime,
+    }
+    keys = [makers[kind](name) for name, kind in SEARCH_ATTRIBUTES.items()]
+    env = await WorkflowEnvironment.start_local(
+        data_converter=pydantic_data_converter, dev_server_existing_path=temporal,
+        search_attributes=keys,
+    )  # fmt: skip
+    engine = make_engine(database_url, pool_size=args.concurrency)
+    sessions = session_factory(engine)
+    client = env.client
+    intake = Intake(settings, client, sessions, CadenceCatalog(cadences_dir, templates_dir))
+
+    async def park(kind: str, first: int, count: int) -> None:
+        if kind == "lead":
+            await add_lead_rows(sessions, first, count)
+        jobs = [
+            (lambda i=i: intake.start(lead_id(i)))
+            if kind == "lead"
+            else (
+                lambda i=i: client.start_workflow(
+                    ParkedBare.run, id=bare_id(i), task_queue=BARE_QUEUE
+                )
+            )
+            for i in range(first, first + count)
+        ]
+        await run_all(jobs, args.concurrency)
+        while kind == "lead":
+            async with sessions() as session:
+                if await session.scalar(select(func.count()).select_from(StageChange)) >= (
+                    first + count
+                ):
+                    break
+            await asyncio.sleep(0.5)
+        while True:  # this process (the worker) quiet for 2 s: every workflow parked
+            before = proc_cpu(os.getpid())
+            await asyncio.sleep(2)
+            if proc_cpu(os.getpid()) - before < 0.1:
+                break
+
+    def short(path: str) -> str:
+        parts = Path(path).parts
+        if "site-packages" in parts:
+            parts = parts[parts.index("site-packages") + 1 :]
+        elif str(ROOT) in path:
+            parts = Path(path).relative_to(ROOT).parts
+        return "/".join(parts[-3:])
+
+    tracemalloc.start()
+    try:
+        for kind in ("bare", "lead"):
+            made = (
+                build_worker(client, settings)
+                if kind == "lead"
+                else contextlib.nullcontext(
+                    Worker(
+                        client,
+                        task_queue=BARE_QUEUE,
+                        workflows=[ParkedBare],
+                        workflow_runner=UnsandboxedWorkflowRunner(),
+                        max_cached_workflows=n + 100,
+                    )  # fmt: skip
+                )
+            )
+            async with made as worker, worker:
+                await park(kind, 0, 20)  # warm-up
+                gc.collect()
+                before = tracemalloc.take_snapshot()
+                await park(kind, 20, n)
+                gc.collect()
+                after = tracemalloc.take_snapshot()
+            # Not the workflows': tracemalloc's own and linecache's (tracebacks, logs).
+            ignore = [tracemalloc.Filter(False, m.__file__) for m in (tracemalloc, linecache)]
+            stats = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "filename")
+            total = sum(s.size_diff for s in stats)
+            print(f"{kind}: {total / n / 1024:.1f} KiB of Python objects per parked workflow")
+            for stat in stats[:12]:
+                if stat.size_diff > 0:
+                    frame = stat.traceback[0]
+                    print(f"  {stat.size_diff / n / 1024:7.2f} KiB  {short(frame.filename)}")
+            del before, after, stats
+    finally:
+        tracemalloc.stop()
+        await engine.dispose()
+        await env.shutdown()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command")
@@ -609,6 +754,8 @@ def main() -> None:
     helper.add_argument("--queue", required=True)
     helper.add_argument("--cache", type=int, required=True)
     helper.add_argument("--metrics-port", type=int, required=True)
+    memory = sub.add_parser("memory", help="Python memory per parked workflow, by allocating file")
+    memory.add_argument("--leads", type=int, default=1000, help="workflows of each kind")
     parser.add_argument(
         "--counts", default="10000,50000,100000",
         help="checkpoints: workflows of each kind parked so far (cumulative)",
@@ -624,6 +771,9 @@ def main() -> None:
     if args.command == "bare-worker":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(bare_worker(args.address, args.queue, args.cache, args.metrics_port))
+        return
+    if args.command == "memory":
+        asyncio.run(memory_breakdown(args))
         return
     # A SIGTERM stops the run like Ctrl-C: the children (own sessions) are stopped on the way.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
