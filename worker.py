@@ -98,6 +98,7 @@ async def build_worker(client: Client, settings: Settings) -> AsyncIterator[Work
         ],
         workflow_runner=workflow_runner(settings),
         max_concurrent_activities=slots,
+        max_cached_workflows=settings.max_cached_workflows,
     )
     sender: asyncio.Task[None] | None = None
     if settings.crm_webhook_url is not None:

@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     demo_logins: bool = False
     # Activities one worker runs at once; its database pool is sized from this (worker.py).
     max_concurrent_activities: int = Field(default=40, ge=1, le=1000)
+    # Lead workflows one worker keeps in memory between wake-ups (the SDK's sticky cache);
+    # the least recently used is evicted, and replays its history when it wakes again. The
+    # SDK's default, 1,000: memory per cached lead is measured in docs/benchmarks.md.
+    max_cached_workflows: int = Field(default=1000, ge=0, le=1_000_000)
     # Run the lead workflow in Temporal's sandbox (worker.py, "runner"). Off by default: the
     # workflow's logic lives in nurture.domain, which the sandbox passes through unguarded
     # anyway, and the recorded-history replay tests (in the sandbox too) guard determinism.

@@ -16,11 +16,12 @@ from worker import build_worker
 async def test_every_activity_slot_can_hold_a_connection_at_once(make_settings, time_env) -> None:  # type: ignore[no-untyped-def]
     # More slots than SQLAlchemy's default pool (5 + 10): a flood that fills every slot with
     # an activity holding its session must not wait for a connection, nor time out.
-    settings = make_settings(max_concurrent_activities=24)
+    settings = make_settings(max_concurrent_activities=24, max_cached_workflows=50)
     await migrate(settings.database_url)
     async with build_worker(time_env.client, settings) as worker:
         config = worker.config()
         assert config["max_concurrent_activities"] == 24
+        assert config["max_cached_workflows"] == 50  # NURTURE_MAX_CACHED_WORKFLOWS
         # The engine the worker's activities share (every activity object holds the same).
         storage = next(
             a.__self__ for a in config["activities"] if a.__name__ == "record_transition"
