@@ -35,6 +35,7 @@ from aiosmtpd.controller import Controller
 from conftest import free_port
 from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from nurture.activities.email import EmailActivities, message_id
 from nurture.adapters.database import EmailSend, LeadRow, Suppression
@@ -343,6 +344,17 @@ async def test_a_send_stopped_after_the_body_before_its_claim_is_sent_once_by_th
         await retry.acts.smtp.close()
         await dying.acts.smtp.close()
         await tap.stop()
+
+
+async def test_a_send_heartbeats_while_it_runs(outbox, sessions):
+    # The workflow gives send_email a heartbeat timeout: without heartbeats it would fail.
+    await add_lead(sessions, "L-1", **MIA)
+    beats: list[tuple[object, ...]] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    result = await env.run(outbox.acts.send_email, email_input("L-1"))
+    assert result.status == "sent"
+    assert beats
 
 
 # --- at most once ------------------------------------------------------------------------
