@@ -236,3 +236,68 @@ class FaultySink:
         raw = envelope.original_content or envelope.content
         self.messages.append(email.message_from_bytes(raw, policy=email.policy.default))  # type: ignore[arg-type]
         self.mail_options.append(list(envelope.mail_options))
+
+
+class Tap:
+    """A TCP relay in front of a real SMTP server that keeps, per connection, every byte the
+    client wrote: exactly what the server received, in order.
+
+    ``idle`` is set while no connection is open: once a client has closed its connection and
+    the server its own, everything the client wrote has been read (and, if it held no lone
+    dot ending DATA, thrown away) by the server.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.connections: list[bytearray] = []
+        self.open = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> Tap:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        """Once every client has closed (each test closes its sender first)."""
+        await self.idle.wait()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open += 1
+        self.idle.clear()
+        written = bytearray()
+        self.connections.append(written)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            await asyncio.gather(
+                _pipe(reader, up_writer, written), _pipe(up_reader, writer, bytearray())
+            )
+        finally:
+            self.open -= 1
+            if self.open == 0:
+                self.idle.set()
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, keep: bytearray) -> None:
+    try:
+        while data := await source.read(65536):
+            keep.extend(data)
+            sink.write(data)
+            await sink.drain()
+    except OSError:
+        pass
+    finally:
+        sink.close()
+
+
+def data_block(written: bytes) -> bytes:
+    """What a client wrote after DATA on one connection (the message as transmitted)."""
+    head, found, block = bytes(written).partition(b"\r\nDATA\r\n")
+    assert found, f"no DATA command on this connection: {head[-200:]!r}"
+    return block

@@ -24,8 +24,10 @@ from activitysupport import (
     SENDER,
     FaultySink,
     Sessions,
+    Tap,
     add_lead,
     catalog_for,
+    data_block,
     email_input,
     run,
 )
@@ -33,6 +35,7 @@ from aiosmtpd.controller import Controller
 from conftest import free_port
 from sqlalchemy import select
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
 from nurture.activities.email import EmailActivities, message_id
 from nurture.adapters.database import EmailSend, LeadRow, Suppression
@@ -72,11 +75,34 @@ class Outbox:
             return row
 
 
-def make_outbox(settings: Settings, sessions: Sessions, sink: FaultySink, **smtp: object) -> Outbox:
-    sender = SmtpSender(sink.host, sink.port, **smtp)  # type: ignore[arg-type]
+def make_outbox(
+    settings: Settings,
+    sessions: Sessions,
+    sink: FaultySink,
+    sender: SmtpSender | None = None,
+    **smtp: object,
+) -> Outbox:
+    sender = sender or SmtpSender(sink.host, sink.port, **smtp)  # type: ignore[arg-type]
     return Outbox(
         EmailActivities(settings, sessions, sender, catalog_for(settings)), sessions, sink, settings
     )
+
+
+class DiesAtClaim(SmtpSender):
+    """A sender whose process dies when it asks for its claim: ``at_claim`` is set, then the
+    claim never answers, and the test cancels the activity as a SIGKILL would end it."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port)
+        self.at_claim = asyncio.Event()
+
+    async def send(self, message, sender, recipients, *, claim=None):  # type: ignore[no-untyped-def]
+        async def never() -> bool:
+            self.at_claim.set()
+            await asyncio.Event().wait()
+            return False
+
+        return await super().send(message, sender, recipients, claim=never)
 
 
 @pytest.fixture
@@ -270,6 +296,65 @@ async def test_a_send_still_waiting_for_the_connection_is_sent_by_the_retry(
         assert (await box.row(key)).attempts == 1
     finally:
         await box.acts.smtp.close()
+
+
+async def test_a_send_stopped_after_the_body_before_its_claim_is_sent_once_by_the_retry(
+    activity_settings, sessions, faulty_sink
+):
+    # A server takes a message only at the lone dot that ends DATA. A worker killed after it
+    # wrote the whole body, but before it claimed the row and wrote that dot, delivered
+    # nothing: the row must still be `queued`, so the retry sends it, once (not `unknown`).
+    tap = await Tap(faulty_sink.host, faulty_sink.port).start()
+    dying = make_outbox(
+        activity_settings(), sessions, faulty_sink, DiesAtClaim(faulty_sink.host, tap.port)
+    )
+    retry = make_outbox(
+        activity_settings(), sessions, faulty_sink, SmtpSender("127.0.0.1", tap.port)
+    )
+    try:
+        await add_lead(sessions, "L-1", **MIA)
+        request = email_input("L-1")
+        attempt = asyncio.create_task(run(dying.acts.send_email, request))
+        await dying.acts.smtp.at_claim.wait()  # type: ignore[attr-defined]
+        attempt.cancel()  # the process dies here
+        with pytest.raises(asyncio.CancelledError):
+            await attempt
+        await tap.idle.wait()  # its connection is closed, at both ends
+
+        # The server had the envelope and the whole message but its end, and kept nothing.
+        [written] = tap.connections
+        block = data_block(written)
+        assert message_id(request.key, SENDER).encode() in block
+        assert block.endswith(b"--\r\n")  # the closing MIME boundary: the body is all there
+        assert not block.endswith(b"\r\n.\r\n")
+        assert (faulty_sink.data_seen, faulty_sink.messages) == (0, [])
+        async with sessions() as session:
+            row = await session.scalar(select(EmailSend).where(EmailSend.key == request.key))
+        assert row is None or row.status == "queued"
+
+        retried = await retry.send(request)
+        assert retried.status == "sent"
+        [message] = faulty_sink.messages
+        assert message["Message-ID"] == retried.message_id == message_id(request.key, SENDER)
+        row = await retry.row(request.key)
+        assert (row.status, row.attempts) == ("sent", 1)
+        assert (await retry.send(request)).detail == "already sent (no second send)"
+        assert len(faulty_sink.messages) == 1
+    finally:
+        await retry.acts.smtp.close()
+        await dying.acts.smtp.close()
+        await tap.stop()
+
+
+async def test_a_send_heartbeats_while_it_runs(outbox, sessions):
+    # The workflow gives send_email a heartbeat timeout: without heartbeats it would fail.
+    await add_lead(sessions, "L-1", **MIA)
+    beats: list[tuple[object, ...]] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+    result = await env.run(outbox.acts.send_email, email_input("L-1"))
+    assert result.status == "sent"
+    assert beats
 
 
 # --- at most once ------------------------------------------------------------------------

@@ -7,10 +7,11 @@ import email.policy
 from email.message import EmailMessage
 
 import pytest
+from activitysupport import Tap, data_block
 from aiosmtpd.controller import Controller
 from conftest import free_port
 
-from nurture.adapters.smtp import SmtpSender
+from nurture.adapters.smtp import NotClaimed, SmtpSender
 
 
 class PeerSink:
@@ -19,11 +20,13 @@ class PeerSink:
     def __init__(self) -> None:
         self.peers: list[int] = []
         self.subjects: list[str] = []
+        self.texts: list[str] = []
 
     async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
         await asyncio.sleep(0.02)  # a server that takes its time: sends overlap
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         self.subjects.append(str(message["Subject"]))
+        self.texts.append(message.get_content().replace("\r\n", "\n"))
         self.peers.append(session.peer[1])
         return "250 OK queued"
 
@@ -83,6 +86,50 @@ async def test_one_at_a_time_uses_one_connection(peer_sink):
         await sender.close()
     assert len(sink.subjects) == 5
     assert len(set(sink.peers)) == 1
+
+
+async def test_a_lost_claim_closes_the_connection_before_the_dot_and_nothing_is_delivered(
+    peer_sink,
+):
+    # SMTP commits a message at the lone dot that ends DATA. The claim is asked once the
+    # server holds the envelope and the whole body; when it is lost (another attempt has
+    # the message) the connection is closed without that dot, and the server keeps nothing.
+    sink, port = peer_sink
+    tap = await Tap("127.0.0.1", port).start()
+    sender = SmtpSender("127.0.0.1", tap.port, connections=1)
+    asked: list[bytes] = []
+
+    async def lost() -> bool:
+        asked.append(bytes(tap.connections[-1]) if tap.connections else b"")
+        return False
+
+    try:
+        with pytest.raises(NotClaimed):
+            await sender.send(message(1), "hello@acme.example", ["lead1@example.com"], claim=lost)
+        await tap.idle.wait()  # the client closed, and so did the server
+        [written] = tap.connections
+        block = data_block(written)
+        assert b"Subject: message 1\r\n" in block and block.endswith(b"hello\r\n")
+        assert not block.endswith(b"\r\n.\r\n")  # the whole body went out, but not its end
+        assert sink.subjects == []  # so the server delivered nothing
+
+        # The sender goes on, on a new connection; the body is made transparent (RFC 5321
+        # 4.5.2: a line that starts with a dot gets another), so none of it ends the message.
+        dotted = message(2)
+        dotted.set_content("first\n.\n..two dots\n.last\n")
+
+        async def won() -> bool:
+            return True
+
+        reply = await sender.send(dotted, "hello@acme.example", ["lead2@example.com"], claim=won)
+    finally:
+        await sender.close()
+        await tap.stop()
+    assert reply.startswith("250")
+    assert sink.subjects == ["message 2"]
+    assert sink.texts == ["first\n.\n..two dots\n.last\n"]
+    assert len(tap.connections) == 2
+    assert b"\r\n..\r\n...two dots\r\n..last\r\n.\r\n" in tap.connections[1]
 
 
 def test_a_sender_needs_a_connection():

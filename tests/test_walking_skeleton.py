@@ -45,11 +45,20 @@ async def test_two_emails_around_a_two_day_wait(time_env, make_settings, smtp_si
         assert attributes["CadenceStep"] == "(done)"
         assert "NextTouchAt" not in attributes
         # A rest is not an end: the workflow keeps listening.
-        assert (
-            not (await handle.fetch_history())
-            .events[-1]
-            .HasField("workflow_execution_completed_event_attributes")
-        )
+        history = await handle.fetch_history()
+        assert not history.events[-1].HasField("workflow_execution_completed_event_attributes")
+        # Each send heartbeats: a dead worker's send is retried once a heartbeat is 30 s
+        # late, not after the 2-minute start-to-close timeout.
+        scheduled = [
+            event.activity_task_scheduled_event_attributes
+            for event in history.events
+            if event.HasField("activity_task_scheduled_event_attributes")
+        ]
+        sends = [s for s in scheduled if s.activity_type.name == "send_email"]
+        assert [s.heartbeat_timeout.ToTimedelta() for s in sends] == [timedelta(seconds=30)] * 2
+        assert {s.start_to_close_timeout.ToTimedelta() for s in sends} == {timedelta(minutes=2)}
+        others = [s for s in scheduled if s.activity_type.name != "send_email"]
+        assert others and all(s.heartbeat_timeout.ToTimedelta() == timedelta(0) for s in others)
     # Two simulated days passed in far less real time.
     assert time.monotonic() - started < 120
 

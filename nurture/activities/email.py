@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from nurture.activities.heartbeat import heartbeating
 from nurture.activities.outbox import Entry, Letter, NotSent, Outbox, paused_error, redact
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import LeadRow, Suppression, insert_once
@@ -71,12 +72,13 @@ class EmailActivities:
         """Send one cadence email, at most once per key (see :class:`Outbox`).
 
         Returns ``paused`` under the kill switch: the workflow waits and asks again.
+        Heartbeats while it runs (see :mod:`nurture.activities.heartbeat`).
 
         Raises:
             ApplicationError: ``TransientSmtpError``, retryable: nothing was sent, and the
                 outbox row stays ``queued`` for the next attempt.
         """
-        async with self.sessions() as session:
+        async with heartbeating(), self.sessions() as session:
             lead = await session.get(LeadRow, request.lead_id)
             if lead is None or lead.erased_at is not None:
                 return am.SendEmailResult(
@@ -183,11 +185,14 @@ class EmailActivities:
 
     @activity.defn(name=am.NOTIFY)
     async def notify(self, request: am.NotifyInput) -> None:
-        """An alert to SDRs, managers or ``ops`` (everyone in ``team.ops``); once per key."""
+        """An alert to SDRs, managers or ``ops`` (everyone in ``team.ops``); once per key.
+
+        Heartbeats while it runs, as :meth:`send_email` does.
+        """
         playbook = self.catalog.current().playbook
         # The same resolution the lead's history names them by (Team.contacts).
         recipients = list(dict.fromkeys(email for _, email in playbook.team.contacts(request.to)))
-        async with self.sessions() as session:
+        async with heartbeating(), self.sessions() as session:
             if not recipients:
                 activity.logger.info("notification %s: no recipient has an address", request.key)
                 return

@@ -5,11 +5,15 @@ One row per key in ``email_sends`` is the truth, moved through one state machine
     queued ──> sending ──> sent | failed | unknown
        └─────> skipped | failed        (never handed to the mail server)
 
-A row found past ``queued`` is never sent again, whatever Temporal retries. A row found
-``sending`` means an earlier attempt died while handing the message over: its fate is
-unknowable, so it becomes ``unknown`` for a human to decide (``sends list --status
-unknown``). Only one attempt can take a row from ``queued`` to ``sending`` (a
-compare-and-set in the database), so even two overlapping attempts send once.
+A row found past ``queued`` is never sent again, whatever Temporal retries. A row is taken
+to ``sending`` at SMTP's commit point: the server already has the envelope and the whole
+body, and only the dot that ends DATA is still to be written (:mod:`nurture.adapters.smtp`).
+An attempt that dies before that leaves the row ``queued`` and the server discards what it
+read, so the retry sends the message once. A row found ``sending`` means an earlier attempt
+died between writing that dot and recording the answer: its fate is unknowable, so it
+becomes ``unknown`` for a human to decide (``sends list --status unknown``). Only one
+attempt can take a row from ``queued`` to ``sending`` (a compare-and-set in the database),
+so even two overlapping attempts send once.
 
 Results go into the workflow history, so their details never carry a recipient's address
 (CONTRACT.md, "Personal data stays out of Temporal"); the row keeps the server's full words
@@ -151,9 +155,9 @@ class Outbox:
 
         A new row is inserted as ``sending`` (``INSERT ... ON CONFLICT DO NOTHING``: of two
         attempts inserting at once, one wins); a ``queued`` one (a retry after a temporary
-        failure, or after a pause) is taken by :meth:`_take`. Committed before the message
-        is handed over, so a crash mid-send leaves ``sending`` behind: ``unknown``, never
-        resent.
+        failure, or after a pause) is taken by :meth:`_take`. Committed before the dot that
+        ends the message is written, so a crash after it leaves ``sending`` behind:
+        ``unknown``, never resent.
         """
         if row is not None:
             return row if await self._take(row, letter) else None
@@ -174,11 +178,14 @@ class Outbox:
     async def _hand_over(
         self, entry: Entry, row: EmailSend | None, letter: Letter
     ) -> am.SendEmailResult:
-        """Claim the row and send, the row claimed only once a connection is this send's.
+        """Send, the row claimed only at the commit point (the sender calls ``claim``).
 
-        Claimed any earlier, a send waiting behind others for a connection of the worker's
-        pool would be ``sending`` while nothing was handed over; a crash then (SIGKILL, an
-        OOM) made every such row ``unknown``, lost for good, though none had been sent.
+        Claimed any earlier, a send waiting for a connection of the worker's pool, or still
+        in its SMTP transaction, would be ``sending`` while nothing could have been
+        delivered; a crash then (SIGKILL, an OOM) made every such row ``unknown``, lost for
+        good, though none had been sent. A failure before the commit point finds the row
+        unclaimed: a temporary one leaves it ``queued`` (:meth:`_failed_unclaimed`); a
+        refusal for good claims it first, so that only one attempt settles it.
         """
         claimed: list[EmailSend] = []
 
@@ -195,23 +202,23 @@ class Outbox:
                     letter.message, letter.envelope_from, letter.recipients, claim=claim
                 )
         except NotClaimed:
-            found = await self.session.scalar(
-                select(EmailSend)
-                .where(EmailSend.key == entry.key)
-                .execution_options(populate_existing=True)
-            )
-            assert found is not None  # claimed by another attempt, so it exists
-            return await self._lost_race(found)
+            return await self._lost_race(await self._reread(entry))
         except TransientSmtpError as exc:
-            back = claimed[0]  # the claim comes before any word to the server
-            back.status = "queued"
-            back.error = str(exc)
-            await self.session.commit()
+            if claimed:  # refused after the claim (a 4xx to the message): queued again
+                back = claimed[0]
+                back.status = "queued"
+                back.error = str(exc)
+                await self.session.commit()
+            else:
+                await self._failed_unclaimed(entry, str(exc))
+            addresses = _letter_columns(letter)["to_address"]
             raise ApplicationError(
-                f"temporary SMTP failure, will retry: {redact(str(exc), back.to_address)}",
+                f"temporary SMTP failure, will retry: {redact(str(exc), addresses)}",
                 type="TransientSmtpError",
             ) from exc
         except PermanentSmtpError as exc:
+            if not claimed and not await claim():
+                return await self._lost_race(await self._reread(entry))
             if letter.on_refused is not None:
                 await letter.on_refused(exc)
             return await self.finish(claimed[0], "failed", str(exc))
@@ -221,6 +228,29 @@ class Outbox:
         sent.smtp_reply = reply
         sent.sent_at = utcnow()
         return await self.finish(sent, "sent", f"accepted by the mail server: {reply}")
+
+    async def _reread(self, entry: Entry) -> EmailSend:
+        """The entry's row as another attempt left it (it claimed it, so it exists)."""
+        found = await self.session.scalar(
+            select(EmailSend)
+            .where(EmailSend.key == entry.key)
+            .execution_options(populate_existing=True)
+        )
+        assert found is not None
+        return found
+
+    async def _failed_unclaimed(self, entry: Entry, error: str) -> None:
+        """A temporary failure before the claim: the row stays (or becomes) ``queued``,
+        with the attempt counted and its error kept, unless another attempt holds it now."""
+        session = self.session
+        await session.commit()  # end the read transaction: SQLite upgrades a fresh one cleanly
+        await self._queued(entry)
+        await session.execute(
+            update(EmailSend)
+            .where(EmailSend.key == entry.key, EmailSend.status == "queued")
+            .values(attempts=EmailSend.attempts + 1, error=error)
+        )
+        await session.commit()
 
     async def finish(self, row: EmailSend, status: str, detail: str) -> am.SendEmailResult:
         """Record the outcome; the result's detail goes to Temporal, so without the address.
@@ -274,9 +304,9 @@ class Outbox:
     async def _already_done(self, row: EmailSend) -> am.SendEmailResult:
         """The result for a row an earlier attempt already took past ``queued``: never resent.
 
-        ``sending`` means that attempt died while handing the message over (the worker
-        crashed or was cancelled mid-send): whether it went out cannot be known, so it
-        becomes ``unknown`` for a human to decide.
+        ``sending`` means that attempt died after writing the end of the message and before
+        recording the server's answer (the worker crashed or was cancelled then): whether
+        it went out cannot be known, so it becomes ``unknown`` for a human to decide.
         """
         if row.status == "sending":
             row.status = "unknown"

@@ -1,8 +1,12 @@
 """A few reused SMTP connections per worker, with the failure cases told apart.
 
-SMTP has no idempotency key, so what matters is *where* a failure happened: before the
-message body was handed over nothing was sent (safe to retry); after it, the message may
-have gone out, and the truth is unknowable (never resent automatically).
+SMTP has no idempotency key, so what matters is *where* a failure happened. A server takes
+a message only when it reads the line holding a lone dot that ends DATA (RFC 5321, 4.1.1.4)
+and answers it; a connection that ends before that dot delivers nothing, whatever it
+carried. So a send runs MAIL, RCPT, DATA and the whole body first, then asks its caller's
+``claim`` (the outbox takes its row), and only then writes the dot: that one line is the
+commit point. Before it nothing was sent (safe to retry); after it, until the reply, the
+message may have gone out and the truth is unknowable (never resent automatically).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from email.generator import BytesGenerator
 from email.message import EmailMessage
 
 import aiosmtplib
+from aiosmtplib.protocol import PERIOD_REGEX, SMTPProtocol, normalize_message_line_endings
+from aiosmtplib.typing import SMTPStatus
 
 
 class TransientSmtpError(Exception):
-    """A 4xx reply or a connection failure before the body was sent: retry later."""
+    """A 4xx reply, or a connection failure before the end of the message: retry later."""
 
 
 class PermanentSmtpError(Exception):
@@ -39,7 +45,8 @@ class PermanentSmtpError(Exception):
 
 
 class DeliveryUnknown(Exception):
-    """The connection broke after the body was sent: the message may or may not be out."""
+    """The connection broke after the end of the message was sent, before the server's
+    answer: the message may or may not be out."""
 
 
 # Connections one sender keeps: sends run side by side on them (one message at a time each),
@@ -57,7 +64,8 @@ class _Line:
 
 
 class NotClaimed(Exception):
-    """The caller's claim said no once the connection was free: nothing was sent."""
+    """The caller's claim said no at the commit point: the connection was closed before
+    the end of the message, so nothing was sent."""
 
 
 class SmtpSender:
@@ -136,22 +144,24 @@ class SmtpSender:
         *,
         claim: Callable[[], Awaitable[bool]] | None = None,
     ) -> str:
-        """Send ``message``; returns the server's reply to the body.
+        """Send ``message``; returns the server's reply to the end of the message.
 
         Args:
             message: the message; serialized here, for what the server advertises.
             sender: the envelope sender (MAIL FROM), a bare address.
             recipients: the envelope recipients (RCPT TO), bare addresses.
-            claim: called once the connection is this send's, before a word is written
-                to it; False (another attempt has the message) sends nothing. The
-                outbox marks its row ``sending`` here, so a send that was still waiting
-                for the connection when its process died is known never to have started.
+            claim: called at the commit point: once the server has the envelope and the
+                whole body, before the dot that ends DATA. False (another attempt has the
+                message) closes the connection without the dot, so the server discards
+                what it read and nothing is sent. The outbox marks its row ``sending``
+                here, so a send whose process died before that (waiting for a connection,
+                or mid-transaction) is known never to have been delivered, and is retried.
 
         Raises:
             NotClaimed: ``claim`` said no; nothing was sent.
             TransientSmtpError: nothing was sent; retry.
             PermanentSmtpError: refused for good (5xx), or an address that cannot be sent to.
-            DeliveryUnknown: the body may have been sent.
+            DeliveryUnknown: the end of the message was sent, and no answer came.
         """
         self.waiting += 1
         try:
@@ -159,14 +169,25 @@ class SmtpSender:
         finally:
             self.waiting -= 1
         try:
-            if claim is not None and not await claim():
-                raise NotClaimed("another attempt has this message")
-            return await self._send(line, message, sender, recipients)
+            return await self._send(line, message, sender, recipients, claim)
+        except (NotClaimed, TransientSmtpError, PermanentSmtpError, DeliveryUnknown):
+            raise  # each path left the connection clean, or closed it
+        except BaseException:
+            # Cancelled (the activity ended) or the claim failed: the connection may be
+            # anywhere in a transaction, even inside DATA, where any later word would be
+            # body. Closed, never reused; if the dot had not been written, nothing is sent.
+            await self._drop(line)
+            raise
         finally:
             self._idle.put_nowait(line)
 
     async def _send(
-        self, line: _Line, message: EmailMessage, sender: str, recipients: list[str]
+        self,
+        line: _Line,
+        message: EmailMessage,
+        sender: str,
+        recipients: list[str],
+        claim: Callable[[], Awaitable[bool]] | None,
     ) -> str:
         client, options = await self._begin(line, sender, recipients)
         try:
@@ -182,15 +203,54 @@ class SmtpSender:
             await self._reset(line, client)
             raise PermanentSmtpError(553, f"5.1.3 cannot send to this address: {exc}") from exc
         try:
-            response = await client.data(_flatten(message, options))
+            protocol = await self._body(client, _flatten(message, options))
         except aiosmtplib.SMTPResponseException as exc:
-            # The server answered the body with an error: it did not take the message.
+            # DATA itself refused (no 354): nothing of the message was taken.
             await self._reset(line, client)
             raise _classify(exc) from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop(line)
+            raise TransientSmtpError(f"connection lost before the message was sent: {exc}") from exc
+        if claim is not None and not await claim():
+            await self._drop(line)  # no dot: the server throws the partial message away
+            raise NotClaimed("another attempt has this message")
+        # The commit point: the lone dot. A connection found closed here never carried it.
+        try:
+            protocol.write(b".\r\n")
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            await self._drop(line)
+            raise TransientSmtpError(
+                f"connection lost before the end of the message was sent: {exc}"
+            ) from exc
+        try:
+            response = await protocol.read_response(timeout=self._timeout)
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             await self._drop(line)
             raise DeliveryUnknown(f"connection lost while sending the message: {exc}") from exc
+        if response.code != SMTPStatus.completed:
+            # The server answered the message with an error: it did not take it.
+            await self._reset(line, client)
+            raise _classify(aiosmtplib.SMTPDataError(response.code, response.message))
         return f"{response.code} {response.message}"
+
+    async def _body(self, client: aiosmtplib.SMTP, body: bytes) -> SMTPProtocol:
+        """DATA, then the whole message, transparent (RFC 5321, 4.5.2), short of its end.
+
+        What ``client.data`` sends, cut before the final dot: CRLF line endings, a dot
+        doubled at the start of a line (aiosmtplib's own helpers), nothing after.
+
+        Raises:
+            SMTPResponseException: DATA was answered with something other than 354.
+            SMTPServerDisconnected: the connection is gone.
+        """
+        start = await client.execute_command(b"DATA")
+        if start.code != SMTPStatus.start_input:
+            raise aiosmtplib.SMTPDataError(start.code, start.message)
+        protocol = client.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("connection lost after DATA")
+        protocol.write(PERIOD_REGEX.sub(b"..", normalize_message_line_endings(body)))
+        return protocol
 
     async def _begin(
         self, line: _Line, sender: str, recipients: list[str]

@@ -23,6 +23,7 @@ from temporalio.common import (
 )
 
 with workflow.unsafe.imports_passed_through():
+    from nurture.domain import messages as am
     from nurture.domain.cadence import Cadence, Playbook
     from nurture.domain.events import Event
     from nurture.domain.machine import (
@@ -63,6 +64,14 @@ NEXT_TOUCH_AT = SearchAttributeKey.for_datetime("NextTouchAt")
 HISTORY_LIMIT = 1500
 
 ACTIVITY_TIMEOUT = timedelta(minutes=2)
+# The activities that heartbeat while they run (nurture.activities.heartbeat): an attempt
+# whose worker died is retried once a heartbeat is this late, not after ACTIVITY_TIMEOUT.
+# Under a busy event loop a heartbeat can be late with the worker alive; the retry then
+# overlaps the attempt, which the outbox's compare-and-set makes safe (one send at most).
+# Replay-safe without a patch: timeouts are not part of Temporal's determinism check
+# (tests/test_replay.py replays histories recorded before this was set).
+HEARTBEAT_TIMEOUT = timedelta(seconds=30)
+HEARTBEATING = frozenset({am.SEND_EMAIL, am.NOTIFY})
 DEFAULT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=2),
     backoff_coefficient=2.0,
@@ -169,6 +178,9 @@ class LeadWorkflow:
                         command.input,
                         result_type=command.result_type,
                         start_to_close_timeout=ACTIVITY_TIMEOUT,
+                        heartbeat_timeout=(
+                            HEARTBEAT_TIMEOUT if command.activity in HEARTBEATING else None
+                        ),
                         retry_policy=DEFAULT_RETRY,
                         summary=command.summary[:SUMMARY_LIMIT],
                     )
