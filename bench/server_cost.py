@@ -111,6 +111,7 @@ VARIANTS = ("bare", *FACTORS, "input-64k", "all", "lead")
 # module again for every run). SHAPE is filled in from a real lead's history.
 MIMIC_MODULE = "nurture_bench_mimic"
 MIMIC_SOURCE = """
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -119,7 +120,7 @@ from temporalio import activity, workflow
 from temporalio.common import SearchAttributeKey
 
 SHAPE = {shape!r}
-PARKED = [0]  # workflows that reached their parking point (counted once, not on replay)
+PARKED = set()  # ids of the workflows that reached their parking point
 BURN = [0.0]  # seconds of CPU each activity spends in the "slow" variant (set by the bench)
 
 
@@ -139,10 +140,14 @@ class Step:
 
 @activity.defn(name="mimic_step")
 async def step(order: Step) -> str:
-    if order.burn:  # CPU on the event loop's thread, as rendering and the ORM spend it
-        until = time.thread_time() + BURN[0]
-        while time.thread_time() < until:
-            pass
+    if order.burn:  # CPU on the event loop's thread, as rendering and the ORM spend it,
+        spent = 0.0  # in slices of 2 ms between which the loop runs other work
+        while spent < BURN[0]:
+            until = time.thread_time() + min(0.002, BURN[0] - spent)
+            while time.thread_time() < until:
+                pass
+            spent += 0.002
+            await asyncio.sleep(0)
     return "x" * order.result_bytes
 
 
@@ -197,8 +202,7 @@ class Mimic:
         publish()
         await act(2)
         publish()
-        if not workflow.unsafe.is_replaying():
-            PARKED[0] += 1
+        PARKED.add(workflow.info().workflow_id)
         await workflow.wait_condition(lambda: False)  # parked, like a resting lead
 """
 
@@ -429,8 +433,8 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
             async def mimics(variant: str, count: int) -> int:
                 flags = list(FACTORS) if variant == "all" else [variant]
                 pad = "x" * pads.get("input" if variant == "all" else variant, 0)
-                before = mimic.PARKED[0]
                 batch = next(serial)
+                ids = {f"mimic-{batch}-{i}" for i in range(count)}
 
                 async def start(i: int) -> None:
                     order = mimic.Order(flags=[f for f in flags if f != "input-64k"], pad=pad)
@@ -451,9 +455,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
                     )
 
                 await run_all([lambda i=i: start(i) for i in range(count)], conc)
-                await wait_until(
-                    lambda: mimic.PARKED[0] - before >= count, 120 + 2 * count, f"{variant} parked"
-                )
+                await wait_until(lambda: ids <= mimic.PARKED, 120 + 2 * count, f"{variant} parked")
                 return batch
 
             async with bare_worker:
@@ -481,7 +483,8 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
                     await asyncio.sleep(5.0)
                     idle = (usage()[0] - idle0[0]) / (time.perf_counter() - t0) * 1000
                     results.idle_ms_per_s.append(idle)
-                    order = VARIANTS if round_no % 2 == 0 else tuple(reversed(VARIANTS))
+                    chosen = tuple(v for v in VARIANTS if v in args.variants)
+                    order = chosen if round_no % 2 == 0 else tuple(reversed(chosen))
                     print(
                         f"round {round_no + 1}: server idle {idle:.1f} ms of CPU per s; "
                         f"burn {mimic.BURN[0] * 1000:.1f} ms per activity; load "
@@ -523,8 +526,9 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
                             flush=True,
                         )
                     last = results.phases
-                    lead_me, bare_me = last["lead"][-1].me_ms, last["bare"][-1].me_ms
-                    mimic.BURN[0] = max(lead_me - bare_me, 0.0) / 1000 / 3
+                    if last["lead"] and last["bare"]:
+                        lead_me, bare_me = last["lead"][-1].me_ms, last["bare"][-1].me_ms
+                        mimic.BURN[0] = max(lead_me - bare_me, 0.0) / 1000 / 3
     finally:
         await engine.dispose()
         await env.shutdown()
@@ -551,23 +555,32 @@ def report(args: argparse.Namespace, results: Results, shape: dict[str, Any]) ->
     )
     head = (
         f"{'variant':<10} {'server ms/wf':>13} {'÷ bare (each round)':>24} "
-        f"{'idle share ms':>13} {'worker ms/wf':>12} {'server RSS KiB/wf':>17} {'wall s':>7}"
+        f"{'net of idle ÷ bare':>18} {'worker ms/wf':>12} {'server RSS KiB/wf':>17} "
+        f"{'wall s':>7}"
     )
     print(head)
-    for variant in VARIANTS:
+    ran = [v for v in VARIANTS if phases[v]]
+
+    def net(p: Phase, i: int) -> float:
+        return p.server_ms - results.idle_ms_per_s[i] * p.wall / args.workflows
+
+    for variant in ran:
         runs = phases[variant]
         ratios = [p.server_ms / b.server_ms for p, b in zip(runs, phases["bare"], strict=True)]
+        nets = [
+            net(p, i) / net(b, i) for i, (p, b) in enumerate(zip(runs, phases["bare"], strict=True))
+        ]
         print(
             f"{variant:<10} {statistics.mean(p.server_ms for p in runs):13.1f} "
             f"{statistics.mean(ratios):8.2f}x ({', '.join(f'{r:.2f}' for r in ratios)}) "
-            f"{statistics.mean(p.wall for p in runs) * idle / args.workflows:13.1f} "
+            f"{statistics.mean(nets):17.2f}x "
             f"{statistics.mean(p.me_ms for p in runs):12.1f} "
             f"{statistics.mean(p.rss_kib for p in runs):17.1f} "
             f"{statistics.mean(p.wall for p in runs):7.1f}"
         )
     print(
-        "idle share: the server's idle CPU rate times the phase's wall time, per workflow "
-        "(included in the server's figure)"
+        "net of idle: the server's CPU less its idle rate (measured each round) times the "
+        "phase's wall time"
     )
     print()
     print("what the server did per workflow (its counters; means over rounds)")
@@ -579,7 +592,7 @@ def report(args: argparse.Namespace, results: Results, shape: dict[str, Any]) ->
         f"{'variant':<10} {'events':>6} {'KiB':>5} {'persistence ops':>15} "
         f"{'visibility ops':>14} {'tasks polled':>12} {'matched at once':>15}"
     )
-    for variant in VARIANTS:
+    for variant in ran:
         runs = phases[variant]
         polled = mean_counter(variant, "poll_success")
         sync = mean_counter(variant, "poll_success_sync")
@@ -590,9 +603,9 @@ def report(args: argparse.Namespace, results: Results, shape: dict[str, Any]) ->
             f"{polled:12.1f} {sync / polled if polled else 0:14.0%}"
         )
     operations = sorted(
-        {k for v in VARIANTS for p in phases[v] for k in p.counters if k.startswith("op:")}
+        {k for v in ran for p in phases[v] for k in p.counters if k.startswith("op:")}
     )
-    shown = ("bare", "upserts", "slow", "all", "lead")
+    shown = [v for v in ("bare", "upserts", "slow", "all", "lead") if v in ran]
     rows = [
         (op[3:], [mean_counter(v, op) for v in shown])
         for op in operations
@@ -612,10 +625,19 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20, help="starts at once")
     parser.add_argument("--timeout", type=float, default=3600, help="give up after this many s")
     parser.add_argument(
+        "--variants", default=",".join(VARIANTS),
+        help=f"a comma-separated choice among {', '.join(VARIANTS)} (bare is always run)",
+    )  # fmt: skip
+    parser.add_argument("--tree", type=Path, help="run the leads of this source tree instead")
+    parser.add_argument(
         "--database-url",
         help="a PostgreSQL server URL: the app database is a new database there (default: SQLite)",
     )
     args = parser.parse_args()
+    args.variants = {"bare", *args.variants.split(",")}
+    unknown = args.variants - set(VARIANTS)
+    if unknown:
+        raise SystemExit(f"unknown variants: {', '.join(sorted(unknown))}")
     args.app_database = create_database(args.database_url) if args.database_url else None
     args.load_at_start = os.getloadavg()[0]
     port = free_port()
