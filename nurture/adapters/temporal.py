@@ -7,8 +7,8 @@ import asyncio
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
@@ -16,6 +16,7 @@ from temporalio.api.operatorservice.v1 import (
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.runtime import Runtime
 from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 
@@ -157,6 +158,23 @@ async def ensure_search_attributes(client: Client, namespace: str) -> None:
         await client.operator_service.add_search_attributes(
             AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
         )
+
+
+_KEY_MAKERS: dict[str, Callable[[str], SearchAttributeKey[Any]]] = {
+    "Keyword": SearchAttributeKey.for_keyword,
+    "Int": SearchAttributeKey.for_int,
+    "Datetime": SearchAttributeKey.for_datetime,
+}
+
+
+def typed_search_attributes(values: Mapping[str, object]) -> TypedSearchAttributes:
+    """The contract's search attributes named in ``values``, typed as registered."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(_KEY_MAKERS[SEARCH_ATTRIBUTES[name]](name), value)
+            for name, value in values.items()
+        ]
+    )
 
 
 class TemporalGate:

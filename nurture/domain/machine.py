@@ -62,6 +62,8 @@ __all__ = [
     "Publish",
     "Sleep",
     "Wake",
+    "first_published",
+    "search_attribute_values",
     "step_label",
 ]
 
@@ -148,6 +150,40 @@ def step_label(state: LeadState) -> str:
     if state.position is None:
         return ""
     return state.position.step or "(done)"
+
+
+def search_attribute_values(state: LeadState) -> dict[str, str | int | datetime]:
+    """The contract's search attributes for ``state``, by name (no PII: ids, stage, numbers).
+
+    ``NextTouchAt`` is left out when there is no next touch (the driver unsets it).
+    """
+    position = state.position
+    values: dict[str, str | int | datetime] = {
+        "LeadStage": state.stage,
+        "LeadScore": state.score,
+        "LeadGrade": state.grade or "",
+        "Cadence": position.cadence.id if position else "",
+        "CadenceStep": step_label(state),
+        "LeadOwner": state.owner or "",
+        "LeadSource": state.facts.source or "",
+    }
+    if state.next_touch_at is not None:
+        values["NextTouchAt"] = state.next_touch_at
+    return values
+
+
+def first_published(input: LeadInput, now: datetime) -> dict[str, str | int | datetime] | None:
+    """The search attributes a new lead's run publishes before it does anything else.
+
+    A start that carries them spares the run that first upsert (a history event and a
+    visibility write on the server) and shows the lead in list queries from its start.
+    None when the run's first command is not a publish.
+    """
+    machine = LeadMachine(input)
+    command = machine.start(now)
+    if isinstance(command, Publish) and machine.state is not None:
+        return search_attribute_values(machine.state)
+    return None
 
 
 class LeadMachine:

@@ -130,6 +130,9 @@ class LeadInput(BaseModel):
     cadence: Cadence | None = None
     routing_reason: str | None = None
     state: LeadState | None = None
+    # The run's start carries the search attributes it would publish first (intake sets
+    # them; continue-as-new carries the last run's): the driver does not upsert them again.
+    search_attributes_at_start: bool = False
 
 
 class LeadView(BaseModel):

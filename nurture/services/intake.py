@@ -26,12 +26,17 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.adapters.database import LeadRow, insert_or_ignore
-from nurture.adapters.temporal import TemporalGate, TemporalUnavailable
+from nurture.adapters.temporal import (
+    TemporalGate,
+    TemporalUnavailable,
+    typed_search_attributes,
+)
 from nurture.domain.cadence import CadenceSet
 from nurture.domain.conditions import Facts, fields_used
 from nurture.domain.events import MAX_EVENT_ID, PERSONAL_FIELDS, Event, Lead, LeadFacts
 from nurture.domain.events import account_key as account_of
 from nurture.domain.interpreter import entry_cadence
+from nurture.domain.machine import first_published
 from nurture.domain.names import SIGNAL_EVENT, WORKFLOW_NAME, workflow_id
 from nurture.domain.state import LeadInput
 from nurture.services.ingest import EventWriter
@@ -211,19 +216,27 @@ class Intake:
         cadence_id, why = entry_cadence(cadence_set.playbook, Facts(lead=facts, now=now))
         cadence = cadence_set.cadence(cadence_id)
         summary, details = static_summary(lead_id, facts.source, cadence_id, cadence.version, why)
+        input = LeadInput(
+            facts=facts, playbook=cadence_set.playbook, cadence=cadence, routing_reason=why
+        )
+        # The search attributes the run would publish first, set at the start instead: the
+        # run then skips that upsert (see nurture/workflows/lead.py), and list queries find
+        # the lead before a worker has run it. Only what the workflow publishes anyway.
+        try:
+            first = first_published(input, now)
+        except Exception:  # the run fails the same way, visibly, where ops look for it
+            log.exception("lead %s: its first search attributes could not be computed", lead_id)
+            first = None
+        input.search_attributes_at_start = first is not None
         try:
             await self.gate.call(
                 lambda: self.client.start_workflow(
                     WORKFLOW_NAME,
-                    LeadInput(
-                        facts=facts,
-                        playbook=cadence_set.playbook,
-                        cadence=cadence,
-                        routing_reason=why,
-                    ),
+                    input,
                     id=wf_id,
                     static_summary=summary,
                     static_details=details,
+                    search_attributes=typed_search_attributes(first) if first else None,
                     task_queue=self.settings.task_queue,
                     id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,

@@ -15,12 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.common import (
-    RetryPolicy,
-    SearchAttributeKey,
-    SearchAttributePair,
-    TypedSearchAttributes,
-)
+from temporalio.common import RetryPolicy, SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from nurture.domain import messages as am
@@ -35,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         Perform,
         Publish,
         Sleep,
+        search_attribute_values,
         step_label,
     )
     from nurture.domain.names import (
@@ -81,21 +77,15 @@ DEFAULT_RETRY = RetryPolicy(
 )
 
 
-def search_attributes(state: LeadState) -> TypedSearchAttributes:
-    """The contract's search attributes for ``state`` (no PII: ids, stage, numbers)."""
-    position = state.position
-    pairs: list[SearchAttributePair] = [
-        SearchAttributePair(LEAD_STAGE, state.stage),
-        SearchAttributePair(LEAD_SCORE, state.score),
-        SearchAttributePair(LEAD_GRADE, state.grade or ""),
-        SearchAttributePair(CADENCE, position.cadence.id if position else ""),
-        SearchAttributePair(CADENCE_STEP, step_label(state)),
-        SearchAttributePair(LEAD_OWNER, state.owner or ""),
-        SearchAttributePair(LEAD_SOURCE, state.facts.source or ""),
-    ]
-    if state.next_touch_at is not None:
-        pairs.append(SearchAttributePair(NEXT_TOUCH_AT, state.next_touch_at))
-    return TypedSearchAttributes(pairs)
+# The contract's search attributes by name (no PII: ids, stage, numbers); their values are
+# the domain's (`search_attribute_values`).
+KEYS: dict[str, SearchAttributeKey[Any]] = {
+    key.name: key
+    for key in (
+        LEAD_STAGE, LEAD_SCORE, LEAD_GRADE, CADENCE, CADENCE_STEP, LEAD_OWNER, LEAD_SOURCE,
+        NEXT_TOUCH_AT,
+    )
+}  # fmt: skip
 
 
 def current_details(state: LeadState) -> str:
@@ -124,6 +114,14 @@ class LeadWorkflow:
     def __init__(self, input: LeadInput) -> None:
         self.machine = LeadMachine(input, patched=workflow.patched)
         self.published: dict[str, object] = {}
+        # A run whose start carries its search attributes as published (intake sets what the
+        # run publishes first; a continued run carries the last run's) upserts only what
+        # differs: its first publish is no upsert when it would only repeat them. One
+        # history event and one visibility write fewer per lead and per continued run
+        # (docs/benchmarks.md, "Where the server's CPU per lead goes"). Decided by the input,
+        # not by `workflow.patched`, whose marker costs an upsert of its own; runs recorded
+        # before this lack the flag and upsert as they did.
+        self.start_published = input.search_attributes_at_start
 
     # --- handlers: hand input to the machine ----------------------------------------------
 
@@ -195,7 +193,9 @@ class LeadWorkflow:
                     self._publish()
                 case ContinueAsNew():
                     await workflow.wait_condition(workflow.all_handlers_finished)
-                    workflow.continue_as_new(command.input)
+                    workflow.continue_as_new(
+                        command.input.model_copy(update={"search_attributes_at_start": True})
+                    )
                 case Finish():
                     return command.stage
             command = machine.resume(result, now=workflow.now(), history_long=_history_long())
@@ -204,15 +204,27 @@ class LeadWorkflow:
         """Keep search attributes (upserted only when they change) and details in step."""
         state = self.machine.state
         assert state is not None
-        attributes = search_attributes(state)
-        values = {pair.key.name: pair.value for pair in attributes}
+        values: dict[str, object] = dict(search_attribute_values(state))
         if values != self.published:
-            updates = [pair.key.value_set(pair.value) for pair in attributes]
-            if "NextTouchAt" not in values and "NextTouchAt" in self.published:
-                updates.append(NEXT_TOUCH_AT.value_unset())
-            workflow.upsert_search_attributes(updates)
-            self.published = values
+            if not self.published and self.start_published and values == _started_with():
+                self.published = values  # the run's first publish, already there
+            else:
+                updates = [KEYS[name].value_set(value) for name, value in values.items()]
+                if "NextTouchAt" not in values and "NextTouchAt" in self.published:
+                    updates.append(NEXT_TOUCH_AT.value_unset())
+                workflow.upsert_search_attributes(updates)
+                self.published = values
         workflow.set_current_details(current_details(state))
+
+
+def _started_with() -> dict[str, object]:
+    """The contract's search attributes this run has now (before its first upsert: those it
+    was started with)."""
+    return {
+        pair.key.name: pair.value
+        for pair in workflow.info().typed_search_attributes
+        if pair.key.name in KEYS
+    }
 
 
 def _count_holds(kinds: list[str]) -> None:
