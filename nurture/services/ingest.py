@@ -48,6 +48,9 @@ class Taken:
     replay: bool
     fresh: list[bool] = field(default_factory=list)
     leads: list[LeadRow | None] = field(default_factory=list)
+    # For a request that brought a new lead's row: whether this transaction inserted it
+    # (False: the lead existed already, and nothing of it was written).
+    lead_inserted: bool = False
 
 
 @dataclass
@@ -55,6 +58,8 @@ class _Record:
     digest: str | None
     events: Sequence[Event]
     done: asyncio.Future[Taken]
+    # A lead's row (every column a posted lead sets) to insert unless the lead exists.
+    lead: dict[str, Any] | None = None
 
 
 @dataclass
@@ -89,15 +94,27 @@ class EventWriter:
         self._pruned_at: datetime | None = None
         self._last_received: datetime | None = None
 
-    async def take(self, digest: str | None, events: Sequence[Event]) -> Taken:
+    async def take(
+        self,
+        digest: str | None,
+        events: Sequence[Event],
+        *,
+        lead: dict[str, Any] | None = None,
+    ) -> Taken:
         """Write the request's receipt (``digest``; None: no replay guard) and its events,
         as ``parked`` until signaled, in the next transaction.
+
+        ``lead``: a new lead's row (``nurture.services.intake.lead_row``), inserted in the
+        same transaction unless a row with its id exists (``Taken.lead_inserted`` says
+        which); nothing is written for a replay. A new lead then costs its request no
+        transaction of its own: on SQLite, every one of those waited for the database's
+        single write lock, which a busy worker holds most of the time.
 
         Raises:
             SQLAlchemyError, OSError: when the transaction failed: nothing of it is written.
         """
         done: asyncio.Future[Taken] = asyncio.get_running_loop().create_future()
-        self._put(_Record(digest, events, done))
+        self._put(_Record(digest, events, done, lead))
         return await done
 
     async def mark(self, event_id: str, status: str) -> None:
@@ -163,6 +180,7 @@ class EventWriter:
             replays = await _write_receipts(session, dialect, records, now)
             taken = [r for r in records if id(r) not in replays]
             fresh_ids = await self._write_events(session, dialect, taken)
+            new_leads = await _write_leads(session, dialect, taken)
             lead_ids = {e.lead_id for r in taken for e in r.events if e.id in fresh_ids}
             leads = await _leads(session, lead_ids)
             await _write_marks(session, marks, now)
@@ -183,7 +201,12 @@ class EventWriter:
                     leads.get(e.lead_id) if f else None
                     for e, f in zip(record.events, fresh, strict=True)
                 ]
-                result = Taken(replay=False, fresh=fresh, leads=row_of)
+                result = Taken(
+                    replay=False,
+                    fresh=fresh,
+                    leads=row_of,
+                    lead_inserted=id(record) in new_leads,
+                )
             if not record.done.done():
                 record.done.set_result(result)
         for mark in marks:
@@ -275,6 +298,22 @@ async def _write_receipts(
     inserted = set(rows.all())
     replays.update(id(record) for d, record in owners.items() if d not in inserted)
     return replays
+
+
+async def _write_leads(session: AsyncSession, dialect: str, records: list[_Record]) -> set[int]:
+    """Insert the new leads' rows (a lead already there is left as it is); returns the
+    records (by ``id()``) whose row this inserted: of two with one id, the first."""
+    owners: dict[str, _Record] = {}
+    for record in records:
+        if record.lead is not None:
+            owners.setdefault(record.lead["id"], record)
+    if not owners:
+        return set()
+    inserted = await session.scalars(
+        insert_or_ignore(LeadRow.__table__, dialect).returning(LeadRow.id),  # type: ignore[arg-type]
+        [record.lead for record in owners.values() if record.lead is not None],
+    )
+    return {id(owners[lead_id]) for lead_id in inserted.all()}
 
 
 async def _leads(session: AsyncSession, lead_ids: set[str]) -> dict[str, LeadRow]:
