@@ -25,6 +25,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     Dialect,
+    Engine,
     ForeignKey,
     Index,
     Integer,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    create_engine,
     event,
     false,
     select,
@@ -709,6 +711,32 @@ def make_engine(url: str, *, pool_size: int = DEFAULT_POOL_SIZE) -> AsyncEngine:
     engine = create_async_engine(sa_url, hide_parameters=True, **({} if in_memory else pool))
     event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
     return engine
+
+
+def sqlite_file_engine(engine: AsyncEngine) -> Engine | None:
+    """A synchronous engine (one connection) on the same SQLite file as ``engine``, or None
+    when ``engine`` is not on a SQLite file (PostgreSQL, or an in-memory database).
+
+    For a writer that runs a whole transaction in one thread call: through the async driver
+    every statement is a round trip to the event loop, and on a busy loop each one holds
+    SQLite's single write lock, which every other process waits for, a little longer.
+    """
+    url = engine.url
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    if database.startswith("file:") or "mode=memory" in database:
+        return None
+    sync = create_engine(
+        url.set(drivername="sqlite"),
+        hide_parameters=True,
+        pool_size=1,
+        max_overflow=0,
+        # Used from one thread at a time (the caller's own executor), not always the same.
+        connect_args={"check_same_thread": False},
+    )
+    event.listen(sync, "connect", _sqlite_on_connect)
+    return sync
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

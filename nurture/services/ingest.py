@@ -18,15 +18,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
 
-from nurture.adapters.database import EventRow, LeadRow, WebhookReceipt, insert_or_ignore, utcnow
+from nurture.adapters.database import (
+    EventRow,
+    LeadRow,
+    WebhookReceipt,
+    insert_or_ignore,
+    sqlite_file_engine,
+    utcnow,
+)
 from nurture.domain.events import Event
 
 log = logging.getLogger(__name__)
@@ -48,6 +57,9 @@ class Taken:
     replay: bool
     fresh: list[bool] = field(default_factory=list)
     leads: list[LeadRow | None] = field(default_factory=list)
+    # For a request that brought a new lead's row: whether this transaction inserted it
+    # (False: the lead existed already, and nothing of it was written).
+    lead_inserted: bool = False
 
 
 @dataclass
@@ -55,6 +67,8 @@ class _Record:
     digest: str | None
     events: Sequence[Event]
     done: asyncio.Future[Taken]
+    # A lead's row (every column a posted lead sets) to insert unless the lead exists.
+    lead: dict[str, Any] | None = None
 
 
 @dataclass
@@ -88,16 +102,31 @@ class EventWriter:
         self._task: asyncio.Task[None] | None = None
         self._pruned_at: datetime | None = None
         self._last_received: datetime | None = None
+        bind = sessions.kw.get("bind")
+        self._file_engine = sqlite_file_engine(bind) if isinstance(bind, AsyncEngine) else None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-writer")
 
-    async def take(self, digest: str | None, events: Sequence[Event]) -> Taken:
+    async def take(
+        self,
+        digest: str | None,
+        events: Sequence[Event],
+        *,
+        lead: dict[str, Any] | None = None,
+    ) -> Taken:
         """Write the request's receipt (``digest``; None: no replay guard) and its events,
         as ``parked`` until signaled, in the next transaction.
+
+        ``lead``: a new lead's row (``nurture.services.intake.lead_row``), inserted in the
+        same transaction unless a row with its id exists (``Taken.lead_inserted`` says
+        which); nothing is written for a replay. A new lead then costs its request no
+        transaction of its own: on SQLite, every one of those waited for the database's
+        single write lock, which a busy worker holds most of the time.
 
         Raises:
             SQLAlchemyError, OSError: when the transaction failed: nothing of it is written.
         """
         done: asyncio.Future[Taken] = asyncio.get_running_loop().create_future()
-        self._put(_Record(digest, events, done))
+        self._put(_Record(digest, events, done, lead))
         return await done
 
     async def mark(self, event_id: str, status: str) -> None:
@@ -124,6 +153,9 @@ class EventWriter:
             job = self._queue.get_nowait()
             if not job.done.done():
                 job.done.cancel()
+        self._thread.shutdown(wait=True)
+        if self._file_engine is not None:
+            self._file_engine.dispose()
 
     def _put(self, job: _Job) -> None:
         if self._task is None or self._task.done():
@@ -156,18 +188,40 @@ class EventWriter:
         records = [j for j in batch if isinstance(j, _Record) and not j.done.done()]
         marks = [j for j in batch if isinstance(j, _Mark) and not j.done.done()]
         starts = [j for j in batch if isinstance(j, _Started) and not j.done.done()]
-        async with self.sessions() as session:
+
+        def transaction(session: Session) -> _Written:
             dialect = session.get_bind().dialect.name
             now = utcnow()
-            await self._prune(session, now)
-            replays = await _write_receipts(session, dialect, records, now)
+            self._prune(session, now)
+            replays = _write_receipts(session, dialect, records, now)
             taken = [r for r in records if id(r) not in replays]
-            fresh_ids = await self._write_events(session, dialect, taken)
+            fresh_ids = self._write_events(session, dialect, taken)
+            new_leads = _write_leads(session, dialect, taken)
             lead_ids = {e.lead_id for r in taken for e in r.events if e.id in fresh_ids}
-            leads = await _leads(session, lead_ids)
-            await _write_marks(session, marks, now)
-            noted = await _write_starts(session, starts, now)
-            await session.commit()
+            leads = _leads(session, lead_ids)
+            _write_marks(session, marks, now)
+            noted = _write_starts(session, starts, now)
+            return _Written(replays, fresh_ids, new_leads, leads, noted)
+
+        if self._file_engine is not None:
+            # SQLite file: the whole transaction in one call on the writer's own thread, so
+            # the database's write lock is held for the statements alone, not also for the
+            # event loop's turns between them (which, on a busy loop, made it minutes for
+            # the worker's transactions waiting on it).
+            written = await asyncio.get_running_loop().run_in_executor(
+                self._thread, _in_session, self._file_engine, transaction
+            )
+        else:
+            async with self.sessions() as session:
+                written = await session.run_sync(transaction)
+                await session.commit()
+        replays, fresh_ids, new_leads, leads, noted = (
+            written.replays,
+            written.fresh_ids,
+            written.new_leads,
+            written.leads,
+            written.noted,
+        )
         # Answered only now, after the commit: the first of two posts of one id wins.
         claimed: set[str] = set()
         for record in records:
@@ -183,7 +237,12 @@ class EventWriter:
                     leads.get(e.lead_id) if f else None
                     for e, f in zip(record.events, fresh, strict=True)
                 ]
-                result = Taken(replay=False, fresh=fresh, leads=row_of)
+                result = Taken(
+                    replay=False,
+                    fresh=fresh,
+                    leads=row_of,
+                    lead_inserted=id(record) in new_leads,
+                )
             if not record.done.done():
                 record.done.set_result(result)
         for mark in marks:
@@ -195,17 +254,15 @@ class EventWriter:
                 start.done.set_result(start.lead_id in noted)
                 noted.discard(start.lead_id)
 
-    async def _prune(self, session: AsyncSession, now: datetime) -> None:
+    def _prune(self, session: Session, now: datetime) -> None:
         if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
             return
-        await session.execute(
+        session.execute(
             delete(WebhookReceipt).where(WebhookReceipt.seen_at < now - self.receipt_ttl)
         )
         self._pruned_at = now
 
-    async def _write_events(
-        self, session: AsyncSession, dialect: str, records: list[_Record]
-    ) -> set[str]:
+    def _write_events(self, session: Session, dialect: str, records: list[_Record]) -> set[str]:
         rows: dict[str, dict[str, Any]] = {}
         for record in records:
             for event in record.events:
@@ -226,7 +283,7 @@ class EventWriter:
             return set()
         # One statement for any number of rows, compiled once: SQLAlchemy batches the rows
         # into multi-row VALUES itself ("insertmanyvalues"), RETURNING the ids inserted.
-        inserted = await session.scalars(
+        inserted = session.scalars(
             insert_or_ignore(EventRow.__table__, dialect).returning(EventRow.id),  # type: ignore[arg-type]
             list(rows.values()),
         )
@@ -242,6 +299,22 @@ class EventWriter:
         return now
 
 
+@dataclass
+class _Written:
+    replays: set[int]
+    fresh_ids: set[str]
+    new_leads: set[int]
+    leads: dict[str, LeadRow]
+    noted: set[str]
+
+
+def _in_session(engine: Engine, transaction: Callable[[Session], _Written]) -> _Written:
+    with Session(engine, expire_on_commit=False) as session:
+        written = transaction(session)
+        session.commit()
+        return written
+
+
 def _size(job: _Job) -> int:
     return len(job.events) if isinstance(job, _Record) else 1
 
@@ -253,8 +326,8 @@ def _fail(job: _Job, exc: Exception) -> None:
         job.done.set_exception(exc)
 
 
-async def _write_receipts(
-    session: AsyncSession, dialect: str, records: list[_Record], now: datetime
+def _write_receipts(
+    session: Session, dialect: str, records: list[_Record], now: datetime
 ) -> set[int]:
     """Insert the batch's receipts; returns the records that are replays (by ``id()``)."""
     owners: dict[str, _Record] = {}
@@ -268,7 +341,7 @@ async def _write_receipts(
             owners[record.digest] = record
     if not owners:
         return replays
-    rows = await session.scalars(
+    rows = session.scalars(
         insert_or_ignore(WebhookReceipt.__table__, dialect).returning(WebhookReceipt.digest),  # type: ignore[arg-type]
         [{"digest": d, "seen_at": now} for d in owners],
     )
@@ -277,35 +350,51 @@ async def _write_receipts(
     return replays
 
 
-async def _leads(session: AsyncSession, lead_ids: set[str]) -> dict[str, LeadRow]:
+def _write_leads(session: Session, dialect: str, records: list[_Record]) -> set[int]:
+    """Insert the new leads' rows (a lead already there is left as it is); returns the
+    records (by ``id()``) whose row this inserted: of two with one id, the first."""
+    owners: dict[str, _Record] = {}
+    for record in records:
+        if record.lead is not None:
+            owners.setdefault(record.lead["id"], record)
+    if not owners:
+        return set()
+    inserted = session.scalars(
+        insert_or_ignore(LeadRow.__table__, dialect).returning(LeadRow.id),  # type: ignore[arg-type]
+        [record.lead for record in owners.values() if record.lead is not None],
+    )
+    return {id(owners[lead_id]) for lead_id in inserted.all()}
+
+
+def _leads(session: Session, lead_ids: set[str]) -> dict[str, LeadRow]:
     found: dict[str, LeadRow] = {}
     ids = sorted(lead_ids)
     for start in range(0, len(ids), ROWS_PER_STATEMENT):
         chunk = ids[start : start + ROWS_PER_STATEMENT]
-        rows = await session.scalars(select(LeadRow).where(LeadRow.id.in_(chunk)))
+        rows = session.scalars(select(LeadRow).where(LeadRow.id.in_(chunk)))
         found.update((row.id, row) for row in rows.all())
     return found
 
 
-async def _write_marks(session: AsyncSession, marks: list[_Mark], now: datetime) -> None:
+def _write_marks(session: Session, marks: list[_Mark], now: datetime) -> None:
     by_status: dict[str, list[str]] = {}
     for mark in marks:
         by_status.setdefault(mark.status, []).append(mark.event_id)
     for status, ids in by_status.items():
         for start in range(0, len(ids), ROWS_PER_STATEMENT):
-            await session.execute(
+            session.execute(
                 update(EventRow)
                 .where(EventRow.id.in_(ids[start : start + ROWS_PER_STATEMENT]))
                 .values(status=status, delivered_at=now if status == "delivered" else None)
             )
 
 
-async def _write_starts(session: AsyncSession, starts: list[_Started], now: datetime) -> set[str]:
+def _write_starts(session: Session, starts: list[_Started], now: datetime) -> set[str]:
     """Set ``started_at`` of the leads not marked yet; returns the ids this batch marked."""
     ids = sorted({start.lead_id for start in starts})
     noted: set[str] = set()
     for first in range(0, len(ids), ROWS_PER_STATEMENT):
-        marked = await session.scalars(
+        marked = session.scalars(
             update(LeadRow)
             .where(LeadRow.id.in_(ids[first : first + ROWS_PER_STATEMENT]))
             .where(LeadRow.started_at.is_(None))

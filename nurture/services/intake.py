@@ -198,9 +198,33 @@ class Intake:
             stage=upserted.stage,
         )
 
-    async def start(self, lead_id: str, *, now: datetime | None = None) -> IntakeResult:
+    async def start_inserted(self, lead: Lead, *, now: datetime | None = None) -> IntakeResult:
+        """Start the workflow of a new lead whose row the caller has just inserted, exactly
+        as posted (:func:`lead_row`), so its facts are the posted lead's, not read back.
+
+        The web app's path for a new lead: its row joined the request's receipt in the
+        writer's transaction (:meth:`nurture.services.ingest.EventWriter.take`). The result
+        is as :meth:`submit`'s: ``created`` for the call that marks it started first.
+        """
+        started = await self.start(lead.id, now=now, facts=lead.facts())
+        if started.status != "created":
+            return started
+        try:
+            first_start = await self.mark_started(lead.id)
+        except SQLAlchemyError as exc:
+            # As in submit: started; the sweep notes it. This call inserted the row.
+            log.warning("lead %s started, its start not noted yet: %s", lead.id, exc)
+            first_start = True
+        return replace(started, status="created" if first_start else "updated")
+
+    async def start(
+        self, lead_id: str, *, now: datetime | None = None, facts: LeadFacts | None = None
+    ) -> IntakeResult:
         """Start the lead's workflow from its row (or find it running): ``created``,
         ``closed`` (it completed), or ``pending_start`` when Temporal cannot be reached.
+
+        ``facts``: the lead's facts when the caller knows them as stored (else read from
+        its row).
 
         Does not mark the row started: :meth:`submit` and the redelivery sweep
         (:func:`nurture.services.parked.start_waiting`) do, with :meth:`mark_started`.
@@ -208,7 +232,8 @@ class Intake:
         now = now or datetime.now(UTC)
         cadence_set = self.catalog.current()
         wf_id = workflow_id(lead_id)
-        facts = await self._facts(lead_id)
+        if facts is None:
+            facts = await self._facts(lead_id)
         used = self.rule_fields()
         facts = facts.model_copy(
             update={"fields": {k: v for k, v in facts.fields.items() if k in used}}
@@ -382,6 +407,15 @@ class Intake:
             row = await session.get(LeadRow, lead_id)
             assert row is not None
             return lead_from_row(row).facts()
+
+
+def lead_row(lead: Lead) -> dict[str, Any]:
+    """The row of a new lead, every column a posted lead sets (unset ones empty), as
+    :meth:`Intake._upsert` would write it: for an ``INSERT`` of many rows at once."""
+    row: dict[str, Any] = {name: getattr(lead, name) for name in Lead.model_fields}
+    row["fields"] = dict(lead.fields or {})
+    row["account"] = account_of(lead.email, lead.company)
+    return row
 
 
 def _decision_view(row: LeadRow) -> dict[str, object]:

@@ -60,8 +60,12 @@ class LeadSubmitted:
         return len(self.delivered_ids)
 
 
-async def submit_lead(intake: Intake, lead: Lead) -> LeadSubmitted:
+async def submit_lead(intake: Intake, lead: Lead, *, inserted: bool = False) -> LeadSubmitted:
     """Create or update ``lead`` (see :meth:`Intake.submit`), then deliver its parked events.
+
+    ``inserted``: the caller has just inserted the lead's row as posted
+    (:func:`nurture.services.intake.lead_row`); only its workflow is left to start
+    (:meth:`Intake.start_inserted`).
 
     Delivery runs for an update too: it costs one query, and it finishes the job when an
     earlier creation stopped between starting the workflow and delivering. A lead waiting
@@ -70,26 +74,28 @@ async def submit_lead(intake: Intake, lead: Lead) -> LeadSubmitted:
     Raises:
         CadenceSetInvalid, SQLAlchemyError: as :meth:`Intake.submit` does.
     """
-    result = await intake.submit(lead)
+    result = await (intake.start_inserted(lead) if inserted else intake.submit(lead))
     delivered: list[str] = []
     if result.status in ("created", "updated"):
-        delivered = await deliver_parked(intake, lead.id)
+        delivered = await deliver_parked(intake, lead.id, started=True)
     return LeadSubmitted(result, delivered)
 
 
-async def deliver_parked(intake: Intake, lead_id: str) -> list[str]:
+async def deliver_parked(intake: Intake, lead_id: str, *, started: bool = False) -> list[str]:
     """Signal the lead's parked events to its workflow, oldest first; returns the ids this
     call delivered (not those another request or the sweep had in hand).
 
-    Nothing happens for a lead that does not exist or waits to start. An event that cannot
-    be delivered because the workflow is not there stays parked (or, for a won or closed
-    lead, is marked `recorded`); when Temporal cannot be reached the loop stops with the
-    rest still parked, for the next sweep.
+    Nothing happens for a lead that does not exist or waits to start (``started``: the
+    caller has just started it, so its row need not be read to know). An event that
+    cannot be delivered because the workflow is not there stays parked (or, for a won or
+    closed lead, is marked `recorded`); when Temporal cannot be reached the loop stops
+    with the rest still parked, for the next sweep.
     """
     async with intake.sessions() as session:
-        lead = await session.get(LeadRow, lead_id)
-        if lead is None or lead.waiting_to_start:
-            return []
+        if not started:
+            lead = await session.get(LeadRow, lead_id)
+            if lead is None or lead.waiting_to_start:
+                return []
         rows = (
             await session.scalars(
                 select(EventRow)

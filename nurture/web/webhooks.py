@@ -4,11 +4,13 @@ Order of work for every request, each step refusing before the next one runs:
 
 1. read at most :data:`MAX_BODY_BYTES` of raw body (413);
 2. verify ``X-Nurture-Signature`` on those exact bytes (401);
-3. refuse a replay: a request whose signed ``"<t>.<body>"`` was already taken in is answered
+3. parse and validate the whole body (422 naming every bad field; a batch is all or nothing);
+4. refuse a replay: a request whose signed ``"<t>.<body>"`` was already taken in is answered
    200 ``duplicate`` and has no effect (table ``webhook_receipts``, shared by both routes);
-4. parse and validate the whole body (422 naming every bad field; a batch is all or nothing);
-5. record durably, then signal (``nurture.services.parked``); 503 only when nothing could be
-   recorded.
+   the receipt is written in one transaction with what the request records (its events, or
+   a new lead's row);
+5. record durably, then start or signal (``nurture.services.parked``); 503 only when
+   nothing could be recorded.
 
 A request that was not taken in (refused, or failed) is forgotten again, so the sender's
 resend of the very same bytes is not mistaken for a replay.
@@ -46,7 +48,7 @@ from nurture.adapters.temporal import TemporalUnavailable
 from nurture.domain.events import Event, IncomingEvent, Lead
 from nurture.domain.names import workflow_id
 from nurture.services.ingest import Taken
-from nurture.services.intake import Intake
+from nurture.services.intake import Intake, lead_row
 from nurture.services.parked import FINAL_STAGES, accept_recorded, submit_lead
 from nurture.settings import SettingsError
 from nurture.web.common import Services, ServicesDep
@@ -228,20 +230,25 @@ async def verified_body(request: Request, services: ServicesDep) -> tuple[bytes,
 
 
 class Receipt:
-    """A signed request taken in once: ``first`` is False for a replay."""
+    """A signed request taken in once: ``first`` is False for a replay; ``lead_inserted``:
+    the new lead's row given to :func:`receipt` was inserted with it."""
 
-    def __init__(self, first: bool) -> None:
+    def __init__(self, first: bool, lead_inserted: bool = False) -> None:
         self.first = first
+        self.lead_inserted = lead_inserted
         self.keep = True
 
 
 @asynccontextmanager
-async def receipt(services: Services, timestamp: int, body: bytes) -> AsyncIterator[Receipt]:
+async def receipt(
+    services: Services, timestamp: int, body: bytes, *, lead: dict[str, Any] | None = None
+) -> AsyncIterator[Receipt]:
     """Remember the signed request ``"<t>.<body>"``; forget it when not taken in.
 
     Yields ``first=False`` when it was already taken in (a replay, or the sender's resend
     of a request that worked). When the block raises, or sets ``keep = False``, the receipt
-    is dropped, so a resend of a refused or failed request is handled again.
+    is dropped, so a resend of a refused or failed request is handled again. ``lead``: a
+    new lead's row, inserted with the receipt unless the lead exists (not for a replay).
 
     Raises:
         WebhookRefused: 503 when the database cannot be reached.
@@ -250,11 +257,12 @@ async def receipt(services: Services, timestamp: int, body: bytes) -> AsyncItera
     try:
         # Through the writer (nurture.services.ingest): the receipt joins its next
         # transaction with other requests' writes, and it prunes old receipts.
-        first = not (await services.writer.take(digest, [])).replay
+        taken = await services.writer.take(digest, [], lead=lead)
     except (SQLAlchemyError, OSError) as exc:
         log.warning("webhook not taken: %s", exc, exc_info=True)
         raise _unavailable("the database is unavailable") from None
-    state = Receipt(first)
+    first = not taken.replay
+    state = Receipt(first, taken.lead_inserted)
     try:
         yield state
     except BaseException:
@@ -487,8 +495,16 @@ RECORDING_FAILURES = (SQLAlchemyError, OSError, RPCError, TemporalUnavailable, C
 async def post_lead(request: Request, services: ServicesDep) -> JSONResponse:
     """Create the lead (202) or update it (200); its parked events are delivered in order."""
     body, timestamp = await verified_body(request, services)
-    async with receipt(services, timestamp, body) as taken:
-        lead = validate_lead(parse_json(body))
+    # Validated before the replay check: the answer is the same either way (a refused
+    # request leaves no receipt), and a new lead's row can then be written in the receipt's
+    # own transaction instead of one of its own.
+    lead = validate_lead(parse_json(body))
+    try:
+        # Refuse before any write when the cadence files are broken (as Intake.submit does).
+        (await services.intake()).catalog.current()
+    except RECORDING_FAILURES as exc:
+        raise _unavailable(_why(exc), "the lead was not taken in") from None
+    async with receipt(services, timestamp, body, lead=lead_row(lead)) as taken:
         if not taken.first:
             replay = LeadAccepted(
                 lead_id=lead.id,
@@ -497,19 +513,22 @@ async def post_lead(request: Request, services: ServicesDep) -> JSONResponse:
                 parked_delivered=0,
             )
             return JSONResponse(replay.model_dump(mode="json"), status_code=200)
-        return await _take_lead(services, lead)
+        return await _take_lead(services, lead, inserted=taken.lead_inserted)
 
 
-async def _take_lead(services: Services, lead: PostedLead) -> JSONResponse:
+async def _take_lead(services: Services, lead: PostedLead, *, inserted: bool) -> JSONResponse:
+    """Start a lead whose row the request's transaction ``inserted``; or create or update
+    one that existed (or was posted at the same moment) along the general path."""
     try:
-        async with services.sessions() as session:
-            existing = await session.get(LeadRow, lead.id)
-            stage = existing.stage if existing is not None else None
-        if stage in FINAL_STAGES:
-            # Refused before any write: a won or closed (maybe erased) lead's row stays as is.
-            raise _conflict(lead.id, str(stage))
+        if not inserted:
+            async with services.sessions() as session:
+                existing = await session.get(LeadRow, lead.id)
+                stage = existing.stage if existing is not None else None
+            if stage in FINAL_STAGES:
+                # Refused before any write: a won or closed (maybe erased) lead's row stays.
+                raise _conflict(lead.id, str(stage))
         intake = await services.intake()
-        submitted = await submit_lead(intake, lead)
+        submitted = await submit_lead(intake, lead, inserted=inserted)
     except RECORDING_FAILURES as exc:
         log.warning("lead %s not taken: %s", lead.id, exc, exc_info=True)
         raise _unavailable(_why(exc), "the lead was not taken in") from None
