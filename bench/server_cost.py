@@ -165,10 +165,8 @@ class Mimic:
         points = iter(range(len(SHAPE["upserts"])))
 
         def publish():
-            point = next(points, None)
-            if point is None:
-                return
-            if "upserts" in flags:
+            point = next(points)
+            if "upserts" in flags and SHAPE["upserts"][point] is not None:
                 updates = []
                 for name, kind, value in SHAPE["upserts"][point]:
                     key = _key(name, kind)
@@ -217,9 +215,18 @@ def lead_shape(history: WorkflowHistory) -> dict[str, Any]:
     start's summary and details, each activity's input and result bytes and summary, the
     timer's summary, and every search-attribute upsert (name, type, value)."""
     events = json.loads(history.to_json())["events"]
-    shape: dict[str, Any] = {"activities": [], "upserts": [], "timer": None}
+    # The mimic can publish in 4 of its 5 workflow tasks, as the lead's shape does: the 1st
+    # (before its first activity), the 3rd (before the timer), the 4th (after it) and the 5th
+    # (after the last activity). An upsert costs by the workflow task it is in: the server
+    # writes visibility once per task that changed it (the first task writes the worker's
+    # build id anyway), so each upsert is copied into the task of the same rank.
+    shape: dict[str, Any] = {"activities": [], "upserts": [None] * 4, "timer": None}
     results: dict[str, int] = {}
+    tasks: list[str] = []  # the ids of the workflow-task-completed events, in order
+    points = {1: 0, 3: 1, 4: 2, 5: 3}  # the rank of a workflow task -> the mimic's point
     for event in events:
+        if "workflowTaskCompletedEventAttributes" in event:
+            tasks.append(event["eventId"])
         meta = event.get("userMetadata", {})
         summary = _text(meta["summary"]) if "summary" in meta else None
         if "workflowExecutionStartedEventAttributes" in event:
@@ -243,16 +250,17 @@ def lead_shape(history: WorkflowHistory) -> dict[str, Any]:
             shape["timer"] = summary
         elif attrs := event.get("upsertWorkflowSearchAttributesEventAttributes"):
             fields = attrs["searchAttributes"]["indexedFields"]
-            shape["upserts"].append(
-                [
-                    [name, base64.b64decode(p["metadata"]["type"]).decode(), _text(p)]
-                    for name, p in sorted(fields.items())
-                ]
-            )
+            rank = tasks.index(attrs["workflowTaskCompletedEventId"]) + 1
+            if rank not in points or shape["upserts"][points[rank]] is not None:
+                raise SystemExit(f"the lead upserts in its workflow task {rank}: not mimicked")
+            shape["upserts"][points[rank]] = [
+                [name, base64.b64decode(p["metadata"]["type"]).decode(), _text(p)]
+                for name, p in sorted(fields.items())
+            ]
     for activity in shape["activities"]:
         activity["result"] = results.get(activity.pop("id"), 0)
-    if len(shape["activities"]) != 3 or len(shape["upserts"]) > 4:
-        raise SystemExit(f"the lead's shape changed; the mimic assumes 3 activities: {shape}")
+    if len(shape["activities"]) != 3 or len(tasks) != 5:
+        raise SystemExit(f"the lead's shape changed; the mimic has 3 activities, 5 tasks: {shape}")
     return shape
 
 
@@ -283,6 +291,10 @@ def scrape(url: str) -> Counter[str]:
                     operation = labels.split('operation="', 1)[1].split('"', 1)[0]
                     totals[f"op:{operation}"] += float(value)
     return totals
+
+
+def upserts_of(shape: dict[str, Any]) -> int:
+    return sum(upsert is not None for upsert in shape["upserts"])
 
 
 def proc_rss_mib(pid: int | None) -> float:
@@ -415,7 +427,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
             sys.path.insert(0, str(folder))
             mimic = importlib.import_module(MIMIC_MODULE)
             print(
-                f"  a lead: start input {shape['input']} B, {len(shape['upserts'])} upserts, "
+                f"  a lead: start input {shape['input']} B, {upserts_of(shape)} upserts, "
                 f"activities {[(a['name'], a['input'], a['result']) for a in shape['activities']]}",
                 flush=True,
             )
@@ -548,7 +560,7 @@ def report(args: argparse.Namespace, results: Results, shape: dict[str, Any]) ->
     )
     print(f"machine: {cpu_model()}, Linux {platform.release()}")
     print(
-        f"a lead's history: start input {shape['input']} B, {len(shape['upserts'])} upserts, "
+        f"a lead's history: start input {shape['input']} B, {upserts_of(shape)} upserts, "
         f"activities (input B, result B) "
         f"{[(a['input'], a['result']) for a in shape['activities']]}; "
         f"server idle: {idle:.1f} ms of CPU per s"
