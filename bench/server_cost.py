@@ -11,15 +11,15 @@ time, on the same server, in the same run:
   late in life carries (``bench/history.py``);
 - ``start``: started as intake starts a lead (static summary and details, id conflict and
   reuse policies);
-- ``upserts``: the lead's search-attribute upserts, the same attributes and values at the
-  same points (copied from the real lead's history);
+- ``upserts``: the lead's search-attribute upserts, the same attributes and values, each in
+  the workflow task of the same rank (copied from the real lead's history);
 - ``details``: ``set_current_details`` at those points;
 - ``payloads``: activity inputs and results of the real lead's sizes;
 - ``summaries``: the real lead's activity and timer summaries;
 - ``slow``: the worker spends, in the workflow's activities, the CPU that the lead's worker
-  spends on a lead beyond the bare one (blocking the event loop, as rendering and the ORM
-  do), so the workflow's tasks wait for a busy worker as the lead's do; nothing the server
-  sees changes;
+  spends on a lead beyond the bare one (on the event loop, in 2 ms slices, as rendering and
+  the ORM spend it), so the workflow's tasks wait for a busy worker as the lead's do;
+  nothing the server sees changes;
 - ``all``: everything above at once except ``input-64k``; it should cost what a lead costs;
 - ``email``: the worker's side: the bare workflow's activities do the lead's real work
   through the product's own activities (the transition row, rendering, MIME, the outbox,
@@ -31,16 +31,17 @@ time, on the same server, in the same run:
 
 Each phase starts N workflows, 20 at once, waits until each has parked after its last
 activity, then 1 s more. Per phase: the server's CPU per workflow (user + system, from
-/proc), this process's CPU per workflow (the workers and the client), the server's RSS
-growth per workflow, and the phase's wall time. The server's CPU while nothing runs is
-measured too (5 s idle per round): the part of a phase's figure that is only the server
-ticking over while the phase lasts. Phases alternate: the order is reversed every round.
+/proc), this process's CPU per workflow (the workers, the client, intake), the server's RSS
+growth per workflow, the phase's wall time, and the server's own counters (persistence
+operations, visibility writes: its Prometheus endpoint), which the machine's load moves far
+less than CPU. The server's CPU while nothing runs is measured too (5 s idle per round) and
+subtracted for the "net of idle" ratio. Phases alternate: the order is reversed every round.
 
 Run from the repository root::
 
     .venv/bin/python bench/server_cost.py                   # 150 workflows a phase, 2 rounds
-    .venv/bin/python bench/server_cost.py --workflows 300 --rounds 3 \\
-        --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/server_cost.py --workflows 100 --variants bare,upserts,lead
+    .venv/bin/python bench/server_cost.py --tree ../before  # the leads of another tree
 
 Results, and the machine they were taken on, are in ``docs/benchmarks.md`` ("Where the
 server's CPU per lead goes").
