@@ -11,31 +11,37 @@ time, on the same server, in the same run:
   late in life carries (``bench/history.py``);
 - ``start``: started as intake starts a lead (static summary and details, id conflict and
   reuse policies);
-- ``upserts``: the lead's search-attribute upserts, the same attributes and values at the
-  same points (copied from the real lead's history);
+- ``upserts``: the lead's search-attribute upserts, the same attributes and values, each in
+  the workflow task of the same rank (copied from the real lead's history);
 - ``details``: ``set_current_details`` at those points;
 - ``payloads``: activity inputs and results of the real lead's sizes;
 - ``summaries``: the real lead's activity and timer summaries;
 - ``slow``: the worker spends, in the workflow's activities, the CPU that the lead's worker
-  spends on a lead beyond the bare one (blocking the event loop, as rendering and the ORM
-  do), so the workflow's tasks wait for a busy worker as the lead's do; nothing the server
-  sees changes;
+  spends on a lead beyond the bare one (on the event loop, in 2 ms slices, as rendering and
+  the ORM spend it), so the workflow's tasks wait for a busy worker as the lead's do;
+  nothing the server sees changes;
 - ``all``: everything above at once except ``input-64k``; it should cost what a lead costs;
+- ``email``: the worker's side: the bare workflow's activities do the lead's real work
+  through the product's own activities (the transition row, rendering, MIME, the outbox,
+  SMTP to the sink), its leads' rows made by intake (their workflows started on a task
+  queue that no worker polls, so this variant's server figure is not comparable): the fair
+  baseline for the worker's CPU per lead;
 - ``lead``: real leads through ``Intake.submit`` and the real worker (2 emails each, to an
   SMTP sink in a child process), as in ``bench/leads.py``.
 
 Each phase starts N workflows, 20 at once, waits until each has parked after its last
 activity, then 1 s more. Per phase: the server's CPU per workflow (user + system, from
-/proc), this process's CPU per workflow (the workers and the client), the server's RSS
-growth per workflow, and the phase's wall time. The server's CPU while nothing runs is
-measured too (5 s idle per round): the part of a phase's figure that is only the server
-ticking over while the phase lasts. Phases alternate: the order is reversed every round.
+/proc), this process's CPU per workflow (the workers, the client, intake), the server's RSS
+growth per workflow, the phase's wall time, and the server's own counters (persistence
+operations, visibility writes: its Prometheus endpoint), which the machine's load moves far
+less than CPU. The server's CPU while nothing runs is measured too (5 s idle per round) and
+subtracted for the "net of idle" ratio. Phases alternate: the order is reversed every round.
 
 Run from the repository root::
 
     .venv/bin/python bench/server_cost.py                   # 150 workflows a phase, 2 rounds
-    .venv/bin/python bench/server_cost.py --workflows 300 --rounds 3 \\
-        --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
+    .venv/bin/python bench/server_cost.py --workflows 100 --variants bare,upserts,lead
+    .venv/bin/python bench/server_cost.py --tree ../before  # the leads of another tree
 
 Results, and the machine they were taken on, are in ``docs/benchmarks.md`` ("Where the
 server's CPU per lead goes").
@@ -70,6 +76,7 @@ from leads import (
     HOST,
     PLAYBOOK,
     TEMPLATES,
+    UNPOLLED_QUEUE,
     Intake,
     Lead,
     build_worker,
@@ -97,14 +104,18 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from nurture.activities.email import EmailActivities
+from nurture.activities.storage import StorageActivities
 from nurture.adapters.catalog import CadenceCatalog
+from nurture.adapters.smtp import SmtpSender
+from nurture.domain import messages as am
 from nurture.domain.names import SEARCH_ATTRIBUTES
 
 PRODUCT_QUEUE = "nurture-cost"
 BARE_QUEUE = "cost-bare"
 SETTLE = 1.0  # seconds after the last activity of a phase: its last workflow tasks
 FACTORS = ("input", "start", "upserts", "details", "payloads", "summaries", "slow")
-VARIANTS = ("bare", *FACTORS, "input-64k", "all", "lead")
+VARIANTS = ("bare", *FACTORS, "input-64k", "all", "email", "lead")
 
 # The bare workflow with switches. Like bench/leads.py's baseline it lives in a small module
 # of its own, written to a temporary folder (the sandbox, when on, imports a workflow's
@@ -122,12 +133,14 @@ from temporalio.common import SearchAttributeKey
 SHAPE = {shape!r}
 PARKED = set()  # ids of the workflows that reached their parking point
 BURN = [0.0]  # seconds of CPU each activity spends in the "slow" variant (set by the bench)
+REAL = {{}}  # the product's activities by name, for the "email" variant (set by the bench)
 
 
 @dataclass
 class Order:
     flags: list[str] = field(default_factory=list)
     pad: str = ""
+    lead: str = ""  # the "email" variant: the lead whose real activities run
 
 
 @dataclass
@@ -136,10 +149,13 @@ class Step:
     burn: bool = False
     pad: str = ""
     result_bytes: int = 0
+    real: str = ""  # the product activity's input (JSON) to run for real, or nothing
 
 
 @activity.defn(name="mimic_step")
 async def step(order: Step) -> str:
+    if order.real:
+        await REAL[order.name](order.real)
     if order.burn:  # CPU on the event loop's thread, as rendering and the ORM spend it,
         spent = 0.0  # in slices of 2 ms between which the loop runs other work
         while spent < BURN[0]:
@@ -165,10 +181,8 @@ class Mimic:
         points = iter(range(len(SHAPE["upserts"])))
 
         def publish():
-            point = next(points, None)
-            if point is None:
-                return
-            if "upserts" in flags:
+            point = next(points)
+            if "upserts" in flags and SHAPE["upserts"][point] is not None:
                 updates = []
                 for name, kind, value in SHAPE["upserts"][point]:
                     key = _key(name, kind)
@@ -185,10 +199,11 @@ class Mimic:
         async def act(i):
             a = SHAPE["activities"][i]
             payloads = "payloads" in flags
+            real = a["json"].replace(SHAPE["lead"], order.lead) if "email" in flags else ""
             return await workflow.execute_activity(
                 step,
                 Step(a["name"], "slow" in flags, "x" * a["input"] if payloads else "",
-                     a["result"] if payloads else 0),
+                     a["result"] if payloads else 0, real),
                 start_to_close_timeout=timeout,
                 summary=a["summary"] if "summaries" in flags else None,
             )
@@ -217,9 +232,18 @@ def lead_shape(history: WorkflowHistory) -> dict[str, Any]:
     start's summary and details, each activity's input and result bytes and summary, the
     timer's summary, and every search-attribute upsert (name, type, value)."""
     events = json.loads(history.to_json())["events"]
-    shape: dict[str, Any] = {"activities": [], "upserts": [], "timer": None}
+    # The mimic can publish in 4 of its 5 workflow tasks, as the lead's shape does: the 1st
+    # (before its first activity), the 3rd (before the timer), the 4th (after it) and the 5th
+    # (after the last activity). An upsert costs by the workflow task it is in: the server
+    # writes visibility once per task that changed it (the first task writes the worker's
+    # build id anyway), so each upsert is copied into the task of the same rank.
+    shape: dict[str, Any] = {"activities": [], "upserts": [None] * 4, "timer": None}
     results: dict[str, int] = {}
+    tasks: list[str] = []  # the ids of the workflow-task-completed events, in order
+    points = {1: 0, 3: 1, 4: 2, 5: 3}  # the rank of a workflow task -> the mimic's point
     for event in events:
+        if "workflowTaskCompletedEventAttributes" in event:
+            tasks.append(event["eventId"])
         meta = event.get("userMetadata", {})
         summary = _text(meta["summary"]) if "summary" in meta else None
         if "workflowExecutionStartedEventAttributes" in event:
@@ -233,6 +257,7 @@ def lead_shape(history: WorkflowHistory) -> dict[str, Any]:
                     "id": event["eventId"],
                     "name": attrs["activityType"]["name"],
                     "input": len(base64.b64decode(attrs["input"]["payloads"][0]["data"])),
+                    "json": base64.b64decode(attrs["input"]["payloads"][0]["data"]).decode(),
                     "summary": summary,
                 }
             )
@@ -243,16 +268,17 @@ def lead_shape(history: WorkflowHistory) -> dict[str, Any]:
             shape["timer"] = summary
         elif attrs := event.get("upsertWorkflowSearchAttributesEventAttributes"):
             fields = attrs["searchAttributes"]["indexedFields"]
-            shape["upserts"].append(
-                [
-                    [name, base64.b64decode(p["metadata"]["type"]).decode(), _text(p)]
-                    for name, p in sorted(fields.items())
-                ]
-            )
+            rank = tasks.index(attrs["workflowTaskCompletedEventId"]) + 1
+            if rank not in points or shape["upserts"][points[rank]] is not None:
+                raise SystemExit(f"the lead upserts in its workflow task {rank}: not mimicked")
+            shape["upserts"][points[rank]] = [
+                [name, base64.b64decode(p["metadata"]["type"]).decode(), _text(p)]
+                for name, p in sorted(fields.items())
+            ]
     for activity in shape["activities"]:
         activity["result"] = results.get(activity.pop("id"), 0)
-    if len(shape["activities"]) != 3 or len(shape["upserts"]) > 4:
-        raise SystemExit(f"the lead's shape changed; the mimic assumes 3 activities: {shape}")
+    if len(shape["activities"]) != 3 or len(tasks) != 5:
+        raise SystemExit(f"the lead's shape changed; the mimic has 3 activities, 5 tasks: {shape}")
     return shape
 
 
@@ -283,6 +309,10 @@ def scrape(url: str) -> Counter[str]:
                     operation = labels.split('operation="', 1)[1].split('"', 1)[0]
                     totals[f"op:{operation}"] += float(value)
     return totals
+
+
+def upserts_of(shape: dict[str, Any]) -> int:
+    return sum(upsert is not None for upsert in shape["upserts"])
 
 
 def proc_rss_mib(pid: int | None) -> float:
@@ -371,6 +401,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
     metrics_url = f"http://{HOST}:{metrics_port}/metrics"
     engine = make_engine(database_url)
     results = Results()
+    closers: list[Any] = []
     try:
         server_pid = dev_server_pid()
         client: Any = env.client
@@ -405,6 +436,7 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
             cpu1 = usage()
             history = await client.get_workflow_handle(workflow_id("warm-19")).fetch_history()
             shape = lead_shape(history)
+            shape["lead"] = "warm-19"
             view = await client.get_workflow_handle(workflow_id("warm-19")).query("state")
             shape["details"] = [
                 f"**{view['stage']}** · score {view['score']} · grade {view['grade']} · owner -"
@@ -414,8 +446,32 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
             (folder / f"{MIMIC_MODULE}.py").write_text(MIMIC_SOURCE.format(shape=shape))
             sys.path.insert(0, str(folder))
             mimic = importlib.import_module(MIMIC_MODULE)
+            # The "email" variant: the bare workflow's activities do the lead's real work (the
+            # transition row, rendering, MIME, the outbox, SMTP) through the product's own
+            # activities, wired as worker.py wires them; its leads' rows come from intake
+            # (their workflows started on a task queue no worker polls).
+            real_engine = make_engine(database_url, pool_size=settings.max_concurrent_activities)
+            real_sessions = session_factory(real_engine)
+            smtp = SmtpSender(HOST, port, connections=settings.smtp_connections)
+            emails = EmailActivities(settings, real_sessions, smtp, catalog)
+            storage = StorageActivities(real_sessions, catalog, settings)
+            closers.extend([smtp.close, real_engine.dispose])
+            mimic.REAL.update(
+                record_transition=lambda text: storage.record_transition(
+                    am.TransitionInput.model_validate_json(text)
+                ),
+                send_email=lambda text: emails.send_email(
+                    am.SendEmailInput.model_validate_json(text)
+                ),
+            )
+            unpolled = Intake(
+                settings.model_copy(update={"task_queue": UNPOLLED_QUEUE}),
+                client,
+                session_factory(engine),
+                catalog,
+            )
             print(
-                f"  a lead: start input {shape['input']} B, {len(shape['upserts'])} upserts, "
+                f"  a lead: start input {shape['input']} B, {upserts_of(shape)} upserts, "
                 f"activities {[(a['name'], a['input'], a['result']) for a in shape['activities']]}",
                 flush=True,
             )
@@ -435,9 +491,17 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
                 pad = "x" * pads.get("input" if variant == "all" else variant, 0)
                 batch = next(serial)
                 ids = {f"mimic-{batch}-{i}" for i in range(count)}
+                emails_before = counter.value
+                if variant == "email":  # the leads' rows, as intake makes them
+                    jobs = [
+                        lambda i=i: unpolled.submit(lead(f"e{batch}-{i}")) for i in range(count)
+                    ]
+                    await run_all(jobs, conc)
 
                 async def start(i: int) -> None:
-                    order = mimic.Order(flags=[f for f in flags if f != "input-64k"], pad=pad)
+                    order = mimic.Order(
+                        flags=[f for f in flags if f != "input-64k"], pad=pad, lead=f"e{batch}-{i}"
+                    )
                     options: dict[str, Any] = {}
                     if "start" in flags:
                         options = {
@@ -456,6 +520,10 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
 
                 await run_all([lambda i=i: start(i) for i in range(count)], conc)
                 await wait_until(lambda: ids <= mimic.PARKED, 120 + 2 * count, f"{variant} parked")
+                if variant == "email":
+                    await wait_until(
+                        lambda: counter.value - emails_before >= 2 * count, 120, "email variant"
+                    )
                 return batch
 
             async with bare_worker:
@@ -530,6 +598,8 @@ async def _bench(  # noqa: PLR0915 - one linear script, phase after phase
                         lead_me, bare_me = last["lead"][-1].me_ms, last["bare"][-1].me_ms
                         mimic.BURN[0] = max(lead_me - bare_me, 0.0) / 1000 / 3
     finally:
+        for close in closers:
+            await close()
         await engine.dispose()
         await env.shutdown()
     report(args, results, shape)
@@ -548,7 +618,7 @@ def report(args: argparse.Namespace, results: Results, shape: dict[str, Any]) ->
     )
     print(f"machine: {cpu_model()}, Linux {platform.release()}")
     print(
-        f"a lead's history: start input {shape['input']} B, {len(shape['upserts'])} upserts, "
+        f"a lead's history: start input {shape['input']} B, {upserts_of(shape)} upserts, "
         f"activities (input B, result B) "
         f"{[(a['input'], a['result']) for a in shape['activities']]}; "
         f"server idle: {idle:.1f} ms of CPU per s"
@@ -582,6 +652,15 @@ def report(args: argparse.Namespace, results: Results, shape: dict[str, Any]) ->
         "net of idle: the server's CPU less its idle rate (measured each round) times the "
         "phase's wall time"
     )
+    if phases["email"] and phases["lead"]:
+        each = [
+            lead.me_ms / email.me_ms
+            for lead, email in zip(phases["lead"], phases["email"], strict=True)
+        ]
+        print(
+            "worker CPU per lead ÷ the bare workflow doing the lead's email work (email): "
+            f"{statistics.mean(each):.2f}x ({', '.join(f'{r:.2f}' for r in each)})"
+        )
     print()
     print("what the server did per workflow (its counters; means over rounds)")
 

@@ -7,7 +7,7 @@ import textwrap
 from datetime import timedelta
 
 from conftest import SKELETON_CADENCE, write_cadence_set
-from harness import running
+from harness import eventually, running
 
 from nurture.adapters.catalog import CadenceCatalog
 from nurture.domain.events import Event
@@ -79,6 +79,14 @@ async def test_migrate_moves_leads_in_flight_by_step_id(
         assert new.version != old_version
         assert (await stack.view("M-1")).cadence_version == old_version
 
+        # The migration reads each lead's step from visibility, which is eventually
+        # consistent: a lead starts with its first step there ("hello", also in the new
+        # version), so wait until visibility shows the step the query showed.
+        async def listed_at_pause():  # type: ignore[no-untyped-def]
+            query = 'WorkflowId = "lead-M-1" AND CadenceStep = "pause"'
+            return [wf async for wf in dev_env.client.list_workflows(query)]
+
+        await eventually(listed_at_pause)
         refused = None
         for _ in range(50):  # visibility is eventually consistent
             report = await migrate_leads(dev_env.client, new, {})
