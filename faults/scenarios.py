@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import func, select
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.enums.v1 import EventType, TimeoutType
 from temporalio.client import Client
 
 from faults.stack import (
@@ -34,6 +34,7 @@ from faults.stack import (
 )
 from nurture.adapters.database import CallTask, EmailSend, EventRow, make_engine, session_factory
 from nurture.adapters.temporal import connect
+from nurture.domain.messages import SEND_EMAIL
 from nurture.domain.names import QUERY_STATE, workflow_id
 from nurture.domain.state import LeadView
 from nurture.settings import load_settings
@@ -133,6 +134,41 @@ async def states(client: Client, lead_ids: list[str]) -> dict[str, LeadView]:
 
     await asyncio.gather(*(one(i) for i in lead_ids))
     return out
+
+
+async def retried_sends(client: Client, lead_ids: list[str]) -> tuple[Counter[str], list[float]]:
+    """The sends that completed on a later attempt, from each lead's history: what ended the
+    attempt before (a timeout's type, else the failure), and the seconds each took from
+    scheduled to completed: how long a killed worker's send waited for its retry."""
+    why: Counter[str] = Counter()
+    seconds: list[float] = []
+    gate = asyncio.Semaphore(20)
+
+    async def one(lead_id: str) -> None:
+        async with gate:
+            history = await client.get_workflow_handle(workflow_id(lead_id)).fetch_history()
+        scheduled = {}
+        started = {}
+        for e in history.events:
+            if e.HasField("activity_task_scheduled_event_attributes"):
+                if e.activity_task_scheduled_event_attributes.activity_type.name == SEND_EMAIL:
+                    scheduled[e.event_id] = e.event_time.ToDatetime()
+            elif e.HasField("activity_task_started_event_attributes"):
+                attributes = e.activity_task_started_event_attributes
+                started[attributes.scheduled_event_id] = attributes
+            elif e.HasField("activity_task_completed_event_attributes"):
+                key = e.activity_task_completed_event_attributes.scheduled_event_id
+                if key not in scheduled or started[key].attempt < 2:
+                    continue
+                failure = started[key].last_failure
+                if failure.HasField("timeout_failure_info"):
+                    why[TimeoutType.Name(failure.timeout_failure_info.timeout_type)] += 1
+                else:
+                    why[f"failure: {failure.message[:60]}"] += 1
+                seconds.append((e.event_time.ToDatetime() - scheduled[key]).total_seconds())
+
+    await asyncio.gather(*(one(i) for i in lead_ids))
+    return why, sorted(seconds)
 
 
 def mail_counts(stack: Stack) -> tuple[Counter[str], list[dict[str, object]]]:
@@ -299,6 +335,12 @@ async def kill_worker(run: Run) -> Result:
 
         await eventually(all_done, timeout=run.size(120, 300), every=2.0)
         done = await count_workflows(client, "CadenceStep = '(done)'")
+        done_at = time.monotonic()
+        why, waited = Counter[str](), list[float]()
+        try:
+            why, waited = await retried_sends(client, ids)
+        except Exception as exc:  # noqa: BLE001 - a figure, never a reason to lose the run
+            result.notes.append(f"retried sends not measured: {type(exc).__name__}: {exc}")
         result.figures.update(
             leads=leads,
             kills=kills,
@@ -308,7 +350,12 @@ async def kill_worker(run: Run) -> Result:
             lead_posts_resent=dict(answers.resent),
             lead_posts_unanswered=leads - sum(answers.statuses.values()),
             seconds_to_settle=round(settled_at - started),
-            seconds_to_done=round(time.monotonic() - started),
+            seconds_to_done=round(done_at - started),
+            sends_retried=len(waited),
+            sends_retried_because=dict(why),
+            retried_send_seconds_scheduled_to_completed=(
+                {"p50": round(waited[len(waited) // 2]), "max": round(waited[-1])} if waited else {}
+            ),
         )
         result.check("leads taken (202; 200 to a resend after a 503)", leads, taken(answers))
         result.check("outbox settled within the bound", True, settled)
