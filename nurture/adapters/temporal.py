@@ -165,11 +165,11 @@ class TemporalGate:
 
     A webhook must answer within about a second whatever Temporal does; what could not be
     signaled or started in that time is already recorded, and the redelivery sweep
-    (:mod:`nurture.services.parked`) hands it over later. A call that times out while other
-    calls are answered met a busy server, not a down one: it gives up alone, without
-    shutting the gate. Without a bound, a call to a server that
-    went away waits through the SDK's retries (10 s and more); and without the memory of an
-    outage, every request of a flood would wait its full bound. The sweep makes its calls
+    (:mod:`nurture.services.parked`) hands it over later. Without a bound, a call to a
+    server that went away waits through the SDK's retries (10 s and more); and without the
+    memory of an outage, every request of a flood would wait its full bound. A call that
+    times out while other calls are answered met a busy server, not a down one: it gives up
+    alone, without shutting the gate. The sweep makes its calls
     through a gate of its own, so a shut request gate never stops it from trying.
 
     Args:
