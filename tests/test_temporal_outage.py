@@ -195,3 +195,32 @@ async def test_events_taken_while_temporal_was_away_reach_the_lead_when_it_is_ba
                 return events["evt-a1"].status == "delivered"
 
             await wait_until(delivered)
+
+
+async def test_a_slow_call_beside_answered_ones_does_not_shut_the_gate() -> None:
+    """A call that outlives its bound while other calls get answers (a busy server) gives up
+    alone; the same timeout with no answer around it (an outage) shuts the gate."""
+    from nurture.adapters.temporal import TemporalGate, TemporalUnavailable
+
+    never = asyncio.Event()
+
+    async def hangs() -> None:
+        await never.wait()
+
+    async def answers() -> str:
+        return "ok"
+
+    busy = TemporalGate(timeout_s=1.0, cooldown_s=60.0)
+    slow = asyncio.create_task(busy.call(hangs))
+    await asyncio.sleep(0)  # the slow call is under way
+    assert await busy.call(answers) == "ok"
+    with contextlib.suppress(TemporalUnavailable):
+        await slow
+    assert slow.done() and isinstance(slow.exception(), TemporalUnavailable)
+    assert not busy.shut and busy.tripped.is_set()
+    assert await busy.call(answers) == "ok"
+
+    down = TemporalGate(timeout_s=1.0, cooldown_s=60.0)
+    with contextlib.suppress(TemporalUnavailable):
+        await down.call(hangs)
+    assert down.shut

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -182,9 +183,11 @@ class TemporalGate:
 
     A webhook must answer within about a second whatever Temporal does; what could not be
     signaled or started in that time is already recorded, and the redelivery sweep
-    (:mod:`nurture.services.parked`) hands it over later. Without a bound, a call to a server that
-    went away waits through the SDK's retries (10 s and more); and without the memory of an
-    outage, every request of a flood would wait its full bound. The sweep makes its calls
+    (:mod:`nurture.services.parked`) hands it over later. Without a bound, a call to a
+    server that went away waits through the SDK's retries (10 s and more); and without the
+    memory of an outage, every request of a flood would wait its full bound. A call that
+    times out while other calls are answered met a busy server, not a down one: it gives up
+    alone, without shutting the gate. The sweep makes its calls
     through a gate of its own, so a shut request gate never stops it from trying.
 
     Args:
@@ -197,6 +200,9 @@ class TemporalGate:
         self.timeout_s = timeout_s
         self.cooldown_s = cooldown_s
         self._shut_until = 0.0
+        # When a call last got an answer: a call that timed out while another was answered
+        # met a slow server, not an unreachable one.
+        self._answered_at = -math.inf
         # Set when a call found the server unreachable: the sweep waits on it, so what was
         # left undone is handed over soon after a short blip, not only at the next round.
         self.tripped = asyncio.Event()
@@ -216,16 +222,25 @@ class TemporalGate:
         """
         if self.shut:
             raise TemporalUnavailable("Temporal was unreachable moments ago; not tried again yet")
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await make()
         except TimeoutError as exc:
-            self._trip()
+            if self._answered_at >= started:
+                # Another call got its answer while this one waited: the server is up and
+                # slow (a busy worker shares it). Only this call gives up (its lead or event
+                # is recorded, for the sweep, which is told to come soon); shutting the gate
+                # would turn every request of the next seconds into `pending_start` too.
+                self.tripped.set()
+            else:
+                self._trip()
             raise TemporalUnavailable(f"no answer from Temporal within {self.timeout_s} s") from exc
         except RPCError as exc:
             if exc.status in UNREACHABLE:
                 self._trip()
                 raise TemporalUnavailable(f"Temporal is unreachable: {exc.message}") from exc
+            self._answered_at = time.monotonic()
             raise  # it answered: it is up
         except RuntimeError as exc:
             # A lazy client that cannot connect raises "Failed client connect: ...".
@@ -233,6 +248,7 @@ class TemporalGate:
                 raise
             self._trip()
             raise TemporalUnavailable(f"Temporal is unreachable: {exc}") from exc
+        self._answered_at = time.monotonic()
         return result
 
     def _trip(self) -> None:

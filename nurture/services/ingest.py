@@ -11,6 +11,10 @@ they need written and wait; one task takes everything queued, writes it in one
 transaction, and answers each request. While it writes, the next requests queue up, so
 the batches grow with the load and the cost per event falls with it. Nothing is answered
 before its transaction has committed, so an answer never claims more than is durable.
+
+A new lead's row (``POST /leads``) joins the same transaction as its request's receipt. On
+a SQLite file the transaction runs in one call on the writer's own thread, so the file's
+write lock, which the worker's processes wait for, is held for the statements alone.
 """
 
 from __future__ import annotations
@@ -206,8 +210,8 @@ class EventWriter:
         if self._file_engine is not None:
             # SQLite file: the whole transaction in one call on the writer's own thread, so
             # the database's write lock is held for the statements alone, not also for the
-            # event loop's turns between them (which, on a busy loop, made it minutes for
-            # the worker's transactions waiting on it).
+            # event loop's turns between them (on a busy loop, the worker's transactions
+            # then waited past their 30 s busy timeout: bench/intake.py).
             written = await asyncio.get_running_loop().run_in_executor(
                 self._thread, _in_session, self._file_engine, transaction
             )
@@ -215,10 +219,9 @@ class EventWriter:
             async with self.sessions() as session:
                 written = await session.run_sync(transaction)
                 await session.commit()
-        replays, fresh_ids, new_leads, leads, noted = (
+        replays, fresh_ids, leads, noted = (
             written.replays,
             written.fresh_ids,
-            written.new_leads,
             written.leads,
             written.noted,
         )
@@ -241,7 +244,7 @@ class EventWriter:
                     replay=False,
                     fresh=fresh,
                     leads=row_of,
-                    lead_inserted=id(record) in new_leads,
+                    lead_inserted=id(record) in written.new_leads,
                 )
             if not record.done.done():
                 record.done.set_result(result)
