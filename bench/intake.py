@@ -16,8 +16,10 @@ per phase:
 
 1. idle: ``POST /leads`` with no worker running (the leads' workflows wait for one), and bare
    ``start_workflow`` calls of a trivial workflow on a task queue no worker polls;
-2. busy: the worker is started on the backlog of phase 1 (every lead sends two emails), and
-   while it works, the same two measurements again, in the opposite order.
+2. import: ``python starter.py leads import`` of a CSV of ``--leads`` new leads (the CLI's
+   own process, start-up included), against as many bare starts one after another;
+3. busy: the worker is started on the backlog of phases 1 and 2 (every lead sends two
+   emails), and while it works, the measurements of phase 1 again, in the opposite order.
 
 Bare starts come from this process's Temporal client, the leads from a minimal HTTP/1.1
 client (``bench/webhooks.py``), so both sides stay cheap. Reported per phase: requests per
@@ -49,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +97,8 @@ class Round:
     busy: Phase
     worker_cpu_s: float
     app_cpu_ms: float  # the web app's CPU per lead taken in
+    import_rate: float  # `leads import` of a CSV of --leads new leads, leads/s (process included)
+    import_bare_rate: float  # bare starts one at a time, the same count, same phase
 
 
 async def bare_load(client, senders: int, count: int, prefix: str) -> Load:  # type: ignore[no-untyped-def]
@@ -164,6 +169,24 @@ async def one_round(  # noqa: PLR0913 - one linear script
             profiler = profile(args, f"{tag}-app-idle", app.pid)
             idle = await phase("idle", bare_first=order % 2 == 0)
             stop(profiler)
+            # `leads import` of a CSV of new leads (the CLI's own process, start-up
+            # included), against as many bare starts one after another: an operator's
+            # import has no senders at once but its own.
+            csv_path = tmp / f"{tag}-import.csv"
+            csv_path.write_text("id,email,first_name,country,timezone,source,employees\n" + "".join(
+                f"{tag}-imp-{n},{tag}-imp-{n}@example.com,Ada,US,{zone},bench,250\n"
+                for n in range(args.leads)))  # fmt: skip
+            began = time.monotonic()
+            imported = subprocess.run(
+                [sys.executable, str(tree / "starter.py"), "leads", "import", str(csv_path)],
+                cwd=tree, env=env, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            import_rate = args.leads / (time.monotonic() - began)
+            if f"{args.leads} created" not in imported.stdout:
+                print(f"  import: {imported.stdout.strip()} {imported.stderr.strip()[-300:]}")
+            began = time.monotonic()
+            await bare_load(client, 1, args.leads, f"{tag}-imp-bare")
+            import_bare_rate = args.leads / (time.monotonic() - began)
             worker = subprocess.Popen(
                 [sys.executable, str(tree / "worker.py")], cwd=tree, env=env,
                 stdout=subprocess.DEVNULL,
@@ -177,7 +200,10 @@ async def one_round(  # noqa: PLR0913 - one linear script
                 stop(profiler)
             worker_cpu = cpu_seconds(worker.pid) - worker_cpu0
             app_cpu_ms = (cpu_seconds(app.pid) - cpu0) * 1000 / (2 * args.leads)
-            return Round(tree.name or str(tree), idle, busy, worker_cpu, app_cpu_ms)
+            return Round(
+                tree.name or str(tree), idle, busy, worker_cpu, app_cpu_ms, import_rate,
+                import_bare_rate,
+            )  # fmt: skip
         finally:
             stop(worker)
             stop(app)
@@ -188,12 +214,19 @@ def describe(r: Round) -> str:
         p50, p99 = pct(x.latencies, 0.5) * 1000, pct(x.latencies, 0.99) * 1000
         return f"{x.rate:6.0f}/s p50 {p50:5.0f} ms p99 {p99:6.0f} ms"
 
-    return "\n".join(
-        f"  {name:5} POST /leads {lat(p.leads)} | bare starts {lat(p.bare)} | "
-        f"ratio {p.ratio():.2f}"
+    lines = [
+        f"  {name:5} POST /leads {lat(p.leads)} | bare starts {lat(p.bare)} | ratio {p.ratio():.2f}"
         for name, p in (("idle", r.idle), ("busy", r.busy))
-    ) + (f"\n  web app CPU {r.app_cpu_ms:.1f} ms per lead; worker CPU during the busy phase "
-         f"{r.worker_cpu_s:.1f} s")  # fmt: skip
+    ]
+    lines.append(
+        f"  web app CPU {r.app_cpu_ms:.1f} ms per lead; worker CPU during the busy phase "
+        f"{r.worker_cpu_s:.1f} s"
+    )
+    lines.append(
+        f"  leads import {r.import_rate:6.1f}/s | bare starts one at a time "
+        f"{r.import_bare_rate:6.1f}/s | ratio {r.import_rate / r.import_bare_rate:.2f}"
+    )
+    return "\n".join(lines)
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -250,6 +283,12 @@ async def main_async(args: argparse.Namespace) -> None:
                     f"p99 {med(pct(p.bare.latencies, 0.99) for p in ps) * 1000:.0f} ms; "
                     f"ratio {med(p.ratio() for p in ps):.2f}"
                 )
+            print(
+                f"  {label:>12} import: leads import "
+                f"{med(r.import_rate for r in rounds):.1f}/s; bare starts one at a time "
+                f"{med(r.import_bare_rate for r in rounds):.1f}/s; ratio "
+                f"{med(r.import_rate / r.import_bare_rate for r in rounds):.2f}"
+            )
         print(
             f"\npython {platform.python_version()} on {os.cpu_count()} cores; load average "
             f"{load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end"

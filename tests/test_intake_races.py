@@ -105,3 +105,41 @@ async def test_overlapping_imports_at_once_lose_no_rows(
     assert rows[common[7]].email == common[7].lower() + "@example.com"
     for lead_id in (common[0], common[-1], f"F2{run}-59"):
         assert await _workflow_exists(time_env.client, lead_id)
+
+
+async def test_an_import_takes_leads_at_once_but_a_leads_rows_in_file_order(
+    make_settings, time_env, migrated_url: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    # Leads go in 16 at a time; the three rows of one lead, far apart in the file, still
+    # apply in file order (its last row wins, as when rows went one by one), and refusals
+    # come out in file order.
+    settings = make_settings(database_url=migrated_url)
+    run = secrets.token_hex(3)
+    twin = f"T{run}"
+    lines = ["id,email,country,employees"]
+    for n in range(60):
+        if n in (5, 30, 55):
+            lines.append(f"{twin},twin@example.com,US,{n}")
+        elif n in (10, 40):
+            lines.append(f"B{run}-{n},not-an-email,US,1")
+        else:
+            lines.append(f"L{run}-{n},l{n}@example.com,US,1")
+    path = tmp_path / "leads.csv"
+    path.write_text("\n".join(lines) + "\n")
+    engine = make_engine(migrated_url)
+    try:
+        catalog = CadenceCatalog(settings.cadences_dir, settings.templates_dir)
+        intake = Intake(settings, time_env.client, session_factory(engine), catalog)
+        advanced: list[int] = []
+        report = await import_rows(
+            intake, path, list(read_leads(path)), lambda: advanced.append(1), concurrency=16
+        )
+    finally:
+        await engine.dispose()
+
+    assert (report.created, report.updated, report.waiting) == (56, 2, 0)
+    assert [line.split(": ")[0] for line in report.refused] == [f"{path}:12", f"{path}:42"]
+    assert len(advanced) == 60
+    rows = await _lead_rows(migrated_url)
+    assert rows[twin].employees == 55
+    assert await _workflow_exists(time_env.client, twin)

@@ -1,8 +1,9 @@
 """Reading leads from CSV (our own columns, and a Salesforce lead export's column names),
-and taking them in row by row."""
+and taking them in, a few leads at a time."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import logging
 from collections.abc import Callable, Iterable, Iterator
@@ -102,17 +103,26 @@ class ImportReport:
     refused: list[str] = field(default_factory=list)
 
 
+# Leads taken in at once by an import: a start is mostly a wait for the database and for
+# Temporal, so a few at a time keep both busy (docs/benchmarks.md, "CLI import").
+IMPORT_CONCURRENCY = 16
+
+
 async def import_rows(
     intake: Intake,
     path: Path,
     rows: Iterable[Row],
     advance: Callable[[], None] = lambda: None,
+    concurrency: int = IMPORT_CONCURRENCY,
 ) -> ImportReport:
     """Take in each row (:func:`~nurture.services.parked.submit_lead`), never stopping on a failure.
 
     A row that cannot be a lead, a lead that is won or closed, and a row whose write failed
-    are each reported with their line; every other row is in. Safe to run while other
-    imports of overlapping files run (the intake's upsert is).
+    are each reported with their line, in file order; every other row is in. Up to
+    ``concurrency`` leads are taken in at once, but the rows of one lead id one after
+    another, in file order, so a file's last row for a lead is what the lead keeps, as when
+    rows went one by one. Safe to run while other imports of overlapping files run (the
+    intake's upsert is).
     """
     from sqlalchemy.exc import SQLAlchemyError
     from temporalio.service import RPCError
@@ -120,27 +130,43 @@ async def import_rows(
     from nurture.services.parked import submit_lead
 
     report = ImportReport()
+    refused: list[tuple[int, str]] = []
+    by_lead: dict[str, list[tuple[int, Lead]]] = {}
     for row in rows:
         if row.lead is None:
-            report.refused.append(f"{path}:{row.number}: {row.error}")
+            refused.append((row.number, f"{path}:{row.number}: {row.error}"))
+            advance()
         else:
-            try:
-                result = (await submit_lead(intake, row.lead)).result
-            except (SQLAlchemyError, OSError, RPCError) as exc:
-                log.warning("row %s of %s not imported", row.number, path, exc_info=True)
-                report.refused.append(
-                    f"{path}:{row.number}: lead {row.lead.id} not imported: {type(exc).__name__}"
-                )
-            else:
-                if result.status == "created":
-                    report.created += 1
-                elif result.status == "updated":
-                    report.updated += 1
-                elif result.status == "pending_start":
-                    report.waiting += 1
-                else:
-                    report.refused.append(
-                        f"{path}:{row.number}: lead {row.lead.id} is {result.stage}; not changed"
-                    )
-        advance()
+            by_lead.setdefault(row.lead.id, []).append((row.number, row.lead))
+
+    async def take(number: int, lead: Lead) -> None:
+        try:
+            result = (await submit_lead(intake, lead)).result
+        except (SQLAlchemyError, OSError, RPCError) as exc:
+            log.warning("row %s of %s not imported", number, path, exc_info=True)
+            refused.append(
+                (number, f"{path}:{number}: lead {lead.id} not imported: {type(exc).__name__}")
+            )
+            return
+        if result.status == "created":
+            report.created += 1
+        elif result.status == "updated":
+            report.updated += 1
+        elif result.status == "pending_start":
+            report.waiting += 1
+        else:
+            refused.append(
+                (number, f"{path}:{number}: lead {lead.id} is {result.stage}; not changed")
+            )
+
+    slots = asyncio.Semaphore(max(1, concurrency))
+
+    async def take_all(chain: list[tuple[int, Lead]]) -> None:
+        async with slots:
+            for number, lead in chain:
+                await take(number, lead)
+                advance()
+
+    await asyncio.gather(*(take_all(chain) for chain in by_lead.values()))
+    report.refused = [line for _, line in sorted(refused)]
     return report
