@@ -171,8 +171,20 @@ def used_bytes(db_file: Path) -> int:
 
 
 def scrape(port: int) -> dict[str, float]:
-    """The worker's sticky-cache metrics: {metric name: value summed over labels}."""
-    text = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=30).read().decode()
+    """The worker's sticky-cache metrics: {metric name: value summed over labels}.
+
+    The endpoint answered 500 once under load (a scrape racing the SDK's metric buffer):
+    asked again a few times before giving up with an empty answer.
+    """
+    text = ""
+    for attempt in range(5):
+        try:
+            url = f"http://{HOST}:{port}/metrics"
+            text = urllib.request.urlopen(url, timeout=30).read().decode()
+            break
+        except OSError as exc:  # urllib's HTTPError and URLError are OSErrors
+            print(f"  note: metrics of :{port} not read ({exc}), attempt {attempt + 1}")
+            time.sleep(1)
     found: dict[str, float] = {}
     for line in text.splitlines():
         match = re.match(r"^([a-z_]*sticky_cache[a-z_]*)(\{[^}]*\})? ([0-9.e+-]+)$", line)
@@ -537,12 +549,18 @@ async def run(args: argparse.Namespace, folder: Path, procs: list[Proc]) -> None
             flush=True,
         )
         for k in kinds.values():
-            cached = scrape(k.worker.metrics_port or 0).get("sticky_cache_size", 0.0)
+            found = scrape(k.worker.metrics_port or 0)
+            cached = found.get("sticky_cache_size", 0.0)
             rss = rss_mib(k.worker.pid)
+            # RSS does not shrink when the cache does (evictions leave freed memory to the
+            # allocator), so both: per workflow cached now, and per slot of the full cache.
             per = (rss - k.rss_warm) * 1024 / max(1.0, cached - k.cached_warm)
+            slots = min(k.started, args.cache) - k.cached_warm
             print(
                 f"  {k.name} worker: RSS {rss:.0f} MiB ({k.rss_warm:.0f} after warm-up), "
-                f"{cached:.0f} cached: {per:.0f} KiB per cached workflow",
+                f"{cached:.0f} cached now: {per:.0f} KiB per cached workflow; "
+                f"{(rss - k.rss_warm) * 1024 / max(1.0, slots):.0f} KiB per slot of the full "
+                f"cache; metrics {found}",
                 flush=True,
             )
         sample = min(args.sample, size)
