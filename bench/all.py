@@ -9,7 +9,7 @@ measured in the same run.
 
 Run from the repository root, after ``make venv``::
 
-    .venv/bin/python bench/all.py                  # the sizes the docs quote (an hour or more)
+    .venv/bin/python bench/all.py                  # the sizes the docs quote (many hours: parked)
     .venv/bin/python bench/all.py --quick          # small sizes: every script runs, in minutes
     .venv/bin/python bench/all.py --only leads,intake
     .venv/bin/python bench/all.py --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/postgres
@@ -71,6 +71,21 @@ BENCHMARKS = (
         ("--events", "3000", "--senders", "50"),
         ("--events", "300", "--senders", "10", "--seconds", "30"),
         takes_database_url=True,
+    ),
+    Benchmark(
+        "server-cost",
+        "2. where the server's extra CPU per lead goes: a bare workflow given what a lead adds",
+        "server_cost.py",
+        ("--workflows", "100", "--rounds", "2"),
+        ("--workflows", "20", "--rounds", "1", "--variants", "bare,upserts,email,lead"),
+        takes_database_url=True,
+    ),
+    Benchmark(
+        "parked",
+        "5. parked leads on one SQLite dev server: start rate, memory per cached lead, wakes",
+        "parked.py",
+        ("--counts", "10000,50000,100000"),
+        ("--counts", "2000", "--slice", "1000", "--cache", "500", "--sample", "50"),
     ),
     Benchmark(
         "history",
