@@ -105,7 +105,7 @@ async def test_migrate_upgrades_an_empty_database_to_the_models(database_url: st
         await engine.dispose()
 
     assert tables == TABLES | {"alembic_version"}
-    assert version == _head(database_url) == "0010"
+    assert version == _head(database_url) == "0011"
     # The hand-written migration and the ORM models describe the same schema, down to the
     # constraint names that later batch migrations on SQLite will refer to.
     assert diff == []

@@ -38,7 +38,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from nurture.activities.email import EmailActivities, message_id
-from nurture.adapters.database import EmailSend, LeadRow, Suppression
+from nurture.activities.outbox import HANDOVER_LEASE
+from nurture.adapters.database import EmailSend, LeadRow, Suppression, utcnow
 from nurture.adapters.link_tokens import read_token
 from nurture.adapters.secrets import link_key
 from nurture.adapters.smtp import SmtpSender
@@ -260,6 +261,41 @@ async def test_a_send_found_in_flight_becomes_unknown_and_is_not_sent(outbox, se
     assert outbox.sink.data_seen == 0 and outbox.sink.connections == 0
     row = await outbox.row(request.key)
     assert row.status == "unknown" and "not resent" in (row.error or "")
+
+
+async def test_a_retry_waits_for_a_fresh_hand_over_and_then_takes_its_outcome(outbox, sessions):
+    # A live worker whose heartbeat came late: Temporal starts a retry while the first
+    # attempt is between the dot and its record. The retry must neither send nor call the
+    # message `unknown` (an alert to the owner and ops): it waits, then finds `sent`.
+    await add_lead(sessions, "L-1", **MIA)
+    fresh, stale = email_input("L-1"), email_input("L-1", step="later")
+    async with sessions() as session:
+        for request, claimed in ((fresh, utcnow()), (stale, utcnow() - HANDOVER_LEASE)):
+            session.add(
+                EmailSend(
+                    key=request.key, lead_id="L-1", cycle=0, cadence="touches",
+                    step=request.step, visit=1, template="welcome/hello", status="sending",
+                    attempts=1, to_address="mia@example.com", claimed_at=claimed,
+                )
+            )  # fmt: skip
+        await session.commit()
+
+    with pytest.raises(ApplicationError) as waited:
+        await run(outbox.acts.send_email, fresh)
+    assert waited.value.type == "SendInFlight" and not waited.value.non_retryable
+    assert (await outbox.row(fresh.key)).status == "sending"
+
+    async with sessions() as session:  # the first attempt records the server's answer
+        row = await session.scalar(select(EmailSend).where(EmailSend.key == fresh.key))
+        assert row is not None
+        row.status, row.sent_at = "sent", utcnow()
+        await session.commit()
+    assert (await outbox.send(fresh)).status == "sent"
+
+    # A claim older than the lease was left by an attempt that died: `unknown`, not resent.
+    assert (await outbox.send(stale)).status == "unknown"
+    assert (await outbox.row(stale.key)).status == "unknown"
+    assert outbox.sink.data_seen == 0 and outbox.sink.connections == 0
 
 
 async def test_a_send_still_waiting_for_the_connection_is_sent_by_the_retry(

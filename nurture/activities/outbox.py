@@ -9,11 +9,14 @@ A row found past ``queued`` is never sent again, whatever Temporal retries. A ro
 to ``sending`` at SMTP's commit point: the server already has the envelope and the whole
 body, and only the dot that ends DATA is still to be written (:mod:`nurture.adapters.smtp`).
 An attempt that dies before that leaves the row ``queued`` and the server discards what it
-read, so the retry sends the message once. A row found ``sending`` means an earlier attempt
-died between writing that dot and recording the answer: its fate is unknowable, so it
-becomes ``unknown`` for a human to decide (``sends list --status unknown``). Only one
-attempt can take a row from ``queued`` to ``sending`` (a compare-and-set in the database),
-so even two overlapping attempts send once.
+read, so the retry sends the message once. A row found ``sending`` by another attempt is
+either being handed over right now (a live attempt whose heartbeat was late, so Temporal
+started a retry beside it) or left by an attempt that died between writing that dot and
+recording the answer. Within :data:`HANDOVER_LEASE` of its claim the retry waits (a
+retryable ``SendInFlight``) and then finds the first attempt's outcome; past it, the fate
+is unknowable and the row becomes ``unknown`` for a human to decide (``sends list --status
+unknown``). Only one attempt can take a row from ``queued`` to ``sending`` (a
+compare-and-set in the database), so even two overlapping attempts send once.
 
 Results go into the workflow history, so their details never carry a recipient's address
 (CONTRACT.md, "Personal data stays out of Temporal"); the row keeps the server's full words
@@ -25,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from email.message import EmailMessage
 from typing import Literal
 
@@ -51,6 +55,12 @@ from nurture.domain import messages as am
 from nurture.services import sending
 
 PAUSED_DETAIL = "sending is paused (NURTURE_SENDING_PAUSED)"
+
+# How long after its claim a `sending` row may still be in the hands of a live attempt: from
+# the dot to the server's answer (the sender's timeout) and the record's commit (which can
+# wait out a busy SQLite). A retry that finds a younger claim waits for its outcome; an
+# older one was left by an attempt that died, and is `unknown`.
+HANDOVER_LEASE = timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -167,7 +177,7 @@ class Outbox:
             .values(
                 key=entry.key, lead_id=entry.lead_id, cycle=entry.cycle, cadence=entry.cadence,
                 step=entry.step, visit=entry.visit, template=entry.template, status="sending",
-                attempts=1, **_letter_columns(letter),
+                attempts=1, claimed_at=utcnow(), **_letter_columns(letter),
             )
             .returning(EmailSend)
         )  # fmt: skip
@@ -282,7 +292,12 @@ class Outbox:
         taken = await session.scalar(
             update(EmailSend)
             .where(EmailSend.id == row.id, EmailSend.status == "queued")
-            .values(status="sending", attempts=EmailSend.attempts + 1, **_letter_columns(letter))
+            .values(
+                status="sending",
+                attempts=EmailSend.attempts + 1,
+                claimed_at=utcnow(),
+                **_letter_columns(letter),
+            )
             .returning(EmailSend)
             .execution_options(populate_existing=True)
         )
@@ -292,13 +307,10 @@ class Outbox:
     async def _lost_race(self, row: EmailSend) -> am.SendEmailResult:
         """The result for an attempt that found another one sending the same message."""
         if row.status == "sending":
-            # The other attempt is still talking to the server: its outcome will be recorded
-            # by it; this attempt must neither send nor overwrite the row.
-            return am.SendEmailResult(
-                status="unknown",
-                message_id=row.message_id,
-                detail="another attempt is handing this message over right now (no second send)",
-            )
+            # The other attempt is talking to the server right now: its outcome will be
+            # recorded by it; this attempt neither sends nor overwrites the row, and looks
+            # again after Temporal's retry interval.
+            raise _in_flight()
         return await self._already_done(row)
 
     async def _already_done(self, row: EmailSend) -> am.SendEmailResult:
@@ -309,6 +321,8 @@ class Outbox:
         it went out cannot be known, so it becomes ``unknown`` for a human to decide.
         """
         if row.status == "sending":
+            if row.claimed_at is not None and utcnow() - row.claimed_at < HANDOVER_LEASE:
+                raise _in_flight()  # perhaps a live attempt whose heartbeat was late
             row.status = "unknown"
             row.error = "an earlier attempt stopped while handing the message over; not resent"
             await self.session.commit()
@@ -326,6 +340,14 @@ def _letter_columns(letter: Letter) -> dict[str, str | None]:
         "subject": letter.subject,
         "message_id": letter.message["Message-ID"],
     }
+
+
+def _in_flight() -> ApplicationError:
+    """The retryable error of an attempt that found another one handing the message over."""
+    return ApplicationError(
+        "another attempt is handing this message over; its outcome is awaited (no second send)",
+        type="SendInFlight",
+    )
 
 
 def paused_error(result: am.SendEmailResult) -> ApplicationError:

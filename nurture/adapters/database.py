@@ -263,6 +263,9 @@ class EmailSend(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    # When an attempt took the row to `sending` (at SMTP's commit point): a retry that
+    # finds it `sending` within the hand-over lease waits for that attempt's answer.
+    claimed_at: Mapped[datetime | None]
 
     lead: Mapped[LeadRow] = relationship(lazy="raise")  # see StageChange.lead
 
