@@ -643,7 +643,6 @@ async def memory_breakdown(args: argparse.Namespace) -> None:
     import linecache
     import tracemalloc
 
-    from temporalio.common import SearchAttributeKey
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.testing import WorkflowEnvironment
     from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -656,7 +655,7 @@ async def memory_breakdown(args: argparse.Namespace) -> None:
     from nurture.adapters.catalog import CadenceCatalog
     from nurture.adapters.database import StageChange, make_engine, session_factory
     from nurture.adapters.schema import migrate
-    from nurture.domain.names import SEARCH_ATTRIBUTES
+    from nurture.adapters.temporal import search_attribute_keys
     from nurture.services.intake import Intake
     from nurture.settings import load_settings
     from worker import build_worker
@@ -674,12 +673,7 @@ async def memory_breakdown(args: argparse.Namespace) -> None:
         webhook_secret=secrets.token_hex(16), max_cached_workflows=n + 100,
     )  # fmt: skip
     await migrate(database_url)
-    makers = {
-        "Keyword": SearchAttributeKey.for_keyword,
-        "Int": SearchAttributeKey.for_int,
-        "Datetime": SearchAttributeKey.for_datetime,
-    }
-    keys = [makers[kind](name) for name, kind in SEARCH_ATTRIBUTES.items()]
+    keys = search_attribute_keys()
     env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter, dev_server_existing_path=temporal,
         search_attributes=keys,

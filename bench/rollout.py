@@ -47,7 +47,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 from temporalio.client import Client
-from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -61,8 +60,9 @@ from nurture.adapters.catalog import CadenceCatalog  # noqa: E402
 from nurture.adapters.database import StageChange, make_engine, session_factory  # noqa: E402
 from nurture.adapters.loader import load_cadence_set  # noqa: E402
 from nurture.adapters.schema import migrate  # noqa: E402
+from nurture.adapters.temporal import search_attribute_keys  # noqa: E402
 from nurture.domain.events import Lead  # noqa: E402
-from nurture.domain.names import QUERY_STATE, SEARCH_ATTRIBUTES, workflow_id  # noqa: E402
+from nurture.domain.names import QUERY_STATE, workflow_id  # noqa: E402
 from nurture.domain.state import LeadView  # noqa: E402
 from nurture.services import rollout  # noqa: E402
 from nurture.services.intake import Intake  # noqa: E402
@@ -159,12 +159,7 @@ async def run(args: argparse.Namespace, folder: Path, temporal: str) -> None:
         sending_paused=False,
     )
     await migrate(database_url)
-    makers = {
-        "Keyword": SearchAttributeKey.for_keyword,
-        "Int": SearchAttributeKey.for_int,
-        "Datetime": SearchAttributeKey.for_datetime,
-    }
-    keys = [makers[kind](name) for name, kind in SEARCH_ATTRIBUTES.items()]
+    keys = search_attribute_keys()
     env: WorkflowEnvironment | None = None
     if args.address:
         # A server started apart (`temporal server start-dev --headless --port P`, with the

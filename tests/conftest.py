@@ -27,6 +27,7 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from nurture.adapters.temporal import search_attribute_keys
 from nurture.domain.names import SEARCH_ATTRIBUTES
 from nurture.settings import Settings, load_settings
 
@@ -137,21 +138,6 @@ def _patient_sleep(env: WorkflowEnvironment) -> Callable[[timedelta | float], Aw
         )
 
     return sleep
-
-
-def search_attribute_keys() -> list[object]:
-    """The contract's search attributes as keys, for ``WorkflowEnvironment.start_local``."""
-    from temporalio.common import SearchAttributeKey
-
-    keys: list[object] = []
-    for name, kind in SEARCH_ATTRIBUTES.items():
-        maker = {
-            "Keyword": SearchAttributeKey.for_keyword,
-            "Int": SearchAttributeKey.for_int,
-            "Datetime": SearchAttributeKey.for_datetime,
-        }[kind]
-        keys.append(maker(name))
-    return keys
 
 
 @pytest.fixture(scope="session")

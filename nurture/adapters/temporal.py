@@ -168,13 +168,20 @@ _KEY_MAKERS: dict[str, Callable[[str], SearchAttributeKey[Any]]] = {
 }
 
 
+def search_attribute_key(name: str) -> SearchAttributeKey[Any]:
+    """The contract's search attribute ``name``, typed as it is registered."""
+    return _KEY_MAKERS[SEARCH_ATTRIBUTES[name]](name)
+
+
+def search_attribute_keys() -> list[SearchAttributeKey[Any]]:
+    """Every search attribute of the contract (for a dev server started with them)."""
+    return [search_attribute_key(name) for name in SEARCH_ATTRIBUTES]
+
+
 def typed_search_attributes(values: Mapping[str, object]) -> TypedSearchAttributes:
     """The contract's search attributes named in ``values``, typed as registered."""
     return TypedSearchAttributes(
-        [
-            SearchAttributePair(_KEY_MAKERS[SEARCH_ATTRIBUTES[name]](name), value)
-            for name, value in values.items()
-        ]
+        [SearchAttributePair(search_attribute_key(name), value) for name, value in values.items()]
     )
 
 
